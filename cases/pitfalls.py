@@ -1,0 +1,30 @@
+"""Pitfalls the TensorFlow articles warn about (tag ``pitfall``)."""
+
+import numpy as np
+
+from diffbench import case
+
+
+@case(inputs={"x": 2.0, "y": 5.0}, tags=["pitfall", "unconnected"], expect={"tape": "none"})
+def unused_input(x, y, xp):
+    """x² with an input y that does not influence the output: TensorFlow returns None for y (truth 0)."""
+    return x**2
+
+
+@case(inputs={"x": np.array(3)}, tags=["pitfall", "integer"], expect={"tape": "none"})
+def integer_input(x, xp):
+    """x² with x given as an integer array: TensorFlow does not differentiate integer tensors (truth 6)."""
+    return x * x
+
+
+@case(inputs={"x": 2.3}, tags=["pitfall", "rounding"], expect={"tape": "none"})
+def round_inside(x, xp):
+    """round(x)²: piecewise constant, so the true derivative is 0 here; TensorFlow's round has no gradient."""
+    return xp.round(x) ** 2
+
+
+@case(inputs={"x": [0.3, 2.0, -1.0]}, tags=["pitfall", "argmax"],
+      expect={"tape": "none", "symbolic": "error", "forward": "none"})
+def argmax_inside(x, xp):
+    """Index of the largest input, as a number: piecewise constant (truth 0), no gradient in TensorFlow."""
+    return xp.sum(x * 0.0) + 1.0 * xp.argmax(x)

@@ -1,0 +1,82 @@
+"""diffbench: symbolic, automatic and finite-difference derivatives of one function, compared.
+
+Public API (everything else is internal):
+
+- :func:`case`, :class:`Case`, :func:`load_cases`, :func:`uniform`: define and discover cases.
+- :func:`gradient`, :func:`hessian`: one method's derivative of one case.
+- :func:`run`: measure cases, get the tidy results table.
+- :func:`assert_gradients`: check a TensorFlow function's gradient in a test.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .case import Case, CaseError, case, load_cases, uniform
+from .harness import run
+
+__all__ = ["case", "Case", "CaseError", "load_cases", "uniform", "gradient", "hessian", "run",
+           "assert_gradients", "__version__"]
+__version__ = "0.1.0"
+
+
+def _method(method: str) -> tuple[str, str | None]:
+    name, _, variant = method.partition("/")
+    return name, variant or None
+
+
+def gradient(case: Case, method: str = "tape", dtype: str = "float64") -> dict[str, np.ndarray]:
+    """The gradient of ``case`` at its inputs with respect to each named input.
+
+    ``method`` is ``symbolic``, ``tape``, ``finite``, ``reference`` (the 50-digit
+    reference rounded to float64), or ``method/variant`` (e.g. ``tape/xla``,
+    ``finite/richardson``). Returns name -> array shaped like that input.
+    Raises CaseError for a case that cannot run (naming the problem),
+    ``diffbench.engines.NoGradient`` when TensorFlow returns None, and
+    ``diffbench.engines.Skip`` when the method does not apply.
+    """
+    from .engines import get_engine
+
+    if case.problem:
+        raise CaseError(case.problem)
+    name, variant = _method(method)
+    if name == "reference":
+        from .reference import reference
+
+        return {k: v.copy() for k, v in reference(case).values.items()}
+    engine = get_engine(name)
+    prepared = engine.prepare(case, variant or engine.variants()[0 if name != "finite" else 1], dtype, "CPU")
+    return prepared.gradient()
+
+
+def hessian(case: Case, method: str = "tape", dtype: str = "float64") -> np.ndarray:
+    """The (N, N) Hessian of ``case``, N the total input size, flattened in parameter order.
+
+    ``method`` is ``symbolic``, ``tape`` (nested tapes), ``finite`` (second-order central
+    differences) or ``reference`` (50 digits, rounded to float64). Raises as
+    :func:`gradient` does.
+    """
+    from .engines import get_engine
+
+    if case.problem:
+        raise CaseError(case.problem)
+    name, variant = _method(method)
+    if name == "reference":
+        from .reference import reference_hessian
+
+        return reference_hessian(case)
+    engine = get_engine(name)
+    return engine.hessian(case, variant or engine.variants()[0], dtype)
+
+
+def assert_gradients(fn: Any, inputs: dict[str, Any], *, reference: Any = None, rtol: float | None = None,
+                     atol: float | None = None) -> None:
+    """Check the TensorFlow gradient of ``fn(**inputs)``; raise AssertionError if it is wrong.
+
+    See :func:`diffbench.testing.assert_gradients` for the full contract.
+    """
+    from .testing import assert_gradients as check
+
+    check(fn, inputs, reference=reference, rtol=rtol, atol=atol)

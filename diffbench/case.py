@@ -1,0 +1,326 @@
+"""Cases: a function written once against an array namespace ``xp``, plus its inputs.
+
+A problem with a case (bad inputs, a wrong signature, a file that does not import)
+never raises at definition or discovery time: it is recorded on the ``Case`` as
+``problem`` so that a run reports it as an ``error`` row and carries on.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import importlib.util
+import inspect
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+__all__ = ["Case", "case", "load_cases", "uniform", "CaseError", "STATUSES"]
+
+#: Every status a result row can carry (see DESIGN.md, "Truth and accuracy").
+STATUSES = ("ok", "inaccurate", "nan", "inf", "none", "error", "timeout", "skipped", "undefined")
+
+
+class CaseError(ValueError):
+    """A case cannot be evaluated as written; the message names the case and the fix."""
+
+
+def uniform(shape: int | Sequence[int], low: float = -1.0, high: float = 1.0, *, seed: int = 0) -> np.ndarray:
+    """Return a seeded uniform sample in [low, high) of ``shape`` (float64), for case inputs.
+
+    The same seed always gives the same point, so reports and baselines are reproducible.
+    """
+    return np.random.default_rng(seed).uniform(low, high, size=shape)
+
+
+def _convert_input(case_name: str, input_name: str, value: Any) -> tuple[np.ndarray, bool]:
+    """Turn one input value into a float64 array; return it and whether it was integer-typed."""
+    where = f"case {case_name!r}, input {input_name!r}"
+    if isinstance(value, (str, bytes)):
+        raise CaseError(f"{where}: got the string {value!r}; inputs must be numbers, e.g. {input_name}=3.0")
+    if isinstance(value, (bool, np.bool_)):
+        raise CaseError(f"{where}: got the boolean {value!r}; inputs must be real numbers")
+    try:
+        array = np.asarray(value)
+    except ValueError as exc:  # numpy >= 1.24 refuses ragged nested lists
+        raise CaseError(f"{where}: the nested lists are ragged (rows of different lengths); "
+                        f"give every row the same length ({exc})") from None
+    if array.dtype == object:
+        raise CaseError(f"{where}: could not read {value!r} as a rectangular array of numbers; "
+                        "use a float, a nested list with rows of equal length, or a numpy array")
+    if array.dtype.kind in "US":
+        raise CaseError(f"{where}: contains strings {value!r}; inputs must be numbers")
+    if array.dtype.kind == "c":
+        raise CaseError(f"{where}: is complex; cases are functions of real inputs")
+    if array.dtype.kind == "b":
+        raise CaseError(f"{where}: is boolean; inputs must be real numbers")
+    if array.dtype.kind not in "fiu":
+        raise CaseError(f"{where}: has unsupported type {array.dtype}; use floats")
+    if array.size == 0:
+        raise CaseError(f"{where}: is empty (shape {array.shape}); give at least one value")
+    integer = isinstance(value, np.ndarray) and array.dtype.kind in "iu"
+    array = array.astype(np.float64)
+    if not np.all(np.isfinite(array)):
+        bad = np.argwhere(~np.isfinite(array))
+        raise CaseError(f"{where}: contains NaN or inf at index {tuple(bad[0])}; "
+                        "a gradient is only defined at a finite point, choose finite values")
+    return array, integer
+
+
+@dataclass(eq=False)
+class Case:
+    """One function to differentiate: ``func(*inputs, xp=namespace) -> scalar``.
+
+    Attributes: ``name`` (the function's name), ``func``, ``inputs`` (name -> float64
+    array, in the order of the function's parameters), ``tags``, ``integer_inputs``
+    (names given as integer numpy arrays: TensorFlow sees them as integer tensors),
+    ``native`` (optional TensorFlow implementation differentiated by the tape instead
+    of ``func``), ``expect`` (expected statuses, see :meth:`expected_status`),
+    ``sizes`` (optional ``n -> inputs`` factory for scaling studies), ``source_file``,
+    ``problem`` (why the case cannot run, or ``None``).
+    """
+
+    name: str
+    func: Callable[..., Any] | None
+    inputs: dict[str, np.ndarray] = field(default_factory=dict)
+    tags: tuple[str, ...] = ()
+    integer_inputs: frozenset[str] = frozenset()
+    native: Callable[..., Any] | None = None
+    expect: dict[str, str] = field(default_factory=dict)
+    sizes: Callable[[int], Mapping[str, Any]] | None = None
+    source_file: str | None = None
+    line: int = 0
+    problem: str | None = None
+    doc: str = ""
+
+    # -- native TensorFlow implementation -------------------------------------------
+    def tensorflow(self, fn: Callable[..., Any]) -> "Case":
+        """Register a native TensorFlow implementation (decorator); returns the case.
+
+        ``fn`` takes the inputs as TensorFlow variables (same names, same order) and
+        returns a scalar tensor, or ``(loss, {input_name: variable})`` when it owns
+        its variables (a Keras layer). The tape differentiates ``fn``; the case's
+        ``xp`` function stays the mathematical truth it is checked against.
+        """
+        self.native = fn
+        return self
+
+    # -- derived facts -------------------------------------------------------------
+    @property
+    def size(self) -> int:
+        """Total number of scalar inputs (the gradient's length when flattened)."""
+        return int(sum(a.size for a in self.inputs.values()))
+
+    @property
+    def source_hash(self) -> str:
+        """SHA-256 of the case's source, its native implementation and its inputs."""
+        digest = hashlib.sha256()
+        for fn in (self.func, self.native):
+            if fn is None:
+                continue
+            try:
+                digest.update(inspect.getsource(fn).encode())
+            except (OSError, TypeError):
+                digest.update(getattr(fn, "__qualname__", repr(fn)).encode())
+        for key, value in self.inputs.items():
+            digest.update(key.encode())
+            digest.update(str(value.shape).encode())
+            digest.update(np.ascontiguousarray(value).tobytes())
+        digest.update(",".join(sorted(self.integer_inputs)).encode())
+        return digest.hexdigest()[:16]
+
+    def with_inputs(self, inputs: Mapping[str, Any], name: str | None = None) -> "Case":
+        """Return a copy of this case evaluated at other inputs (same function)."""
+        new = make_case(self.func, inputs, tags=self.tags, expect=self.expect, sizes=self.sizes,
+                        name=name or self.name)
+        new.native, new.source_file, new.line = self.native, self.source_file, self.line
+        return new
+
+    def at_size(self, n: int) -> "Case":
+        """Return this case at problem size ``n``; raises CaseError if it has no ``sizes``."""
+        if self.sizes is None:
+            raise CaseError(f"case {self.name!r} is not size-parameterised; give @case(sizes=lambda n: {{...}})")
+        return self.with_inputs(self.sizes(n), name=self.name)
+
+    def expected_status(self, method: str, variant: str, dtype: str, order: int = 1) -> str:
+        """The status this case is expected to have for one row (default ``ok``).
+
+        ``expect`` keys are '-'-separated parts (method, variant, dtype, or ``order2``)
+        with ``*`` wildcards; a key matches a row when every part matches one of the
+        row's fields, and the key with the most parts wins.
+        """
+        fields = (method, variant, dtype, f"order{order}")
+        best, best_parts = "ok", -1
+        for key, status in self.expect.items():
+            parts = key.split("-")
+            if all(any(fnmatch.fnmatchcase(f, p) for f in fields) for p in parts) and len(parts) > best_parts:
+                best, best_parts = status, len(parts)
+        return best
+
+    def __repr__(self) -> str:
+        shapes = ", ".join(f"{k}{list(v.shape)}" for k, v in self.inputs.items())
+        return f"Case({self.name}({shapes}), tags={list(self.tags)})"
+
+
+def _check_signature(name: str, func: Callable[..., Any], inputs: Mapping[str, Any]) -> None:
+    try:
+        sig = inspect.signature(func)
+    except (TypeError, ValueError):
+        raise CaseError(f"case {name!r}: cannot read the function's signature") from None
+    params = list(sig.parameters.values())
+    positional = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+                  and p.name != "xp"]
+    if "xp" not in sig.parameters:
+        raise CaseError(f"case {name!r}: the function must take the array namespace as keyword "
+                        f"argument 'xp', e.g. def {name}({', '.join(positional) or 'x'}, xp): ...")
+    others = [p.name for p in params if p.kind == p.KEYWORD_ONLY and p.name != "xp" and p.default is p.empty]
+    if others:
+        raise CaseError(f"case {name!r}: keyword-only parameter(s) {others} are never passed; "
+                        "the only keyword a case receives is 'xp'")
+    if list(inputs) != positional:
+        missing = [p for p in positional if p not in inputs]
+        extra = [k for k in inputs if k not in positional]
+        detail = []
+        if missing:
+            detail.append(f"no value for parameter(s) {missing}")
+        if extra:
+            detail.append(f"input(s) {extra} are not parameters of the function")
+        if not detail:
+            detail.append(f"inputs are in the order {list(inputs)} but the parameters are {positional}")
+        raise CaseError(f"case {name!r}: {'; '.join(detail)}; inputs= must name each positional parameter once, in order")
+
+
+def make_case(func: Callable[..., Any] | None, inputs: Mapping[str, Any], *, tags: Sequence[str] = (),
+              expect: Mapping[str, str] | None = None, sizes: Callable[[int], Mapping[str, Any]] | None = None,
+              name: str | None = None) -> Case:
+    """Build a Case, recording (never raising) any problem with it."""
+    name = name or getattr(func, "__name__", "case")
+    made = Case(name=name, func=func, tags=tuple(tags or ()), expect=dict(expect or {}), sizes=sizes,
+                doc=inspect.cleandoc(getattr(func, "__doc__", None) or ""))
+    try:
+        code = getattr(func, "__code__", None)
+        if code is not None:
+            made.source_file, made.line = code.co_filename, code.co_firstlineno
+        if not callable(func):
+            raise CaseError(f"case {name!r}: @case must decorate a function")
+        if isinstance(tags, str):
+            raise CaseError(f"case {name!r}: tags must be a list of strings, e.g. tags=[{tags!r}]")
+        if not isinstance(inputs, Mapping) or not inputs:
+            raise CaseError(f"case {name!r}: inputs must be a non-empty dict of name -> value, e.g. inputs={{'x': 1.0}}")
+        bad = [s for s in (expect or {}).values() if s not in STATUSES]
+        if bad:
+            raise CaseError(f"case {name!r}: expect= names unknown status(es) {bad}; use one of {list(STATUSES)}")
+        _check_signature(name, func, inputs)
+        converted, integer = {}, set()
+        for key, value in inputs.items():
+            converted[key], is_int = _convert_input(name, key, value)
+            if is_int:
+                integer.add(key)
+        made.inputs, made.integer_inputs = converted, frozenset(integer)
+    except CaseError as exc:
+        made.problem = str(exc)
+    return made
+
+
+def case(inputs: Mapping[str, Any], tags: Sequence[str] = (), *, expect: Mapping[str, str] | None = None,
+         sizes: Callable[[int], Mapping[str, Any]] | None = None, name: str | None = None) -> Callable[[Callable[..., Any]], Case]:
+    """Decorator that turns ``func(*inputs, xp)`` into a :class:`Case`.
+
+    ``inputs`` maps each positional parameter to a float, a nested list or a numpy
+    array (each becomes a float64 array of that shape; an integer-typed numpy array
+    is additionally marked as an integer input). ``tags`` are free-form labels for
+    selection. ``expect`` declares non-``ok`` statuses that are the point of the case
+    (e.g. ``{"tape": "none"}``); ``sizes`` maps a problem size n to inputs for
+    ``diffbench scale``. Never raises: problems are stored in ``Case.problem``.
+    """
+
+    def decorate(func: Callable[..., Any]) -> Case:
+        return make_case(func, inputs, tags=tags, expect=expect, sizes=sizes, name=name)
+
+    return decorate
+
+
+def _broken(name: str, path: Path, message: str) -> Case:
+    return Case(name=name, func=None, source_file=str(path), problem=message, tags=("file-error",))
+
+
+def _load_file(path: Path) -> list[Case]:
+    module_name = "diffbench_cases_" + hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:10] + "_" + path.stem
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        return [_broken(path.stem, path, f"{path}: not a loadable Python file")]
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as exc:
+        sys.modules.pop(module_name, None)
+        return [_broken(path.stem, path, f"{path}:{exc.lineno}: syntax error: {exc.msg}; fix the file "
+                                         "(its cases were not run; other files were)")]
+    except BaseException as exc:  # an import error, or anything the file raises at import
+        sys.modules.pop(module_name, None)
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        return [_broken(path.stem, path, f"{path}: importing the file raised {type(exc).__name__}: {exc} "
+                                         "(its cases were not run; other files were)")]
+    # a case registered under two names (``@mycase.tensorflow`` returns the case) counts once
+    found = list({id(v): v for v in vars(module).values() if isinstance(v, Case)}.values())
+    found.sort(key=lambda c: c.line)
+    if not found:
+        return [_broken(path.stem, path, f"{path}: no cases found; decorate functions with "
+                                         "@diffbench.case(inputs={...})")]
+    return found
+
+
+def load_cases(path: str | Path) -> list[Case]:
+    """Discover the cases in a ``.py`` file or in every ``*.py`` of a folder (sorted).
+
+    Returns the cases in file and definition order. Never raises for a bad file: a
+    file that fails to import or holds no case, and a case whose name is already
+    taken, come back as cases whose ``problem`` says what to fix. Raises
+    FileNotFoundError if ``path`` does not exist.
+    """
+    root = Path(path)
+    if not root.exists():
+        raise FileNotFoundError(f"no case file or folder at {root}")
+    files = [root] if root.is_file() else sorted(p for p in root.glob("*.py") if not p.name.startswith("_"))
+    cases: list[Case] = []
+    seen: dict[str, Case] = {}
+    for file in files:
+        for found in _load_file(file):
+            if found.name in seen and found.problem is None:
+                first = seen[found.name]
+                found.problem = (f"case {found.name!r} in {found.source_file}:{found.line} has the same name as "
+                                 f"the case in {first.source_file}:{first.line}; rename one (names identify rows "
+                                 "and baselines)")
+            seen.setdefault(found.name, found)
+            cases.append(found)
+    return cases
+
+
+def default_cases_path() -> Path:
+    """The repository's ``cases/`` folder (next to the package), or ``./cases``."""
+    here = Path(__file__).resolve().parent.parent / "cases"
+    return here if here.exists() else Path("cases")
+
+
+def select(cases: Sequence[Case], keyword: str | None = None, tags: Sequence[str] | None = None) -> list[Case]:
+    """Filter cases by a substring of the name (or of a tag) and by tags."""
+    chosen = list(cases)
+    if keyword:
+        chosen = [c for c in chosen if keyword in c.name or keyword in c.tags]
+    if tags:
+        chosen = [c for c in chosen if set(tags) & set(c.tags)]
+    return chosen
+
+
+def is_finite_number(value: Any) -> bool:
+    """True for a finite real number (used when validating what a case returns)."""
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False

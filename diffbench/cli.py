@@ -1,0 +1,176 @@
+"""Command line: ``python -m diffbench <command>``; each command is a function of its own."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from .case import default_cases_path, load_cases, select
+
+EXIT_INTERRUPTED = 130
+
+
+def _split(text: str | None) -> list[str] | None:
+    return [part.strip() for part in text.split(",") if part.strip()] if text else None
+
+
+def _variants(items: list[str] | None) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for item in items or []:
+        method, sep, names = item.partition("=")
+        if not sep or not names:
+            raise SystemExit(f"diffbench: --variants takes METHOD=V1,V2 (e.g. tape=eager,function), got {item!r}")
+        out[method.strip()] = _split(names) or []
+    return out
+
+
+def _load(args: argparse.Namespace) -> list[Any]:
+    path = Path(args.cases) if args.cases else default_cases_path()
+    try:
+        cases = load_cases(path)
+    except FileNotFoundError as exc:
+        raise SystemExit(f"diffbench: {exc}; pass --cases FILE_OR_FOLDER") from None
+    chosen = select(cases, getattr(args, "k", None), _split(getattr(args, "tags", None)))
+    if not chosen:
+        raise SystemExit(f"diffbench: no case in {path} matches -k {args.k!r}" if getattr(args, "k", None)
+                         else f"diffbench: no cases in {path}")
+    return chosen
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    """Print each case with its tags and input shapes."""
+    for one in _load(args):
+        shapes = ", ".join(f"{k}{list(v.shape)}" for k, v in one.inputs.items())
+        flag = f"  PROBLEM: {one.problem}" if one.problem else ""
+        native = " [+tensorflow]" if one.native else ""
+        print(f"{one.name}({shapes}){native}  tags: {', '.join(one.tags) or '-'}{flag}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Measure the cases and write report.md, results.csv and results.jsonl into the out folder."""
+    import pandas as pd
+
+    from . import report
+    from .harness import COLUMNS, finish, key_of, make_config
+    from .runner import append_rows, read_rows, run_isolated
+
+    cases = _load(args)
+    try:
+        config = make_config(_split(args.methods), _split(args.dtypes), _variants(args.variants), args.profile,
+                             not args.no_order2, args.timeout)
+    except (KeyError, ValueError) as exc:
+        raise SystemExit(f"diffbench: {exc.args[0]}") from None
+    out = Path(args.resume or args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    journal = out / "results.jsonl"
+    rows: dict[tuple[Any, ...], dict[str, Any]] = {}
+    if args.resume:
+        for row in read_rows(journal):
+            rows[key_of(row)] = row
+        print(f"diffbench: resuming {out}: {len(rows)} rows already measured", file=sys.stderr)
+    else:
+        journal.write_text("")
+    names = {c.name for c in cases}
+    done_cases = {r["case"] for r in rows.values()}
+    began = time.perf_counter()
+    total = len(cases)
+    finished = [0]
+
+    def progress(name: str) -> None:
+        finished[0] += 1
+        print(f"[{finished[0]}/{total}] {name}  ({time.perf_counter() - began:.0f} s)", file=sys.stderr, flush=True)
+
+    def keep(new_rows: list[dict[str, Any]]) -> None:
+        append_rows(journal, new_rows)
+        for row in new_rows:
+            rows[key_of(row)] = row
+
+    gpus: list[str] = []
+    complete = run_isolated(cases, config, args.jobs, keep, set(rows), progress, gpus)
+    df = pd.DataFrame([r for r in rows.values() if r["case"] in names or r["case"] in done_cases], columns=COLUMNS)
+    df = finish(df)
+    df = report.with_environment(df, report.environment(gpus, config.profile))
+    path = report.write(df, out)
+    counts = df["status"].value_counts().to_dict()
+    print(f"diffbench: {len(df)} rows for {df['case'].nunique()} cases in {time.perf_counter() - began:.1f} s "
+          f"({', '.join(f'{k} {v}' for k, v in counts.items())}); report: {path}")
+    if not complete:
+        print("diffbench: interrupted; the report holds every row that finished "
+              f"(continue with: python -m diffbench run --resume {out})", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Regenerate report.md from a results.csv."""
+    from .report import regenerate
+
+    try:
+        path = regenerate(args.results, args.out)
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"diffbench: cannot read {args.results}: {exc}") from None
+    print(f"diffbench: report written to {path}")
+    return 0
+
+
+def _add_case_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--cases", metavar="PATH", help="a case file or a folder of them (default: the repository's "
+                                                        "cases/)")
+    parser.add_argument("-k", metavar="SUBSTRING", help="only cases whose name (or a tag) contains SUBSTRING")
+    parser.add_argument("--tags", metavar="T1,T2", help="only cases with one of these tags")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``python -m diffbench``."""
+    from .harness import DEFAULT_TIMEOUT_S
+
+    parser = argparse.ArgumentParser(prog="python -m diffbench", description=(
+        "Compare symbolic (SymPy), automatic (TensorFlow) and finite-difference derivatives of the same "
+        "functions against a 50-digit reference."))
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="measure cases and write a report")
+    _add_case_options(run)
+    run.add_argument("--methods", metavar="M1,M2", help="methods to run (default symbolic,tape,finite; also jax, "
+                                                        "torch)")
+    run.add_argument("--dtypes", metavar="D1,D2", help="float32 and/or float64 (default both)")
+    run.add_argument("--variants", metavar="METHOD=V1,V2", action="append",
+                     help="only these variants of a method, e.g. tape=eager,function (repeatable)")
+    run.add_argument("--out", metavar="DIR", default="reports/latest", help="output folder (default reports/latest)")
+    run.add_argument("--profile", choices=["quick", "full"], default="quick",
+                     help="timing effort: quick (default; short samples) or full (longer, tighter statistics)")
+    run.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="SECONDS",
+                     help=f"time budget per measurement; past it the row is a timeout (default {DEFAULT_TIMEOUT_S:g})")
+    run.add_argument("--jobs", type=int, default=2, metavar="N",
+                     help="worker processes (default 2; use 1 for the least timing interference)")
+    run.add_argument("--resume", metavar="DIR", help="continue an interrupted run in DIR, skipping measured rows")
+    run.add_argument("--no-order2", action="store_true", help="skip second-derivative (Hessian) rows")
+    run.set_defaults(func=cmd_run)
+
+    lst = sub.add_parser("list", help="print each case with its tags and input shapes")
+    _add_case_options(lst)
+    lst.set_defaults(func=cmd_list)
+
+    rep = sub.add_parser("report", help="regenerate report.md from a results.csv")
+    rep.add_argument("results", metavar="RESULTS.csv")
+    rep.add_argument("--out", metavar="DIR", help="where to write report.md (default: next to the CSV)")
+    rep.set_defaults(func=cmd_report)
+
+    from . import testing
+
+    testing.add_commands(sub, _add_case_options)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("diffbench: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED

@@ -1,0 +1,476 @@
+"""The measurement loop: for each case × method × variant × dtype × device, one row.
+
+``measure_case`` does the work for one case in the current process and hands each
+row to a callback as soon as it is complete. ``run`` calls it for a list of cases in
+process (the Python API); ``diffbench.runner`` calls it in worker processes so that a
+hanging or crashing case cannot take a run down.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import signal
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+
+from .case import Case
+from .engines import DEFAULT_METHODS, NoGradient, Skip, flatten, get_engine
+from .timing import PROFILES, measure
+
+#: result columns, in order (documented in reports/README.md)
+COLUMNS = ["case", "method", "variant", "dtype", "device", "order", "status", "expected", "rel_error",
+           "max_error_eps", "taylor_order", "error_estimate", "time_median_s", "time_iqr_s", "time_min_s",
+           "repeats", "loops", "unstable", "prepare_s", "f_time_s", "grad_over_f", "reference", "diagnosis",
+           "step", "expr_ops", "grad_ops", "n_inputs", "tags", "source_hash"]
+KEY = ("case", "method", "variant", "dtype", "device", "order")
+
+#: second-order rows are computed for cases with at most this many scalar inputs
+ORDER2_MAX_INPUTS = 8
+#: the variant that carries second-order rows for each method
+ORDER2_VARIANT = {"symbolic": "numpy", "tape": "eager", "finite": "central", "jax": "jit", "torch": "eager"}
+DEFAULT_DTYPES = ("float32", "float64")
+DEFAULT_TIMEOUT_S = 120.0
+
+
+@dataclass
+class Config:
+    """What to measure and how hard to try."""
+
+    methods: tuple[str, ...] = DEFAULT_METHODS
+    dtypes: tuple[str, ...] = DEFAULT_DTYPES
+    variants: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    profile: str = "quick"
+    order2: bool = True
+    timeout_s: float = DEFAULT_TIMEOUT_S
+    timing: bool = True
+    devices: tuple[str, ...] | None = None
+    keep_gradients: bool = False
+    sweep: bool = True
+
+    def variants_of(self, method: str) -> tuple[str, ...]:
+        return self.variants.get(method) or get_engine(method).variants()
+
+
+class UnitTimeout(Exception):
+    """One measurement ran past its time budget."""
+
+
+@contextlib.contextmanager
+def budget(seconds: float | None) -> Iterator[None]:
+    """Raise UnitTimeout in this thread after ``seconds`` (main thread only; elsewhere a no-op).
+
+    Python code (a SymPy blow-up, a slow loop) is interrupted; a long native call is
+    interrupted when it returns. The isolated runner adds a hard kill on top.
+    """
+    if not seconds or threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
+        yield
+        return
+
+    def expire(signum: int, frame: Any) -> None:
+        raise UnitTimeout(f"ran past the time budget of {seconds:g} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _row(case: Case, method: str, variant: str, dtype: str, device: str, order: int, **values: Any) -> dict[str, Any]:
+    row: dict[str, Any] = {c: None for c in COLUMNS}
+    row.update(case=case.name, method=method, variant=variant, dtype=dtype, device=device, order=order,
+               n_inputs=case.size, tags=",".join(case.tags), source_hash=case.source_hash if case.func else "",
+               expected=case.expected_status(method, variant, dtype, order))
+    row.update(values)
+    return row
+
+
+def _message(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    if isinstance(exc, (Skip, NoGradient, UnitTimeout)):
+        return text
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if "/diffbench/" not in f.filename.replace("\\", "/")]
+    where = f" (at {frames[-1].filename.split('/')[-1]}:{frames[-1].lineno}: `{(frames[-1].line or '').strip()}`)" \
+        if frames else ""
+    return f"{type(exc).__name__}: {text}{where}"
+
+
+def key_of(row: dict[str, Any]) -> tuple[Any, ...]:
+    """The identity of a row: (case, method, variant, dtype, device, order)."""
+    return tuple(row[k] for k in KEY)
+
+
+def plan(case: Case, config: Config, devices: dict[str, list[str]]) -> list[tuple[str, str, str, str, int]]:
+    """Every (method, variant, dtype, device, order) unit a case gets under ``config``."""
+    units = []
+    for dtype in config.dtypes:
+        for method in config.methods:
+            for variant in config.variants_of(method):
+                for device in devices.get(method, ["CPU"]):
+                    units.append((method, variant, dtype, device, 1))
+    if config.order2 and case.size <= ORDER2_MAX_INPUTS:
+        for dtype in config.dtypes:
+            for method in config.methods:
+                if method in ORDER2_VARIANT and ORDER2_VARIANT[method] in config.variants_of(method):
+                    units.append((method, ORDER2_VARIANT[method], dtype, "CPU", 2))
+    return units
+
+
+def engine_devices(config: Config) -> dict[str, list[str]]:
+    """The devices each configured method runs on here (an engine that fails to load gets CPU)."""
+    out = {}
+    for method in config.methods:
+        try:
+            found = get_engine(method).devices()
+        except Exception:  # noqa: BLE001 - reported per row when the engine is used
+            found = ["CPU"]
+        out[method] = [d for d in found if config.devices is None or d in config.devices or
+                       (d.startswith("GPU") and "GPU" in config.devices)] or ["CPU"]
+    return out
+
+
+def measure_case(case: Case, config: Config, emit: Callable[[dict[str, Any]], None], *,
+                 skip: Iterable[tuple[Any, ...]] = (), on_start: Callable[[tuple[Any, ...]], None] | None = None,
+                 reference_problem: str | None = None, failed: dict[str, tuple[str, str]] | None = None,
+                 keep_gradients: bool = False) -> None:
+    """Measure every unit of ``case``; call ``emit(row)`` as each row completes. Never raises
+    for a problem of the case: it becomes a row.
+
+    ``skip`` holds row keys already measured; ``failed`` maps a method to (status, reason)
+    when an earlier attempt at it hung or crashed, so its remaining units are reported
+    without being run again.
+    """
+    from . import reference as reference_module
+
+    if keep_gradients:
+        config = dataclasses.replace(config, keep_gradients=True)
+    skip = set(skip)
+    if case.problem or case.func is None:
+        row = _row(case, "case", "load", "-", "-", 1, status="error", diagnosis=case.problem or "no function")
+        if key_of(row) not in skip:
+            emit(row)
+        return
+    devices = engine_devices(config)
+    units = plan(case, config, devices)
+    ref, ref_note = None, reference_problem
+    if ref_note is None:
+        if on_start:
+            on_start((case.name, "reference", "", "", "", 1))
+        try:
+            with budget(config.timeout_s):
+                ref = reference_module.reference(case)
+        except UnitTimeout:
+            ref_note = f"the 50-digit reference ran past the time budget of {config.timeout_s:g} s"
+        except Exception as exc:  # noqa: BLE001 - the case's own error shows on each method's row
+            ref_note = _message(exc)
+    timed_out: dict[str, tuple[str, str]] = dict(failed or {})
+    if ref is None and ref_note and "time budget" in ref_note:
+        timed_out["symbolic"] = ("timeout", ref_note)  # the symbolic method shares the reference's trace
+    for method, variant, dtype, device, order in units:
+        key = (case.name, method, variant, dtype, device, order)
+        if key in skip:
+            continue
+        if method in timed_out:
+            status, reason = timed_out[method]
+            emit(_row(case, method, variant, dtype, device, order, status=status, diagnosis=f"not run: {reason}"))
+            continue
+        if on_start:
+            on_start(key)
+        try:
+            with budget(config.timeout_s):
+                row = (_measure_unit if order == 1 else _measure_order2)(case, config, method, variant, dtype,
+                                                                          device, ref, ref_note)
+        except UnitTimeout as exc:
+            row = _row(case, method, variant, dtype, device, order, status="timeout",
+                       diagnosis=f"{method}/{variant} {exc}; raise --timeout or shrink the case")
+            timed_out[method] = ("timeout", f"{method}/{variant} in {dtype} ran past the time budget of "
+                                            f"{config.timeout_s:g} s")
+        emit(row)
+    if config.sweep and "sweep" in case.tags and ref is not None and not ref.undefined and "finite" in config.methods:
+        for row in _sweep_rows(case, config, ref, skip):
+            emit(row)
+
+
+def _sweep_rows(case: Case, config: Config, ref: Any, skip: set[tuple[Any, ...]]) -> list[dict[str, Any]]:
+    """Error against step size for forward and central differences (the report's V plot)."""
+    from .engines import finite
+
+    rows = []
+    ref_flat = flatten(ref.values, list(case.inputs))
+    for dtype in config.dtypes:
+        for scheme in ("forward", "central"):
+            try:
+                with budget(config.timeout_s):
+                    scales, errs = finite.sweep(case, dtype, scheme, ref_flat)
+            except Exception:  # noqa: BLE001 - the sweep is illustration; its absence is not a failure
+                continue
+            for k, (c, err) in enumerate(zip(scales, errs)):
+                row = _row(case, "sweep", scheme, dtype, f"step{k:02d}", 1, status="ok", rel_error=float(err),
+                           step=float(c), reference=_reference_label(ref))
+                if key_of(row) not in skip:
+                    rows.append(row)
+    return rows
+
+
+def _reference_label(ref: Any) -> str:
+    if ref is None:
+        return "unavailable"
+    return "sympy-mpmath-50" if ref.source == "symbolic" else "mpmath-central-50"
+
+
+def _measure_unit(case: Case, config: Config, method: str, variant: str, dtype: str, device: str, ref: Any,
+                  ref_note: str | None) -> dict[str, Any]:
+    from . import metrics
+
+    base = dict(reference=_reference_label(ref))
+    try:
+        engine = get_engine(method)
+    except ImportError as exc:
+        return _row(case, method, variant, dtype, device, 1, status="skipped", **base,
+                    diagnosis=f"the {method} engine needs a package that is not installed ({exc}); "
+                              f"pip install -e \".[{method}]\"")
+    try:
+        prepared = engine.prepare(case, variant, dtype, device)
+    except Skip as exc:
+        return _row(case, method, variant, dtype, device, 1, status="skipped", diagnosis=str(exc), **base)
+    except UnitTimeout:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a broken case or engine becomes an error row
+        return _row(case, method, variant, dtype, device, 1, status="error", diagnosis=_message(exc), **base)
+    values: dict[str, Any] = dict(base, prepare_s=prepared.prepare_s)
+    info = dict(prepared.info)
+    note = info.pop("note", None)
+    values.update({k: v for k, v in info.items() if k in COLUMNS})
+    gradient: dict[str, np.ndarray] | None = None
+    try:
+        with np.errstate(all="ignore"):
+            gradient = prepared.gradient()
+    except NoGradient as exc:
+        values.update(status="none", diagnosis=_none_diagnosis(case, exc, ref))
+    except UnitTimeout:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        return _row(case, method, variant, dtype, device, 1, status="error", diagnosis=_message(exc), **values)
+    if config.timing:
+        with np.errstate(all="ignore"):
+            try:
+                profile = PROFILES[config.profile]
+                timing = measure(prepared.timed, profile)
+                values.update(timing.as_row())
+                if prepared.f_timed is not None:
+                    f_timing = measure(prepared.f_timed, profile)
+                    values["f_time_s"] = f_timing.median_s
+                    if f_timing.median_s > 0:
+                        values["grad_over_f"] = timing.median_s / f_timing.median_s
+                unstable_note = prepared.check_stable() if prepared.check_stable else None
+                if unstable_note:
+                    values["unstable"] = True
+                    note = f"{note}; {unstable_note}" if note else unstable_note
+            except UnitTimeout:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a failure while timing is still an error row
+                return _row(case, method, variant, dtype, device, 1, status="error", diagnosis=_message(exc), **values)
+    if gradient is None:
+        return _row(case, method, variant, dtype, device, 1, **values)
+    if config.keep_gradients:
+        values["gradient"] = gradient
+    flat = flatten(gradient, list(case.inputs))
+    if ref is None:
+        status, rel, max_eps = metrics.classify(flat, None, method, variant, dtype)
+        if status == "ok":
+            status = "skipped"
+        values.update(status=status, rel_error=rel, max_error_eps=max_eps,
+                      diagnosis=f"accuracy not checked: no reference gradient ({ref_note})")
+        return _row(case, method, variant, dtype, device, 1, **values)
+    ref_flat = flatten(ref.values, list(case.inputs))
+    status, rel, max_eps = metrics.classify(flat, ref_flat, method, variant, dtype)
+    values.update(status=status, rel_error=rel, max_error_eps=max_eps)
+    if ref.undefined:
+        values["status"] = "undefined"
+        values["diagnosis"] = (metrics.kink_diagnosis(ref, flat, f"{method}/{variant}") if ref.kinks
+                               else f"the true gradient does not exist here: {ref.undefined}")
+    else:
+        if status not in ("nan", "inf"):
+            values["taylor_order"] = metrics.taylor_order(case, flat, ref)
+        if status != "ok":
+            values["diagnosis"] = _accuracy_diagnosis(case, method, variant, dtype, status, rel, ref_flat, ref)
+    if note:
+        values["diagnosis"] = f"{values['diagnosis']}. Note: {note}" if values.get("diagnosis") else note
+    return _row(case, method, variant, dtype, device, 1, **values)
+
+
+def _none_diagnosis(case: Case, exc: NoGradient, ref: Any) -> str:
+    text = str(exc)
+    if ref is not None and not ref.undefined:
+        truth = ", ".join(f"{name}: {np.array2string(ref.values[name], precision=6)}" for name in exc.inputs)
+        text += f". The true gradient there is {truth}"
+    return text
+
+
+def _accuracy_diagnosis(case: Case, method: str, variant: str, dtype: str, status: str, rel: float,
+                        ref_flat: np.ndarray, ref: Any, order: int = 1) -> str:
+    from . import metrics
+    from .engines import finite
+
+    f = finite.function_of(case, dtype)
+    x = flatten(case.inputs, list(case.inputs)).astype(dtype)
+    events = metrics.float_events(f, x)
+    text = metrics.overflow_diagnosis(case, dtype, events, "function")
+    if text is None and method == "symbolic":
+        from .engines import symbolic
+
+        with contextlib.suppress(Exception):
+            import sympy as sp
+
+            tr = symbolic.trace(case)
+            fn = sp.lambdify([tr.symbols], tr.gradient, modules="numpy")
+            events = metrics.float_events(fn, list(x))
+            text = metrics.overflow_diagnosis(case, dtype, events, "symbolic gradient")
+    if text is None and status in ("nan", "inf") and method == "tape":
+        text = (f"the tape produced {status} in {dtype} although the function is finite at "
+                f"{metrics.describe_point(case)}: an intermediate of the backward pass left the {dtype} range "
+                "(e.g. exp(x)/(1+exp(x)) = inf/inf); use a stable formulation (tf.math.softplus, logaddexp)")
+    if text is None and order == 1 and method == "finite" and variant in ("forward", "central", "richardson") \
+            and status == "inaccurate":
+        with contextlib.suppress(Exception):
+            text = metrics.fd_diagnosis(case, dtype, variant, rel, ref_flat)
+    if text is None:
+        if status == "inaccurate":
+            text = (f"{method}/{variant} is off by a relative {rel:.2g} in {dtype} (tolerance "
+                    f"{metrics.tolerance(method, variant, dtype, order):.1g}; largest true value "
+                    f"{float(np.max(np.abs(ref_flat))):.3g}) with no overflow: precision lost to "
+                    "cancellation or ill-conditioning at this point; rewrite the formula in a cancellation-free "
+                    "form (log1p, expm1, 2·sin²(x/2) for 1 − cos x) or use float64")
+        else:
+            text = f"{method}/{variant} produced {status} in {dtype}"
+    return text
+
+
+def _measure_order2(case: Case, config: Config, method: str, variant: str, dtype: str, device: str, ref: Any,
+                    ref_note: str | None) -> dict[str, Any]:
+    from . import metrics
+    from . import reference as reference_module
+
+    values: dict[str, Any] = {"reference": _reference_label(ref)}
+    try:
+        engine = get_engine(method)
+        start = time.perf_counter()
+        hess = engine.hessian(case, variant, dtype)
+        values["prepare_s"] = time.perf_counter() - start
+    except Skip as exc:
+        return _row(case, method, variant, dtype, device, 2, status="skipped", diagnosis=str(exc), **values)
+    except NoGradient as exc:
+        return _row(case, method, variant, dtype, device, 2, status="none", diagnosis=str(exc), **values)
+    except UnitTimeout:
+        raise
+    except ImportError as exc:
+        return _row(case, method, variant, dtype, device, 2, status="skipped", diagnosis=str(exc), **values)
+    except Exception as exc:  # noqa: BLE001
+        return _row(case, method, variant, dtype, device, 2, status="error", diagnosis=_message(exc), **values)
+    if ref is None:
+        return _row(case, method, variant, dtype, device, 2, status="skipped",
+                    diagnosis=f"accuracy not checked: no reference ({ref_note})", **values)
+    try:
+        ref_hess = reference_module.reference_hessian(case)
+    except Exception as exc:  # noqa: BLE001
+        return _row(case, method, variant, dtype, device, 2, status="skipped",
+                    diagnosis=f"accuracy not checked: no reference Hessian ({_message(exc)})", **values)
+    status, rel, max_eps = metrics.classify(hess, ref_hess, method, variant, dtype, order=2)
+    values.update(status=status, rel_error=rel, max_error_eps=max_eps)
+    if ref.undefined or not np.all(np.isfinite(ref_hess)):
+        values.update(status="undefined", diagnosis=f"the true Hessian does not exist here: "
+                                                     f"{ref.undefined or 'a second derivative is not finite'}")
+    elif status != "ok":
+        values["diagnosis"] = "second derivatives: " + _accuracy_diagnosis(
+            case, method, variant, dtype, status, rel, ref_hess.ravel(), ref, order=2)
+    return _row(case, method, variant, dtype, device, 2, **values)
+
+
+def run(cases: Sequence[Case], methods: Sequence[str] | None = None, dtypes: Sequence[str] | None = None, *,
+        variants: dict[str, Sequence[str]] | None = None, profile: str = "quick", order2: bool = True,
+        timeout: float | None = DEFAULT_TIMEOUT_S, timing: bool = True,
+        on_row: Callable[[dict[str, Any]], None] | None = None) -> "Any":
+    """Measure ``cases`` in this process and return the tidy results DataFrame.
+
+    ``methods`` defaults to symbolic, tape and finite; ``dtypes`` to float32 and
+    float64; ``variants`` maps a method to the variants to run (default: all).
+    ``timeout`` is the budget per measurement in seconds (enforced with a timer signal
+    in the main thread). Problems of a case become rows; nothing here raises for them.
+    Raises KeyError for an unknown method, ValueError for an unknown dtype or profile.
+    """
+    import pandas as pd
+
+    config = make_config(methods, dtypes, variants, profile, order2, timeout, timing)
+    rows: list[dict[str, Any]] = []
+
+    def keep(row: dict[str, Any]) -> None:
+        rows.append(row)
+        if on_row:
+            on_row(row)
+
+    for one in cases:
+        measure_case(one, config, keep)
+    return finish(pd.DataFrame(rows, columns=COLUMNS))
+
+
+def make_config(methods: Sequence[str] | None, dtypes: Sequence[str] | None,
+                variants: dict[str, Sequence[str]] | None, profile: str = "quick", order2: bool = True,
+                timeout: float | None = DEFAULT_TIMEOUT_S, timing: bool = True) -> Config:
+    """Validate options and build a Config (raises KeyError/ValueError naming the bad option)."""
+    from .engines import REGISTRY
+
+    methods = tuple(methods or DEFAULT_METHODS)
+    for method in methods:
+        if method not in REGISTRY:
+            raise KeyError(f"unknown method {method!r}; known methods: {', '.join(REGISTRY)}")
+    dtypes = tuple(dtypes or DEFAULT_DTYPES)
+    for dtype in dtypes:
+        if dtype not in ("float32", "float64"):
+            raise ValueError(f"unknown dtype {dtype!r}; use float32 and/or float64")
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; use one of {', '.join(PROFILES)}")
+    return Config(methods=methods, dtypes=dtypes, variants={k: tuple(v) for k, v in (variants or {}).items()},
+                  profile=profile, order2=order2, timeout_s=timeout or 0.0, timing=timing)
+
+
+def finish(df: "Any") -> "Any":
+    """Add cross-row diagnoses (a tape that alone disagrees, float32-only failures) to a results table."""
+    if df.empty:
+        return df
+    df = df.copy()
+    for (case, dtype, order), group in df.groupby(["case", "dtype", "order"], sort=False):
+        by_method = {m: set(g["status"]) for m, g in group.groupby("method")}
+        for index, row in group.iterrows():
+            if row["status"] != "inaccurate" or row["method"] != "tape":
+                continue
+            others_ok = "ok" in by_method.get("symbolic", set()) and "ok" in by_method.get("finite", set())
+            if others_ok:
+                order_text = "" if _isnan(row["taylor_order"]) else \
+                    f"; the Taylor test's order is {row['taylor_order']:.2f} (2 means right, 1 wrong)"
+                df.at[index, "diagnosis"] = (
+                    f"the tape gradient disagrees with the maths (relative error {row['rel_error']:.2g}) while "
+                    f"symbolic and finite differences agree with the reference: the TensorFlow code's gradient is "
+                    f"wrong — check its tf.custom_gradient or native implementation{order_text}")
+    for index, row in df[(df["status"] == "inaccurate") & (df["dtype"] == "float32")].iterrows():
+        twin = df[(df["case"] == row["case"]) & (df["method"] == row["method"]) & (df["variant"] == row["variant"])
+                  & (df["dtype"] == "float64") & (df["order"] == row["order"]) & (df["device"] == row["device"])]
+        if len(twin) and twin.iloc[0]["status"] == "ok" and "float64" not in str(row["diagnosis"]):
+            df.at[index, "diagnosis"] = f"{row['diagnosis']}. In float64 the same method is ok " \
+                                        f"(relative error {twin.iloc[0]['rel_error']:.2g})"
+    return df
+
+
+def _isnan(value: Any) -> bool:
+    try:
+        return value is None or math.isnan(float(value))
+    except (TypeError, ValueError):
+        return True

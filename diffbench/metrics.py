@@ -1,0 +1,241 @@
+"""Error measures, statuses, the Taylor test, and diagnoses a person can act on.
+
+Tolerances (normwise relative error ‖g − g_ref‖₂ / ‖g_ref‖₂), with eps the dtype's
+machine epsilon (float32 1.2e-7, float64 2.2e-16):
+
+| method                               | order 1          | order 2           |
+| ------------------------------------ | ---------------- | ----------------- |
+| exact (symbolic, tape, jax, torch,   | 1000·eps         | 10000·eps         |
+|   finite complex_step)               |                  |                   |
+| finite forward                       | 100·eps^(1/2)    |                   |
+| finite central                       | 100·eps^(2/3)    | 100·eps^(1/2)     |
+| finite richardson                    | 100·eps^(2/3)    |                   |
+
+Why: an exact method evaluates a correct formula in floating point, so its error is a
+modest multiple of eps (each of k operations adds ≤ eps, amplified by the
+expression's conditioning); 1000·eps allows k·κ up to 1000, while a wrong gradient is
+off by O(1). Finite differences have a truncation-plus-rounding error whose minimum
+is eps^(1/2) (forward), eps^(2/3) (central), eps^(1/2) (second differences), each
+times the ratio of |f| to |g|·|x|; the factor 100 leaves room for that ratio.
+Richardson extrapolation reaches ~eps^(4/5) only when the fifth derivative is O(1);
+for oscillatory functions (Rastrigin, Ackley) its truncation constant is large, so it
+is held to the central-difference standard and its own ``error_estimate`` says how
+much better it did. A gradient that misses these is ``inaccurate``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import warnings
+from typing import Any
+
+import numpy as np
+
+from .case import Case
+
+EXACT_METHODS = ("symbolic", "tape", "jax", "torch")
+FD_EXPONENT = {"forward": 1 / 2, "central": 2 / 3, "richardson": 2 / 3}
+
+
+def tolerance(method: str, variant: str, dtype: str, order: int = 1) -> float:
+    """The largest normwise relative error that still counts as ``ok`` (see module docstring)."""
+    eps = float(np.finfo(dtype).eps)
+    if method in EXACT_METHODS or (method == "finite" and variant == "complex_step"):
+        return (1e3 if order == 1 else 1e4) * eps
+    if method == "finite":
+        if order == 2:
+            return 100 * eps**0.5
+        return 100 * eps ** FD_EXPONENT[variant]
+    return 1e3 * eps
+
+
+def errors(gradient: np.ndarray, ref: np.ndarray, dtype: str) -> tuple[float, float]:
+    """(rel_error, max_error_eps) of a flat gradient against the flat reference (float64).
+
+    rel_error = ‖g − ref‖₂ / ‖ref‖₂, or the absolute ‖g − ref‖₂ when ‖ref‖₂ = 0.
+    max_error_eps = ‖g − ref‖∞ / (eps · max(‖ref‖∞, tiny)): the largest elementwise
+    error in units of the dtype's epsilon at the gradient's own scale.
+    """
+    g = np.asarray(gradient, dtype=np.float64).ravel()
+    r = np.asarray(ref, dtype=np.float64).ravel()
+    diff = g - r
+    ref_norm = float(np.linalg.norm(r))
+    with np.errstate(all="ignore"):
+        rel = float(np.linalg.norm(diff)) / ref_norm if ref_norm > 0 else float(np.linalg.norm(diff))
+        info = np.finfo(dtype)
+        max_eps = float(np.max(np.abs(diff))) / (float(info.eps) * max(float(np.max(np.abs(r))), float(info.tiny)))
+    return rel, max_eps
+
+
+def classify(gradient: np.ndarray, ref: np.ndarray | None, method: str, variant: str, dtype: str,
+             order: int = 1) -> tuple[str, float, float]:
+    """(status, rel_error, max_error_eps) for a computed gradient (``nan``/``inf`` before accuracy)."""
+    g = np.asarray(gradient, dtype=np.float64)
+    rel, max_eps = (math.nan, math.nan) if ref is None else errors(g, ref, dtype)
+    if np.isnan(g).any():
+        return "nan", rel, max_eps
+    if np.isinf(g).any():
+        return "inf", rel, max_eps
+    if ref is None:
+        return "ok", rel, max_eps
+    return ("ok" if rel <= tolerance(method, variant, dtype, order) else "inaccurate"), rel, max_eps
+
+
+def taylor_order(case: Case, flat_gradient: np.ndarray, reference: Any, seed: int = 0) -> float:
+    """Observed order of the Taylor remainder |f(x+hv) − f(x) − h·g·v| as h halves.
+
+    f is evaluated at 50 digits, along a seeded random unit direction v, for
+    h = s·2⁻⁴ … s·2⁻⁹ with s = max(1, ‖x‖∞). A right gradient gives order ≈ 2, a wrong
+    one ≈ 1. NaN when the function is linear along v (the remainder vanishes for
+    the true gradient, so there is no order to observe) or the gradient is not finite.
+    """
+    import mpmath
+
+    g = np.asarray(flat_gradient, dtype=np.float64).ravel()
+    if not np.all(np.isfinite(g)) or g.size == 0:
+        return math.nan
+    samples = _taylor_samples(case, reference, seed)
+    if samples is None:
+        return math.nan
+    v, steps, f0, values = samples
+    with mpmath.workdps(50):
+        gv = mpmath.fsum(mpmath.mpf(float(gi)) * vi for gi, vi in zip(g, v))
+        remainders = [abs(fx - f0 - h * gv) for h, fx in zip(steps, values)]
+        if not all(mpmath.isfinite(r) for r in remainders):
+            return math.nan
+        orders = [float(mpmath.log(a / b, 2)) for a, b in zip(remainders, remainders[1:]) if a > 0 and b > 0]
+    return float(np.median(orders)) if orders else math.nan
+
+
+def _taylor_samples(case: Case, reference: Any, seed: int) -> tuple[list[Any], list[Any], Any, list[Any]] | None:
+    """Direction, steps and 50-digit function values of the Taylor test (they do not depend on
+    the gradient under test, so they are computed once per case and kept on the reference)."""
+    import mpmath
+
+    cache = reference.__dict__.setdefault("_taylor", {})
+    if seed in cache:
+        return cache[seed]
+    rng = np.random.default_rng(seed)
+    direction = rng.standard_normal(case.size)
+    direction /= np.linalg.norm(direction)
+    x = [mpmath.mpf(float(xi)) for value in case.inputs.values() for xi in value.ravel()]
+    scale = max(1.0, max(abs(float(xi)) for xi in x))
+    result = None
+    with mpmath.workdps(50):
+        v = [mpmath.mpf(float(vi)) for vi in direction]
+        f0 = reference.f_mp(x)
+        steps = [mpmath.mpf(scale) * mpmath.mpf(2) ** -k for k in range(4, 10)]
+        values = [reference.f_mp([xi + h * vi for xi, vi in zip(x, v)]) for h in steps]
+        ref_gv = mpmath.fsum(ri * vi for ri, vi in zip(reference.exact, v))
+        true_remainders = [abs(fx - f0 - h * ref_gv) for h, fx in zip(steps, values)]
+        # linear along v: the true gradient leaves no remainder, so no order can be observed
+        if all(mpmath.isfinite(r) for r in true_remainders) and \
+                max(true_remainders) > mpmath.mpf(10) ** -30 * max(1, abs(f0)):
+            result = (v, steps, f0, values)
+    cache[seed] = result
+    return result
+
+
+# --------------------------------------------------------------------------- diagnoses
+ADVICE = {
+    "exp": "exp overflows beyond x ≈ {limit:.0f} in {dtype}; use a stable form: xp.logaddexp(0, x) for "
+           "log(1 + exp(x)) (softplus), subtract the maximum before exp (log-sum-exp), or tf.math.softplus",
+    "power": "a power overflowed in {dtype}; rescale the inputs or compute in log space",
+    "multiply": "a product overflowed in {dtype} (beyond {max:.3g}); rescale the inputs or compute in log space",
+    "square": "a square overflowed in {dtype} (beyond {max:.3g}); rescale, or use a norm that scales first",
+    "log": "log of 0 or of a negative number; keep the argument positive (xp.maximum(x, tiny)) or use log1p / "
+           "logaddexp for log(1 + ·)",
+    "divide": "a division by zero (or 0/0); guard the denominator or rewrite the formula so it cancels",
+    "sqrt": "sqrt of a negative number; the argument left the real domain",
+    "true_divide": "a division by zero (or 0/0); guard the denominator or rewrite the formula so it cancels",
+}
+
+
+def float_events(fn: Any, *args: Any) -> list[dict[str, Any]]:
+    """Run ``fn(*args)`` recording NumPy's floating-point warnings with where they happened."""
+    events: list[dict[str, Any]] = []
+    with warnings.catch_warnings(record=True) as caught, np.errstate(all="warn", under="ignore"):
+        warnings.simplefilter("always")
+        try:
+            fn(*args)
+        except Exception:  # noqa: BLE001 - only the warnings matter here
+            pass
+    for w in caught:
+        text = str(w.message)
+        match = re.search(r"(overflow|invalid value|divide by zero) encountered in (\w+)", text)
+        if not match:
+            continue
+        line = ""
+        try:
+            import linecache
+
+            line = linecache.getline(w.filename, w.lineno).strip()
+        except Exception:  # noqa: BLE001
+            pass
+        events.append({"kind": match.group(1), "op": match.group(2), "file": w.filename, "line": w.lineno,
+                       "source": line})
+    return events
+
+
+def describe_point(case: Case, limit: int = 4) -> str:
+    """A short text for the case's inputs: ``x = 100`` or ``x = [1, 2, …] (max |x| 88.7)``."""
+    return describe_inputs(case.inputs, limit)
+
+
+def describe_inputs(inputs: dict[str, np.ndarray], limit: int = 4) -> str:
+    """A short text for named arrays (see :func:`describe_point`)."""
+    parts = []
+    for name, value in inputs.items():
+        if value.size == 1:
+            parts.append(f"{name} = {float(value.ravel()[0]):.6g}")
+        else:
+            shown = ", ".join(f"{v:.4g}" for v in value.ravel()[:limit])
+            more = ", …" if value.size > limit else ""
+            parts.append(f"{name} = [{shown}{more}] (max |{name}| {float(np.max(np.abs(value))):.4g})")
+    return "; ".join(parts)
+
+
+def overflow_diagnosis(case: Case, dtype: str, events: list[dict[str, Any]], what: str) -> str | None:
+    """Name the first operation that overflowed / went invalid, where, and the stable alternative."""
+    if not events:
+        return None
+    first = next((e for e in events if e["kind"] == "overflow"), events[0])
+    info = np.finfo(dtype)
+    advice = ADVICE.get(first["op"], "an intermediate value left the {dtype} range; rescale or use a stable "
+                                     "formulation").format(limit=math.log(float(info.max)), dtype=dtype,
+                                                           max=float(info.max))
+    where = ""
+    if first["source"] and "diffbench" not in first["file"].replace("\\", "/").split("/")[-2:-1]:
+        where = f" at {first['file'].split('/')[-1]}:{first['line']} (`{first['source']}`)"
+    return (f"{first['kind']} in {first['op']} while evaluating the {what} in {dtype}{where}, at "
+            f"{describe_point(case)}: {advice}")
+
+
+def kink_diagnosis(reference: Any, flat_gradient: np.ndarray | None, method_label: str) -> str:
+    """Both one-sided derivatives at each kink and which subgradient the method picked."""
+    parts = []
+    for kink in reference.kinks[:3]:
+        picked = ""
+        if flat_gradient is not None and kink.index < len(flat_gradient):
+            picked = f"; {method_label} gave {float(flat_gradient[kink.index]):.6g}"
+        parts.append(f"{kink.label}: left derivative {kink.left:.6g}, right derivative {kink.right:.6g}{picked}")
+    more = f" (and {len(reference.kinks) - 3} more)" if len(reference.kinks) > 3 else ""
+    return ("not differentiable here, the true gradient does not exist (a kink): " + "; ".join(parts) + more +
+            ". Any value between the one-sided derivatives is a subgradient; move the point off the kink to compare")
+
+
+def fd_diagnosis(case: Case, dtype: str, scheme: str, rel_error: float, reference_flat: np.ndarray) -> str:
+    """Say whether rounding or truncation dominates a finite difference, and the better step."""
+    from .engines import finite
+
+    chosen = finite.step_scale(scheme, dtype)
+    eps = float(np.finfo(dtype).eps)
+    scales, errs = finite.sweep(case, dtype, scheme, reference_flat, np.logspace(np.log10(eps) + 1, -1, 13))
+    finite_errs = np.where(np.isfinite(errs), errs, np.inf)
+    best = int(np.argmin(finite_errs))
+    cause = "rounding (the step is too small for |f| here)" if scales[best] > chosen else \
+        "truncation (the function curves too fast for this step)"
+    return (f"{scheme} differences in {dtype} are dominated by {cause}: relative error {rel_error:.2g} at "
+            f"step c = {chosen:.2g}·max(|x|, 1); the best step here is c ≈ {scales[best]:.2g} (error "
+            f"{finite_errs[best]:.2g}). Use richardson or complex_step, or float64")

@@ -1,0 +1,424 @@
+"""The array namespaces ``xp`` a case is evaluated with.
+
+Every namespace offers the same names (``FUNCTIONS``), taken from the Python array API
+standard. Asking any namespace for a name it lacks raises
+:class:`UnsupportedFunction`, which names the function and the namespace, so a case
+that uses e.g. ``xp.erfcx`` fails with a message a person can act on.
+
+- :func:`sympy_namespace`: elementwise SymPy over NumPy object arrays (symbols in, expressions out).
+- :func:`mpmath_namespace`: the same over ``mpmath.mpf`` values (50-digit evaluation).
+- :func:`numpy_namespace`: NumPy, with complex-step-safe ``abs``/``sign``/comparisons.
+- :func:`tensorflow_namespace`: ``tensorflow.experimental.numpy`` under array-API names.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import operator
+from typing import Any, Callable
+
+import numpy as np
+
+#: Names every namespace provides (besides the constants ``pi``, ``e`` and ``inf``).
+UNARY = ("exp", "expm1", "log", "log1p", "log2", "log10", "sqrt", "square", "abs", "sign", "sin", "cos",
+         "tan", "asin", "acos", "atan", "sinh", "cosh", "tanh", "asinh", "acosh", "atanh", "floor", "ceil",
+         "round", "negative")
+BINARY = ("maximum", "minimum", "pow", "atan2", "logaddexp", "add", "subtract", "multiply", "divide")
+REDUCTIONS = ("sum", "prod", "mean", "max", "min")
+OTHER = ("where", "clip", "matmul", "vecdot", "tensordot", "reshape", "stack", "concat", "asarray",
+         "zeros", "ones", "zeros_like", "ones_like", "argmax", "argmin", "arange")
+FUNCTIONS = UNARY + BINARY + REDUCTIONS + OTHER
+
+
+class UnsupportedFunction(AttributeError):
+    """A case called ``xp.NAME`` and the namespace has no such function."""
+
+
+class _Namespace:
+    """Base: attribute look-up that fails with a clear, named message."""
+
+    label = "array"
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        raise UnsupportedFunction(
+            f"xp.{name} is not provided by the {self.label} namespace; diffbench namespaces offer the "
+            f"array-API names {', '.join(FUNCTIONS)} (plus pi, e, inf). Rewrite the case with these, "
+            f"or give a native TensorFlow implementation with @<case>.tensorflow")
+
+    def __repr__(self) -> str:
+        return f"<diffbench {self.label} namespace>"
+
+
+# --------------------------------------------------------------------------- object arrays
+class ObjectArray(np.ndarray):
+    """An object array whose comparisons are evaluated element by element.
+
+    NumPy turns the result of ``<`` on object arrays into booleans, which fails for a
+    SymPy relation; here each comparison keeps the element's own result.
+    """
+
+    def _compare(self, other: Any, op: Callable[[Any, Any], Any]) -> "ObjectArray":
+        return _obj(np.frompyfunc(op, 2, 1)(self, other))
+
+    def __lt__(self, other):  # type: ignore[override]
+        return self._compare(other, operator.lt)
+
+    def __le__(self, other):  # type: ignore[override]
+        return self._compare(other, operator.le)
+
+    def __gt__(self, other):  # type: ignore[override]
+        return self._compare(other, operator.gt)
+
+    def __ge__(self, other):  # type: ignore[override]
+        return self._compare(other, operator.ge)
+
+
+def _obj(value: Any) -> ObjectArray:
+    array = np.empty((), dtype=object) if np.ndim(value) == 0 else None
+    if array is not None:
+        array[()] = value.item() if isinstance(value, np.ndarray) else value
+        return array.view(ObjectArray)
+    return np.asarray(value, dtype=object).view(ObjectArray)
+
+
+def _lift(fn: Callable[..., Any], nargs: int) -> Callable[..., ObjectArray]:
+    ufunc = np.frompyfunc(fn, nargs, 1)
+
+    @functools.wraps(fn)
+    def apply(*args: Any) -> ObjectArray:
+        return _obj(ufunc(*[_obj(a) if not isinstance(a, ObjectArray) else a for a in args]))
+
+    return apply
+
+
+def _reducer(combine: Callable[[list[Any]], Any]) -> Callable[..., ObjectArray]:
+    def reduce(x: Any, axis: int | tuple[int, ...] | None = None, keepdims: bool = False) -> ObjectArray:
+        array = np.asarray(x, dtype=object)
+        axes = tuple(range(array.ndim)) if axis is None else (axis,) if isinstance(axis, int) else tuple(axis)
+        axes = tuple(a % max(array.ndim, 1) for a in axes) if array.ndim else ()
+        kept = [a for a in range(array.ndim) if a not in axes]
+        moved = np.transpose(array, kept + list(axes)) if array.ndim else array
+        lead = [array.shape[a] for a in kept]
+        flat = moved.reshape(int(np.prod(lead, dtype=int)), -1) if array.ndim else moved.reshape(1, 1)
+        out = np.empty(flat.shape[0], dtype=object)
+        for i, row in enumerate(flat):
+            out[i] = combine(list(row))
+        out = out.reshape(lead)
+        if keepdims:
+            out = np.expand_dims(out, axes)
+        return _obj(out)
+
+    return reduce
+
+
+class _ObjectNamespace(_Namespace):
+    """Shared machinery of the SymPy and mpmath namespaces."""
+
+    def __init__(self, label: str, unary: dict[str, Callable[[Any], Any]], binary: dict[str, Callable[[Any, Any], Any]],
+                 add_all: Callable[[list[Any]], Any], mul_all: Callable[[list[Any]], Any],
+                 max_all: Callable[[list[Any]], Any], min_all: Callable[[list[Any]], Any],
+                 select: Callable[[Any, Any, Any], Any], constants: dict[str, Any]) -> None:
+        self.label = label
+        for name, fn in unary.items():
+            setattr(self, name, _lift(fn, 1))
+        for name, fn in binary.items():
+            setattr(self, name, _lift(fn, 2))
+        self.sum = _reducer(add_all)
+        self.prod = _reducer(mul_all)
+        self.max = _reducer(max_all)
+        self.min = _reducer(min_all)
+        self.where = _lift(select, 3)
+        for name, value in constants.items():
+            setattr(self, name, value)
+        self.float64 = self.float32 = None
+
+    def mean(self, x: Any, axis: Any = None, keepdims: bool = False) -> ObjectArray:
+        array = np.asarray(x, dtype=object)
+        total = self.sum(array, axis=axis, keepdims=keepdims)
+        count = array.size // max(np.asarray(total).size, 1) if axis is not None else array.size
+        return _obj(total / count)
+
+    def asarray(self, x: Any, dtype: Any = None) -> ObjectArray:
+        return _obj(x)
+
+    def clip(self, x: Any, min: Any = None, max: Any = None) -> ObjectArray:  # noqa: A002 - array API names
+        out = _obj(x)
+        if min is not None:
+            out = self.maximum(out, min)
+        if max is not None:
+            out = self.minimum(out, max)
+        return out
+
+    def matmul(self, a: Any, b: Any) -> ObjectArray:
+        return _obj(np.matmul(np.asarray(a, dtype=object), np.asarray(b, dtype=object)))
+
+    def vecdot(self, a: Any, b: Any, axis: int = -1) -> ObjectArray:
+        return self.sum(_obj(a) * _obj(b), axis=axis)
+
+    def tensordot(self, a: Any, b: Any, axes: Any = 2) -> ObjectArray:
+        return _obj(np.tensordot(np.asarray(a, dtype=object), np.asarray(b, dtype=object), axes=axes))
+
+    def reshape(self, x: Any, shape: Any) -> ObjectArray:
+        return _obj(np.reshape(np.asarray(x, dtype=object), shape))
+
+    def stack(self, arrays: Any, axis: int = 0) -> ObjectArray:
+        return _obj(np.stack([np.asarray(a, dtype=object) for a in arrays], axis=axis))
+
+    def concat(self, arrays: Any, axis: int = 0) -> ObjectArray:
+        return _obj(np.concatenate([np.atleast_1d(np.asarray(a, dtype=object)) for a in arrays], axis=axis))
+
+    def zeros(self, shape: Any, dtype: Any = None) -> ObjectArray:
+        return _obj(np.zeros(shape, dtype=int).astype(object))
+
+    def ones(self, shape: Any, dtype: Any = None) -> ObjectArray:
+        return _obj(np.ones(shape, dtype=int).astype(object))
+
+    def zeros_like(self, x: Any, dtype: Any = None) -> ObjectArray:
+        return self.zeros(np.shape(x))
+
+    def ones_like(self, x: Any, dtype: Any = None) -> ObjectArray:
+        return self.ones(np.shape(x))
+
+    def arange(self, *args: Any, dtype: Any = None) -> ObjectArray:
+        return _obj(np.arange(*args).astype(object))
+
+    def argmax(self, x: Any, axis: Any = None) -> Any:
+        raise UnsupportedFunction(f"xp.argmax has no derivative to follow in the {self.label} namespace: the "
+                                  "result is an integer index, so the function is piecewise constant in it")
+
+    argmin = argmax
+
+
+@functools.lru_cache(maxsize=1)
+def sympy_namespace() -> _ObjectNamespace:
+    """The SymPy namespace: elementwise SymPy functions over object arrays of real symbols."""
+    import sympy as sp
+    from sympy.codegen.cfunctions import expm1, log1p, log2, log10
+
+    def logaddexp(a: Any, b: Any) -> Any:
+        return sp.log(sp.exp(a) + sp.exp(b))
+
+    def select(cond: Any, a: Any, b: Any) -> Any:
+        if cond is sp.true or cond is True:
+            return a
+        if cond is sp.false or cond is False:
+            return b
+        return sp.Piecewise((a, cond), (b, True))
+
+    unary = {"exp": sp.exp, "expm1": expm1, "log": sp.log, "log1p": log1p, "log2": log2, "log10": log10,
+             "sqrt": sp.sqrt, "square": lambda a: a**2, "abs": sp.Abs, "sign": sp.sign, "sin": sp.sin,
+             "cos": sp.cos, "tan": sp.tan, "asin": sp.asin, "acos": sp.acos, "atan": sp.atan, "sinh": sp.sinh,
+             "cosh": sp.cosh, "tanh": sp.tanh, "asinh": sp.asinh, "acosh": sp.acosh, "atanh": sp.atanh,
+             "floor": sp.floor, "ceil": sp.ceiling, "round": lambda a: sp.floor(a + sp.Rational(1, 2)),
+             "negative": operator.neg}
+    # unevaluated Max/Min: evaluating them makes SymPy prove orderings numerically (slow, no gain)
+    binary = {"maximum": lambda a, b: sp.Max(a, b, evaluate=False), "minimum": lambda a, b: sp.Min(a, b, evaluate=False),
+              "pow": operator.pow, "atan2": sp.atan2,
+              "logaddexp": logaddexp, "add": operator.add, "subtract": operator.sub,
+              "multiply": operator.mul, "divide": operator.truediv}
+    return _ObjectNamespace("SymPy", unary, binary, lambda v: sp.Add(*v), lambda v: sp.Mul(*v),
+                            lambda v: sp.Max(*v, evaluate=False), lambda v: sp.Min(*v, evaluate=False), select,
+                            {"pi": sp.pi, "e": sp.E, "inf": sp.oo})
+
+
+@functools.lru_cache(maxsize=1)
+def mpmath_namespace() -> _ObjectNamespace:
+    """The mpmath namespace: elementwise mpmath functions over object arrays of ``mpf``.
+
+    Precision is whatever ``mpmath.mp.dps`` is when the case is evaluated.
+    """
+    import mpmath as mp
+
+    def real_only(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
+        def apply(a: Any) -> Any:
+            out = fn(a)
+            # outside the real domain (log of a negative, sqrt below 0) the real function is undefined
+            return out if not isinstance(out, mp.mpc) else mp.nan
+        return apply
+
+    def sign(a: Any) -> Any:
+        return mp.mpf(int(a > 0) - int(a < 0))
+
+    unary = {"exp": mp.exp, "expm1": mp.expm1, "log": real_only(mp.log), "log1p": real_only(mp.log1p),
+             "log2": real_only(lambda a: mp.log(a, 2)), "log10": real_only(mp.log10),
+             "sqrt": real_only(mp.sqrt), "square": lambda a: a * a, "abs": abs, "sign": sign, "sin": mp.sin,
+             "cos": mp.cos, "tan": mp.tan, "asin": real_only(mp.asin), "acos": real_only(mp.acos),
+             "atan": mp.atan, "sinh": mp.sinh, "cosh": mp.cosh, "tanh": mp.tanh, "asinh": mp.asinh,
+             "acosh": real_only(mp.acosh), "atanh": real_only(mp.atanh), "floor": mp.floor, "ceil": mp.ceil,
+             "round": lambda a: mp.floor(a + mp.mpf(0.5)), "negative": operator.neg}
+    binary = {"maximum": lambda a, b: a if a >= b else b, "minimum": lambda a, b: a if a <= b else b,
+              "pow": real_only(lambda a, b: mp.power(a, b)), "atan2": mp.atan2,
+              "logaddexp": lambda a, b: mp.log(mp.exp(a) + mp.exp(b)), "add": operator.add,
+              "subtract": operator.sub, "multiply": operator.mul, "divide": operator.truediv}
+    namespace = _ObjectNamespace("mpmath", unary, binary, lambda v: mp.fsum(v), lambda v: mp.fprod(v), max, min,
+                                 lambda c, a, b: a if c else b, {"pi": mp.pi, "e": mp.e, "inf": mp.inf})
+    # numbers can be compared, so the index of the largest element is well defined here
+    namespace.argmax = lambda x, axis=None: np.argmax(np.asarray(x, dtype=object), axis=axis)  # type: ignore[method-assign]
+    namespace.argmin = lambda x, axis=None: np.argmin(np.asarray(x, dtype=object), axis=axis)  # type: ignore[method-assign]
+    return namespace
+
+
+# --------------------------------------------------------------------------- numpy
+class _NumpyNamespace(_Namespace):
+    """NumPy under array-API names; safe for complex-step differentiation.
+
+    With complex inputs ``x + ih`` the complex step needs every function to be the
+    analytic continuation of its real version: ``abs`` and ``sign`` follow the sign of
+    the real part, and comparisons and ``maximum``/``minimum`` compare real parts.
+    """
+
+    label = "NumPy"
+
+    def __init__(self, dtype: str = "float64") -> None:
+        self.dtype = np.dtype(dtype)
+
+    def asarray(self, x: Any, dtype: Any = None) -> Any:
+        array = np.asarray(x)
+        if dtype is None and array.dtype.kind in "fiu":
+            return array.astype(self.dtype)
+        return array if dtype is None else array.astype(dtype)
+
+    def zeros(self, shape: Any, dtype: Any = None) -> Any:
+        return np.zeros(shape, dtype=dtype or self.dtype)
+
+    def ones(self, shape: Any, dtype: Any = None) -> Any:
+        return np.ones(shape, dtype=dtype or self.dtype)
+
+    _aliases = {"pow": "power", "concat": "concatenate", "asin": "arcsin", "acos": "arccos", "atan": "arctan",
+                "asinh": "arcsinh", "acosh": "arccosh", "atanh": "arctanh", "atan2": "arctan2"}
+    pi, e, inf = math.pi, math.e, math.inf
+
+    def __getattr__(self, name: str) -> Any:
+        if name in FUNCTIONS or name in ("float32", "float64"):
+            return getattr(np, self._aliases.get(name, name))
+        return super().__getattr__(name)
+
+    @staticmethod
+    def abs(x: Any) -> Any:
+        x = np.asarray(x)
+        return np.where(x.real < 0, -x, x) if np.iscomplexobj(x) else np.abs(x)
+
+    @staticmethod
+    def sign(x: Any) -> Any:
+        return np.sign(np.real(x))
+
+    @staticmethod
+    def maximum(a: Any, b: Any) -> Any:
+        if np.iscomplexobj(a) or np.iscomplexobj(b):
+            return np.where(np.real(a) >= np.real(b), a, b)
+        return np.maximum(a, b)
+
+    @staticmethod
+    def minimum(a: Any, b: Any) -> Any:
+        if np.iscomplexobj(a) or np.iscomplexobj(b):
+            return np.where(np.real(a) <= np.real(b), a, b)
+        return np.minimum(a, b)
+
+    def clip(self, x: Any, min: Any = None, max: Any = None) -> Any:  # noqa: A002
+        out = x
+        if min is not None:
+            out = self.maximum(out, min)
+        if max is not None:
+            out = self.minimum(out, max)
+        return out
+
+    @staticmethod
+    def vecdot(a: Any, b: Any, axis: int = -1) -> Any:
+        return np.sum(a * b, axis=axis)
+
+    @staticmethod
+    def logaddexp(a: Any, b: Any) -> Any:
+        if np.iscomplexobj(a) or np.iscomplexobj(b):
+            big = np.where(np.real(a) >= np.real(b), a, b)
+            return big + np.log(np.exp(a - big) + np.exp(b - big))
+        return np.logaddexp(a, b)
+
+    @staticmethod
+    def max(x: Any, axis: Any = None, keepdims: bool = False) -> Any:
+        if np.iscomplexobj(x):
+            index = np.argmax(np.real(x), axis=axis, keepdims=True) if axis is not None else np.argmax(np.real(x))
+            return (np.take_along_axis(x, index, axis) if axis is not None else np.ravel(x)[index]) \
+                if keepdims or axis is None else np.squeeze(np.take_along_axis(x, index, axis), axis)
+        return np.max(x, axis=axis, keepdims=keepdims)
+
+    @staticmethod
+    def min(x: Any, axis: Any = None, keepdims: bool = False) -> Any:
+        if np.iscomplexobj(x):
+            return -_NumpyNamespace.max(-x, axis=axis, keepdims=keepdims)
+        return np.min(x, axis=axis, keepdims=keepdims)
+
+
+@functools.lru_cache(maxsize=None)
+def numpy_namespace(dtype: str = "float64") -> _NumpyNamespace:
+    """NumPy under the array-API names; ``asarray``/``zeros``/``ones`` make ``dtype`` arrays."""
+    return _NumpyNamespace(dtype)
+
+
+class ComplexSafeArray(np.ndarray):
+    """A complex array whose comparisons look at real parts (for the complex step)."""
+
+    def __lt__(self, other):  # type: ignore[override]
+        return np.real(np.asarray(self)) < np.real(other)
+
+    def __le__(self, other):  # type: ignore[override]
+        return np.real(np.asarray(self)) <= np.real(other)
+
+    def __gt__(self, other):  # type: ignore[override]
+        return np.real(np.asarray(self)) > np.real(other)
+
+    def __ge__(self, other):  # type: ignore[override]
+        return np.real(np.asarray(self)) >= np.real(other)
+
+
+# --------------------------------------------------------------------------- TensorFlow
+class _TensorFlowNamespace(_Namespace):
+    """``tensorflow.experimental.numpy`` under array-API names."""
+
+    label = "TensorFlow (tensorflow.experimental.numpy)"
+    _aliases = {"pow": "power", "concat": "concatenate", "asin": "arcsin", "acos": "arccos", "atan": "arctan",
+                "asinh": "arcsinh", "acosh": "arccosh", "atanh": "arctanh", "atan2": "arctan2"}
+
+    def __init__(self, dtype: str) -> None:
+        import tensorflow.experimental.numpy as tnp
+
+        tnp.experimental_enable_numpy_behavior(prefer_float32=False)
+        self._tnp = tnp
+        self.dtype = dtype
+        self.pi, self.e, self.inf = math.pi, math.e, math.inf
+
+    def asarray(self, x: Any, dtype: Any = None) -> Any:
+        if dtype is None and not hasattr(x, "device") and np.asarray(x).dtype.kind in "fiu":
+            dtype = self.dtype  # plain numbers and NumPy constants take the run's dtype
+        return self._tnp.asarray(x, dtype=dtype)
+
+    def zeros(self, shape: Any, dtype: Any = None) -> Any:
+        return self._tnp.zeros(shape, dtype=dtype or self.dtype)
+
+    def ones(self, shape: Any, dtype: Any = None) -> Any:
+        return self._tnp.ones(shape, dtype=dtype or self.dtype)
+
+    def __getattr__(self, name: str) -> Any:
+        if name in FUNCTIONS or name in ("float32", "float64"):
+            return getattr(self._tnp, self._aliases.get(name, name))
+        return super().__getattr__(name)
+
+    def vecdot(self, a: Any, b: Any, axis: int = -1) -> Any:
+        return self._tnp.sum(a * b, axis=axis)
+
+    def clip(self, x: Any, min: Any = None, max: Any = None) -> Any:  # noqa: A002
+        out = x
+        if min is not None:
+            out = self._tnp.maximum(out, min)
+        if max is not None:
+            out = self._tnp.minimum(out, max)
+        return out
+
+
+@functools.lru_cache(maxsize=None)
+def tensorflow_namespace(dtype: str = "float64") -> _TensorFlowNamespace:
+    """``tensorflow.experimental.numpy`` with NumPy behaviour enabled (imports TensorFlow);
+    ``asarray``/``zeros``/``ones`` make ``dtype`` tensors."""
+    return _TensorFlowNamespace(dtype)

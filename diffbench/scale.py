@@ -1,0 +1,225 @@
+"""Scaling study: how preparation and gradient time grow with problem size.
+
+``python -m diffbench scale CASE --sizes 10,100,1000`` runs every method and variant
+on a size-parameterised case (``@case(sizes=lambda n: {...})``) at each size, until a
+method's time budget is spent (larger sizes are then ``skipped``, said so in the
+row). It records preparation and evaluation time, for symbolic the expression size
+of the gradient with and without CSE, fits log-log slopes, and writes scale.csv,
+report.md and PNG plots.
+
+Accuracy at large n has no 50-digit reference (its cost grows as n²); each gradient
+is instead cross-checked against the float64 ``tape/function`` gradient at the same
+size (column ``reference`` says so).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+DEFAULT_VARIANTS = {"symbolic": ("numpy", "numpy-nocse"), "tape": ("eager", "function", "xla"),
+                    "finite": ("central",), "jax": ("jit",), "torch": ("eager",)}
+SCALE_COLUMNS = ["case", "n", "method", "variant", "dtype", "device", "status", "prepare_s", "time_median_s",
+                 "time_iqr_s", "f_time_s", "grad_over_f", "expr_ops", "grad_ops_cse", "grad_ops_nocse", "rel_error",
+                 "reference", "diagnosis"]
+
+
+def study(case: Any, sizes: list[int], methods: list[str], dtype: str = "float64", budget_s: float = 20.0,
+          profile: str = "quick", progress: Callable[[str], None] | None = None) -> pd.DataFrame:
+    """Measure ``case`` at each size with each method/variant; return the scaling table."""
+    from .engines import Skip, flatten, get_engine
+    from .engines import symbolic as symbolic_engine
+    from .timing import PROFILES, measure
+
+    rows = []
+    spent: dict[tuple[str, str], float] = {}
+    for n in sizes:
+        sized = case.at_size(n)
+        if sized.problem:
+            raise ValueError(sized.problem)
+        check = None
+        try:
+            check = flatten(get_engine("tape").prepare(sized, "function", "float64", "CPU").gradient(), list(sized.inputs))
+        except Exception:  # noqa: BLE001 - then rows say the cross-check is unavailable
+            check = None
+        for method in methods:
+            try:
+                engine = get_engine(method)
+            except ImportError as exc:
+                rows.append(dict(case=case.name, n=n, method=method, variant="-", dtype=dtype, device="CPU",
+                                 status="skipped", diagnosis=f"{method} is not installed ({exc})"))
+                continue
+            for variant in DEFAULT_VARIANTS.get(method, engine.variants()):
+                for device in engine.devices():
+                    key = (method, variant, device)
+                    row: dict[str, Any] = dict(case=case.name, n=n, method=method, variant=variant, dtype=dtype,
+                                               device=device, reference="tape/function float64 cross-check")
+                    if spent.get(key, 0.0) > budget_s:
+                        row.update(status="skipped", diagnosis=f"skipped: smaller sizes already took "
+                                                               f"{spent[key]:.1f} s, over the budget of {budget_s:g} s")
+                        rows.append(row)
+                        continue
+                    if progress:
+                        progress(f"n={n} {method}/{variant} {device}")
+                    began = time.perf_counter()
+                    try:
+                        prepared = engine.prepare(sized, variant, dtype, device)
+                        timing = measure(prepared.timed, PROFILES[profile])
+                        f_timing = measure(prepared.f_timed, PROFILES[profile]) if prepared.f_timed else None
+                        grad = flatten(prepared.gradient(), list(sized.inputs))
+                        row.update(status="ok", prepare_s=prepared.prepare_s, time_median_s=timing.median_s,
+                                   time_iqr_s=timing.iqr_s)
+                        if f_timing is not None:
+                            row.update(f_time_s=f_timing.median_s, grad_over_f=timing.median_s / f_timing.median_s)
+                        if check is not None:
+                            norm = float(np.linalg.norm(check)) or 1.0
+                            row["rel_error"] = float(np.linalg.norm(grad.astype(np.float64) - check)) / norm
+                        if not np.all(np.isfinite(grad)):
+                            row["status"] = "nan" if np.isnan(grad).any() else "inf"
+                        if method == "symbolic":
+                            tr = symbolic_engine.trace(sized)
+                            row.update(expr_ops=tr.f_ops, grad_ops_cse=symbolic_engine._count_ops(tr, tr.gradient, True),
+                                       grad_ops_nocse=symbolic_engine._count_ops(tr, tr.gradient, False))
+                    except Skip as exc:
+                        row.update(status="skipped", diagnosis=str(exc))
+                        spent[key] = math.inf
+                    except Exception as exc:  # noqa: BLE001 - a failure at one size is a row
+                        row.update(status="error", diagnosis=f"{type(exc).__name__}: {exc}")
+                    spent[key] = spent.get(key, 0.0) + time.perf_counter() - began
+                    rows.append(row)
+    return pd.DataFrame(rows, columns=SCALE_COLUMNS)
+
+
+def slopes(df: pd.DataFrame, column: str = "time_median_s") -> pd.DataFrame:
+    """Least-squares slope of log(column) against log(n) per method/variant/device (needs ≥ 2 sizes)."""
+    out = []
+    for (method, variant, device), part in df[df["status"] == "ok"].groupby(["method", "variant", "device"]):
+        part = part[part[column].notna() & (part[column] > 0)]
+        if part["n"].nunique() < 2:
+            continue
+        slope = np.polyfit(np.log(part["n"].astype(float)), np.log(part[column].astype(float)), 1)[0]
+        out.append(dict(method=method, variant=variant, device=device, slope=float(slope),
+                        sizes=f"{int(part['n'].min())}–{int(part['n'].max())}"))
+    return pd.DataFrame(out, columns=["method", "variant", "device", "slope", "sizes"])
+
+
+def plots(df: pd.DataFrame, out: Path, name: str) -> list[Path]:
+    """time-vs-n and expression-size-vs-n PNGs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    ok = df[(df["status"] == "ok") & df["time_median_s"].notna()]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for (method, variant, device), part in ok.groupby(["method", "variant", "device"]):
+        part = part.sort_values("n")
+        ax.loglog(part["n"], part["time_median_s"], marker="o",
+                  label=f"{method}/{variant}" + ("" if device == "CPU" else f" {device}"))
+    ax.set_xlabel("n (problem size)")
+    ax.set_ylabel("seconds per gradient (median)")
+    ax.set_title(f"{name}: gradient time against size")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = out / f"{name}_time.png"
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    written.append(path)
+    sym = df[(df["method"] == "symbolic") & df["grad_ops_cse"].notna()].drop_duplicates("n").sort_values("n")
+    if len(sym):
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        ax.loglog(sym["n"], sym["expr_ops"], marker="o", label="function (count_ops)")
+        ax.loglog(sym["n"], sym["grad_ops_nocse"], marker="o", label="gradient, no CSE")
+        ax.loglog(sym["n"], sym["grad_ops_cse"], marker="o", label="gradient, with CSE")
+        ax.set_xlabel("n (problem size)")
+        ax.set_ylabel("operations (sympy.count_ops)")
+        ax.set_title(f"{name}: expression size against n")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        path = out / f"{name}_expression_size.png"
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def render(df: pd.DataFrame, slope_table: pd.DataFrame, images: list[str], name: str) -> str:
+    """The markdown scaling report."""
+    from .report import _time, md
+
+    table = df.assign(label=df["method"] + "/" + df["variant"] + df["device"].map(lambda d: "" if d == "CPU" else f" {d}"),
+                      cell=df.apply(lambda r: _time(r["time_median_s"]) if r["status"] == "ok" else r["status"], axis=1))
+    pivot = table.pivot_table(index="n", columns="label", values="cell", aggfunc="first", sort=False)
+    prep = table.assign(cell=df["prepare_s"].map(_time)).pivot_table(index="n", columns="label", values="cell",
+                                                                     aggfunc="first", sort=False)
+    lines = [f"# Scaling of {md(name)}", "", "Median seconds per gradient by size n (float64, CPU unless a device "
+             "is named):", "", pivot.fillna("").to_markdown(), "", "One-off preparation (symbolic diff + lambdify, "
+             "tf.function trace, XLA compile):", "", prep.fillna("").to_markdown(), ""]
+    if len(slope_table):
+        lines += ["Log-log slopes of time against n (1 = linear, 2 = quadratic):", "",
+                  slope_table.to_markdown(index=False, floatfmt=".2f"), ""]
+    sym = df[(df["method"] == "symbolic") & df["grad_ops_cse"].notna()].drop_duplicates("n")
+    if len(sym):
+        lines += ["Expression size (sympy.count_ops):", "",
+                  sym[["n", "expr_ops", "grad_ops_nocse", "grad_ops_cse"]].to_markdown(index=False), ""]
+    notes = df[df["status"] != "ok"].drop_duplicates(["method", "variant", "diagnosis"])
+    if len(notes):
+        lines += ["Not measured:", ""] + [f"- {r['method']}/{r['variant']} n={r['n']}: `{r['status']}` {md(r['diagnosis'])}"
+                                          for _, r in notes.iterrows()] + [""]
+    lines += [f"![{md(Path(i).stem)}]({i})" for i in images]
+    return "\n".join(lines) + "\n"
+
+
+def cmd_scale(args: argparse.Namespace) -> int:
+    """Run the scaling study for one case."""
+    from .case import default_cases_path, load_cases
+    from .report import atomic_write
+
+    cases = {c.name: c for c in load_cases(Path(args.cases) if args.cases else default_cases_path())}
+    if args.case not in cases:
+        sized = sorted(n for n, c in cases.items() if c.sizes)
+        raise SystemExit(f"diffbench: no case {args.case!r}; size-parameterised cases: {', '.join(sized)}")
+    case = cases[args.case]
+    if case.sizes is None:
+        raise SystemExit(f"diffbench: case {args.case!r} has no sizes=; give @case(sizes=lambda n: {{...}})")
+    try:
+        sizes = [int(float(s)) for s in args.sizes.split(",") if s.strip()]
+    except ValueError:
+        raise SystemExit(f"diffbench: --sizes takes integers like 10,100,1000, got {args.sizes!r}") from None
+    methods = [m.strip() for m in args.methods.split(",")]
+    out = Path(args.out or f"reports/scale-{case.name}")
+    df = study(case, sizes, methods, args.dtype, args.budget, args.profile,
+               progress=lambda text: print(f"  {text}", file=sys.stderr, flush=True))
+    slope_table = slopes(df)
+    images = [str(p.relative_to(out)) for p in plots(df, out / "plots", case.name)]
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(out / "scale.csv", df.to_csv(index=False))
+    atomic_write(out / "report.md", render(df, slope_table, images, case.name))
+    print(f"diffbench: scaling report written to {out / 'report.md'}")
+    return 0
+
+
+def add_command(sub: Any, add_case_options: Callable[[argparse.ArgumentParser], None]) -> None:
+    """Register ``scale`` on the CLI."""
+    parser = sub.add_parser("scale", help="time every method against problem size for one case")
+    parser.add_argument("case", help="a case with sizes= (e.g. rosenbrock, softplus_sum, logsumexp_stable, mlp_tanh)")
+    parser.add_argument("--cases", metavar="PATH", help="case file or folder (default: the repository's cases/)")
+    parser.add_argument("--sizes", default="10,100,1000", help="comma-separated sizes n (default 10,100,1000)")
+    parser.add_argument("--methods", default="symbolic,tape,finite", help="methods (also jax, torch)")
+    parser.add_argument("--dtype", default="float64", choices=["float32", "float64"])
+    parser.add_argument("--budget", type=float, default=20.0, metavar="SECONDS",
+                        help="per method/variant: once smaller sizes took this long, larger ones are skipped")
+    parser.add_argument("--profile", choices=["quick", "full"], default="quick")
+    parser.add_argument("--out", metavar="DIR", help="output folder (default reports/scale-CASE)")
+    parser.set_defaults(func=cmd_scale)

@@ -1,0 +1,106 @@
+"""A calibrated timer in the manner of pyperf and timeit.
+
+One *sample* runs the callable ``loops`` times back to back and divides; ``loops`` is
+doubled until a sample lasts at least ``min_sample_s``. Warm-up calls are discarded,
+garbage collection is off while sampling, the clock is ``time.perf_counter``. The
+callable itself must force completion of its work (the engines synchronise the
+device inside it), so asynchronous GPU work is inside the timed region.
+
+A measurement is flagged ``unstable`` by pyperf's rules: the standard deviation is at
+least 10% of the mean, or a sample lasted less than 1 ms.
+"""
+
+from __future__ import annotations
+
+import gc
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+
+@dataclass(frozen=True)
+class Profile:
+    """How hard to try: per-sample duration, number of samples, and a per-measurement budget."""
+
+    name: str
+    min_sample_s: float
+    samples: int
+    warmups: int
+    budget_s: float
+
+
+PROFILES = {
+    "quick": Profile("quick", min_sample_s=0.001, samples=5, warmups=1, budget_s=0.05),
+    "full": Profile("full", min_sample_s=0.010, samples=15, warmups=2, budget_s=3.0),
+}
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Seconds per call: median, interquartile range, min; how it was measured."""
+
+    median_s: float
+    iqr_s: float
+    min_s: float
+    repeats: int
+    loops: int
+    unstable: bool
+
+    def as_row(self, prefix: str = "time") -> dict[str, Any]:
+        return {f"{prefix}_median_s": self.median_s, f"{prefix}_iqr_s": self.iqr_s, f"{prefix}_min_s": self.min_s,
+                "repeats": self.repeats, "loops": self.loops, "unstable": self.unstable}
+
+
+def resolution() -> float:
+    """The resolution of the clock used for timing, in seconds."""
+    return time.get_clock_info("perf_counter").resolution
+
+
+def _sample(fn: Callable[[], Any], loops: int) -> float:
+    start = time.perf_counter()
+    for _ in range(loops):
+        fn()
+    return (time.perf_counter() - start) / loops
+
+
+def measure(fn: Callable[[], Any], profile: Profile = PROFILES["quick"]) -> Timing:
+    """Time ``fn`` (which must complete its work before returning) and summarise the samples.
+
+    Calibration and sampling stop early when the profile's budget is spent, but at
+    least 5 samples are always taken; the result records how many there were.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for _ in range(profile.warmups):
+            fn()
+        began = time.perf_counter()
+        first = _sample(fn, 1)
+        # one call's time predicts how many calls fill a sample; round up to a power of two
+        loops = 1
+        while first * loops < profile.min_sample_s and loops < 1 << 20:
+            loops *= 2
+        samples = [first] if loops == 1 else []
+        while len(samples) < profile.samples:
+            samples.append(_sample(fn, loops))
+            if len(samples) >= 5 and time.perf_counter() - began > profile.budget_s:
+                break
+    finally:
+        if enabled:
+            gc.enable()
+    return summarise(samples, loops)
+
+
+def summarise(samples: list[float], loops: int) -> Timing:
+    """Median, IQR, min and the unstable flag of per-call sample times."""
+    ordered = sorted(samples)
+    if len(ordered) >= 4:
+        quartiles = statistics.quantiles(ordered, n=4)
+        iqr = quartiles[2] - quartiles[0]
+    else:
+        iqr = ordered[-1] - ordered[0]
+    mean = statistics.fmean(ordered)
+    std = statistics.stdev(ordered) if len(ordered) > 1 else 0.0
+    unstable = (mean > 0 and std >= 0.1 * mean) or min(ordered) * loops < 1e-3
+    return Timing(statistics.median(ordered), iqr, ordered[0], len(ordered), loops, unstable)
