@@ -23,8 +23,11 @@ def round_inside(x, xp):
     return xp.round(x) ** 2
 
 
-@case(inputs={"x": [0.3, 2.0, -1.0]}, tags=["pitfall", "argmax"],
-      expect={"tape": "none", "symbolic": "error", "forward": "none"})
+@case(inputs={"x": [0.3, 2.0, -1.0]}, tags=["pitfall", "argmax"], expect={"tape": "none", "symbolic": "error"})
 def argmax_inside(x, xp):
-    """Index of the largest input, as a number: piecewise constant (truth 0), no gradient in TensorFlow."""
-    return xp.sum(x * 0.0) + 1.0 * xp.argmax(x)
+    """The index of the largest input, as a number: piecewise constant (truth 0).
+
+    TensorFlow has no gradient through argmax (None); SymPy cannot follow an index
+    (error); the reference comes from 50-digit differences of the mpmath evaluation.
+    """
+    return 1.0 * xp.argmax(x)

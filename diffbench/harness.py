@@ -37,6 +37,8 @@ ORDER2_MAX_INPUTS = 8
 ORDER2_VARIANT = {"symbolic": "numpy", "tape": "eager", "finite": "central", "jax": "jit", "torch": "eager"}
 DEFAULT_DTYPES = ("float32", "float64")
 DEFAULT_TIMEOUT_S = 120.0
+#: prefix of a reference failure caused by the case itself (it raised, or returned a non-scalar)
+CASE_ERROR = "the case fails when evaluated for the reference: "
 
 
 @dataclass
@@ -170,8 +172,10 @@ def measure_case(case: Case, config: Config, emit: Callable[[dict[str, Any]], No
                 ref = reference_module.reference(case)
         except UnitTimeout:
             ref_note = f"the 50-digit reference ran past the time budget of {config.timeout_s:g} s"
-        except Exception as exc:  # noqa: BLE001 - the case's own error shows on each method's row
-            ref_note = _message(exc)
+        except reference_module.ReferenceUnavailable as exc:
+            ref_note = str(exc)
+        except Exception as exc:  # noqa: BLE001 - the case itself fails: every row of it is an error
+            ref_note = CASE_ERROR + _message(exc)
     timed_out: dict[str, tuple[str, str]] = dict(failed or {})
     if ref is None and ref_note and "time budget" in ref_note:
         timed_out["symbolic"] = ("timeout", ref_note)  # the symbolic method shares the reference's trace
@@ -214,7 +218,7 @@ def _sweep_rows(case: Case, config: Config, ref: Any, skip: set[tuple[Any, ...]]
             except Exception:  # noqa: BLE001 - the sweep is illustration; its absence is not a failure
                 continue
             for k, (c, err) in enumerate(zip(scales, errs)):
-                row = _row(case, "sweep", scheme, dtype, f"step{k:02d}", 1, status="ok", rel_error=float(err),
+                row = _row(case, "sweep", f"{scheme}-{k:02d}", dtype, "CPU", 1, status="ok", rel_error=float(err),
                            step=float(c), reference=_reference_label(ref))
                 if key_of(row) not in skip:
                     rows.append(row)
@@ -286,6 +290,9 @@ def _measure_unit(case: Case, config: Config, method: str, variant: str, dtype: 
     flat = flatten(gradient, list(case.inputs))
     if ref is None:
         status, rel, max_eps = metrics.classify(flat, None, method, variant, dtype)
+        if ref_note and ref_note.startswith(CASE_ERROR):
+            values.update(status="error", diagnosis=ref_note)
+            return _row(case, method, variant, dtype, device, 1, **values)
         if status == "ok":
             status = "skipped"
         values.update(status=status, rel_error=rel, max_error_eps=max_eps,
@@ -377,8 +384,13 @@ def _measure_order2(case: Case, config: Config, method: str, variant: str, dtype
     except Exception as exc:  # noqa: BLE001
         return _row(case, method, variant, dtype, device, 2, status="error", diagnosis=_message(exc), **values)
     if ref is None:
-        return _row(case, method, variant, dtype, device, 2, status="skipped",
-                    diagnosis=f"accuracy not checked: no reference ({ref_note})", **values)
+        status = "error" if ref_note and ref_note.startswith(CASE_ERROR) else "skipped"
+        return _row(case, method, variant, dtype, device, 2, status=status,
+                    diagnosis=ref_note if status == "error" else f"accuracy not checked: no reference ({ref_note})",
+                    **values)
+    if ref.undefined:
+        return _row(case, method, variant, dtype, device, 2, status="undefined",
+                    diagnosis=f"the true Hessian does not exist here: {ref.undefined}", **values)
     try:
         ref_hess = reference_module.reference_hessian(case)
     except Exception as exc:  # noqa: BLE001
@@ -474,3 +486,13 @@ def _isnan(value: Any) -> bool:
         return value is None or math.isnan(float(value))
     except (TypeError, ValueError):
         return True
+
+
+def measure_one(case: Case, method: str, variant: str, dtype: str, *, timeout: float | None = DEFAULT_TIMEOUT_S,
+                timing: bool = False) -> dict[str, Any]:
+    """The result row of one (method, variant, dtype) on the CPU, order 1, measured in process."""
+    config = make_config([method], [dtype], {method: [variant]}, order2=False, timeout=timeout, timing=timing)
+    config.devices, config.sweep = ("CPU",), False
+    rows: list[dict[str, Any]] = []
+    measure_case(case, config, rows.append)
+    return rows[0]

@@ -136,7 +136,11 @@ def read_results(path: str | Path) -> pd.DataFrame:
     """Read a results.csv written by diffbench (raises ValueError if it is not one)."""
     from .harness import COLUMNS
 
-    df = pd.read_csv(path, keep_default_na=True)
+    header = pd.read_csv(path, nrows=0).columns
+    # the machine's facts are text ("1.0e-09", a commit hash of digits): keep them as written
+    # and a status of "nan" is a word, not a missing value: only empty cells are missing
+    df = pd.read_csv(path, dtype={c: str for c in header if c.startswith(ENV_PREFIX)}, keep_default_na=False,
+                     na_values=[""])
     missing = [c for c in ("case", "method", "variant", "dtype", "status") if c not in df.columns]
     if missing:
         raise ValueError(f"{path} is not a diffbench results file: columns {missing} are missing")
@@ -220,7 +224,10 @@ def _problems(df: pd.DataFrame) -> str:
 def _expected_mismatches(df: pd.DataFrame) -> pd.DataFrame:
     if "expected" not in df.columns:
         return df.iloc[0:0]
-    return df[df["expected"].notna() & (df["expected"] != df["status"]) & (df["method"] != "sweep")]
+    from .case import matches
+
+    mismatch = [not matches(str(st), str(ex)) for st, ex in zip(df["status"], df["expected"])]
+    return df[df["expected"].notna() & pd.Series(mismatch, index=df.index) & (df["method"] != "sweep")]
 
 
 # --------------------------------------------------------------------------- plots
@@ -240,7 +247,8 @@ def sweep_plots(df: pd.DataFrame, plot_dir: Path) -> list[Path]:
     written = []
     for dtype, part in sweep.groupby("dtype"):
         fig, ax = plt.subplots(figsize=(7, 4.5))
-        for (case_name, scheme), curve in part.groupby(["case", "variant"]):
+        part = part.assign(scheme=part["variant"].str.rsplit("-", n=1).str[0])
+        for (case_name, scheme), curve in part.groupby(["case", "scheme"]):
             curve = curve.sort_values("step")
             errs = curve["rel_error"].astype(float).clip(lower=1e-17)
             line, = ax.loglog(curve["step"].astype(float), errs, marker=".", label=f"{case_name} {scheme}")
@@ -283,9 +291,14 @@ def render(df: pd.DataFrame, plots: list[str] | None = None, title: str = "diffb
     out += ["", "## Summary (rows per status)", "", _summary_table(main), ""]
     mismatches = _expected_mismatches(main)
     if len(mismatches):
-        out.append(f"**{len(mismatches)} rows differ from the status their case expects** (see `expected` in "
-                   "results.csv).")
+        out.append(f"**{len(mismatches)} rows differ from the status their case expects** (column `expected`):")
         out.append("")
+        for _, r in mismatches.iterrows():
+            out.append(f"- {md(r['case'])} {md(r['method'])}/{md(r['variant'])} {r['dtype']}"
+                       f"{' (2nd order)' if r['order'] == 2 else ''}: expected `{r['expected']}`, got `{r['status']}`")
+        out.append("")
+    else:
+        out += ["Every row has the status its case expects (column `expected`).", ""]
     for dtype in sorted(main["dtype"].dropna().unique()):
         if dtype == "-":
             continue

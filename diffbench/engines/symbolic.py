@@ -121,9 +121,13 @@ def _trace(case: Case) -> SymbolicTrace:
         args.append(array.view(ObjectArray))
     out = case.func(*args, xp=sympy_namespace())
     check_scalar(case, out, "SymPy namespace")
-    f = sp.sympify(np.asarray(out, dtype=object).reshape(-1)[0])
-    if not isinstance(f, sp.Expr):
-        raise TypeError(f"case {case.name!r} returned {f!r} ({type(f).__name__}), not a number")
+    value = np.asarray(out, dtype=object).reshape(-1)[0]
+    try:
+        f = sp.sympify(value, strict=True)
+    except (sp.SympifyError, TypeError):
+        f = None
+    if not isinstance(f, sp.Expr) or (f.free_symbols - set(symbols)):
+        raise TypeError(f"case {case.name!r} returned {value!r} ({type(value).__name__}), not a number")
     ops = sp.count_ops(f)
     if ops > MAX_OPS:
         raise Skip(f"the function's expression has {ops} operations, over the symbolic budget of {MAX_OPS} "
@@ -215,12 +219,25 @@ def _tensorflow_variant(case: Case, tr: SymbolicTrace, grads: list[Any], dtype: 
     # strict: bind those names here (Heaviside is already a Piecewise, see sanitize)
     extra = {"expm1": tf.math.expm1, "log1p": tf.math.log1p,
              "log2": lambda x: tf.math.log(x) / math.log(2.0), "log10": lambda x: tf.math.log(x) / math.log(10.0)}
-    printer = TensorflowPrinter({"strict": False})
-    if "lambdify-tensorflow" not in tr._cache:
-        tr._cache["lambdify-tensorflow"] = (
+    def typed_where(condition: Any, a: Any, b: Any) -> Any:
+        # tf.where makes Python constants float32; the branches must be in the run's dtype
+        return tf.where(condition, tf.cast(a, tf_dtype), tf.cast(b, tf_dtype))
+
+    extra["_typed_where"] = typed_where
+
+    class Printer(TensorflowPrinter):
+        def _module_format(self, fqn: str, register: bool = True) -> str:
+            if fqn in ("tensorflow.where", "tensorflow.math.where"):
+                return "_typed_where"
+            return super()._module_format(fqn, register)
+
+    printer = Printer({"strict": False})
+    key = f"lambdify-tensorflow-{dtype}"
+    if key not in tr._cache:
+        tr._cache[key] = (
             sp.lambdify([tr.symbols], grads, modules=[extra, "tensorflow"], cse=True, printer=printer),
             sp.lambdify([tr.symbols], tr.f, modules=[extra, "tensorflow"], printer=printer))
-    fn, f_fn = tr._cache["lambdify-tensorflow"]
+    fn, f_fn = tr._cache[key]
     flat = np.concatenate([v.ravel() for v in case.inputs.values()])
     point = [tf.constant(v, dtype=tf_dtype) for v in flat]
 

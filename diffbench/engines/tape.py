@@ -190,6 +190,7 @@ class TapeEngine:
                 per_input.append(column)
             return per_input
 
+        check_scalar(case, f(args), "TensorFlow namespace" if case.native is None else "native TensorFlow code")
         start = time.perf_counter()
         first = jvps()
         sync()
@@ -231,6 +232,7 @@ class TapeEngine:
                     if not isinstance(a, tf.Variable):
                         inner.watch(a)
                 y = f(args)
+            check_scalar(case, y, "TensorFlow namespace" if case.native is None else "native TensorFlow code")
             grads = inner.gradient(y, args)
             missing = [n for n, g in zip(names, grads) if g is None]
             if missing:

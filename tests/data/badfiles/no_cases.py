@@ -1,0 +1,2 @@
+def not_a_case(x):
+    return x
