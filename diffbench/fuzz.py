@@ -34,7 +34,7 @@ class Node:
         if self.op == "input":
             return f"x[{int(self.value)}]"
         if self.op == "const":
-            return repr(self.value)
+            return f"({self.value!r})"  # parenthesised: -2.5 ** 2 would mean -(2.5 ** 2)
         a = [c.source() for c in self.children]
         return {
             "+": lambda: f"({a[0]} + {a[1]})", "-": lambda: f"({a[0]} - {a[1]})", "*": lambda: f"({a[0]} * {a[1]})",

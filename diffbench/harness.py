@@ -376,6 +376,9 @@ def _measure_order2(case: Case, config: Config, method: str, variant: str, dtype
     except Skip as exc:
         return _row(case, method, variant, dtype, device, 2, status="skipped", diagnosis=str(exc), **values)
     except NoGradient as exc:
+        if ref is not None and ref.undefined:
+            return _row(case, method, variant, dtype, device, 2, status="undefined",
+                        diagnosis=f"the true Hessian does not exist here: {ref.undefined}", **values)
         return _row(case, method, variant, dtype, device, 2, status="none", diagnosis=str(exc), **values)
     except UnitTimeout:
         raise

@@ -191,7 +191,10 @@ def _reference(case: Case) -> Reference:
     ref = Reference(values={}, exact=exact, source=source, f_value=f_value, f_mp=f_mp)
     bad = [i for i, v in enumerate(exact) if not _finite(v)]
     names = labels(case)
-    if not _finite(f_value):
+    if isinstance(f_value, mpmath.mpc) and f_value.imag != 0:
+        ref.undefined = (f"the function is not real at this point (value {mpmath.nstr(f_value, 6)}): a square root, "
+                         "logarithm or power of a negative number")
+    elif not _finite(f_value):
         ref.undefined = f"the function itself is not finite at this point (value {mpmath.nstr(f_value, 6)})"
     elif bad:
         ref.undefined = (f"the derivative is not finite at {names[bad[0]]} = {float(x[bad[0]]):.6g} "

@@ -163,7 +163,7 @@ class SymbolicEngine:
             np_dtype = np.dtype(dtype)
 
             def gradient() -> dict[str, np.ndarray]:
-                return unflatten(np.asarray(fn(point), dtype=np_dtype), case.inputs)
+                return unflatten(_real(fn(point), np_dtype), case.inputs)
 
             timed: Callable[[], Any] = lambda: fn(point)  # noqa: E731
             f_timed: Callable[[], Any] = lambda: f_fn(point)  # noqa: E731
@@ -186,7 +186,17 @@ class SymbolicEngine:
             tr._cache["lambdify-hessian"] = sp.lambdify([tr.symbols], tr.hessian(), modules="numpy", cse=True)
         fn = tr._cache["lambdify-hessian"]
         point = list(np.concatenate([v.ravel() for v in case.inputs.values()]).astype(dtype))
-        return np.asarray(fn(point), dtype=dtype)
+        return _real(fn(point), np.dtype(dtype))
+
+
+def _real(values: Any, dtype: np.dtype) -> np.ndarray:
+    """Evaluated derivatives as real numbers; where SymPy left the real domain (the square root
+    of a negative number is imaginary in SymPy, NaN in NumPy and TensorFlow), NaN."""
+    array = np.asarray(values, dtype=complex if any(isinstance(v, complex) for v in np.ravel(np.asarray(values, dtype=object)))
+                       else None)
+    if np.iscomplexobj(array):
+        array = np.where(array.imag == 0, array.real, np.nan)
+    return array.astype(dtype)
 
 
 def _count_ops(tr: SymbolicTrace, grads: list[Any], cse: bool) -> int:

@@ -1,0 +1,28 @@
+"""Every case in cases/ as a regression test: symbolic and tape meet the reference within
+their tolerances, or have exactly the status the case declares (and explains) with expect=."""
+
+import pytest
+
+from diffbench.case import load_cases, matches
+from diffbench.harness import make_config, measure_case
+from conftest import ROOT
+
+CASES = load_cases(ROOT / "cases")
+
+
+@pytest.mark.parametrize("one", CASES, ids=[c.name for c in CASES])
+def test_case_statuses(one):
+    config = make_config(["symbolic", "tape"], ["float32", "float64"],
+                         {"symbolic": ["numpy"], "tape": ["eager", "function"]}, timing=False)
+    config.devices, config.sweep = ("CPU",), False
+    rows = []
+    measure_case(one, config, rows.append)
+    assert rows
+    wrong = [f"{r['method']}/{r['variant']} {r['dtype']} order {r['order']}: expected {r['expected']}, got "
+             f"{r['status']} ({r['diagnosis']})" for r in rows if not matches(r["status"], r["expected"])]
+    assert not wrong, "\n".join(wrong)
+    for r in rows:
+        if r["status"] == "ok" and r["order"] == 1:
+            from diffbench.metrics import tolerance
+
+            assert r["rel_error"] <= tolerance(r["method"], r["variant"], r["dtype"])

@@ -1,0 +1,32 @@
+"""The pytest plugin, run as a user would (pytester, in a subprocess)."""
+
+CASES = '''
+from diffbench import case
+
+
+@case(inputs={"x": 3.0})
+def quad(x, xp):
+    return x**2
+
+
+@case(inputs={"x": 2.0, "y": 1.0}, expect={"tape": "none"})
+def unused(x, y, xp):
+    return x**2
+
+
+@case(inputs={"x": 1e-4})
+def cancels(x, xp):
+    return (1 - xp.cos(x)) / x**2
+'''
+
+
+def test_cases_become_items_with_expected_statuses(pytester):
+    pytester.makepyfile(mycases=CASES)
+    result = pytester.runpytest_subprocess("--diffbench-cases", "mycases.py", "--diffbench-methods", "symbolic,tape",
+                                           "--diffbench-dtypes", "float64", "-v")
+    result.stdout.fnmatch_lines(["*quad[[]tape-function-float64[]] PASSED*", "*unused[[]tape-eager-float64[]] PASSED*",
+                                 "*cancels[[]symbolic-numpy-float64[]] FAILED*"])
+    result.stdout.fnmatch_lines(["*expected status 'ok', got 'inaccurate'*cancellation*"])
+    outcomes = result.parseoutcomes()
+    assert outcomes["failed"] == 7  # every exact variant of the cancelling case (3 symbolic + 4 tape)
+    assert outcomes["passed"] == 14
