@@ -422,3 +422,74 @@ def tensorflow_namespace(dtype: str = "float64") -> _TensorFlowNamespace:
     """``tensorflow.experimental.numpy`` with NumPy behaviour enabled (imports TensorFlow);
     ``asarray``/``zeros``/``ones`` make ``dtype`` tensors."""
     return _TensorFlowNamespace(dtype)
+
+
+# --------------------------------------------------------------------------- other array libraries
+class _ArrayApiNamespace(_Namespace):
+    """An array-API library (jax.numpy, array_api_compat.torch) under diffbench's names."""
+
+    _aliases = {"pow": "power", "concat": "concatenate", "asin": "arcsin", "acos": "arccos", "atan": "arctan",
+                "asinh": "arcsinh", "acosh": "arccosh", "atanh": "arctanh", "atan2": "arctan2"}
+
+    def __init__(self, module: Any, label: str, dtype: Any) -> None:
+        self._module, self.label, self._dtype = module, label, dtype
+        self.pi, self.e, self.inf = math.pi, math.e, math.inf
+
+    def __getattr__(self, name: str) -> Any:
+        if name in FUNCTIONS or name in ("float32", "float64"):
+            found = getattr(self._module, name, None)
+            if found is None and name in self._aliases:
+                found = getattr(self._module, self._aliases[name], None)
+            if found is not None:
+                if name in UNARY or name in BINARY:
+                    return self._arrays_in(found)
+                return found
+        return super().__getattr__(name)
+
+    def _arrays_in(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        # the array API takes arrays: a Python number (xp.sqrt(2.0)) becomes one in the run's dtype
+        def call(*args: Any, **kw: Any) -> Any:
+            return fn(*[a if hasattr(a, "dtype") else self.asarray(a) for a in args], **kw)
+
+        return call
+
+    def asarray(self, x: Any, dtype: Any = None, **kw: Any) -> Any:
+        if dtype is None and not hasattr(x, "dtype") and np.asarray(x).dtype.kind in "fiu":
+            dtype = self._dtype  # plain numbers and lists take the run's dtype
+        elif dtype is None and isinstance(x, np.ndarray) and x.dtype.kind == "f":
+            dtype = self._dtype
+        return self._module.asarray(x, dtype=dtype, **kw)
+
+    def zeros(self, shape: Any, dtype: Any = None, **kw: Any) -> Any:
+        return self._module.zeros(shape, dtype=dtype or self._dtype, **kw)
+
+    def ones(self, shape: Any, dtype: Any = None, **kw: Any) -> Any:
+        return self._module.ones(shape, dtype=dtype or self._dtype, **kw)
+
+    def vecdot(self, a: Any, b: Any, axis: int = -1) -> Any:
+        return self._module.sum(a * b, axis=axis)
+
+    def clip(self, x: Any, min: Any = None, max: Any = None) -> Any:  # noqa: A002
+        out = x
+        if min is not None:
+            out = self._module.maximum(out, self.asarray(min))
+        if max is not None:
+            out = self._module.minimum(out, self.asarray(max))
+        return out
+
+    def logaddexp(self, a: Any, b: Any) -> Any:
+        a, b = (v if hasattr(v, "dtype") else self.asarray(v) for v in (a, b))
+        return self._module.logaddexp(a, b)
+
+    def maximum(self, a: Any, b: Any) -> Any:
+        a, b = (v if hasattr(v, "dtype") else self.asarray(v) for v in (a, b))
+        return self._module.maximum(a, b)
+
+    def minimum(self, a: Any, b: Any) -> Any:
+        a, b = (v if hasattr(v, "dtype") else self.asarray(v) for v in (a, b))
+        return self._module.minimum(a, b)
+
+
+def array_api_namespace(module: Any, label: str, dtype: Any) -> _ArrayApiNamespace:
+    """Wrap an array-API module (``jax.numpy``, ``array_api_compat.torch``) as a diffbench namespace."""
+    return _ArrayApiNamespace(module, label, dtype)

@@ -1,0 +1,113 @@
+"""Automatic differentiation with JAX: ``jax.grad``, eager and ``jax.jit``; ``jax.numpy`` as xp.
+
+Optional: ``pip install -e ".[jax]"``. float64 needs JAX's x64 mode, which this engine
+switches on when it loads. Timed calls end with ``block_until_ready`` (JAX dispatches
+asynchronously, on a GPU especially).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from ..case import Case
+from . import Prepared, Skip, check_scalar
+
+
+def _jax() -> Any:
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    return jax
+
+
+def _device(jax: Any, device: str) -> Any:
+    if device == "CPU":
+        return jax.devices("cpu")[0]
+    for d in _gpus(jax):
+        if f"GPU:{d.device_kind}" == device:
+            return d
+    raise Skip(f"JAX sees no device {device!r} here")
+
+
+def _gpus(jax: Any) -> list[Any]:
+    try:
+        return [d for d in jax.devices() if d.platform == "gpu"]
+    except RuntimeError:
+        return []
+
+
+class JaxEngine:
+    """``jax.grad`` (reverse mode) of the case written against ``jax.numpy``."""
+
+    name = "jax"
+
+    def __init__(self) -> None:
+        _jax()  # ImportError here reports the engine as not installed
+
+    def variants(self) -> tuple[str, ...]:
+        return ("eager", "jit")
+
+    def devices(self) -> list[str]:
+        jax = _jax()
+        return ["CPU", *dict.fromkeys(f"GPU:{d.device_kind}" for d in _gpus(jax))]
+
+    def _setup(self, case: Case, dtype: str, device: str) -> tuple[Any, Any, list[Any], Any]:
+        jax = _jax()
+        import jax.numpy as jnp
+
+        from ..namespaces import array_api_namespace
+
+        if case.integer_inputs:
+            raise Skip(f"jax.grad does not differentiate integer inputs ({', '.join(sorted(case.integer_inputs))})")
+        target = _device(jax, device)
+        xp = array_api_namespace(jnp, "JAX (jax.numpy)", getattr(jnp, dtype))
+        args = [jax.device_put(jnp.asarray(v, dtype=getattr(jnp, dtype)), target) for v in case.inputs.values()]
+        func = case.func
+
+        def f(*a: Any) -> Any:
+            return jnp.reshape(func(*a, xp=xp), ())
+
+        check_scalar(case, func(*args, xp=xp), "JAX namespace")
+        return jax, f, args, target
+
+    def prepare(self, case: Case, variant: str, dtype: str, device: str = "CPU") -> Prepared:
+        if variant not in self.variants():
+            raise ValueError(f"unknown jax variant {variant!r}; known: {self.variants()}")
+        jax, f, args, _ = self._setup(case, dtype, device)
+        grad = jax.grad(f, argnums=tuple(range(len(args))))
+        evaluate = f
+        if variant == "jit":
+            grad, evaluate = jax.jit(grad), jax.jit(f)
+        start = time.perf_counter()
+        first = jax.block_until_ready(grad(*args))
+        prepare_s = time.perf_counter() - start
+        jax.block_until_ready(evaluate(*args))
+
+        def gradient() -> dict[str, np.ndarray]:
+            return {n: np.asarray(g).reshape(case.inputs[n].shape) for n, g in zip(case.inputs, first)}
+
+        return Prepared(gradient=gradient, timed=lambda: jax.block_until_ready(grad(*args)),
+                        f_timed=lambda: jax.block_until_ready(evaluate(*args)), prepare_s=prepare_s)
+
+    def hessian(self, case: Case, variant: str, dtype: str) -> np.ndarray:
+        jax, f, args, _ = self._setup(case, dtype, "CPU")
+        import jax.numpy as jnp
+
+        sizes = [int(np.prod(a.shape, dtype=int)) for a in args]
+        shapes = [a.shape for a in args]
+
+        def flat_f(v: Any) -> Any:
+            parts, start = [], 0
+            for size, shape in zip(sizes, shapes):
+                parts.append(jnp.reshape(v[start:start + size], shape))
+                start += size
+            return f(*parts)
+
+        point = jnp.concatenate([jnp.ravel(a) for a in args])
+        hess = jax.hessian(flat_f)
+        return np.asarray(jax.jit(hess)(point) if variant == "jit" else hess(point))
+
+

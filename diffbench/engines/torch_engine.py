@@ -1,0 +1,129 @@
+"""Automatic differentiation with PyTorch autograd; the array-API torch namespace as xp.
+
+Optional: ``pip install -e ".[torch]"`` (torch and array-api-compat). On a GPU the
+timed call ends with ``torch.cuda.synchronize()``. An input the output does not depend
+on gets ``None`` from autograd (``allow_unused=True``), reported as status ``none``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from ..case import Case
+from . import NoGradient, Prepared, Skip, check_scalar
+
+
+def _torch() -> Any:
+    import array_api_compat.torch  # noqa: F401 - the namespace the case is written against
+    import torch
+
+    return torch
+
+
+class TorchEngine:
+    """``torch.autograd.grad`` of the case written against the array-API torch namespace."""
+
+    name = "torch"
+
+    def __init__(self) -> None:
+        _torch()  # ImportError here reports the engine as not installed
+
+    def variants(self) -> tuple[str, ...]:
+        return ("eager",)
+
+    def devices(self) -> list[str]:
+        torch = _torch()
+        if not torch.cuda.is_available():
+            return ["CPU"]
+        return ["CPU", *dict.fromkeys(f"GPU:{torch.cuda.get_device_name(i)}" for i in range(torch.cuda.device_count()))]
+
+    def _setup(self, case: Case, dtype: str, device: str) -> tuple[Any, Any, list[Any], Any]:
+        torch = _torch()
+        import array_api_compat.torch as xtorch
+
+        from ..namespaces import array_api_namespace
+
+        if device == "CPU":
+            target = torch.device("cpu")
+        else:
+            names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] \
+                if torch.cuda.is_available() else []
+            if device.removeprefix("GPU:") not in names:
+                raise Skip(f"PyTorch sees no device {device!r} here")
+            target = torch.device("cuda", names.index(device.removeprefix("GPU:")))
+        torch_dtype = getattr(torch, dtype)
+        xp = array_api_namespace(xtorch, "PyTorch (array_api_compat.torch)", torch_dtype)
+        args = []
+        for name, value in case.inputs.items():
+            if name in case.integer_inputs:
+                args.append(torch.tensor(value.astype(np.int64), device=target))
+            else:
+                args.append(torch.tensor(value, dtype=torch_dtype, device=target, requires_grad=True))
+        sync = torch.cuda.synchronize if target.type == "cuda" else (lambda: None)
+        return torch, xp, args, sync
+
+    def prepare(self, case: Case, variant: str, dtype: str, device: str = "CPU") -> Prepared:
+        if variant not in self.variants():
+            raise ValueError(f"unknown torch variant {variant!r}; known: {self.variants()}")
+        torch, xp, args, sync = self._setup(case, dtype, device)
+        names = list(case.inputs)
+        func = case.func
+        differentiable = [a for a in args if a.requires_grad]
+
+        def step() -> Any:
+            y = func(*args, xp=xp)
+            if not differentiable:
+                return ()
+            return torch.autograd.grad(y.reshape(()), differentiable, allow_unused=True)
+
+        check_scalar(case, func(*args, xp=xp), "PyTorch namespace")
+        start = time.perf_counter()
+        first = step()
+        sync()
+        prepare_s = time.perf_counter() - start
+
+        def gradient() -> dict[str, np.ndarray]:
+            by_name = dict(zip([n for n, a in zip(names, args) if a.requires_grad], first))
+            missing = [n for n in names if by_name.get(n) is None]
+            partial = {n: (None if by_name.get(n) is None else by_name[n].detach().cpu().numpy()) for n in names}
+            integer = [n for n in missing if n in case.integer_inputs]
+            if integer:
+                raise NoGradient(f"PyTorch has no gradient for {', '.join(integer)}: integer tensors cannot require "
+                                 "gradients; give the input as a float, e.g. 3.0", missing, partial)
+            if missing:
+                raise NoGradient(f"PyTorch autograd returned None for {', '.join(missing)}: the output does not depend "
+                                 "on it", missing, partial)
+            return {n: v.reshape(case.inputs[n].shape) for n, v in partial.items()}  # type: ignore[union-attr]
+
+        def timed() -> Any:
+            out = step()
+            sync()
+            return out
+
+        def f_timed() -> Any:
+            with torch.no_grad():
+                out = func(*args, xp=xp)
+            sync()
+            return out
+
+        return Prepared(gradient=gradient, timed=timed, f_timed=f_timed, prepare_s=prepare_s)
+
+    def hessian(self, case: Case, variant: str, dtype: str) -> np.ndarray:
+        torch, xp, args, _ = self._setup(case, dtype, "CPU")
+        if case.integer_inputs:
+            raise Skip("torch Hessians need every input to be a float")
+        shapes = [a.shape for a in args]
+        sizes = [a.numel() for a in args]
+
+        def flat_f(v: Any) -> Any:
+            parts, start = [], 0
+            for size, shape in zip(sizes, shapes):
+                parts.append(v[start:start + size].reshape(shape))
+                start += size
+            return case.func(*parts, xp=xp).reshape(())
+
+        point = torch.cat([a.detach().reshape(-1) for a in args])
+        return torch.autograd.functional.hessian(flat_f, point).detach().cpu().numpy()
