@@ -11,6 +11,19 @@ def unused_input(x, y, xp):
     return x**2
 
 
+@case(inputs={"x": -1.0}, tags=["pitfall", "where"], expect={"tape": "ok|nan"})
+def where_nan_trap(x, xp):
+    """where(x > 0, sqrt(x), 0) at x = −1: the value is 0, the true derivative 0.
+
+    Reverse mode differentiates both branches and multiplies the unused one's
+    derivative, 1/(2·sqrt(−1)) = NaN, by 0: NaN. Whether that surfaces depends on the
+    TensorFlow version and mode (TensorFlow 2.21: eager and tf.function give 0, XLA
+    and the second derivative give NaN). The fix is the double where:
+    where(x > 0, sqrt(where(x > 0, x, 1)), 0).
+    """
+    return xp.where(x > 0, xp.sqrt(x), 0.0)
+
+
 @case(inputs={"x": np.array(3)}, tags=["pitfall", "integer"], expect={"tape": "none"})
 def integer_input(x, xp):
     """x² with x given as an integer array: TensorFlow does not differentiate integer tensors (truth 6)."""

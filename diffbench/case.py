@@ -304,6 +304,28 @@ def load_cases(path: str | Path) -> list[Case]:
     return cases
 
 
+def per_case(compute: Callable[[Case], Any]) -> Callable[[Case], Any]:
+    """Memoise ``compute(case)`` for the life of the case object, exceptions included (they are
+    re-raised for every caller, so a failing case fails once, not once per row)."""
+    store: dict[int, tuple[Case, Any, bool]] = {}
+
+    def cached(one: Case) -> Any:
+        hit = store.get(id(one))
+        if hit is None or hit[0] is not one:
+            try:
+                hit = (one, compute(one), False)
+            except Exception as exc:  # noqa: BLE001 - remembered, re-raised below
+                hit = (one, exc, True)
+            store[id(one)] = hit
+        if hit[2]:
+            raise hit[1]
+        return hit[1]
+
+    cached.__doc__ = compute.__doc__
+    cached.__name__ = compute.__name__
+    return cached
+
+
 def default_cases_path() -> Path:
     """The repository's ``cases/`` folder (next to the package), or ``./cases``."""
     here = Path(__file__).resolve().parent.parent / "cases"

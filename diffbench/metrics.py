@@ -205,6 +205,10 @@ def overflow_diagnosis(case: Case, dtype: str, events: list[dict[str, Any]], wha
     advice = ADVICE.get(first["op"], "an intermediate value left the {dtype} range; rescale or use a stable "
                                      "formulation").format(limit=math.log(float(info.max)), dtype=dtype,
                                                            max=float(info.max))
+    if "where(" in first["source"] and first["kind"] == "invalid value":
+        advice = ("xp.where evaluates both branches, and reverse mode multiplies the unused branch's NaN derivative "
+                  "by 0, which is NaN: keep the unused branch finite with a second where, e.g. "
+                  "where(x > 0, xp.sqrt(xp.where(x > 0, x, 1.0)), 0.0)")
     where = ""
     if first["source"] and "diffbench" not in first["file"].replace("\\", "/").split("/")[-2:-1]:
         where = f" at {first['file'].split('/')[-1]}:{first['line']} (`{first['source']}`)"

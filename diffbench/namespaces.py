@@ -373,57 +373,6 @@ class ComplexSafeArray(np.ndarray):
         return np.real(np.asarray(self)) >= np.real(other)
 
 
-# --------------------------------------------------------------------------- TensorFlow
-class _TensorFlowNamespace(_Namespace):
-    """``tensorflow.experimental.numpy`` under array-API names."""
-
-    label = "TensorFlow (tensorflow.experimental.numpy)"
-    _aliases = {"pow": "power", "concat": "concatenate", "asin": "arcsin", "acos": "arccos", "atan": "arctan",
-                "asinh": "arcsinh", "acosh": "arccosh", "atanh": "arctanh", "atan2": "arctan2"}
-
-    def __init__(self, dtype: str) -> None:
-        import tensorflow.experimental.numpy as tnp
-
-        tnp.experimental_enable_numpy_behavior(prefer_float32=False)
-        self._tnp = tnp
-        self.dtype = dtype
-        self.pi, self.e, self.inf = math.pi, math.e, math.inf
-
-    def asarray(self, x: Any, dtype: Any = None) -> Any:
-        if dtype is None and not hasattr(x, "device") and np.asarray(x).dtype.kind in "fiu":
-            dtype = self.dtype  # plain numbers and NumPy constants take the run's dtype
-        return self._tnp.asarray(x, dtype=dtype)
-
-    def zeros(self, shape: Any, dtype: Any = None) -> Any:
-        return self._tnp.zeros(shape, dtype=dtype or self.dtype)
-
-    def ones(self, shape: Any, dtype: Any = None) -> Any:
-        return self._tnp.ones(shape, dtype=dtype or self.dtype)
-
-    def __getattr__(self, name: str) -> Any:
-        if name in FUNCTIONS or name in ("float32", "float64"):
-            return getattr(self._tnp, self._aliases.get(name, name))
-        return super().__getattr__(name)
-
-    def vecdot(self, a: Any, b: Any, axis: int = -1) -> Any:
-        return self._tnp.sum(a * b, axis=axis)
-
-    def clip(self, x: Any, min: Any = None, max: Any = None) -> Any:  # noqa: A002
-        out = x
-        if min is not None:
-            out = self._tnp.maximum(out, min)
-        if max is not None:
-            out = self._tnp.minimum(out, max)
-        return out
-
-
-@functools.lru_cache(maxsize=None)
-def tensorflow_namespace(dtype: str = "float64") -> _TensorFlowNamespace:
-    """``tensorflow.experimental.numpy`` with NumPy behaviour enabled (imports TensorFlow);
-    ``asarray``/``zeros``/``ones`` make ``dtype`` tensors."""
-    return _TensorFlowNamespace(dtype)
-
-
 # --------------------------------------------------------------------------- other array libraries
 class _ArrayApiNamespace(_Namespace):
     """An array-API library (jax.numpy, array_api_compat.torch) under diffbench's names."""
@@ -493,3 +442,14 @@ class _ArrayApiNamespace(_Namespace):
 def array_api_namespace(module: Any, label: str, dtype: Any) -> _ArrayApiNamespace:
     """Wrap an array-API module (``jax.numpy``, ``array_api_compat.torch``) as a diffbench namespace."""
     return _ArrayApiNamespace(module, label, dtype)
+
+
+# --------------------------------------------------------------------------- TensorFlow
+@functools.lru_cache(maxsize=None)
+def tensorflow_namespace(dtype: str = "float64") -> _ArrayApiNamespace:
+    """``tensorflow.experimental.numpy`` with NumPy behaviour enabled (imports TensorFlow);
+    ``asarray``/``zeros``/``ones`` make ``dtype`` tensors."""
+    import tensorflow.experimental.numpy as tnp
+
+    tnp.experimental_enable_numpy_behavior(prefer_float32=False)
+    return _ArrayApiNamespace(tnp, "TensorFlow (tensorflow.experimental.numpy)", dtype)

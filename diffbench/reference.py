@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .case import Case
+from .case import Case, per_case
 from .engines import Skip, check_scalar, unflatten
 
 DIGITS = 50
@@ -135,9 +135,7 @@ def _namespace_function(case: Case) -> Callable[[list[Any]], Any]:
     return f
 
 
-_cache: dict[int, tuple[Case, Reference | Exception]] = {}
-
-
+@per_case
 def reference(case: Case) -> Reference:
     """The 50-digit reference gradient of ``case`` (cached per case).
 
@@ -145,19 +143,7 @@ def reference(case: Case) -> Reference:
     fallback can produce it (over budget), and the case's own exception when the
     case fails to evaluate.
     """
-    cached = _cache.get(id(case))
-    if cached is not None and cached[0] is case:
-        if isinstance(cached[1], Exception):
-            raise cached[1]
-        return cached[1]
-    try:
-        result: Reference | Exception = _reference(case)
-    except Exception as exc:  # noqa: BLE001 - remembered, re-raised for every row of the case
-        result = exc
-    _cache[id(case)] = (case, result)
-    if isinstance(result, Exception):
-        raise result
-    return result
+    return _reference(case)
 
 
 def _reference(case: Case) -> Reference:
@@ -241,9 +227,6 @@ def _kinks(f_mp: Callable[[list[Any]], Any], x: list[Any], exact: list[Any], nam
     return kinks
 
 
-_hessian_cache: dict[int, tuple[Case, np.ndarray | Exception]] = {}
-
-
 def reference_hessian(case: Case) -> np.ndarray:
     """The 50-digit reference Hessian (N, N) rounded to float64.
 
@@ -251,16 +234,12 @@ def reference_hessian(case: Case) -> np.ndarray:
     differences at 50 digits (h = 1e-12·max(1, |x|)) when SymPy is over budget.
     Raises ReferenceUnavailable when neither applies. Cached per case.
     """
-    cached = _hessian_cache.get(id(case))
-    if cached is None or cached[0] is not case:
-        try:
-            cached = (case, _reference_hessian(case))
-        except Exception as exc:  # noqa: BLE001 - remembered and re-raised
-            cached = (case, exc)
-        _hessian_cache[id(case)] = cached
-    if isinstance(cached[1], Exception):
-        raise cached[1]
-    return cached[1].copy()
+    return _cached_hessian(case).copy()
+
+
+@per_case
+def _cached_hessian(case: Case) -> np.ndarray:
+    return _reference_hessian(case)
 
 
 def _reference_hessian(case: Case) -> np.ndarray:

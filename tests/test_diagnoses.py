@@ -19,14 +19,27 @@ def only(df, method, variant, dtype="float64", order=1):
     return sel.iloc[0]
 
 
-def test_forced_nan():
+def test_function_outside_the_real_domain_is_undefined():
     @case(inputs={"x": 1.0})
     def log_of_negative(x, xp):
         return xp.log(x - 2.0)
 
     row = measure_one(log_of_negative, "tape", "eager", "float64")
     assert row["status"] == "undefined"  # the truth itself is not real: log of −1
-    assert "not finite" in row["diagnosis"]
+    assert "not real" in row["diagnosis"]
+
+
+def test_forced_nan_from_the_unused_branch_of_where(library):
+    # where(x > 0, sqrt(x), 0) at x = −1: the function is 0 nearby, so the true derivative is 0;
+    # the tape multiplies the unused branch's derivative 1/(2·sqrt(−1)) = NaN by 0 and gets NaN
+    df = rows(library["where_nan_trap"])
+    tape = only(df, "tape", "xla")  # TensorFlow 2.21's eager gradient masks the NaN; XLA does not
+    assert tape["status"] == "nan"
+    assert only(df, "tape", "eager", order=2)["status"] == "nan"
+    assert "both branches" in tape["diagnosis"] and "where(x > 0, xp.sqrt(xp.where(x > 0, x, 1.0)), 0.0)" in \
+        tape["diagnosis"].replace("`", "")
+    assert only(df, "symbolic", "numpy")["status"] == "ok"
+    assert only(df, "finite", "central")["status"] == "ok"
 
 
 def test_nan_from_overflow_names_the_operation_and_the_stable_form(library):

@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..case import Case
+from ..case import Case, per_case
 from . import Prepared, Skip, check_scalar, unflatten
 
 #: largest number of scalar inputs the symbolic method differentiates
@@ -83,24 +83,10 @@ def sanitize(expr: Any) -> Any:
     return expr.replace(lambda e: isinstance(e, sp.DiracDelta), lambda e: sp.Integer(0))
 
 
-_traces: dict[int, tuple[Case, SymbolicTrace | Exception]] = {}
-
-
+@per_case
 def trace(case: Case) -> SymbolicTrace:
     """Trace ``case`` with SymPy (cached per case); raises Skip past the budgets, or the case's error."""
-    cached = _traces.get(id(case))
-    if cached is not None and cached[0] is case:
-        if isinstance(cached[1], Exception):
-            raise cached[1]
-        return cached[1]
-    try:
-        result: SymbolicTrace | Exception = _trace(case)
-    except Exception as exc:  # noqa: BLE001 - remembered and re-raised for every caller
-        result = exc
-    _traces[id(case)] = (case, result)
-    if isinstance(result, Exception):
-        raise result
-    return result
+    return _trace(case)
 
 
 def _trace(case: Case) -> SymbolicTrace:
