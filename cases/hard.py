@@ -54,8 +54,8 @@ def expm1_naive(x, xp):
 def expm1_stable(x, xp):
     """Σ expm1(x)²: the same function computed without cancellation.
 
-    Finite differences still fail: the gradient (~1e-9) is tiny against the curvature
-    over a step of ~1e-5, so truncation dominates.
+    Finite differences still fail: their step, c·max(|x|, 1), is far larger than
+    |x| ≈ 1e-9, so they see the function at the scale of the step.
     """
     return xp.sum(xp.expm1(x) ** 2)
 
@@ -93,3 +93,12 @@ def float32_overflow(x, xp):
 def float32_underflow(x, xp):
     """exp(−x) at x = 110: 1.7e-48 is below float32's smallest subnormal, so value and gradient become 0."""
     return xp.exp(-x)
+
+
+@case(inputs={"x": 0.7318}, tags=["hard", "rounding"],
+      expect={"finite": "inaccurate", "finite-complex_step": "ok", "finite-richardson-float64": "ok"})
+def large_offset(x, xp):
+    """1e5 + x²: the value is 5e4 times the gradient, so the chosen finite-difference
+    steps lose the difference to rounding; in float64 a larger step is exact (the
+    central difference of a quadratic has no truncation error)."""
+    return 1e5 + x**2

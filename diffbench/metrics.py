@@ -230,16 +230,41 @@ def kink_diagnosis(reference: Any, flat_gradient: np.ndarray | None, method_labe
 
 
 def fd_diagnosis(case: Case, dtype: str, scheme: str, rel_error: float, reference_flat: np.ndarray) -> str:
-    """Say whether rounding or truncation dominates a finite difference, and the better step."""
+    """Say whether rounding or truncation dominates a finite difference, and whether a better step exists.
+
+    The cause comes from the error model: the rounding term eps·|f|/h (relative to the
+    gradient) against the observed error. The better step comes from a sweep of steps,
+    each judged by the worst error among it and its neighbours, so that an isolated
+    lucky cancellation is not recommended.
+    """
     from .engines import finite
 
     chosen = finite.step_scale(scheme, dtype)
     eps = float(np.finfo(dtype).eps)
-    scales, errs = finite.sweep(case, dtype, scheme, reference_flat, np.logspace(np.log10(eps) + 1, -1, 13))
-    finite_errs = np.where(np.isfinite(errs), errs, np.inf)
-    best = int(np.argmin(finite_errs))
-    cause = "rounding (the step is too small for |f| here)" if scales[best] > chosen else \
-        "truncation (the function curves too fast for this step)"
-    return (f"{scheme} differences in {dtype} are dominated by {cause}: relative error {rel_error:.2g} at "
-            f"step c = {chosen:.2g}·max(|x|, 1); the best step here is c ≈ {scales[best]:.2g} (error "
-            f"{finite_errs[best]:.2g}). Use richardson or complex_step, or float64")
+    x = np.concatenate([v.ravel() for v in case.inputs.values()])
+    largest = float(np.max(np.abs(x))) if x.size else 0.0
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        f_value = abs(float(finite.function_of(case, dtype)(x.astype(dtype))))
+    g_norm = float(np.linalg.norm(reference_flat)) or 1.0
+    rounding = eps * f_value / (chosen * max(largest, 1.0)) / g_norm
+    if 0 < largest < 1e-3 * chosen:
+        # h = c·max(|x|, 1) = c: the differences see f at the scale of the step, not of x
+        cause = (f"the step's scale: h ≈ {chosen:.2g} is far larger than the inputs (|x| ≤ {largest:.2g}), so the "
+                 "differences see the function at the scale of h; rescale the inputs to order 1")
+    elif rounding >= 0.1 * rel_error:
+        cause = (f"rounding: |f| ≈ {f_value:.3g} is large against the gradient, and eps·|f|/h ≈ {rounding:.2g} of "
+                 "it at this step")
+    else:
+        cause = "truncation: the function curves too fast for this step"
+    scales, errs = finite.sweep(case, dtype, scheme, reference_flat)
+    errs = np.where(np.isfinite(errs), errs, np.inf)
+    robust = np.array([errs[max(i - 1, 0):i + 2].max() for i in range(len(errs))])
+    best = int(np.argmin(robust))
+    if robust[best] <= tolerance("finite", scheme, dtype):
+        better = f"a step of c ≈ {scales[best]:.2g} would do (error {robust[best]:.2g})"
+    else:
+        better = f"no step gets within tolerance here (the best, c ≈ {scales[best]:.2g}, errs by {robust[best]:.2g})"
+    alternatives = [a for a in ("richardson", "complex_step") if a != scheme] + (["float64"] if dtype == "float32" else [])
+    return (f"{scheme} differences in {dtype} are dominated by {cause}; relative error {rel_error:.2g} at step "
+            f"c = {chosen:.2g}·max(|x|, 1); {better}. Try {' or '.join(alternatives)}")

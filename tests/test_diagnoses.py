@@ -102,15 +102,24 @@ def test_right_custom_gradient_is_ok(library):
 
 
 def test_finite_differences_lost_to_rounding_name_a_better_step(library):
+    # 1e5 + x²: eps·|f|/h with h ≈ 6e-6 is ~1e-6 of the gradient 2x; a quadratic has no truncation error,
+    # so a larger step is better
+    row = measure_one(library["large_offset"], "finite", "central", "float64")
+    assert row["status"] == "inaccurate"
+    assert "dominated by rounding" in row["diagnosis"] and "would do" in row["diagnosis"]
+
+
+def test_finite_differences_with_a_step_far_larger_than_x(library):
     row = measure_one(library["tiny_magnitude"], "finite", "central", "float64")
     assert row["status"] == "inaccurate"
-    assert "dominated by" in row["diagnosis"] and "best step" in row["diagnosis"]
+    assert "dominated by the step's scale" in row["diagnosis"] and "rescale the inputs" in row["diagnosis"]
 
 
 def test_finite_differences_dominated_by_truncation(library):
-    row = measure_one(library["expm1_stable"], "finite", "central", "float64")
+    # log-sum-exp at x ≈ 90: the step scales with |x| = 90, far coarser than the curvature scale 1
+    row = measure_one(library["logsumexp_stable"], "finite", "central", "float64")
     assert row["status"] == "inaccurate"
-    assert "truncation" in row["diagnosis"]
+    assert "dominated by truncation" in row["diagnosis"] and "would do" in row["diagnosis"]
 
 
 def test_cancellation_diagnosis(library):

@@ -57,6 +57,8 @@ class Prepared:
     prepare_s: float = float("nan")
     info: dict[str, Any] = field(default_factory=dict)
     check_stable: Callable[[], str | None] | None = None
+    #: variants of one method whose ``f_timed`` is the same computation share a key (timed once)
+    f_key: str | None = None
 
 
 class Engine(Protocol):

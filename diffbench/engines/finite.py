@@ -175,7 +175,8 @@ class FiniteEngine:
             with np.errstate(all="ignore"):
                 return f(x)
 
-        return Prepared(gradient=gradient, timed=timed, f_timed=f_timed, prepare_s=prepare_s, info=info)
+        return Prepared(gradient=gradient, timed=timed, f_timed=f_timed, prepare_s=prepare_s, info=info,
+                        f_key="numpy")
 
     def hessian(self, case: Case, variant: str, dtype: str) -> np.ndarray:
         """Second-order central differences of the function (every variant uses this scheme)."""

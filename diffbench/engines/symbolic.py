@@ -160,7 +160,8 @@ class SymbolicEngine:
         lambdify_s = time.perf_counter() - start
         info = {"expr_ops": tr.f_ops, "grad_ops": _count_ops(tr, grads, cse=(variant != "numpy-nocse"))}
         return Prepared(gradient=gradient, timed=timed, f_timed=f_timed,
-                        prepare_s=tr.trace_s + tr.diff_s + lambdify_s, info=info)
+                        prepare_s=tr.trace_s + tr.diff_s + lambdify_s, info=info,
+                        f_key="numpy" if variant.startswith("numpy") else None)
 
     def hessian(self, case: Case, variant: str, dtype: str) -> np.ndarray:
         import sympy as sp

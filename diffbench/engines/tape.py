@@ -26,9 +26,11 @@ MAX_HESSIAN_INPUTS = 400
 def _tf() -> Any:
     import os
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # C++ notices (oneDNN, CUDA probing) are noise here
     import tensorflow as tf
 
+    # TensorFlow's own warnings (an int tensor watched, autograph notes) repeat what rows diagnose
+    tf.get_logger().setLevel("ERROR")
     return tf
 
 
