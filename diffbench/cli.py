@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -160,14 +161,19 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--out", metavar="DIR", help="where to write report.md (default: next to the CSV)")
     rep.set_defaults(func=cmd_report)
 
-    from . import testing
+    from . import fuzz, scale, testing
 
     testing.add_commands(sub, _add_case_options)
+    scale.add_command(sub, _add_case_options)
+    fuzz.add_command(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status."""
+    # TensorFlow's C++ start-up notices (CUDA probing, oneDNN) say nothing the report does not;
+    # set before any worker starts, so every process that imports TensorFlow inherits it
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)

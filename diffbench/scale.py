@@ -39,7 +39,8 @@ def study(case: Any, sizes: list[int], methods: list[str], dtype: str = "float64
     from .timing import PROFILES, measure
 
     rows = []
-    spent: dict[tuple[str, str], float] = {}
+    spent: dict[tuple[str, str, str], float] = {}
+    history: dict[tuple[str, str, str], list[tuple[int, float]]] = {}  # (n, seconds for that size)
     for n in sizes:
         sized = case.at_size(n)
         if sized.problem:
@@ -61,9 +62,11 @@ def study(case: Any, sizes: list[int], methods: list[str], dtype: str = "float64
                     key = (method, variant, device)
                     row: dict[str, Any] = dict(case=case.name, n=n, method=method, variant=variant, dtype=dtype,
                                                device=device, reference="tape/function float64 cross-check")
-                    if spent.get(key, 0.0) > budget_s:
-                        row.update(status="skipped", diagnosis=f"skipped: smaller sizes already took "
-                                                               f"{spent[key]:.1f} s, over the budget of {budget_s:g} s")
+                    predicted = _predict(history.get(key, []), n)
+                    if spent.get(key, 0.0) + predicted > budget_s:
+                        row.update(status="skipped", diagnosis=(
+                            f"smaller sizes took {spent.get(key, 0.0):.1f} s and this size would take about "
+                            f"{predicted:.0f} s more, over the budget of {budget_s:g} s (--budget)"))
                         rows.append(row)
                         continue
                     if progress:
@@ -92,9 +95,26 @@ def study(case: Any, sizes: list[int], methods: list[str], dtype: str = "float64
                         spent[key] = math.inf
                     except Exception as exc:  # noqa: BLE001 - a failure at one size is a row
                         row.update(status="error", diagnosis=f"{type(exc).__name__}: {exc}")
-                    spent[key] = spent.get(key, 0.0) + time.perf_counter() - began
+                    # prepare_s includes work another variant may have cached (the SymPy trace and diff):
+                    # charge it anyway, since it is what this variant costs on its own
+                    took = max(time.perf_counter() - began, float(row.get("prepare_s") or 0.0))
+                    spent[key] = spent.get(key, 0.0) + took
+                    history.setdefault(key, []).append((n, took))
                     rows.append(row)
     return pd.DataFrame(rows, columns=SCALE_COLUMNS)
+
+
+def _predict(history: list[tuple[int, float]], n: int) -> float:
+    """Seconds the next size will take, extrapolated from the last sizes (growth exponent 1 to 3)."""
+    if not history:
+        return 0.0
+    (n1, t1) = history[-1]
+    exponent = 1.0
+    if len(history) >= 2:
+        (n0, t0) = history[-2]
+        if t0 > 0 and t1 > 0 and n1 > n0:
+            exponent = float(np.clip(np.log(t1 / t0) / np.log(n1 / n0), 1.0, 3.0))
+    return t1 * (n / n1) ** exponent
 
 
 def slopes(df: pd.DataFrame, column: str = "time_median_s") -> pd.DataFrame:
@@ -173,10 +193,11 @@ def render(df: pd.DataFrame, slope_table: pd.DataFrame, images: list[str], name:
     if len(sym):
         lines += ["Expression size (sympy.count_ops):", "",
                   sym[["n", "expr_ops", "grad_ops_nocse", "grad_ops_cse"]].to_markdown(index=False), ""]
-    notes = df[df["status"] != "ok"].drop_duplicates(["method", "variant", "diagnosis"])
+    notes = df[df["status"] != "ok"].drop_duplicates(["method", "variant", "device"])
     if len(notes):
-        lines += ["Not measured:", ""] + [f"- {r['method']}/{r['variant']} n={r['n']}: `{r['status']}` {md(r['diagnosis'])}"
-                                          for _, r in notes.iterrows()] + [""]
+        lines += ["Not measured (the first size each variant missed, and why):", ""] + [
+            f"- {r['method']}/{r['variant']} from n = {r['n']}: `{r['status']}` — {md(r['diagnosis'])}"
+            for _, r in notes.iterrows()] + [""]
     lines += [f"![{md(Path(i).stem)}]({i})" for i in images]
     return "\n".join(lines) + "\n"
 
@@ -219,7 +240,8 @@ def add_command(sub: Any, add_case_options: Callable[[argparse.ArgumentParser], 
     parser.add_argument("--methods", default="symbolic,tape,finite", help="methods (also jax, torch)")
     parser.add_argument("--dtype", default="float64", choices=["float32", "float64"])
     parser.add_argument("--budget", type=float, default=20.0, metavar="SECONDS",
-                        help="per method/variant: once smaller sizes took this long, larger ones are skipped")
+                        help="per method/variant: a size is skipped when the time spent plus its predicted time "
+                             "(extrapolated from smaller sizes) exceeds this (default 20)")
     parser.add_argument("--profile", choices=["quick", "full"], default="quick")
     parser.add_argument("--out", metavar="DIR", help="output folder (default reports/scale-CASE)")
     parser.set_defaults(func=cmd_scale)

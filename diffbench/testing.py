@@ -233,7 +233,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub: Any, add_case_options: Callable[[argparse.ArgumentParser], None]) -> None:
-    """Register ``snapshot``, ``check`` (and the commands of other modules) on the CLI."""
+    """Register ``snapshot`` and ``check`` on the CLI."""
     for name, func, text in (("snapshot", cmd_snapshot, "write a baseline of every case's gradients"),
                              ("check", cmd_check, "compare gradients with the baseline (exit 0 ok, 1 regression, "
                                                   "2 baseline missing/stale)")):
@@ -253,10 +253,6 @@ def add_commands(sub: Any, add_case_options: Callable[[argparse.ArgumentParser],
                                 help="also fail when a row got slower, e.g. median:20%% (needs a timed baseline)")
             parser.add_argument("--summary", metavar="FILE", help="also write the markdown summary to FILE")
         parser.set_defaults(func=func)
-    from . import fuzz, scale
-
-    fuzz.add_command(sub)
-    scale.add_command(sub, add_case_options)
 
 
 # --------------------------------------------------------------------------- assert_gradients
