@@ -121,7 +121,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def _add_case_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cases", metavar="PATH", help="a case file or a folder of them (default: the repository's "
                                                         "cases/)")
-    parser.add_argument("-k", metavar="SUBSTRING", help="only cases whose name (or a tag) contains SUBSTRING")
+    parser.add_argument("-k", metavar="SUBSTRING", help="only cases whose name contains SUBSTRING, or that have it as a tag")
     parser.add_argument("--tags", metavar="T1,T2", help="only cases with one of these tags")
 
 

@@ -118,6 +118,7 @@ def run_isolated(cases: list[Case], config: Config, jobs: int, on_rows: Callable
             continue
         pending.append((one.source_file, one.name, skip, None, {}))
     slots: list[_Slot] = []
+    early_deaths: dict[str, int] = {}
 
     generation = 0
 
@@ -173,7 +174,19 @@ def run_isolated(cases: list[Case], config: Config, jobs: int, on_rows: Callable
                 died = not slot.process.is_alive()
                 overdue = config.timeout_s and time.monotonic() - slot.since > config.timeout_s + GRACE_S
                 if died or overdue:
-                    _recover(slot, died, config, pending, on_rows)
+                    name = slot.task[1]
+                    if slot.key is None:
+                        early_deaths[name] = early_deaths.get(name, 0) + 1
+                    if early_deaths.get(name, 0) >= 2:
+                        # it dies before measuring anything (loading the file, starting up): do not loop
+                        fake = Case(name=name, func=None, source_file=slot.task[0])
+                        on_rows([_row(fake, "case", "load", "-", "-", 1, status="error",
+                                      diagnosis=f"the worker process died twice (exit code {slot.process.exitcode}) "
+                                                "before measuring this case: loading it crashes the interpreter")])
+                        if progress:
+                            progress(name)
+                    else:
+                        _recover(slot, died, config, pending, on_rows)
                     replace(i)
     except KeyboardInterrupt:
         for slot in slots:
