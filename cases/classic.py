@@ -19,7 +19,7 @@ def rosenbrock_random10(x, xp):
     return xp.sum(100 * (x[1:] - x[:-1] ** 2) ** 2 + (1 - x[:-1]) ** 2)
 
 
-@case(inputs={"x": 1.5, "y": -0.5}, tags=["classic"])
+@case(inputs={"x": 1.5, "y": -0.5}, tags=["classic", "sweep"])
 def beale(x, y, xp):
     """(1.5 − x + xy)² + (2.25 − x + xy²)² + (2.625 − x + xy³)²."""
     return (1.5 - x + x * y) ** 2 + (2.25 - x + x * y**2) ** 2 + (2.625 - x + x * y**3) ** 2

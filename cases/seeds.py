@@ -8,7 +8,7 @@ import functools
 from diffbench import case, uniform
 
 
-@case(inputs={"x": 3.0}, tags=["seed", "scalar", "sweep"])
+@case(inputs={"x": 3.0}, tags=["seed", "scalar"])
 def quadratic(x, xp):
     """f(x) = x² + 2x + 1; df/dx = 2x + 2 = 8 at x = 3."""
     return x**2 + 2 * x + 1

@@ -23,13 +23,13 @@ def diffbench(*args, timeout=300, **kw):
 def test_list_prints_cases_tags_and_shapes():
     out = diffbench("list", "--cases", ROOT / "cases" / "seeds.py")
     assert out.returncode == 0, out.stderr
-    assert "quadratic(x[])  tags: seed, scalar, sweep" in out.stdout
+    assert "quadratic(x[])  tags: seed, scalar" in out.stdout
     assert "dense_output_sum_squares(W[3, 2], b[2])" in out.stdout
     assert "keras_dense1(kernel[2, 1], bias[1]) [+tensorflow]" in out.stdout
 
 
 def test_run_small_selection_writes_report_and_csv(tmp_path):
-    out = diffbench("run", "--cases", ROOT / "cases" / "seeds.py", "-k", "quadratic", "--out", tmp_path, "--jobs", 1)
+    out = diffbench("run", "--cases", ROOT / "cases" / "classic.py", "-k", "beale", "--out", tmp_path, "--jobs", 1)
     assert out.returncode == 0, out.stderr
     df = pd.read_csv(tmp_path / "results.csv")
     main = df[df.method != "sweep"]
