@@ -2,9 +2,9 @@
 
 import numpy as np
 import pytest
+from conftest import DATA
 
 from diffbench import CaseError, case, gradient, load_cases, uniform
-from conftest import DATA, ROOT
 
 
 def problem(inputs, fn=None):

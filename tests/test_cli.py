@@ -9,7 +9,6 @@ import time
 
 import pandas as pd
 import pytest
-
 from conftest import DATA, ROOT
 
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")

@@ -4,9 +4,9 @@ import random
 
 import pandas as pd
 import pytest
+from conftest import ROOT
 
 from diffbench import fuzz, scale
-from conftest import ROOT
 
 
 def test_generator_is_seeded_and_sources_are_valid_cases():

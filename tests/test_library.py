@@ -2,10 +2,10 @@
 their tolerances, or have exactly the status the case declares (and explains) with expect=."""
 
 import pytest
+from conftest import ROOT
 
 from diffbench.case import load_cases, matches
 from diffbench.harness import make_config, measure_case
-from conftest import ROOT
 
 CASES = load_cases(ROOT / "cases")
 

@@ -1,10 +1,9 @@
 """The report reads the tidy table only: CSV round trip, tables, escaping, atomic writes."""
 
 import pandas as pd
-
-from diffbench import case, run
-from diffbench import report
 from conftest import ROOT
+
+from diffbench import case, report, run
 
 
 def small_results():

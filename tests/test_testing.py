@@ -8,9 +8,9 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import ROOT
 
 from diffbench import assert_gradients
-from conftest import ROOT
 
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
 CASES = ROOT / "cases" / "classic.py"

@@ -204,7 +204,6 @@ def _tensorflow_variant(case: Case, tr: SymbolicTrace, grads: list[Any], dtype: 
     """The symbolic gradient compiled to a TensorFlow graph (so it runs where TensorFlow runs)."""
     import sympy as sp
     import tensorflow as tf
-
     from sympy.printing.tensorflow import TensorflowPrinter
 
     from ..namespaces import tensorflow_namespace

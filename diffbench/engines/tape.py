@@ -14,7 +14,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..case import Case
-from . import NoGradient, Prepared, Skip, check_scalar, unflatten
+from . import NoGradient, Prepared, Skip, check_scalar
 
 #: forward mode needs one forward pass per scalar input (N eager passes per gradient, where
 #: reverse mode needs one); past this many inputs the variant is skipped to keep runs short

@@ -1,7 +1,5 @@
 import os
 
-import numpy as np
-
 from diffbench import case
 
 
