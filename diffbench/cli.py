@@ -12,6 +12,11 @@ from typing import Any, Sequence
 from .case import default_cases_path, load_cases, select
 
 EXIT_INTERRUPTED = 130
+#: the default run's small scaling section: this case, at these sizes, with this budget per variant
+SCALING_CASE = "rosenbrock"
+SCALING_SIZES = (10, 100, 1000)
+SCALING_BUDGET_S = 4.0
+SCALING_VARIANTS = (("symbolic", ("numpy",)), ("tape", ("function", "xla")), ("finite", ("central",)))
 
 
 def _split(text: str | None) -> list[str] | None:
@@ -57,7 +62,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from . import report
     from .harness import COLUMNS, finish, key_of, make_config
-    from .runner import append_rows, read_rows, run_isolated
+    from .runner import ScaleTask, append_rows, read_rows, run_isolated
 
     cases = _load(args)
     try:
@@ -91,11 +96,16 @@ def cmd_run(args: argparse.Namespace) -> int:
             rows[key_of(row)] = row
 
     gpus: list[str] = []
-    complete = run_isolated(cases, config, args.jobs, keep, set(rows), progress, gpus)
+    scaling, scale_rows = None, []
+    sized = [c for c in cases if c.name == SCALING_CASE and c.sizes and not c.problem]
+    if sized and not args.no_scale:
+        scaling = (sized[0], ScaleTask(SCALING_SIZES, tuple(m for m in config.methods), SCALING_BUDGET_S,
+                                       SCALING_VARIANTS))
+    complete = run_isolated(cases, config, args.jobs, keep, set(rows), progress, gpus, scaling, scale_rows.extend)
     df = pd.DataFrame([r for r in rows.values() if r["case"] in names or r["case"] in done_cases], columns=COLUMNS)
     df = finish(df)
     df = report.with_environment(df, report.environment(gpus, config.profile))
-    path = report.write(df, out)
+    path = report.write(df, out, scale=pd.DataFrame(scale_rows) if scale_rows else None)
     counts = df["status"].value_counts().to_dict()
     print(f"diffbench: {len(df)} rows for {df['case'].nunique()} cases in {time.perf_counter() - began:.1f} s "
           f"({', '.join(f'{k} {v}' for k, v in counts.items())}); report: {path}")
@@ -150,6 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="worker processes (default 2; use 1 for the least timing interference)")
     run.add_argument("--resume", metavar="DIR", help="continue an interrupted run in DIR, skipping measured rows")
     run.add_argument("--no-order2", action="store_true", help="skip second-derivative (Hessian) rows")
+    run.add_argument("--no-scale", action="store_true",
+                     help="skip the report's small scaling section (rosenbrock at n = 10, 100, 1000, when selected)")
     run.set_defaults(func=cmd_run)
 
     lst = sub.add_parser("list", help="print each case with its tags and input shapes")

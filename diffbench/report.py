@@ -271,8 +271,9 @@ def sweep_plots(df: pd.DataFrame, plot_dir: Path) -> list[Path]:
 
 
 # --------------------------------------------------------------------------- report
-def render(df: pd.DataFrame, plots: list[str] | None = None, title: str = "diffbench report") -> str:
-    """The markdown report for a results table."""
+def render(df: pd.DataFrame, plots: list[str] | None = None, title: str = "diffbench report",
+           scale: pd.DataFrame | None = None) -> str:
+    """The markdown report for a results table (and, optionally, a small scaling study's table)."""
     env = environment_of(df)
     main = df[df["method"] != "sweep"]
     out = [f"# {md(title)}", ""]
@@ -314,6 +315,10 @@ def render(df: pd.DataFrame, plots: list[str] | None = None, title: str = "diffb
     hess = _hessian_table(main)
     if hess:
         out += ["## Second derivatives (Hessians; status and relative error)", "", hess, ""]
+    if scale is not None and len(scale):
+        from .scale import section
+
+        out += [section(scale), ""]
     if plots:
         out += ["## Finite-difference step sweep", "",
                 "Error against the relative step c for forward and central differences: truncation error falls "
@@ -338,23 +343,30 @@ def atomic_write(path: Path, text: str | bytes) -> None:
         raise
 
 
-def write(df: pd.DataFrame, out_dir: str | Path, title: str = "diffbench report") -> Path:
-    """Write results.csv, plots/ and report.md into ``out_dir`` (each atomically); return report.md's path."""
+def write(df: pd.DataFrame, out_dir: str | Path, title: str = "diffbench report",
+          scale: pd.DataFrame | None = None) -> Path:
+    """Write results.csv (and scale.csv), plots/ and report.md into ``out_dir`` (each atomically);
+    return report.md's path."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "results.csv", df.to_csv(index=False))
+    if scale is not None and len(scale):
+        atomic_write(out / "scale.csv", scale.to_csv(index=False))
     plots = [str(p.relative_to(out)) for p in sweep_plots(df, out / "plots")]
     report = out / "report.md"
-    atomic_write(report, render(df, plots, title))
+    atomic_write(report, render(df, plots, title, scale))
     return report
 
 
 def regenerate(results_csv: str | Path, out_dir: str | Path | None = None) -> Path:
-    """Rebuild report.md (and plots) from a results.csv alone; return report.md's path."""
+    """Rebuild report.md (and plots) from a results.csv (and the scale.csv beside it, if any);
+    return report.md's path."""
     df = read_results(results_csv)
     out = Path(out_dir) if out_dir else Path(results_csv).parent
     out.mkdir(parents=True, exist_ok=True)
+    scale_csv = Path(results_csv).parent / "scale.csv"
+    scale = pd.read_csv(scale_csv, keep_default_na=False, na_values=[""]) if scale_csv.exists() else None
     plots = [str(p.relative_to(out)) for p in sweep_plots(df, out / "plots")]
     report = out / "report.md"
-    atomic_write(report, render(df, plots))
+    atomic_write(report, render(df, plots, scale=scale))
     return report

@@ -75,6 +75,10 @@ def _worker(wid: tuple[int, int], tasks: Any, events: Any, config: Config) -> No
         file, name, skip, ref_problem, failed = task
         if file not in loaded:
             loaded[file] = {c.name: c for c in load_cases(file)}
+        if isinstance(skip, ScaleTask):
+            events.put(("scale", wid, _scale_rows(loaded[file][name], skip)))
+            events.put(("done", wid, f"scaling of {name}"))
+            continue
         one = loaded[file][name]
         measure_case(one, config, lambda row: events.put(("row", wid, row)), skip=skip,
                      on_start=lambda key: events.put(("start", wid, key)), reference_problem=ref_problem,
@@ -84,6 +88,27 @@ def _worker(wid: tuple[int, int], tasks: Any, events: Any, config: Config) -> No
 
             events.put(("env", wid, list(gpu_devices())))
         events.put(("done", wid, name))
+
+
+@dataclass(frozen=True)
+class ScaleTask:
+    """A small scaling study run by a worker after the cases (for the report's scaling section)."""
+
+    sizes: tuple[int, ...]
+    methods: tuple[str, ...]
+    budget_s: float
+    variants: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+
+def _scale_rows(case: Case, task: ScaleTask) -> list[dict[str, Any]]:
+    from .scale import study
+
+    try:
+        df = study(case, list(task.sizes), list(task.methods), budget_s=task.budget_s,
+                   variants=dict(task.variants) or None)
+    except Exception as exc:  # noqa: BLE001 - the section then says why it is missing
+        return [{"case": case.name, "status": "error", "diagnosis": f"{type(exc).__name__}: {exc}"}]
+    return [{k: _jsonable(v) for k, v in row.items()} for row in df.to_dict("records")]
 
 
 @dataclass
@@ -99,7 +124,8 @@ class _Slot:
 
 def run_isolated(cases: list[Case], config: Config, jobs: int, on_rows: Callable[[list[dict[str, Any]]], None],
                  skip: set[tuple[Any, ...]], progress: Callable[[str], None] | None = None,
-                 gpus: list[str] | None = None) -> bool:
+                 gpus: list[str] | None = None, scaling: tuple[Case, ScaleTask] | None = None,
+                 on_scale: Callable[[list[dict[str, Any]]], None] | None = None) -> bool:
     """Measure ``cases`` in ``jobs`` worker processes; hand rows to ``on_rows`` as they arrive.
 
     GPUs the workers' TensorFlow sees are appended to ``gpus``. Returns False if
@@ -117,6 +143,9 @@ def run_isolated(cases: list[Case], config: Config, jobs: int, on_rows: Callable
                 progress(one.name)
             continue
         pending.append((one.source_file, one.name, skip, None, {}))
+    if scaling is not None and scaling[0].source_file:
+        # first in the queue: it overlaps the cases instead of lengthening the run's tail
+        pending.appendleft((scaling[0].source_file, scaling[0].name, scaling[1], None, {}))
     slots: list[_Slot] = []
     early_deaths: dict[str, int] = {}
 
@@ -159,6 +188,9 @@ def run_isolated(cases: list[Case], config: Config, jobs: int, on_rows: Callable
                 slot = _by_wid(slots, wid)
                 if slot is not None:
                     slot.key, slot.since = payload, time.monotonic()
+            elif kind == "scale":
+                if on_scale is not None:
+                    on_scale(payload)
             elif kind == "env":
                 if gpus is not None:
                     gpus.extend(g for g in payload if g not in gpus)
@@ -173,6 +205,11 @@ def run_isolated(cases: list[Case], config: Config, jobs: int, on_rows: Callable
                     continue
                 died = not slot.process.is_alive()
                 overdue = config.timeout_s and time.monotonic() - slot.since > config.timeout_s + GRACE_S
+                if (died or overdue) and isinstance(slot.task[2], ScaleTask):
+                    print(f"diffbench: the scaling study of {slot.task[1]!r} did not finish; the report has no "
+                          "scaling section", file=sys.stderr)
+                    replace(i)
+                    continue
                 if died or overdue:
                     name = slot.task[1]
                     if slot.key is None:

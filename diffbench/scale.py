@@ -32,8 +32,10 @@ SCALE_COLUMNS = ["case", "n", "method", "variant", "dtype", "device", "status", 
 
 
 def study(case: Any, sizes: list[int], methods: list[str], dtype: str = "float64", budget_s: float = 20.0,
-          profile: str = "quick", progress: Callable[[str], None] | None = None) -> pd.DataFrame:
-    """Measure ``case`` at each size with each method/variant; return the scaling table."""
+          profile: str = "quick", progress: Callable[[str], None] | None = None,
+          variants: dict[str, tuple[str, ...]] | None = None) -> pd.DataFrame:
+    """Measure ``case`` at each size with each method/variant (``variants`` narrows a method's
+    list); return the scaling table."""
     from .engines import Skip, flatten, get_engine
     from .engines import symbolic as symbolic_engine
     from .timing import PROFILES, measure
@@ -57,7 +59,7 @@ def study(case: Any, sizes: list[int], methods: list[str], dtype: str = "float64
                 rows.append(dict(case=case.name, n=n, method=method, variant="-", dtype=dtype, device="CPU",
                                  status="skipped", diagnosis=f"{method} is not installed ({exc})"))
                 continue
-            for variant in DEFAULT_VARIANTS.get(method, engine.variants()):
+            for variant in (variants or {}).get(method) or DEFAULT_VARIANTS.get(method, engine.variants()):
                 for device in engine.devices():
                     key = (method, variant, device)
                     row: dict[str, Any] = dict(case=case.name, n=n, method=method, variant=variant, dtype=dtype,
@@ -172,6 +174,26 @@ def plots(df: pd.DataFrame, out: Path, name: str) -> list[Path]:
         plt.close(fig)
         written.append(path)
     return written
+
+
+def section(df: pd.DataFrame) -> str:
+    """The default report's small scaling section: median gradient time by n, and slopes."""
+    from .report import _time, md
+
+    if "n" not in df.columns or df["n"].isna().all():
+        return "## Scaling\n\nThe scaling study did not run: " + md(" ".join(map(str, df.get("diagnosis", []))))
+    name = str(df["case"].iloc[0])
+    table = df.assign(label=df["method"] + "/" + df["variant"],
+                      cell=df.apply(lambda r: _time(r["time_median_s"]) if r["status"] == "ok" else r["status"], axis=1))
+    pivot = table.pivot_table(index="n", columns="label", values="cell", aggfunc="first", sort=False)
+    slope_table = slopes(df)
+    lines = [f"## Scaling ({md(name)}, float64, CPU)", "",
+             "Median seconds per gradient against problem size n (`skipped` once a variant's small budget is spent; "
+             f"the full study: `python -m diffbench scale {md(name)}`):", "", pivot.fillna("").to_markdown()]
+    if len(slope_table):
+        lines += ["", "Log-log slopes of time against n:", "",
+                  slope_table.drop(columns=["device"]).to_markdown(index=False, floatfmt=".2f")]
+    return "\n".join(lines)
 
 
 def render(df: pd.DataFrame, slope_table: pd.DataFrame, images: list[str], name: str) -> str:

@@ -32,6 +32,23 @@ def test_report_sections_and_header(tmp_path):
     assert "Every row has the status its case expects" in text
 
 
+def test_scaling_section_renders_and_survives_regeneration(tmp_path):
+    from diffbench import scale
+
+    n = [10, 100, 1000]
+    table = pd.DataFrame({"case": "rosenbrock", "n": n * 2, "method": ["tape"] * 3 + ["finite"] * 3,
+                          "variant": ["function"] * 3 + ["central"] * 3, "dtype": "float64", "device": "CPU",
+                          "status": ["ok"] * 5 + ["skipped"], "diagnosis": [""] * 5 + ["over budget"],
+                          "time_median_s": [1e-4, 1e-4, 1e-4, 1e-3, 1e-2, None]})
+    text = scale.section(table)
+    assert "## Scaling (rosenbrock, float64, CPU)" in text and "skipped" in text and "10 ms" in text
+    assert "| finite   | central   |    1.00 | 10–100  |" in text  # 1 ms → 10 ms over 10 → 100: slope 1
+    path = report.write(small_results(), tmp_path, scale=table)
+    assert "## Scaling (rosenbrock" in path.read_text()
+    again = report.regenerate(tmp_path / "results.csv", tmp_path / "again")
+    assert again.read_text() == path.read_text()
+
+
 def test_markdown_and_html_are_escaped():
     assert report.md("a|b <script>*x*_y_") == "a\\|b &lt;script&gt;\\*x\\*\\_y\\_"
 

@@ -2,7 +2,8 @@
 
 Variants: ``eager``; ``function`` (``tf.function``, traced once in ``prepare``);
 ``xla`` (``tf.function(jit_compile=True)``, compiled in ``prepare``); ``forward``
-(``tf.autodiff.ForwardAccumulator``, one Jacobian-vector product per input element).
+(``tf.autodiff.ForwardAccumulator``, one Jacobian-vector product per input element,
+traced once with ``tf.function``).
 A ``None`` gradient is never turned into zeros: it raises :class:`NoGradient`.
 """
 
@@ -193,6 +194,9 @@ class TapeEngine:
             return per_input
 
         check_scalar(case, f(args), "TensorFlow namespace" if case.native is None else "native TensorFlow code")
+        # traced once, like the reverse-mode ``function`` variant: eager forward accumulators cost one
+        # Python-level pass per input on every call
+        jvps = tf.function(jvps)
         start = time.perf_counter()
         first = jvps()
         sync()
