@@ -82,8 +82,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         journal.write_text("")
     names = {c.name for c in cases}
     done_cases = {r["case"] for r in rows.values()}
+    scaling, scale_rows = None, []
+    sized = [c for c in cases if c.name == SCALING_CASE and c.sizes and not c.problem]
+    if sized and not args.no_scale:
+        scaling = (sized[0], ScaleTask(SCALING_SIZES, tuple(m for m in config.methods), SCALING_BUDGET_S,
+                                       SCALING_VARIANTS))
     began = time.perf_counter()
-    total = len(cases)
+    total = len(cases) + (scaling is not None)
     finished = [0]
 
     def progress(name: str) -> None:
@@ -96,11 +101,6 @@ def cmd_run(args: argparse.Namespace) -> int:
             rows[key_of(row)] = row
 
     gpus: list[str] = []
-    scaling, scale_rows = None, []
-    sized = [c for c in cases if c.name == SCALING_CASE and c.sizes and not c.problem]
-    if sized and not args.no_scale:
-        scaling = (sized[0], ScaleTask(SCALING_SIZES, tuple(m for m in config.methods), SCALING_BUDGET_S,
-                                       SCALING_VARIANTS))
     complete = run_isolated(cases, config, args.jobs, keep, set(rows), progress, gpus, scaling, scale_rows.extend)
     df = pd.DataFrame([r for r in rows.values() if r["case"] in names or r["case"] in done_cases], columns=COLUMNS)
     df = finish(df)

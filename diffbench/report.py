@@ -152,18 +152,22 @@ def read_results(path: str | Path) -> pd.DataFrame:
 
 
 # --------------------------------------------------------------------------- tables
+def _case_by_label(table: pd.DataFrame) -> str:
+    """A markdown table: one row per case, one column per label (in first-seen order), ``cell`` inside."""
+    pivot = table.pivot_table(index="case", columns="label", values="cell", aggfunc="first", sort=False)
+    pivot = pivot.reindex(columns=[c for c in dict.fromkeys(table["label"]) if c in pivot.columns])
+    pivot.index = [md(i) for i in pivot.index]
+    pivot.columns = [md(c) for c in pivot.columns]
+    return pivot.fillna("").to_markdown()
+
+
 def _accuracy_table(df: pd.DataFrame, dtype: str) -> str:
     part = df[(df["dtype"] == dtype) & (df["order"] == 1)]
     if part.empty:
         return ""
     cell = part.apply(lambda r: f"{r['status']} {_num(r['rel_error'])}".strip()
                       if r["status"] in ("ok", "inaccurate", "undefined") else r["status"], axis=1)
-    table = part.assign(label=part.apply(_label, axis=1), cell=cell)
-    pivot = table.pivot_table(index="case", columns="label", values="cell", aggfunc="first", sort=False)
-    pivot = pivot.reindex(columns=[c for c in dict.fromkeys(table["label"]) if c in pivot.columns])
-    pivot.index = [md(i) for i in pivot.index]
-    pivot.columns = [md(c) for c in pivot.columns]
-    return pivot.fillna("").to_markdown()
+    return _case_by_label(part.assign(label=part.apply(_label, axis=1), cell=cell))
 
 
 def _runtime_table(df: pd.DataFrame, dtype: str) -> str:
@@ -180,12 +184,7 @@ def _runtime_table(df: pd.DataFrame, dtype: str) -> str:
         return text
 
     label = part.apply(lambda r: _label(r) + ("" if r["device"] == "CPU" else f" {r['device']}"), axis=1)
-    table = part.assign(label=label, cell=part.apply(cell, axis=1))
-    pivot = table.pivot_table(index="case", columns="label", values="cell", aggfunc="first", sort=False)
-    pivot = pivot.reindex(columns=[c for c in dict.fromkeys(table["label"]) if c in pivot.columns])
-    pivot.index = [md(i) for i in pivot.index]
-    pivot.columns = [md(c) for c in pivot.columns]
-    return pivot.fillna("").to_markdown()
+    return _case_by_label(part.assign(label=label, cell=part.apply(cell, axis=1)))
 
 
 def _hessian_table(df: pd.DataFrame) -> str:

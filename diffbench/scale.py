@@ -140,39 +140,34 @@ def plots(df: pd.DataFrame, out: Path, name: str) -> list[Path]:
     import matplotlib.pyplot as plt
 
     out.mkdir(parents=True, exist_ok=True)
-    written = []
-    ok = df[(df["status"] == "ok") & df["time_median_s"].notna()]
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for (method, variant, device), part in ok.groupby(["method", "variant", "device"]):
-        part = part.sort_values("n")
-        ax.loglog(part["n"], part["time_median_s"], marker="o",
-                  label=f"{method}/{variant}" + ("" if device == "CPU" else f" {device}"))
-    ax.set_xlabel("n (problem size)")
-    ax.set_ylabel("seconds per gradient (median)")
-    ax.set_title(f"{name}: gradient time against size")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = out / f"{name}_time.png"
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    written.append(path)
-    sym = df[(df["method"] == "symbolic") & df["grad_ops_cse"].notna()].drop_duplicates("n").sort_values("n")
-    if len(sym):
+
+    def loglog(curves: list[tuple[Any, Any, str]], ylabel: str, title: str, path: Path) -> Path:
         fig, ax = plt.subplots(figsize=(7, 4.5))
-        ax.loglog(sym["n"], sym["expr_ops"], marker="o", label="function (count_ops)")
-        ax.loglog(sym["n"], sym["grad_ops_nocse"], marker="o", label="gradient, no CSE")
-        ax.loglog(sym["n"], sym["grad_ops_cse"], marker="o", label="gradient, with CSE")
+        for x, y, label in curves:
+            ax.loglog(x, y, marker="o", label=label)
         ax.set_xlabel("n (problem size)")
-        ax.set_ylabel("operations (sympy.count_ops)")
-        ax.set_title(f"{name}: expression size against n")
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7)
         fig.tight_layout()
-        path = out / f"{name}_expression_size.png"
         fig.savefig(path, dpi=90)
         plt.close(fig)
-        written.append(path)
+        return path
+
+    ok = df[(df["status"] == "ok") & df["time_median_s"].notna()]
+    curves = [(part.sort_values("n")["n"], part.sort_values("n")["time_median_s"],
+               f"{method}/{variant}" + ("" if device == "CPU" else f" {device}"))
+              for (method, variant, device), part in ok.groupby(["method", "variant", "device"])]
+    written = [loglog(curves, "seconds per gradient (median)", f"{name}: gradient time against size",
+                      out / f"{name}_time.png")]
+    sym = df[(df["method"] == "symbolic") & df["grad_ops_cse"].notna()].drop_duplicates("n").sort_values("n")
+    if len(sym):
+        written.append(loglog([(sym["n"], sym["expr_ops"], "function (count_ops)"),
+                               (sym["n"], sym["grad_ops_nocse"], "gradient, no CSE"),
+                               (sym["n"], sym["grad_ops_cse"], "gradient, with CSE")],
+                              "operations (sympy.count_ops)", f"{name}: expression size against n",
+                              out / f"{name}_expression_size.png"))
     return written
 
 
