@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from .case import Case
+from .diagnose import judge
 from .engines import DEFAULT_METHODS, NoGradient, Skip, flatten, get_engine
 from .timing import PROFILES, measure
 
@@ -152,8 +153,6 @@ def measure_case(case: Case, config: Config, emit: Callable[[dict[str, Any]], No
     when an earlier attempt at it hung or crashed, so its remaining units are reported
     without being run again.
     """
-    from . import reference as reference_module
-
     if keep_gradients:
         config = dataclasses.replace(config, keep_gradients=True)
     skip = set(skip)
@@ -164,23 +163,17 @@ def measure_case(case: Case, config: Config, emit: Callable[[dict[str, Any]], No
         return
     devices = engine_devices(config)
     units = plan(case, config, devices)
-    ref, ref_note = None, reference_problem
-    if ref_note is None:
+    refs: dict[str, Any] = {}
+    notes: dict[str, str | None] = {}
+    for dtype in config.dtypes:
+        if reference_problem is not None:
+            refs[dtype], notes[dtype] = None, reference_problem
+            continue
         if on_start:
-            on_start((case.name, "reference", "", "", "", 1))
-        try:
-            with budget(config.timeout_s):
-                ref = reference_module.reference(case)
-        except UnitTimeout:
-            ref_note = f"the 50-digit reference ran past the time budget of {config.timeout_s:g} s"
-        except reference_module.ReferenceUnavailable as exc:
-            ref_note = str(exc)
-        except Exception as exc:  # noqa: BLE001 - the case itself fails: every row of it is an error
-            ref_note = CASE_ERROR + _message(exc)
+            on_start((case.name, "reference", "", dtype, "", 1))
+        refs[dtype], notes[dtype] = _reference_for(case, dtype, config.timeout_s)
     timed_out: dict[str, tuple[str, str]] = dict(failed or {})
     f_times: dict[tuple[Any, ...], float] = {}  # variants that evaluate the same function share its timing
-    if ref is None and ref_note and "time budget" in ref_note:
-        timed_out["symbolic"] = ("timeout", ref_note)  # the symbolic method shares the reference's trace
     for method, variant, dtype, device, order in units:
         key = (case.name, method, variant, dtype, device, order)
         if key in skip:
@@ -195,25 +188,45 @@ def measure_case(case: Case, config: Config, emit: Callable[[dict[str, Any]], No
             with budget(config.timeout_s), np.errstate(all="ignore"), warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)
                 row = (_measure_unit if order == 1 else _measure_order2)(case, config, method, variant, dtype,
-                                                                          device, ref, ref_note, f_times)
+                                                                          device, refs.get(dtype), notes.get(dtype),
+                                                                          f_times)
         except UnitTimeout as exc:
             row = _row(case, method, variant, dtype, device, order, status="timeout",
                        diagnosis=f"{method}/{variant} {exc}; raise --timeout or shrink the case")
             timed_out[method] = ("timeout", f"{method}/{variant} in {dtype} ran past the time budget of "
                                             f"{config.timeout_s:g} s")
         emit(row)
+    ref = next((r for r in refs.values() if r is not None), None)
     if config.sweep and "sweep" in case.tags and ref is not None and not ref.undefined and "finite" in config.methods:
-        for row in _sweep_rows(case, config, ref, skip):
+        for row in _sweep_rows(case, config, refs, skip):
             emit(row)
 
 
-def _sweep_rows(case: Case, config: Config, ref: Any, skip: set[tuple[Any, ...]]) -> list[dict[str, Any]]:
+def _reference_for(case: Case, dtype: str, timeout_s: float | None) -> tuple[Any, str | None]:
+    """The certified reference for ``dtype``, or (None, why not)."""
+    from . import reference as reference_module
+
+    try:
+        with budget(timeout_s):
+            return reference_module.reference(case, dtype), None
+    except UnitTimeout:
+        return None, f"the certified reference ran past the time budget of {timeout_s:g} s"
+    except reference_module.ReferenceUnavailable as exc:
+        return None, str(exc)
+    except Exception as exc:  # noqa: BLE001 - the case itself fails: every row of it is an error
+        return None, CASE_ERROR + _message(exc)
+
+
+def _sweep_rows(case: Case, config: Config, refs: dict[str, Any], skip: set[tuple[Any, ...]]) -> list[dict[str, Any]]:
     """Error against step size for forward and central differences (the report's V plot)."""
     from .engines import finite
 
     rows = []
-    ref_flat = flatten(ref.values, list(case.inputs))
     for dtype in config.dtypes:
+        ref = refs.get(dtype)
+        if ref is None or ref.undefined:
+            continue
+        ref_flat = flatten(ref.values, list(case.inputs))
         for scheme in ("forward", "central"):
             try:
                 with budget(config.timeout_s):
@@ -231,7 +244,7 @@ def _sweep_rows(case: Case, config: Config, ref: Any, skip: set[tuple[Any, ...]]
 def _reference_label(ref: Any) -> str:
     if ref is None:
         return "unavailable"
-    return "sympy-mpmath-50" if ref.source == "symbolic" else "mpmath-central-50"
+    return f"mpmath-tape-{ref.digits}" + ("-uncertain" if ref.uncertain else "")
 
 
 def _measure_unit(case: Case, config: Config, method: str, variant: str, dtype: str, device: str, ref: Any,
@@ -303,18 +316,11 @@ def _measure_unit(case: Case, config: Config, method: str, variant: str, dtype: 
         values.update(status=status, rel_error=rel, max_error_eps=max_eps,
                       diagnosis=f"accuracy not checked: no reference gradient ({ref_note})")
         return _row(case, method, variant, dtype, device, 1, **values)
-    ref_flat = flatten(ref.values, list(case.inputs))
-    status, rel, max_eps = metrics.classify(flat, ref_flat, method, variant, dtype)
-    values.update(status=status, rel_error=rel, max_error_eps=max_eps)
-    if ref.undefined:
-        values["status"] = "undefined"
-        values["diagnosis"] = (metrics.kink_diagnosis(ref, flat, f"{method}/{variant}") if ref.kinks
-                               else f"the true gradient does not exist here: {ref.undefined}")
-    else:
-        if status not in ("nan", "inf"):
-            values["taylor_order"] = metrics.taylor_order(case, flat, ref)
-        if status != "ok":
-            values["diagnosis"] = _accuracy_diagnosis(case, method, variant, dtype, status, rel, ref_flat, ref)
+    verdict = judge(case, method, variant, dtype, flat, ref, step=values.get("step"))
+    values.update(status=verdict.status, rel_error=verdict.rel_error, max_error_eps=verdict.max_error_eps,
+                  diagnosis=verdict.diagnosis)
+    if verdict.status not in ("nan", "inf", "undefined"):
+        values["taylor_order"] = verdict.taylor_order
     if note:
         values["diagnosis"] = f"{values['diagnosis']}. Note: {note}" if values.get("diagnosis") else note
     return _row(case, method, variant, dtype, device, 1, **values)
@@ -328,48 +334,8 @@ def _none_diagnosis(case: Case, exc: NoGradient, ref: Any) -> str:
     return text
 
 
-def _accuracy_diagnosis(case: Case, method: str, variant: str, dtype: str, status: str, rel: float,
-                        ref_flat: np.ndarray, ref: Any, order: int = 1) -> str:
-    from . import metrics
-    from .engines import finite
-
-    f = finite.function_of(case, dtype)
-    x = flatten(case.inputs, list(case.inputs)).astype(dtype)
-    events = metrics.float_events(f, x)
-    text = metrics.overflow_diagnosis(case, dtype, events, "function")
-    if text is None and method == "symbolic":
-        from .engines import symbolic
-
-        with contextlib.suppress(Exception):
-            import sympy as sp
-
-            tr = symbolic.trace(case)
-            fn = sp.lambdify([tr.symbols], tr.gradient, modules="numpy")
-            events = metrics.float_events(fn, list(x))
-            text = metrics.overflow_diagnosis(case, dtype, events, "symbolic gradient")
-    if text is None and status in ("nan", "inf") and method == "tape":
-        text = (f"the tape produced {status} in {dtype} although the function is finite at "
-                f"{metrics.describe_point(case)}: an intermediate of the backward pass left the {dtype} range "
-                "(e.g. exp(x)/(1+exp(x)) = inf/inf); use a stable formulation (tf.math.softplus, logaddexp)")
-    if text is None and order == 1 and method == "finite" and variant in ("forward", "central", "richardson") \
-            and status == "inaccurate":
-        with contextlib.suppress(Exception):
-            text = metrics.fd_diagnosis(case, dtype, variant, rel, ref_flat)
-    if text is None:
-        if status == "inaccurate":
-            # row-independent wording (the error itself is in rel_error), so the report can group rows
-            text = (f"beyond tolerance with no overflow (largest true value {float(np.max(np.abs(ref_flat))):.3g}): "
-                    "precision is lost to cancellation or ill-conditioning at this point; rewrite the formula in a "
-                    "cancellation-free form (log1p, expm1, 2·sin²(x/2) for 1 − cos x)"
-                    + (" or compute in float64" if dtype == "float32" else ""))
-        else:
-            text = f"{status} in {dtype} with no overflow in the function itself"
-    return text
-
-
 def _measure_order2(case: Case, config: Config, method: str, variant: str, dtype: str, device: str, ref: Any,
                     ref_note: str | None, f_times: dict[tuple[Any, ...], float] | None = None) -> dict[str, Any]:
-    from . import metrics
     from . import reference as reference_module
 
     values: dict[str, Any] = {"reference": _reference_label(ref)}
@@ -381,9 +347,10 @@ def _measure_order2(case: Case, config: Config, method: str, variant: str, dtype
     except Skip as exc:
         return _row(case, method, variant, dtype, device, 2, status="skipped", diagnosis=str(exc), **values)
     except NoGradient as exc:
-        if ref is not None and ref.undefined:
+        if ref is not None and (ref.undefined or ref.order2_undefined):
             return _row(case, method, variant, dtype, device, 2, status="undefined",
-                        diagnosis=f"the true Hessian does not exist here: {ref.undefined}", **values)
+                        diagnosis=f"the true Hessian does not exist here: {ref.undefined or ref.order2_undefined}",
+                        **values)
         return _row(case, method, variant, dtype, device, 2, status="none", diagnosis=str(exc), **values)
     except UnitTimeout:
         raise
@@ -396,22 +363,18 @@ def _measure_order2(case: Case, config: Config, method: str, variant: str, dtype
         return _row(case, method, variant, dtype, device, 2, status=status,
                     diagnosis=ref_note if status == "error" else f"accuracy not checked: no reference ({ref_note})",
                     **values)
-    if ref.undefined:
-        return _row(case, method, variant, dtype, device, 2, status="undefined",
-                    diagnosis=f"the true Hessian does not exist here: {ref.undefined}", **values)
+    if ref.undefined or ref.order2_undefined:
+        verdict = judge(case, method, variant, dtype, hess, ref, order=2)
+        return _row(case, method, variant, dtype, device, 2, status=verdict.status, diagnosis=verdict.diagnosis,
+                    **values)
     try:
-        ref_hess = reference_module.reference_hessian(case)
+        ref_hess = reference_module.reference_hessian(case, dtype)
     except Exception as exc:  # noqa: BLE001
         return _row(case, method, variant, dtype, device, 2, status="skipped",
                     diagnosis=f"accuracy not checked: no reference Hessian ({_message(exc)})", **values)
-    status, rel, max_eps = metrics.classify(hess, ref_hess, method, variant, dtype, order=2)
-    values.update(status=status, rel_error=rel, max_error_eps=max_eps)
-    if ref.undefined or not np.all(np.isfinite(ref_hess)):
-        values.update(status="undefined", diagnosis=f"the true Hessian does not exist here: "
-                                                     f"{ref.undefined or 'a second derivative is not finite'}")
-    elif status != "ok":
-        values["diagnosis"] = "second derivatives: " + _accuracy_diagnosis(
-            case, method, variant, dtype, status, rel, ref_hess.ravel(), ref, order=2)
+    verdict = judge(case, method, variant, dtype, hess, ref, order=2, reference_hessian=ref_hess)
+    values.update(status=verdict.status, rel_error=verdict.rel_error, max_error_eps=verdict.max_error_eps,
+                  diagnosis=verdict.diagnosis)
     return _row(case, method, variant, dtype, device, 2, **values)
 
 
@@ -463,23 +426,10 @@ def make_config(methods: Sequence[str] | None, dtypes: Sequence[str] | None,
 
 
 def finish(df: "Any") -> "Any":
-    """Add cross-row diagnoses (a tape that alone disagrees, float32-only failures) to a results table."""
+    """Add the cross-row note to a results table: a float32 failure whose float64 twin is ok."""
     if df.empty:
         return df
     df = df.copy()
-    for (case, dtype, order), group in df.groupby(["case", "dtype", "order"], sort=False):
-        by_method = {m: set(g["status"]) for m, g in group.groupby("method")}
-        for index, row in group.iterrows():
-            if row["status"] != "inaccurate" or row["method"] != "tape":
-                continue
-            others_ok = "ok" in by_method.get("symbolic", set()) and "ok" in by_method.get("finite", set())
-            if others_ok:
-                order_text = "" if _isnan(row["taylor_order"]) else \
-                    f"; the Taylor test's order is {row['taylor_order']:.2f} (2 means right, 1 wrong)"
-                df.at[index, "diagnosis"] = (
-                    f"the tape gradient disagrees with the maths (relative error {row['rel_error']:.2g}) while "
-                    f"symbolic and finite differences agree with the reference: the TensorFlow code's gradient is "
-                    f"wrong — check its tf.custom_gradient or native implementation{order_text}")
     for index, row in df[(df["status"] == "inaccurate") & (df["dtype"] == "float32")].iterrows():
         twin = df[(df["case"] == row["case"]) & (df["method"] == row["method"]) & (df["variant"] == row["variant"])
                   & (df["dtype"] == "float64") & (df["order"] == row["order"]) & (df["device"] == row["device"])]

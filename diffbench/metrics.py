@@ -1,26 +1,39 @@
 """Error measures, statuses, the Taylor test, and diagnoses a person can act on.
 
-Tolerances (normwise relative error ‖g − g_ref‖₂ / ‖g_ref‖₂), with eps the dtype's
-machine epsilon (float32 1.2e-7, float64 2.2e-16):
+Tolerances, with eps the dtype's machine epsilon (float32 1.2e-7, float64 2.2e-16):
 
 | method                               | order 1          | order 2           |
 | ------------------------------------ | ---------------- | ----------------- |
 | exact (symbolic, tape, jax, torch,   | 1000·eps         | 10000·eps         |
-|   finite complex_step)               |                  |                   |
+|   finite complex_step)               | per component    | normwise          |
 | finite forward                       | 100·eps^(1/2)    |                   |
 | finite central                       | 100·eps^(2/3)    | 100·eps^(1/2)     |
 | finite richardson                    | 100·eps^(2/3)    |                   |
 
-Why: an exact method evaluates a correct formula in floating point, so its error is a
-modest multiple of eps (each of k operations adds ≤ eps, amplified by the
-expression's conditioning); 1000·eps allows k·κ up to 1000, while a wrong gradient is
-off by O(1). Finite differences have a truncation-plus-rounding error whose minimum
-is eps^(1/2) (forward), eps^(2/3) (central), eps^(1/2) (second differences), each
-times the ratio of |f| to |g|·|x|; the factor 100 leaves room for that ratio.
-Richardson extrapolation reaches ~eps^(4/5) only when the fifth derivative is O(1);
-for oscillatory functions (Rastrigin, Ackley) its truncation constant is large, so it
-is held to the central-difference standard and its own ``error_estimate`` says how
-much better it did. A gradient that misses these is ``inaccurate``.
+**Exact methods, componentwise.** Component i passes when ``|gᵢ − rᵢ| ≤ 1000·eps·sᵢ``.
+``sᵢ`` is the component's scale from the reference: ``Σ_paths Π |∂|`` along the case's
+operations (the derivative with the absolute values of its summands, a running error
+bound), which is |rᵢ| where nothing cancels and the size of the cancelling terms where
+something does. It scales with f and with power-of-two scalings of the inputs, so no
+verdict depends on the function's scale, and a component that is wrong beyond its own
+rounding scale fails whatever its neighbours' size. Why 1000: an exact formula evaluated
+in floating point errs by k·eps·sᵢ after k roundings; 1000 allows k up to 1000, while a
+wrong gradient is off by O(sᵢ). Cancellation in the *values* the function computes
+(1 − cos x near 0) is not in sᵢ: there the gradient really is wrong, whichever method
+computed it, and the diagnosis says the formula is to blame.
+
+**Finite differences, normwise** (‖g − r‖₂ against ‖r‖₂, or ‖s‖₂ where r = 0): their
+error has a truncation-plus-rounding minimum of eps^(1/2) (forward), eps^(2/3)
+(central), eps^(1/2) (second differences), each times the ratio of |f| to |g|·|x|;
+the factor 100 leaves room for that ratio. Richardson extrapolation reaches ~eps^(4/5)
+only when the fifth derivative is O(1); for oscillatory functions its truncation
+constant is large, so it is held to the central-difference standard and its own
+``error_estimate`` says how much better it did. A gradient that misses these is
+``inaccurate``.
+
+**Trade-offs.** The scale sᵢ forgives an error of a component that is a cancellation
+of larger terms (a false alarm there would fire on every correct method: they all round
+at that scale); everywhere else a wrong component fails.
 """
 
 from __future__ import annotations
@@ -39,47 +52,87 @@ FD_EXPONENT = {"forward": 1 / 2, "central": 2 / 3, "richardson": 2 / 3}
 
 
 def tolerance(method: str, variant: str, dtype: str, order: int = 1) -> float:
-    """The largest normwise relative error that still counts as ``ok`` (see module docstring)."""
+    """The largest error, relative to the scale it is judged at, that still counts as ``ok``
+    (see module docstring)."""
     eps = float(np.finfo(dtype).eps)
-    if method in EXACT_METHODS or (method == "finite" and variant == "complex_step"):
+    if is_exact(method, variant):
         return (1e3 if order == 1 else 1e4) * eps
     if method == "finite":
         if order == 2:
             return 100 * eps**0.5
-        return 100 * eps ** FD_EXPONENT[variant]
+        return 100 * eps ** FD_EXPONENT.get(variant, 2 / 3)
     return 1e3 * eps
 
 
-def errors(gradient: np.ndarray, ref: np.ndarray, dtype: str) -> tuple[float, float]:
+def is_exact(method: str, variant: str) -> bool:
+    """Whether a method evaluates an exact formula (its only error is rounding)."""
+    return method in EXACT_METHODS or (method == "finite" and variant == "complex_step")
+
+
+def _norm(values: np.ndarray) -> float:
+    with np.errstate(all="ignore"):
+        return float(np.linalg.norm(values)) if values.size else 0.0
+
+
+def errors(gradient: np.ndarray, ref: np.ndarray, dtype: str, scale: np.ndarray | None = None
+           ) -> tuple[float, float]:
     """(rel_error, max_error_eps) of a flat gradient against the flat reference (float64).
 
-    rel_error = ‖g − ref‖₂ / ‖ref‖₂, or the absolute ‖g − ref‖₂ when ‖ref‖₂ = 0.
-    max_error_eps = ‖g − ref‖∞ / (eps · max(‖ref‖∞, tiny)): the largest elementwise
-    error in units of the dtype's epsilon at the gradient's own scale.
+    rel_error = ‖g − ref‖₂ / ‖ref‖₂; where ‖ref‖₂ = 0, relative to the norm of the scale
+    (the size of what cancels), and absolute only where that is 0 too.
+    max_error_eps = maxᵢ |gᵢ − refᵢ| / (eps·sᵢ), sᵢ the component's scale (|refᵢ| when none
+    is given): each component's error in units of the dtype's epsilon at its own scale.
     """
     g = np.asarray(gradient, dtype=np.float64).ravel()
     r = np.asarray(ref, dtype=np.float64).ravel()
-    diff = g - r
-    ref_norm = float(np.linalg.norm(r))
+    s = np.abs(r) if scale is None else np.maximum(np.asarray(scale, dtype=np.float64).ravel(), np.abs(r))
+    eps = float(np.finfo(dtype).eps)
     with np.errstate(all="ignore"):
-        rel = float(np.linalg.norm(diff)) / ref_norm if ref_norm > 0 else float(np.linalg.norm(diff))
-        info = np.finfo(dtype)
-        max_eps = float(np.max(np.abs(diff))) / (float(info.eps) * max(float(np.max(np.abs(r))), float(info.tiny)))
+        diff = np.abs(g - r)
+        ref_norm = _norm(r) or _norm(s)
+        rel = _norm(diff) / ref_norm if ref_norm > 0 else _norm(diff)
+        unit = eps * s
+        per = np.where(diff == 0, 0.0, np.where(unit > 0, diff / np.where(unit > 0, unit, 1.0), np.inf))
+        max_eps = float(np.max(per)) if per.size else 0.0
     return rel, max_eps
 
 
 def classify(gradient: np.ndarray, ref: np.ndarray | None, method: str, variant: str, dtype: str,
-             order: int = 1) -> tuple[str, float, float]:
-    """(status, rel_error, max_error_eps) for a computed gradient (``nan``/``inf`` before accuracy)."""
+             order: int = 1, scale: np.ndarray | None = None) -> tuple[str, float, float]:
+    """(status, rel_error, max_error_eps) for a computed gradient (``nan``/``inf`` before accuracy).
+
+    Exact methods pass only if *every* component's error is within the tolerance at
+    that component's own scale (componentwise: a small wrong component next to a large
+    right one fails). Finite differences pass when the normwise error is within their
+    error model's tolerance of ‖ref‖ (of ‖scale‖ where ref = 0). Without ``scale``
+    (second derivatives), exact methods are judged normwise too.
+    """
     g = np.asarray(gradient, dtype=np.float64)
-    rel, max_eps = (math.nan, math.nan) if ref is None else errors(g, ref, dtype)
+    rel, max_eps = (math.nan, math.nan) if ref is None else errors(g, ref, dtype, scale)
     if np.isnan(g).any():
         return "nan", rel, max_eps
     if np.isinf(g).any():
         return "inf", rel, max_eps
     if ref is None:
         return "ok", rel, max_eps
-    return ("ok" if rel <= tolerance(method, variant, dtype, order) else "inaccurate"), rel, max_eps
+    tol = tolerance(method, variant, dtype, order)
+    eps = float(np.finfo(dtype).eps)
+    if is_exact(method, variant) and scale is not None:
+        ok = max_eps <= tol / eps
+    else:
+        r = np.asarray(ref, dtype=np.float64).ravel()
+        with np.errstate(all="ignore"):
+            err = _norm(np.abs(g.ravel() - r))
+        # differences see f, not the gradient's formula: relative to ‖r‖, and to the size of
+        # what cancels only where the gradient itself is 0
+        size = _norm(r) or (0.0 if scale is None else _norm(np.asarray(scale, dtype=np.float64).ravel()))
+        if size > 0:
+            ok = err <= tol * size
+        elif scale is None:
+            ok = err <= tol  # a zero second derivative without a scale: absolute, as before
+        else:
+            ok = err == 0  # nothing contributes to the gradient: it must be exactly 0
+    return ("ok" if ok else "inaccurate"), rel, max_eps
 
 
 def taylor_order(case: Case, flat_gradient: np.ndarray, reference: Any, seed: int = 0) -> float:

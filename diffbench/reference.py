@@ -1,31 +1,62 @@
-"""The 50-digit ground truth every method is compared with.
+"""The certified high-precision ground truth every method is compared with.
 
-The sample point is taken as exact binary floats. The gradient is the SymPy
-derivative evaluated with mpmath at 50 significant digits; where the symbolic trace is
-over budget (or SymPy lacks a function), it is central differences of the case
-evaluated in the mpmath namespace at 50 digits with h = 1e-20·max(1, |x|), whose
-truncation error (~h²) and rounding error (~1e-50/h) are both far below float64's.
+**The point.** Each dtype's rows are judged at the point as that dtype holds it: the
+float32 rows at the float32 rounding of the inputs, the float64 rows at the inputs
+themselves. Either way the point is taken as exact binary numbers.
 
-The reference also decides whether the gradient exists at all: it is ``undefined``
-where the derivative is not finite (a singularity) or where the one-sided slopes
-along an input differ (a kink), measured at 50 digits with a step of 2⁻⁸⁰·max(1, |x|).
+**The gradient** is accumulated in reverse along the case's own operations in mpmath
+arithmetic (:mod:`diffbench.mptape`), every local partial by its own accurate formula.
+Nothing assumes that a fixed number of digits is enough: the gradient is evaluated at
+``PRECISIONS[0]`` bits and again at twice that, and raised further while the two
+disagree. A component is *certified* when the estimated error of the higher-precision
+value — the difference between the two, scaled down by the ratio of their unit
+roundoffs — is below ``2**-CERTIFY_BITS`` of the component itself (far beyond
+float64's 2⁻⁵³), or below ``2**-SCALE_BITS`` of the component's scale where the
+component is a cancellation to (nearly) zero. What cannot be certified within
+``BUDGET_S`` is said (``Reference.uncertain``) and the rows get status ``uncertain``.
+
+**The scale** of each component is ``Σ_paths Π |∂|``, the size of the quantities that
+cancel in it (see :mod:`diffbench.mptape`); verdicts measure errors against it.
+
+**Existence.** A kink or a jump can only be where a non-smooth operation switches
+exactly at the point; the tape records those (abs/sign of 0, max/min/comparisons of
+equal values, floor/ceil/round at an integer, atan2 on its cut). Each input such a
+switch depends on is then checked from both sides: the gradient at x ± δ·eᵢ (and the
+function's value) at δ and at δ·2⁻²⁰. A kink's jump stays as δ shrinks; curvature's
+shrinks with δ. The same test on differences of the gradient finds points that are C¹
+but not C² (order-2 rows ``undefined``). Smooth points are never tested, so no step or
+threshold can call them kinks, and no size cap skips the test.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
 
 from .case import Case, per_case
-from .engines import Skip, check_scalar, unflatten
+from .engines import check_scalar, unflatten
 
-DIGITS = 50
-#: the kink check costs two extra 50-digit evaluations per input; done up to this many inputs
-MAX_KINK_INPUTS = 400
-#: the mpmath fallback costs two 50-digit evaluations per input; done up to this many inputs
-MAX_FALLBACK_INPUTS = 2000
+#: working precisions in bits, raised in this order while components disagree (≈ 58 … 925 digits)
+PRECISIONS = (192, 384, 768, 1536, 3072)
+#: a certified component's estimated relative error is below 2**-CERTIFY_BITS (float64's is 2**-53)
+CERTIFY_BITS = 70
+#: a component cancelling to (nearly) zero is certified when its error is below 2**-SCALE_BITS of its scale
+SCALE_BITS = 110
+#: seconds spent raising the precision before the uncertified components are reported
+BUDGET_S = 30.0
+#: the one-sided checks use δ = 2**-DELTA_BITS·s and δ·2**-SHRINK_BITS, s the input's scale
+DELTA_BITS = 40
+SHRINK_BITS = 20
+#: seconds spent confirming switches before the rest are reported unconfirmed
+KINK_BUDGET_S = 30.0
+#: random roundings of every intermediate value (each by up to the dtype's unit roundoff) used to
+#: measure how much the formula itself amplifies rounding
+ROUNDING_SAMPLES = 3
+
+DIGITS = 50  # the precision named in reports: the first certified evaluation has at least this many
 
 
 class ReferenceUnavailable(Exception):
@@ -34,21 +65,25 @@ class ReferenceUnavailable(Exception):
 
 @dataclass
 class Kink:
-    """Where one-sided derivatives differ (or are not finite)."""
+    """An input along which the one-sided derivatives differ (or the function jumps)."""
 
     label: str
     index: int
     left: float
     right: float
     picked: float
+    op: str = ""
+    jump: bool = False
 
     def describe(self) -> str:
+        if self.jump:
+            return f"{self.label}: the function jumps here ({self.op})"
         return f"{self.label}: left derivative {self.left:.6g}, right derivative {self.right:.6g}"
 
 
 @dataclass
 class Reference:
-    """The reference gradient at a case's point and what is known about it."""
+    """The reference gradient at a case's point (in one dtype) and what is known about it."""
 
     values: dict[str, np.ndarray]
     exact: list[Any]
@@ -57,10 +92,36 @@ class Reference:
     f_mp: Callable[[list[Any]], Any]
     undefined: str | None = None
     kinks: list[Kink] = field(default_factory=list)
+    #: per component, Σ over paths of Π |partial| (float64); at least |value|
+    scale: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    #: per component, how far the gradient moves when every computed value is rounded in this dtype
+    #: (the largest change over ``ROUNDING_SAMPLES`` random roundings): the formula's own conditioning
+    rounding: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    #: running magnitude of the function's value (the size of what its evaluation rounds)
+    magnitude: float = float("nan")
+    #: bits of the highest precision used
+    bits: int = 0
+    #: why some components could not be certified (None when all are)
+    uncertain: str | None = None
+    certified: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    #: why second derivatives do not exist here although the first do (C¹ but not C²)
+    order2_undefined: str | None = None
+    #: the array operations the case used (names of the xp namespace)
+    ops: set[str] = field(default_factory=set)
+    dtype: str = "float64"
+    point: list[Any] = field(default_factory=list)
+    #: the outcome of every branching operation at the point (see diffbench.mptape)
+    branches: list[Any] = field(default_factory=list)
+    #: evaluates the case on the tape: ``tape(flat_point, bits)`` -> mptape.Evaluation
+    tape: Callable[..., Any] | None = None
 
     @property
     def flat(self) -> np.ndarray:
         return np.array([float(v) for v in self.exact])
+
+    @property
+    def digits(self) -> int:
+        return int(self.bits * 0.30103)
 
 
 def labels(case: Case) -> list[str]:
@@ -74,205 +135,319 @@ def labels(case: Case) -> list[str]:
     return out
 
 
-def point(case: Case) -> list[Any]:
-    """The case's point as exact mpmath numbers (the binary float values, no rounding)."""
+def point(case: Case, dtype: str = "float64") -> list[Any]:
+    """The case's point as held in ``dtype``, as exact mpmath numbers (no further rounding)."""
     import mpmath
 
-    return [mpmath.mpf(float(v)) for value in case.inputs.values() for v in value.ravel()]
+    return [mpmath.mpf(float(np.asarray(v, dtype=dtype))) for value in case.inputs.values() for v in value.ravel()]
 
 
-def _safe(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Evaluate ``fn`` at 50 digits; a division by zero or a complex result becomes NaN."""
+def _to_float(value: Any) -> float:
     import mpmath
 
-    def call(*args: Any) -> Any:
-        with mpmath.workdps(DIGITS):
-            try:
-                out = fn(*args)
-            except (ZeroDivisionError, ValueError, OverflowError):
-                return mpmath.nan
-        return out
-
-    return call
-
-
-def _to_mp(value: Any) -> Any:
-    import mpmath
-
-    if isinstance(value, mpmath.mpc):
-        return mpmath.nan if value.imag != 0 else value.real
-    try:
-        return mpmath.mpf(value)
-    except (TypeError, ValueError):
-        try:
-            c = complex(value)
-        except (TypeError, ValueError):
-            return mpmath.nan
-        return mpmath.mpf(c.real) if c.imag == 0 else mpmath.nan
+    if not isinstance(value, mpmath.mpf) or not mpmath.isfinite(value):
+        return float("nan") if not (isinstance(value, mpmath.mpf) and mpmath.isinf(value)) else float(value)
+    return float(value)
 
 
 def _finite(value: Any) -> bool:
     import mpmath
 
-    return isinstance(value, mpmath.mpf) and mpmath.isfinite(value)
+    return isinstance(value, mpmath.mpf) and bool(mpmath.isfinite(value))
 
 
-def _namespace_function(case: Case) -> Callable[[list[Any]], Any]:
-    """The case evaluated directly in the mpmath namespace, on a flat list of mpf."""
-    from .namespaces import ObjectArray, mpmath_namespace
+@per_case
+def _store(case: Case) -> dict[str, Any]:
+    return {}
+
+
+def reference(case: Case, dtype: str = "float64") -> Reference:
+    """The certified reference gradient of ``case`` at its point as ``dtype`` holds it (cached).
+
+    Raises the case's own exception (or TypeError/ValueError for a complex or
+    non-scalar result) when the case fails to evaluate.
+    """
+    store = _store(case)
+    if dtype not in store:
+        try:
+            store[dtype] = (True, _reference(case, dtype))
+        except Exception as exc:  # noqa: BLE001 - remembered so a failing case fails once
+            store[dtype] = (False, exc)
+    ok, value = store[dtype]
+    if not ok:
+        raise value
+    return value
+
+
+def _tape_function(case: Case) -> Callable[[list[Any], int], Any]:
+    from . import mptape
+
+    shapes = [tuple(v.shape) for v in case.inputs.values()]
+
+    def run(flat: list[Any], prec: int, perturb: float = 0.0, seed: int = 0) -> Any:
+        return mptape.evaluate(case.func, shapes, flat, prec,
+                               check=lambda out: check_scalar(case, out, "mpmath namespace"), perturb=perturb,
+                               seed=seed)
+
+    return run
+
+
+def _value_function(run: Callable[[list[Any], int], Any], prec: int) -> Callable[[list[Any]], Any]:
+    """f alone at ``prec`` bits (NaN where the case leaves its domain), for the Taylor test."""
+    import mpmath
 
     def f(flat: list[Any]) -> Any:
-        args, start = [], 0
-        for value in case.inputs.values():
-            array = np.empty(value.shape, dtype=object)
-            array.reshape(-1)[:] = flat[start:start + value.size]
-            start += value.size
-            args.append(array.view(ObjectArray))
-        out = case.func(*args, xp=mpmath_namespace())
-        check_scalar(case, out, "mpmath namespace")
-        return _to_mp(np.asarray(out, dtype=object).reshape(-1)[0])
+        try:
+            return run(flat, prec).value
+        except (ZeroDivisionError, ValueError, OverflowError):
+            return mpmath.nan
 
     return f
 
 
-@per_case
-def reference(case: Case) -> Reference:
-    """The 50-digit reference gradient of ``case`` (cached per case).
-
-    Raises ReferenceUnavailable when neither the symbolic route nor the mpmath
-    fallback can produce it (over budget), and the case's own exception when the
-    case fails to evaluate.
-    """
-    return _reference(case)
-
-
-def _reference(case: Case) -> Reference:
-    import mpmath
-    import sympy as sp
-
-    from .engines import symbolic
-    from .namespaces import UnsupportedFunction
-
-    x = point(case)
-    try:
-        tr = symbolic.trace(case)
-        f_expr = tr.f
-        grad_exprs = tr.gradient
-        f_mp = _safe(sp.lambdify([tr.symbols], f_expr, modules="mpmath"))
-        g_mp = _safe(sp.lambdify([tr.symbols], grad_exprs, modules="mpmath"))
-        raw = g_mp(x)
-        if not isinstance(raw, (list, tuple)) or len(raw) != len(x):
-            # the vectorised evaluation failed (e.g. 0/0): evaluate element by element
-            raw = [_safe(sp.lambdify([tr.symbols], g, modules="mpmath"))(x) for g in grad_exprs]
-        exact = [_to_mp(v) for v in raw]
-        source = "symbolic"
-    except (Skip, UnsupportedFunction) as why:
-        if case.size > MAX_FALLBACK_INPUTS:
-            raise ReferenceUnavailable(f"symbolic reference unavailable ({why}) and {case.size} inputs exceed the "
-                                       f"mpmath fallback's budget of {MAX_FALLBACK_INPUTS}") from None
-        f_mp = _safe(_namespace_function(case))
-        exact = _mp_central(f_mp, x)
-        source = "mpmath-fd"
-    f_value = f_mp(x)
-    ref = Reference(values={}, exact=exact, source=source, f_value=f_value, f_mp=f_mp)
-    bad = [i for i, v in enumerate(exact) if not _finite(v)]
-    names = labels(case)
-    if isinstance(f_value, mpmath.mpc) and f_value.imag != 0:
-        ref.undefined = (f"the function is not real at this point (value {mpmath.nstr(f_value, 6)}): a square root, "
-                         "logarithm or power of a negative number")
-    elif not _finite(f_value):
-        ref.undefined = f"the function itself is not finite at this point (value {mpmath.nstr(f_value, 6)})"
-    elif bad:
-        ref.undefined = (f"the derivative is not finite at {names[bad[0]]} = {float(x[bad[0]]):.6g} "
-                         f"(a singularity{'; also ' + str(len(bad) - 1) + ' more inputs' if len(bad) > 1 else ''})")
-    elif case.size <= MAX_KINK_INPUTS:
-        ref.kinks = _kinks(f_mp, x, exact, names)
-        if ref.kinks:
-            ref.undefined = "not differentiable here (a kink): " + "; ".join(k.describe() for k in ref.kinks[:3])
-    with mpmath.workdps(DIGITS):
-        flat = np.array([float(v) if _finite(v) else np.nan for v in exact])
-    ref.values = unflatten(flat, case.inputs)
-    return ref
-
-
-def _mp_central(f_mp: Callable[[list[Any]], Any], x: list[Any]) -> list[Any]:
+def _certify(a: list[Any], b: list[Any], scale: list[Any], bits_a: int, bits_b: int) -> list[bool]:
+    """Which components of the higher-precision ``b`` are certified by their distance to ``a``."""
     import mpmath
 
     out = []
-    with mpmath.workdps(DIGITS):
-        for i, xi in enumerate(x):
-            h = mpmath.mpf(10) ** -20 * max(1, abs(xi))
-            up, down = list(x), list(x)
-            up[i], down[i] = xi + h, xi - h
-            out.append((f_mp(up) - f_mp(down)) / (2 * h))
+    for va, vb, c in zip(a, b, scale):
+        if not (_finite(va) and _finite(vb)):
+            out.append(bool(va == vb) or (mpmath.isinf(va) and mpmath.isinf(vb) and va == vb))
+            continue
+        estimated = abs(va - vb) * mpmath.ldexp(1, bits_a - bits_b)
+        out.append(bool(estimated <= mpmath.ldexp(abs(vb), -CERTIFY_BITS)
+                        or estimated <= mpmath.ldexp(abs(c), -SCALE_BITS)))
     return out
 
 
-def _kinks(f_mp: Callable[[list[Any]], Any], x: list[Any], exact: list[Any], names: list[str]) -> list[Kink]:
+def _noise(high: Any, bits: int) -> list[bool]:
+    """Components whose value is below the rounding noise of their own scale at ``bits`` (a cancellation to 0)."""
     import mpmath
 
-    kinks = []
-    with mpmath.workdps(DIGITS):
-        f0 = f_mp(x)
-        for i, xi in enumerate(x):
-            h = mpmath.mpf(2) ** -80 * max(1, abs(xi))
-            up, down = list(x), list(x)
-            up[i], down[i] = xi + h, xi - h
-            right = (f_mp(up) - f0) / h
-            left = (f0 - f_mp(down)) / h
-            scale = max(1, abs(right) if _finite(right) else 1, abs(left) if _finite(left) else 1)
-            if not (_finite(left) and _finite(right)) or abs(right - left) > mpmath.mpf(10) ** -12 * scale:
-                kinks.append(Kink(names[i], i, float(left) if _finite(left) else float("nan"),
-                                  float(right) if _finite(right) else float("nan"), float(exact[i])))
-    return kinks
+    return [bool(_finite(b) and b != 0 and abs(b) <= mpmath.ldexp(abs(c), 16 - bits))
+            for b, c in zip(high.gradient, high.scale)]
 
 
-def reference_hessian(case: Case) -> np.ndarray:
-    """The 50-digit reference Hessian (N, N) rounded to float64.
+def _rounding(run: Callable[..., Any], x: list[Any], exact: list[Any], dtype: str) -> np.ndarray:
+    """Largest change of each component over random roundings of every computed value in ``dtype``."""
+    import mpmath
 
-    Symbolic second derivatives evaluated in mpmath, or second-order central
-    differences at 50 digits (h = 1e-12·max(1, |x|)) when SymPy is over budget.
-    Raises ReferenceUnavailable when neither applies. Cached per case.
+    unit = float(np.finfo(dtype).eps) / 2
+    worst = np.zeros(len(x))
+    for seed in range(ROUNDING_SAMPLES):
+        try:
+            sample = run(x, PRECISIONS[0], perturb=unit, seed=seed + 1)
+        except Exception:  # noqa: BLE001 - a perturbed value left the domain: no estimate from this sample
+            continue
+        with mpmath.workprec(PRECISIONS[0]):
+            moved = np.array([_to_float(abs(a - b)) for a, b in zip(sample.gradient, exact)])
+        worst = np.fmax(worst, np.where(np.isfinite(moved), moved, 0.0))
+    return worst
+
+
+def _reference(case: Case, dtype: str) -> Reference:
+    import mpmath
+
+    x = point(case, dtype)
+    names = labels(case)
+    run = _tape_function(case)
+    start = time.perf_counter()
+    low = run(x, PRECISIONS[0])
+    high = run(x, PRECISIONS[1])
+    certified = _certify(low.gradient, high.gradient, high.scale, PRECISIONS[0], PRECISIONS[1])
+    bits = PRECISIONS[1]
+    for nxt in PRECISIONS[2:]:
+        if all(certified) or time.perf_counter() - start > BUDGET_S:
+            break
+        low, high = high, run(x, nxt)
+        certified = _certify(low.gradient, high.gradient, high.scale, bits, nxt)
+        bits = nxt
+    with mpmath.workprec(bits):
+        exact = list(high.gradient)
+        scale = np.array([_to_float(abs(c)) for c in high.scale])
+    ref = Reference(values={}, exact=exact, source="mpmath-tape", f_value=high.value,
+                    f_mp=_value_function(run, PRECISIONS[0]), scale=scale, magnitude=_to_float(abs(high.magnitude)),
+                    bits=bits, certified=np.array(certified, dtype=bool), ops=set(high.ops), dtype=dtype, point=x,
+                    branches=list(high.branches), tape=run)
+    flat = np.array([_to_float(v) if not n else 0.0 for v, n in zip(exact, _noise(high, bits))])
+    ref.values = unflatten(flat, case.inputs)
+    ref.rounding = _rounding(run, x, high.gradient, dtype)
+    f_value = high.value
+    bad = [i for i, v in enumerate(exact) if not _finite(v)]
+    if not _finite(f_value):
+        # a value outside the domain in a branch that where() discards does not reach f: only what does counts
+        what = high.domain[0] if high.domain else "an overflow or an infinite value"
+        ref.undefined = (f"the function is not real or not finite at this point ({what}; value "
+                         f"{mpmath.nstr(f_value, 6)})")
+        return ref
+    if bad:
+        ref.undefined = (f"the derivative is not finite at {names[bad[0]]} = {float(x[bad[0]]):.6g} "
+                         f"(a singularity{'; also ' + str(len(bad) - 1) + ' more inputs' if len(bad) > 1 else ''})")
+        return ref
+    if not all(certified):
+        missing = [names[i] for i, c in enumerate(certified) if not c]
+        ref.uncertain = (f"the reference could not be certified for {', '.join(missing[:3])}"
+                         f"{' and ' + str(len(missing) - 3) + ' more' if len(missing) > 3 else ''}: its value still "
+                         f"changed when the precision was raised to {int(bits * 0.30103)} digits "
+                         f"(within {BUDGET_S:g} s)")
+    if high.switches:
+        _existence(ref, run, low, names)
+    return ref
+
+
+# --------------------------------------------------------------------------- existence
+def _input_scale(x: list[Any], i: int) -> Any:
+    import mpmath
+
+    if x[i] != 0:
+        return abs(x[i])
+    largest = max((abs(v) for v in x), default=mpmath.mpf(0))
+    return largest if largest != 0 else mpmath.mpf(1)
+
+
+def _existence(ref: Reference, run: Callable[[list[Any], int], Any], base: Any, names: list[str]) -> None:
+    """Confirm each switch from both sides: a kink, a jump, or a point that is C¹ but not C²."""
+    import mpmath
+
+    prec = PRECISIONS[1]
+    x = ref.point
+    candidates: dict[int, str] = {}
+    jumps: set[int] = set()
+    for switch in base.switches:
+        if switch.argument is None:
+            continue
+        for i in base.dependence(switch.argument):
+            candidates.setdefault(i, switch.op)
+    start = time.perf_counter()
+    kinks: list[Kink] = []
+    second: list[str] = []
+    unconfirmed: list[str] = []
+
+    def shifted(i: int, t: Any) -> Any:
+        p = list(x)
+        p[i] = p[i] + t
+        return run(p, prec)
+
+    for i, op in candidates.items():
+        if len(kinks) >= 3:
+            break  # the gradient does not exist; three kinks are enough to say where and why
+        if time.perf_counter() - start > KINK_BUDGET_S:
+            unconfirmed.append(names[i])
+            continue
+        with mpmath.workprec(prec):
+            s = _input_scale(x, i)
+            deltas = [mpmath.ldexp(s, -DELTA_BITS), mpmath.ldexp(s, -DELTA_BITS - SHRINK_BITS)]
+            sides = []
+            for d in deltas:
+                right, left = shifted(i, d), shifted(i, -d)
+                right2, left2 = shifted(i, 2 * d), shifted(i, -2 * d)
+                sides.append((d, left, right, left2, right2))
+            # a jump in the value itself
+            f_jumps = [abs(r.value - l.value) for _, l, r, _, _ in sides]
+            mag = max(abs(base.magnitude), mpmath.ldexp(1, -1000))
+            if f_jumps[1] > mpmath.ldexp(mag, -60) and f_jumps[1] >= f_jumps[0] / 2:
+                jumps.add(i)
+                kinks.append(Kink(names[i], i, float("nan"), float("nan"), _to_float(base.gradient[i]), op, True))
+                continue
+            # a jump in the slope along eᵢ (component i)
+            g_jumps = [abs(r.gradient[i] - l.gradient[i]) for _, l, r, _, _ in sides]
+            size = max(abs(sides[1][1].gradient[i]), abs(sides[1][2].gradient[i]), abs(base.scale[i]))
+            noise = mpmath.ldexp(max(abs(sides[1][1].scale[i]), abs(sides[1][2].scale[i])), 20 - prec)
+            if g_jumps[1] > max(mpmath.ldexp(size, -DELTA_BITS), noise) and g_jumps[1] >= g_jumps[0] / 2:
+                _, l, r, _, _ = sides[1]
+                kinks.append(Kink(names[i], i, _to_float(l.gradient[i]), _to_float(r.gradient[i]),
+                                  _to_float(base.gradient[i]), op))
+                continue
+            # a jump in a second derivative: one-sided differences of the gradient
+            jumps2 = []
+            for d, l, r, l2, r2 in sides:
+                worst, size2, floor = mpmath.mpf(0), mpmath.mpf(0), mpmath.mpf(0)
+                for j in range(len(x)):
+                    h_right = (r2.gradient[j] - r.gradient[j]) / d
+                    h_left = (l.gradient[j] - l2.gradient[j]) / d
+                    worst = max(worst, abs(h_right - h_left))
+                    size2 = max(size2, abs(h_right), abs(h_left))
+                    # rounding in the gradients, divided by the step: below this a difference is noise
+                    floor = max(floor, mpmath.ldexp(max(abs(r2.scale[j]), abs(l2.scale[j])), 20 - prec) / d)
+                jumps2.append((worst, size2, floor))
+            (w0, _, _), (w1, s1, floor1) = jumps2
+            if w1 > max(mpmath.ldexp(s1, -DELTA_BITS), floor1) and w1 >= w0 / 2:
+                second.append(f"{names[i]} ({op})")
+    if kinks:
+        ref.kinks = kinks
+        if any(k.jump for k in kinks):
+            ref.undefined = ("not differentiable here (the function jumps): "
+                             + "; ".join(k.describe() for k in kinks[:3]))
+        else:
+            ref.undefined = "not differentiable here (a kink): " + "; ".join(k.describe() for k in kinks[:3])
+    elif unconfirmed:
+        ref.undefined = (f"a non-smooth operation switches exactly at this point for {', '.join(unconfirmed[:3])}, "
+                         f"and the one-sided check ran past its budget of {KINK_BUDGET_S:g} s; treated as not "
+                         "differentiable")
+    if second and not ref.undefined:
+        ref.order2_undefined = ("the first derivatives exist but the second do not (the function is C¹, not C², "
+                                "here): a second derivative jumps along " + ", ".join(second[:3]))
+
+
+# --------------------------------------------------------------------------- Hessian
+def reference_hessian(case: Case, dtype: str = "float64") -> np.ndarray:
+    """The certified reference Hessian (N, N) rounded to float64 (cached per case and dtype).
+
+    Central differences of the accumulated gradient at ``PRECISIONS[0]`` bits with
+    δ = 2^(−bits/3)·s (truncation and rounding both ≈ 2^(−2·bits/3)), certified by the
+    same at ``PRECISIONS[1]`` bits. Raises ReferenceUnavailable when the two disagree,
+    and the case's own exception when it fails to evaluate.
     """
-    return _cached_hessian(case).copy()
+    store = _store(case)
+    key = ("hessian", dtype)
+    if key not in store:
+        try:
+            store[key] = (True, _reference_hessian(case, dtype))
+        except Exception as exc:  # noqa: BLE001
+            store[key] = (False, exc)
+    ok, value = store[key]
+    if not ok:
+        raise value
+    return value.copy()
 
 
-@per_case
-def _cached_hessian(case: Case) -> np.ndarray:
-    return _reference_hessian(case)
-
-
-def _reference_hessian(case: Case) -> np.ndarray:
+def _hessian_at(run: Callable[[list[Any], int], Any], x: list[Any], prec: int) -> list[list[Any]]:
     import mpmath
-    import sympy as sp
 
-    from .engines import symbolic
-    from .namespaces import UnsupportedFunction
-
-    x = point(case)
     n = len(x)
-    try:
-        tr = symbolic.trace(case)
-        if n > symbolic.MAX_HESSIAN_INPUTS:
-            raise Skip("too many inputs for a symbolic Hessian")
-        h_mp = _safe(sp.lambdify([tr.symbols], tr.hessian(), modules="mpmath"))
-        raw = h_mp(x)
-        return np.array([[float(_to_mp(v)) for v in row] for row in np.asarray(raw, dtype=object).reshape(n, n)])
-    except (Skip, UnsupportedFunction):
-        if n > symbolic.MAX_HESSIAN_INPUTS:
-            raise ReferenceUnavailable(f"{n} inputs exceed the Hessian budget of {symbolic.MAX_HESSIAN_INPUTS}") from None
-    f = _safe(_namespace_function(case))
-    out = np.zeros((n, n))
-    with mpmath.workdps(DIGITS):
-        hs = [mpmath.mpf(10) ** -12 * max(1, abs(v)) for v in x]
+    columns = []
+    with mpmath.workprec(prec):
+        for j in range(n):
+            d = mpmath.ldexp(_input_scale(x, j), -(prec // 3))
+            up, down = list(x), list(x)
+            up[j] += d
+            down[j] -= d
+            gu, gd = run(up, prec).gradient, run(down, prec).gradient
+            columns.append([(a - b) / (2 * d) for a, b in zip(gu, gd)])
+        # symmetrise: H[i][j] = ∂²f/∂xᵢ∂xⱼ, averaged over both orders of differentiation
+        return [[(columns[j][i] + columns[i][j]) / 2 for j in range(n)] for i in range(n)]
+
+
+def _reference_hessian(case: Case, dtype: str) -> np.ndarray:
+    import mpmath
+
+    x = point(case, dtype)
+    run = _tape_function(case)
+    low = _hessian_at(run, x, PRECISIONS[0])
+    high = _hessian_at(run, x, PRECISIONS[1])
+    n = len(x)
+    base = run(x, PRECISIONS[1])
+    with mpmath.workprec(PRECISIONS[1]):
+        # second derivatives are judged at the size of gradient changes per unit of input
+        largest = max((abs(v) for row in high for v in row), default=mpmath.mpf(0))
+        largest += max((abs(c) for c in base.scale), default=mpmath.mpf(0)) / max(_input_scale(x, i) for i in range(n))
         for i in range(n):
-            for j in range(i, n):
-                vals = []
-                for si, sj in ((1, 1), (1, -1), (-1, 1), (-1, -1)):
-                    p = list(x)
-                    p[i] += si * hs[i]
-                    p[j] += sj * hs[j]
-                    vals.append(f(p))
-                value = (vals[0] - vals[1] - vals[2] + vals[3]) / (4 * hs[i] * hs[j])
-                out[i, j] = out[j, i] = float(value)
-    return out
+            for j in range(n):
+                a, b = low[i][j], high[i][j]
+                if not (_finite(a) and _finite(b)):
+                    if not (_finite(a) or _finite(b)):
+                        continue
+                    raise ReferenceUnavailable(f"the second derivative ({i}, {j}) is not finite at one precision only")
+                if abs(a - b) > mpmath.ldexp(abs(b) + largest, -60):
+                    raise ReferenceUnavailable(f"the reference Hessian could not be certified at element ({i}, {j})")
+        return np.array([[_to_float(v) for v in row] for row in high])
