@@ -35,7 +35,7 @@ import numpy as np
 from .case import Case
 
 EXACT_METHODS = ("symbolic", "tape", "jax", "torch")
-FD_EXPONENT = {"forward": 1 / 2, "central": 2 / 3, "richardson": 2 / 3}
+FD_EXPONENT = {"forward": 1 / 2, "central": 2 / 3, "richardson": 4 / 5}
 
 
 def tolerance(method: str, variant: str, dtype: str, order: int = 1) -> float:

@@ -297,6 +297,18 @@ def _richardson(ev: _Evaluator, x: np.ndarray, c0: float, eps: float, floor: flo
     return FiniteResult(grad.astype(x.dtype), err, steps, notes)
 
 
+def _fixed_level(ev: _Evaluator, i: int, h: float, scheme: str, eps: float) -> tuple[float, float, tuple[float, ...]]:
+    """(difference, rounding, the stencil's f values) of one fixed-step scheme at step h."""
+    if scheme == "forward":
+        f0, _ = ev.at()
+        up, p = ev.at((i, h))
+        return ((up - f0) / p[i] if p[i] else math.nan), 2 * eps * abs(f0) / h, (f0, up)
+    up, _ = ev.at((i, h))
+    down, _ = ev.at((i, -h))
+    value, rounding = _central_level(ev, i, eps)(h)
+    return value, rounding, (up, down)
+
+
 def _fixed_step(f: Callable[[np.ndarray], Any], x: np.ndarray, scheme: str, c: float, eps: float,
                 names: Callable[[int], str], estimate: bool) -> FiniteResult:
     """Forward or central differences at h = c·max(|x|, 1), halving h while a stencil point is not finite."""
@@ -308,20 +320,18 @@ def _fixed_step(f: Callable[[np.ndarray], Any], x: np.ndarray, scheme: str, c: f
     notes: list[str] = []
     for i in range(n):
         h0 = c * max(abs(float(x[i])), 1.0)
+        value, rounding, sides = _fixed_level(ev, i, h0, scheme, eps)
         h = h0
-        for _ in range(20):
-            if scheme == "forward":
-                f0, _ = ev.at()
-                up, p = ev.at((i, h))
-                value = (up - f0) / p[i] if p[i] else math.nan
-                rounding = 2 * eps * abs(f0) / h
-                if not math.isfinite(f0):
+        if not math.isfinite(value) and any(_finite(v) for v in sides):
+            # one side of the stencil left the domain: shrink towards the side where f is defined
+            for _ in range(20):
+                smaller, smaller_rounding, sides = _fixed_level(ev, i, h / 2, scheme, eps)
+                h /= 2
+                if math.isfinite(smaller):
+                    value, rounding = smaller, smaller_rounding
                     break
             else:
-                value, rounding = _central_level(ev, i, eps)(h)
-            if math.isfinite(value):
-                break
-            h /= 2
+                h = h0
         if h < h0 and math.isfinite(value):
             notes.append(f"{names(i)}: {_NOTE_NONFINITE} at h = {h0:.2g}; the step was shrunk to {h:.2g}")
         grad[i], steps[i] = value, h
