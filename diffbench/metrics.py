@@ -9,7 +9,7 @@ machine epsilon (float32 1.2e-7, float64 2.2e-16):
 |   finite complex_step)               |                  |                   |
 | finite forward                       | 100·eps^(1/2)    |                   |
 | finite central                       | 100·eps^(2/3)    | 100·eps^(1/2)     |
-| finite richardson                    | 100·eps^(2/3)    |                   |
+| finite richardson                    | 100·eps^(4/5)    |                   |
 
 Why: an exact method evaluates a correct formula in floating point, so its error is a
 modest multiple of eps (each of k operations adds ≤ eps, amplified by the
@@ -17,10 +17,9 @@ expression's conditioning); 1000·eps allows k·κ up to 1000, while a wrong gra
 off by O(1). Finite differences have a truncation-plus-rounding error whose minimum
 is eps^(1/2) (forward), eps^(2/3) (central), eps^(1/2) (second differences), each
 times the ratio of |f| to |g|·|x|; the factor 100 leaves room for that ratio.
-Richardson extrapolation reaches ~eps^(4/5) only when the fifth derivative is O(1);
-for oscillatory functions (Rastrigin, Ackley) its truncation constant is large, so it
-is held to the central-difference standard and its own ``error_estimate`` says how
-much better it did. A gradient that misses these is ``inaccurate``.
+Richardson's adaptive table (engines/finite.py) balances at eps^(4/5) once it has
+eliminated the h⁴ term and usually converges further; it is held to eps^(4/5), and its
+own ``error_estimate`` says how much better it did. A gradient that misses these is ``inaccurate``.
 """
 
 from __future__ import annotations

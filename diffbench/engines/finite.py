@@ -21,22 +21,31 @@ truncation O(h_k^(2j+2)). Each entry's error is estimated as its distance from t
 lower-order entries it was built from (the truncation still in it) plus its rounding,
 eps·|f|/h_k carried through the same recurrence. The entry with the smallest estimate is
 the result and its estimate is ``error_estimate``; rows are added until the estimates
-grow again (rounding has taken over) or reach the dtype's floor. The start h₀ = c₀·s with
-c₀ = 2⁻³ is deliberately large: the rounding of T[k][j] is that of the step h_k, so a
-large step that high order makes accurate leaves error near eps·|f|/(|f'|·h) ≈ 1e-15
-instead of central differences' eps^(2/3).
+grow again (rounding has taken over), reach 8·eps or ``MAX_EXTRA_ROWS`` rows are added to
+the first three (at most 7 rows, 14 calls of f per element). The start h₀ = c₀·s with
+c₀ = 2⁻² is deliberately large: the rounding of T[k][j] is about eps·|f|/h_k, so a large
+step that high order makes accurate leaves an error near 10·eps·|f|/(|f'|·s), in
+float64 ~1e-15 where |f| ~ |f'|·s, instead of central differences' eps^(2/3). Where the
+table converges only to order h⁴ (j = 1), the balance of h⁴ truncation against eps/h
+rounding gives eps^(4/5): the ``richardson`` tolerance (100·eps^(4/5), diffbench.metrics)
+assumes no more than that.
 
 A start that is too large for the function is detected, not assumed away:
 
 - *Not yet asymptotic*: in the h² regime successive differences shrink by 4,
   (D(h) − D(h/2)) / (D(h/2) − D(h/4)) ≈ 4. A ratio outside [2, 8] means the function
   changes on a scale smaller than h (a nearby pole, a boundary, fast oscillation: e.g.
-  1/x at x = 6e-6 from h₀ = 0.125, which would straddle the pole); the start is divided
+  1/x at x = 6e-6 from h₀ = 0.25, which would straddle the pole); the start is divided
   by 16 and tried again, so steps end up relative to the scale the function shows.
-- *Outside the domain*: a NaN or inf at a stencil point (log at 1e-3 from h₀ = 0.125)
+- *Outside the domain*: a NaN or inf at a stencil point (log at 1e-3 from h₀ = 0.25)
   divides the start by 16 as well; where every step up to 16⁻⁶·h₀ still reaches a
   non-finite value on one side, a one-sided table (powers h, h², …) on the finite side is
-  used instead. Either way ``Prepared.info["note"]`` says so.
+  used instead. Either way ``Prepared.info["note"]`` says so. The first, too-large rows may
+  evaluate f outside its domain (that is how the boundary is found); the rows the result is
+  built from do not.
+
+``forward`` and ``central`` keep their fixed step, except that a NaN or inf on one side of
+the stencil (the other side finite) halves h until both are finite, with a note.
 
 Hessians (every variant): second differences extrapolated the same way. The diagonal uses
 (f(x+h) − 2f(x) + f(x−h)) / h², the off-diagonal the seven-point form
@@ -240,14 +249,20 @@ def _extrapolate(level: Callable[[float], tuple[float, float]], h0: float, power
     return best, err, h / 2**k, h, (reason if h < h0 else None)
 
 
-def _central_level(ev: _Evaluator, i: int, eps: float) -> Callable[[float], tuple[float, float]]:
+def _central_level(ev: _Evaluator, i: int, eps: float, centre: bool = False) -> Callable[[float], tuple[float, float]]:
     def level(h: float) -> tuple[float, float]:
         up, p = ev.at((i, h))
         down, q = ev.at((i, -h))
         width = p[i] - q[i]
         if width == 0:
             return math.nan, math.nan
-        return (up - down) / width, eps * (abs(up) + abs(down)) / width
+        rounding = eps * (abs(up) + abs(down)) / width
+        if centre:
+            # x ± h are rounded, so the stencil's centre is known only to ~eps·h: an error of eps·h·|f''|,
+            # which is everything where |x| is below the step's ulp (x = 1e-30 with h = 0.25)
+            f0, _ = ev.at()
+            rounding += eps * abs(up + down - 2 * f0) / width
+        return (up - down) / width, rounding
 
     return level
 
@@ -277,7 +292,7 @@ def _richardson(ev: _Evaluator, x: np.ndarray, c0: float, eps: float, floor: flo
     notes: list[str] = []
     for i in range(n):
         h0 = _power_of_two(c0 * max(abs(float(x[i])), 1.0))
-        value, error, step, start, why = _extrapolate(_central_level(ev, i, eps), h0,
+        value, error, step, start, why = _extrapolate(_central_level(ev, i, eps, centre=True), h0,
                                                       [2.0 * j for j in range(1, 12)], floor)
         if not math.isfinite(value) and _finite(ev.at()[0]):
             # no two-sided stencil stays finite: difference on the side where f is
@@ -510,7 +525,8 @@ class FiniteEngine:
         info: dict[str, Any] = {"step": c if variant != "richardson" else _relative_step(result.steps, x)}
         norm = float(np.linalg.norm(grad.astype(np.float64)))
         est = float(np.linalg.norm(result.error))
-        info["error_estimate"] = est / norm if norm > 0 else est
+        # ‖g − r‖ ≤ est and ‖r‖ ≥ ‖g‖ − est bound the relative error; no bound where est ≥ ‖g‖
+        info["error_estimate"] = est / (norm - est) if norm > est else (math.inf if est > 0 else 0.0)
         notes = list(result.notes)
         if result.value_dtype is not None and result.value_dtype != np.dtype(dtype) and result.value_dtype.kind == "f":
             notes.insert(0, f"the function returned {result.value_dtype} in a {dtype} run (a constant of another "
