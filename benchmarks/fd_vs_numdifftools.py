@@ -113,13 +113,16 @@ def main(argv: list[str] | None = None) -> int:
         warnings.simplefilter("ignore")
         grad = pd.DataFrame(gradient_rows())
         hess = pd.DataFrame(hessian_rows())
-    table = pd.DataFrame([summary(grad, "gradient"), summary(hess, "Hessian")]).set_index("what").T
-    show = (lambda df: df.to_markdown(floatfmt=".2g")) if args.markdown else (lambda df: df.to_string())
+    table = pd.DataFrame([summary(grad, "gradient"), summary(hess, "Hessian")]).set_index("what").T.fillna("")
+    show = (lambda df: df.to_markdown()) if args.markdown else (lambda df: df.to_string())
     print(show(table))
-    print()
-    print(show(grad.set_index("case")))
-    print()
-    print(show(hess.set_index("case")))
+    for rows in (grad, hess):
+        rows = rows.set_index("case")
+        for column in ("diffbench", "numdifftools", "estimate"):
+            if column in rows:
+                rows[column] = rows[column].map(lambda v: f"{v:.2g}")
+        print()
+        print(show(rows))
     return 0
 
 

@@ -69,8 +69,9 @@ def inverse_distance(x, xp):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("pole,derivative", [(inverse, lambda x: -1 / x**2),            # d(1/x) = −1/x²
-                                             (inverse_distance, lambda x: 1 / (1 - x) ** 2)])  # d(1/(1−x)) = 1/(1−x)²
+# d(1/x)/dx = −1/x²; d(1/(1 − x))/dx = 1/(1 − x)²
+@pytest.mark.parametrize("pole,derivative", [(inverse, lambda x: -1 / x**2),
+                                             (inverse_distance, lambda x: 1 / (1 - x) ** 2)])
 def test_point_six_micro_from_a_pole(pole, derivative, dtype):
     """A step of order 1 (or of central differences' 6e-6) would straddle the pole and get the sign wrong."""
     x = float(as_dtype(pole.inputs["x"], dtype))
