@@ -1,26 +1,65 @@
 """Finite differences, evaluated with NumPy in the run's dtype.
 
-Step per input element: ``h = c · max(|x|, 1)``, then rounded so that ``x + h`` is
-exactly representable (``h = (x + h) - x``). ``c`` balances truncation against rounding
-for the dtype's machine epsilon ``eps``:
+``eps`` is the dtype's machine epsilon and ``s = max(|x|, 1)`` the scale of an input
+element. Steps are rounded so that ``x ± h`` are the points actually evaluated: each
+difference divides by the distance between its stencil points as the dtype holds them.
 
-- ``forward``  (f(x+h) - f(x)) / h: truncation ~ h·f''/2, rounding ~ 2·eps·|f|/h;
-  the sum is smallest at h ~ sqrt(eps), error ~ sqrt(eps) (float64 1.5e-8, float32 3.5e-4).
-- ``central``  (f(x+h) - f(x-h)) / 2h: truncation ~ h²·f'''/6, rounding ~ eps·|f|/h;
+Fixed-step schemes (``h = c·s``), each with the ``c`` that balances truncation against
+rounding:
+
+- ``forward``  (f(x+h) − f(x)) / h: truncation ~ h·f''/2, rounding ~ 2·eps·|f|/h;
+  the sum is smallest at h ~ eps^(1/2), error ~ eps^(1/2) (float64 1.5e-8, float32 3.5e-4).
+- ``central``  (f(x+h) − f(x−h)) / 2h: truncation ~ h²·f'''/6, rounding ~ eps·|f|/h;
   smallest at h ~ eps^(1/3), error ~ eps^(2/3) (float64 3.7e-11, float32 2.4e-5).
-- ``richardson`` (4·D(h/2) - D(h)) / 3 of central differences D: truncation ~ h⁴;
-  best at h ~ eps^(1/5), error ~ eps^(4/5).
-- ``complex_step`` Im f(x + i·h) / h with h = eps²·max(|x|, 1): no subtraction, so no
+- ``complex_step`` Im f(x + i·h) / h with h = eps²·s: no subtraction, so no
   cancellation; accurate to ~eps where the case is complex-analytic in the namespace.
 
-Each gradient comes with an error estimate (truncation from comparing two steps, plus
-the rounding term), reported normwise relative to the gradient.
+``richardson`` chooses its step per element. Central differences D(h) = f' + a₁h² + a₂h⁴ + …
+are taken at h_k = h₀/2^k and combined in a Richardson table,
+T[k][j] = T[k][j−1] + (T[k][j−1] − T[k−1][j−1]) / (4^j − 1), whose entry T[k][j] has
+truncation O(h_k^(2j+2)). Each entry's error is estimated as its distance from the two
+lower-order entries it was built from (the truncation still in it) plus its rounding,
+eps·|f|/h_k carried through the same recurrence. The entry with the smallest estimate is
+the result and its estimate is ``error_estimate``; rows are added until the estimates
+grow again (rounding has taken over), reach 8·eps or ``MAX_EXTRA_ROWS`` rows are added to
+the first three (at most 7 rows, 14 calls of f per element). The start h₀ = c₀·s with
+c₀ = 2⁻² is deliberately large: the rounding of T[k][j] is about eps·|f|/h_k, so a large
+step that high order makes accurate leaves an error near 10·eps·|f|/(|f'|·s), in
+float64 ~1e-15 where |f| ~ |f'|·s, instead of central differences' eps^(2/3). Where the
+table converges only to order h⁴ (j = 1), the balance of h⁴ truncation against eps/h
+rounding gives eps^(4/5): the ``richardson`` tolerance (100·eps^(4/5), diffbench.metrics)
+assumes no more than that.
+
+A start that is too large for the function is detected, not assumed away:
+
+- *Not yet asymptotic*: in the h² regime successive differences shrink by 4,
+  (D(h) − D(h/2)) / (D(h/2) − D(h/4)) ≈ 4. A ratio outside [2, 8] means the function
+  changes on a scale smaller than h (a nearby pole, a boundary, fast oscillation: e.g.
+  1/x at x = 6e-6 from h₀ = 0.25, which would straddle the pole); the start is divided
+  by 16 and tried again, so steps end up relative to the scale the function shows.
+- *Outside the domain*: a NaN or inf at a stencil point (log at 1e-3 from h₀ = 0.25)
+  divides the start by 16 as well; where every step up to 16⁻⁶·h₀ still reaches a
+  non-finite value on one side, a one-sided table (powers h, h², …) on the finite side is
+  used instead. Either way ``Prepared.info["note"]`` says so. The first, too-large rows may
+  evaluate f outside its domain (that is how the boundary is found); the rows the result is
+  built from do not.
+
+``forward`` and ``central`` keep their fixed step, except that a NaN or inf on one side of
+the stencil (the other side finite) halves h until both are finite, with a note.
+
+Hessians (every variant): second differences extrapolated the same way. The diagonal uses
+(f(x+h) − 2f(x) + f(x−h)) / h², the off-diagonal the seven-point form
+[f(x+u) + f(x−u) − f(x+v) − f(x−v) − f(x+w) − f(x−w) + 2f(x)] / (2h_i·h_j) with
+u = v + w, v = h_i·e_i, w = h_j·e_j, which reuses the diagonal's points; both have
+truncation series in even powers of the step, so the same table applies.
 """
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
@@ -28,18 +67,27 @@ import numpy as np
 from ..case import Case
 from . import Prepared, Skip, check_scalar, flatten, unflatten
 
-#: exponent p in c = eps**p for each scheme (see the module docstring)
+#: exponent p in c = eps**p for each fixed-step scheme (see the module docstring);
+#: for ``richardson``, the exponent of the step a single two-level extrapolation would balance at
+#: (``richardson`` itself starts at ``RICHARDSON_START`` and chooses its step adaptively)
 STEP_EXPONENT = {"forward": 1 / 2, "central": 1 / 3, "richardson": 1 / 5}
-#: second differences for the Hessian: truncation ~ h², rounding ~ eps·|f|/h², best at eps^(1/4)
-HESSIAN_EXPONENT = 1 / 4
+#: c₀ of the Richardson table's first row, h₀ = c₀·max(|x|, 1) (a power of two: exact steps)
+RICHARDSON_START = 2.0**-2
+#: rows of a Richardson table beyond the three that establish the h² regime
+MAX_EXTRA_ROWS = 3
+#: how often the start is divided by ``SHRINK`` before giving up on a two-sided stencil
+MAX_SHRINKS = 6
+SHRINK = 16.0
 MAX_HESSIAN_INPUTS = 40
 
 
 def step_scale(scheme: str, dtype: str) -> float:
-    """The relative step ``c`` used by ``scheme`` in ``dtype``."""
+    """The relative step ``c`` used by ``scheme`` in ``dtype`` (for ``richardson``, its first row's)."""
     eps = float(np.finfo(dtype).eps)
     if scheme == "complex_step":
         return eps**2
+    if scheme == "richardson":
+        return RICHARDSON_START
     return eps ** STEP_EXPONENT[scheme]
 
 
@@ -70,55 +118,377 @@ def function_of(case: Case, dtype: str) -> Callable[[np.ndarray], Any]:
     return f
 
 
-def _steps(x: np.ndarray, c: float) -> np.ndarray:
-    h = c * np.maximum(np.abs(x), 1)
-    return ((x + h) - x).astype(x.dtype)
+@dataclass
+class FiniteResult:
+    """A finite-difference derivative with what it cost and what happened on the way.
+
+    ``value``: the gradient (flat, in the dtype of ``x``) or the (N, N) Hessian (float64);
+    ``error``: an absolute error estimate per entry; ``steps``: the step each element's
+    result came from; ``notes``: sentences for the row's diagnosis (empty when nothing
+    unusual happened); ``evaluations``: calls of f.
+    """
+
+    value: np.ndarray
+    error: np.ndarray
+    steps: np.ndarray
+    notes: list[str] = field(default_factory=list)
+    evaluations: int = 0
+    value_dtype: np.dtype | None = None
 
 
-def derivative(f: Callable[[np.ndarray], Any], x: np.ndarray, scheme: str, c: float) -> tuple[np.ndarray, np.ndarray]:
-    """The finite-difference gradient of ``f`` at ``x`` and an absolute error estimate per element."""
+class _Evaluator:
+    """f at x shifted along coordinates, cached per shift, counted, in float64 for the arithmetic."""
+
+    def __init__(self, f: Callable[[np.ndarray], Any], x: np.ndarray):
+        self.f, self.x = f, x
+        self.cache: dict[tuple[tuple[int, float], ...], tuple[float, np.ndarray]] = {}
+        self.evaluations = 0
+        self.value_dtype: np.dtype | None = None
+
+    def at(self, *shifts: tuple[int, float]) -> tuple[float, np.ndarray]:
+        """(f(p), p − x as the dtype holds p, in float64) for p = x + Σ h·e_i over ``shifts``."""
+        key = tuple(sorted(shifts))
+        if key not in self.cache:
+            p = self.x.copy()
+            for i, h in shifts:
+                p[i] += h
+            value = self.f(p)
+            self.evaluations += 1
+            if self.value_dtype is None:
+                self.value_dtype = np.asarray(value).dtype
+            offset = p.astype(np.float64) - self.x.astype(np.float64)
+            self.cache[key] = (float(np.real(value)), offset)
+        return self.cache[key]
+
+
+def _power_of_two(h: float) -> float:
+    return 2.0 ** math.floor(math.log2(h)) if h > 0 else h
+
+
+def _finite(*values: float) -> bool:
+    return all(math.isfinite(v) for v in values)
+
+
+def _table(levels: list[tuple[float, float]], ratio_power: list[float]) -> tuple[float, float, int, int]:
+    """Richardson table over (estimate, rounding) levels at steps h/2^k; (best, its error, row, column).
+
+    ``ratio_power[j]`` is 2^(p_j) for the j-th truncation power p_j eliminated in column j+1.
+    """
+    t = [[levels[0][0]]]
+    noise = [[levels[0][1]]]
+    best, best_err, best_k, best_j = levels[0][0], math.inf, 0, 0
+    for k in range(1, len(levels)):
+        row, row_noise = [levels[k][0]], [levels[k][1]]
+        for j in range(1, k + 1):
+            factor = ratio_power[j - 1] - 1
+            row.append(row[j - 1] + (row[j - 1] - t[k - 1][j - 1]) / factor)
+            row_noise.append(row_noise[j - 1] + (row_noise[j - 1] + noise[k - 1][j - 1]) / factor)
+        t.append(row)
+        noise.append(row_noise)
+        for j in range(1, k + 1):
+            # distance from both entries it was built from: what truncation is left in it
+            truncation = max(abs(row[j] - row[j - 1]), abs(row[j] - t[k - 1][j - 1]))
+            err = truncation + row_noise[j]
+            if err < best_err:
+                best, best_err, best_k, best_j = row[j], err, k, j
+    return best, best_err, best_k, best_j
+
+
+def _asymptotic(d: list[tuple[float, float]]) -> bool:
+    """Whether three successive levels show the leading truncation term shrinking like h^p."""
+    (d0, n0), (d1, n1), (d2, n2) = d
+    first, second = d0 - d1, d1 - d2
+    if abs(second) <= 4 * (n1 + n2):
+        # the two finer levels agree within rounding: nothing left to see of truncation
+        return abs(first) <= 64 * (n0 + n1) or abs(first) <= 1e-3 * max(abs(d1), abs(d2))
+    ratio = first / second
+    return 2.0 <= ratio <= 8.0
+
+
+def _extrapolate(level: Callable[[float], tuple[float, float]], h0: float, powers: list[float],
+                 floor: float) -> tuple[float, float, float, float, str | None]:
+    """Extrapolate ``level(h) -> (estimate, rounding)`` to h → 0 from a start of h0.
+
+    Returns (value, error estimate, the step of the chosen row, the start actually used,
+    why the start was shrunk: ``"nonfinite"``, ``"slow"`` or None). ``floor`` is the
+    relative accuracy below which more rows cannot help (a few eps).
+    """
+    ratio_power = [2.0**p for p in powers]
+    h, reason = h0, None
+    for _ in range(MAX_SHRINKS + 1):
+        levels: list[tuple[float, float]] = []
+        for k in range(3):
+            est = level(h / 2**k)
+            if not _finite(*est):
+                break
+            levels.append(est)
+        if len(levels) < 3:
+            reason = reason or "nonfinite"
+        elif _asymptotic(levels):
+            break
+        else:
+            reason = reason or "slow"
+        h /= SHRINK
+    else:
+        if len(levels) < 3:
+            return math.nan, math.inf, h * SHRINK, h * SHRINK, reason
+        h *= SHRINK  # never asymptotic: the best the last start gives, with its (large) estimate
+    best, err, k, _ = _table(levels, ratio_power)
+    extra = 0
+    while extra < MAX_EXTRA_ROWS and err > floor * abs(best):
+        est = level(h / 2 ** len(levels))
+        if not _finite(*est):
+            break
+        levels.append(est)
+        extra += 1
+        new_best, new_err, new_k, _ = _table(levels, ratio_power)
+        if new_err < err:
+            best, err, k = new_best, new_err, new_k
+        elif new_err > 4 * err:
+            break  # rounding has taken over: smaller steps only get worse
+    return best, err, h / 2**k, h, (reason if h < h0 else None)
+
+
+def _central_level(ev: _Evaluator, i: int, eps: float, centre: bool = False) -> Callable[[float], tuple[float, float]]:
+    def level(h: float) -> tuple[float, float]:
+        up, p = ev.at((i, h))
+        down, q = ev.at((i, -h))
+        width = p[i] - q[i]
+        if width == 0:
+            return math.nan, math.nan
+        rounding = eps * (abs(up) + abs(down)) / width
+        if centre:
+            # x ± h are rounded, so the stencil's centre is known only to ~eps·h: an error of eps·h·|f''|,
+            # which is everything where |x| is below the step's ulp (x = 1e-30 with h = 0.25)
+            f0, _ = ev.at()
+            rounding += eps * abs(up + down - 2 * f0) / width
+        return (up - down) / width, rounding
+
+    return level
+
+
+def _one_sided_level(ev: _Evaluator, i: int, eps: float, sign: float) -> Callable[[float], tuple[float, float]]:
+    def level(h: float) -> tuple[float, float]:
+        f0, _ = ev.at()
+        far, p = ev.at((i, sign * h))
+        width = p[i]
+        if width == 0:
+            return math.nan, math.nan
+        return (far - f0) / width, 2 * eps * (abs(far) + abs(f0)) / abs(width)
+
+    return level
+
+
+_NOTE_NONFINITE = "f is not finite at a stencil point (x outside the function's domain)"
+_NOTE_SLOW = "the differences did not converge at the first step (the function varies faster than the step)"
+
+
+def _richardson(ev: _Evaluator, x: np.ndarray, c0: float, eps: float, floor: float,
+                names: Callable[[int], str]) -> FiniteResult:
+    n = x.size
+    grad = np.empty(n)
+    err = np.empty(n)
+    steps = np.empty(n)
+    notes: list[str] = []
+    for i in range(n):
+        h0 = _power_of_two(c0 * max(abs(float(x[i])), 1.0))
+        value, error, step, start, why = _extrapolate(_central_level(ev, i, eps, centre=True), h0,
+                                                      [2.0 * j for j in range(1, 12)], floor)
+        if not math.isfinite(value) and _finite(ev.at()[0]):
+            # no two-sided stencil stays finite: difference on the side where f is
+            right = _finite(ev.at((i, start))[0])
+            sign = 1.0 if right else -1.0
+            value, error, step, _, _ = _extrapolate(_one_sided_level(ev, i, eps, sign), h0,
+                                                    [float(j) for j in range(1, 12)], floor)
+            notes.append(f"{names(i)}: f is not finite on the {'left' if right else 'right'} of x (outside its "
+                         f"domain), so one-sided {'forward' if right else 'backward'} differences were extrapolated "
+                         f"(step {step:.2g})")
+        elif why == "nonfinite":
+            notes.append(f"{names(i)}: {_NOTE_NONFINITE} at h = {h0:.2g}; the step was shrunk to {start:.2g}")
+        elif why == "slow" and start <= h0 / SHRINK**2:
+            notes.append(f"{names(i)}: {_NOTE_SLOW} h = {h0:.2g}; the step was shrunk to {start:.2g} (a pole, "
+                         "boundary or kink is near)")
+        grad[i], err[i], steps[i] = value, error, step
+    return FiniteResult(grad.astype(x.dtype), err, steps, notes)
+
+
+def _fixed_level(ev: _Evaluator, i: int, h: float, scheme: str, eps: float) -> tuple[float, float, tuple[float, ...]]:
+    """(difference, rounding, the stencil's f values) of one fixed-step scheme at step h."""
+    if scheme == "forward":
+        f0, _ = ev.at()
+        up, p = ev.at((i, h))
+        return ((up - f0) / p[i] if p[i] else math.nan), 2 * eps * abs(f0) / h, (f0, up)
+    up, _ = ev.at((i, h))
+    down, _ = ev.at((i, -h))
+    value, rounding = _central_level(ev, i, eps)(h)
+    return value, rounding, (up, down)
+
+
+def _fixed_step(f: Callable[[np.ndarray], Any], x: np.ndarray, scheme: str, c: float, eps: float,
+                names: Callable[[int], str], estimate: bool) -> FiniteResult:
+    """Forward or central differences at h = c·max(|x|, 1), halving h while a stencil point is not finite."""
+    ev = _Evaluator(f, x)
+    n = x.size
+    grad = np.empty(n)
+    err = np.full(n, np.nan)
+    steps = np.empty(n)
+    notes: list[str] = []
+    for i in range(n):
+        h0 = c * max(abs(float(x[i])), 1.0)
+        value, rounding, sides = _fixed_level(ev, i, h0, scheme, eps)
+        h = h0
+        if not math.isfinite(value) and any(_finite(v) for v in sides):
+            # one side of the stencil left the domain: shrink towards the side where f is defined
+            for _ in range(20):
+                smaller, smaller_rounding, sides = _fixed_level(ev, i, h / 2, scheme, eps)
+                h /= 2
+                if math.isfinite(smaller):
+                    value, rounding = smaller, smaller_rounding
+                    break
+            else:
+                h = h0
+        if h < h0 and math.isfinite(value):
+            notes.append(f"{names(i)}: {_NOTE_NONFINITE} at h = {h0:.2g}; the step was shrunk to {h:.2g}")
+        grad[i], steps[i] = value, h
+        if estimate:
+            # truncation from a second step: central D(2h) differs from D(h) by 3·a₁h²
+            if scheme == "forward":
+                other, _ = _central_level(ev, i, eps)(h)
+                err[i] = abs(value - other) + 2 * rounding
+            else:
+                other, _ = _central_level(ev, i, eps)(2 * h)
+                err[i] = abs(value - other) / 3 + rounding
+    return FiniteResult(grad.astype(x.dtype), err, steps, notes, ev.evaluations, ev.value_dtype)
+
+
+def _complex_step(f: Callable[[np.ndarray], Any], x: np.ndarray, c: float, eps: float) -> FiniteResult:
+    n = x.size
+    grad = np.empty(n, dtype=x.dtype)
+    err = np.empty(n)
+    steps = np.empty(n)
+    ctype = np.result_type(x.dtype, np.complex64)
+    value_dtype = None
+    for i in range(n):
+        h = c * max(abs(float(x[i])), 1.0)
+        z = x.astype(ctype)
+        z[i] += 1j * h
+        out = f(z)
+        if not np.iscomplexobj(out):
+            raise Skip("the case drops the imaginary part (a real-only operation); the complex step does not "
+                       "apply: use central or richardson")
+        value_dtype = value_dtype or np.asarray(np.real(out)).dtype
+        grad[i] = np.imag(out) / h
+        err[i] = eps * abs(float(grad[i]))
+        steps[i] = h
+    return FiniteResult(grad, err, steps, [], n, value_dtype)
+
+
+def differentiate(f: Callable[[np.ndarray], Any], x: np.ndarray, scheme: str, c: float | None = None, *,
+                  estimate: bool = True, names: Callable[[int], str] | None = None) -> FiniteResult:
+    """The finite-difference gradient of ``f`` at ``x`` by ``scheme``, with its error estimate and notes.
+
+    ``c`` is the relative step (``step_scale`` by default). ``estimate=False`` skips the
+    extra evaluations the fixed-step schemes need for an error estimate (``richardson``
+    and ``complex_step`` get theirs for free). Raises ValueError for an unknown scheme,
+    Skip where the complex step does not apply, and whatever ``f`` raises.
+    """
     dtype = x.dtype
     eps = float(np.finfo(dtype).eps)
-    n = x.size
-    grad = np.empty(n, dtype=dtype)
-    est = np.empty(n)
-    f0 = f(x)
+    c = step_scale(scheme, dtype.name) if c is None else c
+    label = names or (lambda i: f"x[{i}]")
     if scheme == "complex_step":
-        ctype = np.result_type(dtype, np.complex64)
-        for i in range(n):
-            h = c * max(abs(float(x[i])), 1.0)
-            z = x.astype(ctype)
-            z[i] += 1j * h
-            grad[i] = np.imag(f(z)) / h
-            est[i] = eps * abs(float(grad[i]))
-        return grad, est
+        return _complex_step(f, x, c, eps)
+    if scheme in ("forward", "central"):
+        return _fixed_step(f, x, scheme, c, eps, label, estimate)
+    if scheme != "richardson":
+        raise ValueError(f"unknown finite-difference scheme {scheme!r}")
+    ev = _Evaluator(f, x)
+    result = _richardson(ev, x, c, eps, 8 * eps, label)
+    result.evaluations, result.value_dtype = ev.evaluations, ev.value_dtype
+    return result
 
-    def central(i: int, h: Any) -> float:
-        up, down = x.copy(), x.copy()
-        up[i] += h
-        down[i] -= h
-        return (f(up) - f(down)) / (up[i] - down[i])
 
-    h_all = _steps(x, c)
-    for i in range(n):
-        h = h_all[i]
-        rounding = eps * abs(float(f0)) / float(h) if np.isfinite(f0) else np.nan
-        if scheme == "forward":
-            up = x.copy()
-            up[i] += h
-            grad[i] = (f(up) - f0) / h
-            est[i] = abs(float(grad[i]) - float(central(i, h))) + 2 * rounding
-        elif scheme == "central":
-            grad[i] = central(i, h)
-            est[i] = abs(float(grad[i]) - float(central(i, 2 * h))) / 3 + rounding
-        elif scheme == "richardson":
-            d_half, d_one, d_two = central(i, h / 2), central(i, h), central(i, 2 * h)
-            grad[i] = (4 * d_half - d_one) / 3
-            previous = (4 * d_one - d_two) / 3
-            est[i] = abs(float(grad[i]) - float(previous)) / 15 + 3 * rounding
+def derivative(f: Callable[[np.ndarray], Any], x: np.ndarray, scheme: str, c: float, *,
+               estimate: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """The finite-difference gradient of ``f`` at ``x`` and an absolute error estimate per element.
+
+    See :func:`differentiate`, which also returns the notes and the evaluation count.
+    """
+    result = differentiate(f, x, scheme, c, estimate=estimate)
+    return result.value, result.error
+
+
+def _element_names(case: Case) -> Callable[[int], str]:
+    labels = []
+    for name, value in case.inputs.items():
+        if value.size == 1 and value.ndim == 0:
+            labels.append(name)
         else:
-            raise ValueError(f"unknown finite-difference scheme {scheme!r}")
-    return grad, est
+            labels.extend(f"{name}[{', '.join(map(str, idx))}]" for idx in np.ndindex(value.shape))
+    return lambda i: labels[i] if i < len(labels) else f"x[{i}]"
+
+
+def hessian_matrix(f: Callable[[np.ndarray], Any], x: np.ndarray, c0: float = RICHARDSON_START) -> FiniteResult:
+    """Richardson-extrapolated second differences of ``f`` at ``x``: the (N, N) Hessian in float64.
+
+    Steps start at c0·max(|x_i|, 1) and shrink where the differences are not yet
+    asymptotic or a stencil point is not finite (see the module docstring). Raises what
+    ``f`` raises.
+    """
+    eps = float(np.finfo(x.dtype).eps)
+    floor = 64 * eps
+    ev = _Evaluator(f, x)
+    n = x.size
+    out = np.empty((n, n))
+    err = np.empty((n, n))
+    steps = np.empty((n, n))
+    scale = [_power_of_two(c0 * max(abs(float(v)), 1.0)) for v in x]
+    notes: list[str] = []
+    powers = [2.0 * j for j in range(1, 12)]
+
+    def diagonal(i: int) -> Callable[[float], tuple[float, float]]:
+        def level(t: float) -> tuple[float, float]:
+            f0, _ = ev.at()
+            up, p = ev.at((i, t * scale[i]))
+            down, q = ev.at((i, -t * scale[i]))
+            a, b = p[i], -q[i]
+            if a <= 0 or b <= 0:
+                return math.nan, math.nan
+            value = 2 * (up * b + down * a - f0 * (a + b)) / (a * b * (a + b))
+            return value, 4 * eps * (abs(up) + 2 * abs(f0) + abs(down)) / (a * b)
+
+        return level
+
+    def cross(i: int, j: int) -> Callable[[float], tuple[float, float]]:
+        def level(t: float) -> tuple[float, float]:
+            hi, hj = t * scale[i], t * scale[j]
+            f0, _ = ev.at()
+            values = [ev.at((i, hi), (j, hj)), ev.at((i, -hi), (j, -hj)), ev.at((i, hi)), ev.at((i, -hi)),
+                      ev.at((j, hj)), ev.at((j, -hj))]
+            (fpp, p), (fmm, _), (fpi, _), (fmi, _), (fpj, _), (fmj, _) = values
+            a, b = p[i], p[j]
+            if a <= 0 or b <= 0:
+                return math.nan, math.nan
+            value = (fpp + fmm - fpi - fmi - fpj - fmj + 2 * f0) / (2 * a * b)
+            total = sum(abs(v) for v, _ in values) + 2 * abs(f0)
+            return value, 4 * eps * total / (2 * a * b)
+
+        return level
+
+    with np.errstate(all="ignore"):
+        for i in range(n):
+            value, error, t, _, note = _extrapolate(diagonal(i), 1.0, powers, floor)
+            out[i, i], err[i, i], steps[i, i] = value, error, t * scale[i]
+            if note:
+                notes.append(f"x[{i}]: {_NOTE_NONFINITE if note == 'nonfinite' else _NOTE_SLOW}; second-difference "
+                             f"step shrunk to {t * scale[i]:.2g}")
+        for i in range(n):
+            for j in range(i + 1, n):
+                value, error, t, _, _ = _extrapolate(cross(i, j), 1.0, powers, floor)
+                out[i, j] = out[j, i] = value
+                err[i, j] = err[j, i] = error
+                steps[i, j] = steps[j, i] = t
+    return FiniteResult(out, err, steps, notes, ev.evaluations, ev.value_dtype)
 
 
 class FiniteEngine:
@@ -138,38 +508,38 @@ class FiniteEngine:
         f = function_of(case, dtype)
         x = flatten(case.inputs, list(case.inputs)).astype(dtype)
         c = step_scale(variant, dtype)
+        names = _element_names(case)
         start = time.perf_counter()
         with np.errstate(all="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            value = f(x)
-            if variant == "complex_step":
-                try:
-                    z = x.astype(np.result_type(dtype, np.complex64))
-                    z[0] += 1j * c
-                    probe = f(z)
-                except (TypeError, ValueError, AttributeError) as exc:
-                    raise Skip(f"the case is not complex-analytic in the NumPy namespace ({exc}); use "
-                               "central or richardson") from None
-                if not np.iscomplexobj(probe):
-                    raise Skip("the case drops the imaginary part (a real-only operation); the complex step "
-                           "does not apply: use central or richardson")
-            grad, est = derivative(f, x, variant, c)
+            try:
+                result = differentiate(f, x, variant, c, names=names)
+            except (TypeError, ValueError, AttributeError) as exc:
+                if variant != "complex_step":
+                    raise
+                f(x)  # a case broken for real inputs too is an error, not a complex-step limitation
+                raise Skip(f"the case is not complex-analytic in the NumPy namespace ({exc}); use "
+                           "central or richardson") from None
         prepare_s = time.perf_counter() - start
-        info: dict[str, Any] = {"step": c}
+        grad = result.value
+        info: dict[str, Any] = {"step": c if variant != "richardson" else _relative_step(result.steps, x)}
         norm = float(np.linalg.norm(grad.astype(np.float64)))
-        info["error_estimate"] = float(np.linalg.norm(est)) / norm if norm > 0 else float(np.linalg.norm(est))
-        if np.asarray(value).dtype != np.dtype(dtype) and np.asarray(value).dtype.kind == "f":
-            info["note"] = (f"the function returned {np.asarray(value).dtype} in a {dtype} run (a constant of "
-                            "another dtype promoted it; create constants with xp.asarray)")
+        est = float(np.linalg.norm(result.error))
+        # ‖g − r‖ ≤ est and ‖r‖ ≥ ‖g‖ − est bound the relative error; no bound where est ≥ ‖g‖
+        info["error_estimate"] = est / (norm - est) if norm > est else (math.inf if est > 0 else 0.0)
+        notes = list(result.notes)
+        if result.value_dtype is not None and result.value_dtype != np.dtype(dtype) and result.value_dtype.kind == "f":
+            notes.insert(0, f"the function returned {result.value_dtype} in a {dtype} run (a constant of another "
+                            "dtype promoted it; create constants with xp.asarray)")
+        if notes:
+            info["note"] = "; ".join(notes)
 
         def gradient() -> dict[str, np.ndarray]:
-            with np.errstate(all="ignore"):
-                g, _ = derivative(f, x, variant, c)
-            return unflatten(g, case.inputs)
+            return unflatten(grad.copy(), case.inputs)
 
         def timed() -> Any:
             with np.errstate(all="ignore"):
-                return derivative(f, x, variant, c)
+                return differentiate(f, x, variant, c, estimate=False).value
 
         def f_timed() -> Any:
             with np.errstate(all="ignore"):
@@ -179,25 +549,22 @@ class FiniteEngine:
                         f_key="numpy")
 
     def hessian(self, case: Case, variant: str, dtype: str) -> np.ndarray:
-        """Second-order central differences of the function (every variant uses this scheme)."""
+        """Richardson-extrapolated second differences (every variant uses this scheme)."""
         n = case.size
         if n > MAX_HESSIAN_INPUTS:
             raise Skip(f"{n} inputs exceed the finite-difference Hessian budget of {MAX_HESSIAN_INPUTS}")
         f = function_of(case, dtype)
         x = flatten(case.inputs, list(case.inputs)).astype(dtype)
-        h = _steps(x, float(np.finfo(dtype).eps) ** HESSIAN_EXPONENT)
-        out = np.empty((n, n))
-        with np.errstate(all="ignore"):
-            for i in range(n):
-                for j in range(i, n):
-                    vals = []
-                    for si, sj in ((1, 1), (1, -1), (-1, 1), (-1, -1)):
-                        p = x.copy()
-                        p[i] += si * h[i]
-                        p[j] += sj * h[j]
-                        vals.append(float(f(p)))
-                    out[i, j] = out[j, i] = (vals[0] - vals[1] - vals[2] + vals[3]) / (4 * float(h[i]) * float(h[j]))
-        return out
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return hessian_matrix(f, x).value
+
+
+def _relative_step(steps: np.ndarray, x: np.ndarray) -> float:
+    """The median chosen step relative to max(|x|, 1) (the ``step`` column of a Richardson row)."""
+    if steps.size == 0:
+        return RICHARDSON_START
+    return float(np.median(steps / np.maximum(np.abs(x.astype(np.float64)), 1.0)))
 
 
 def sweep(case: Case, dtype: str, scheme: str, reference_flat: np.ndarray,
@@ -205,6 +572,7 @@ def sweep(case: Case, dtype: str, scheme: str, reference_flat: np.ndarray,
     """Normwise relative error of ``scheme`` against the reference for a range of step scales ``c``.
 
     Returns (scales, errors); the classic V: truncation error falls with c, rounding rises.
+    For ``richardson``, c is the start of its table.
     """
     eps = float(np.finfo(dtype).eps)
     if scales is None:
@@ -216,6 +584,6 @@ def sweep(case: Case, dtype: str, scheme: str, reference_flat: np.ndarray,
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for c in scales:
-            g, _ = derivative(f, x, scheme, float(c))
+            g = differentiate(f, x, scheme, float(c), estimate=False).value
             errors.append(float(np.linalg.norm(g.astype(np.float64) - reference_flat)) / ref_norm)
     return np.asarray(scales), np.asarray(errors)
