@@ -14,27 +14,37 @@ def one_minus_cos_naive(x, xp):
 
 
 @case(inputs={"x": 1e-4}, tags=["hard", "cancellation"],
-      expect={"order1": "inaccurate", "symbolic-order2": "inaccurate", "tape-order2": "inaccurate"})
+      expect={"finite-forward-order1": "inaccurate", "finite-central-order1": "inaccurate",
+              "finite-richardson-order1": "inaccurate", "symbolic-order2": "inaccurate", "tape-order2": "inaccurate"})
 def one_minus_cos_stable(x, xp):
     """2·sin²(x/2)/x², the same function without the cancellation in its value.
 
     Its derivative, sin(x)/x² − 4·sin²(x/2)/x³, still subtracts two terms of size 1/x
-    to get −x/12: a stable value does not make a stable gradient.
+    to get −x/12. Exact methods are judged at the size of those terms (their error is
+    rounding there, so ``ok``, and so is the complex step, which never subtracts); finite
+    differences see only f and stay ``inaccurate``.
     """
     return 2 * xp.sin(x / 2) ** 2 / x**2
 
 
 @case(inputs={"x": 1e-7}, tags=["hard", "cancellation"],
-      expect={"*": "inaccurate", "finite-central-float32-order1": "ok", "finite-richardson": "ok"})
+      expect={"*": "inaccurate", "finite-central-float32-order1": "ok", "finite-richardson": "ok",
+              "tape-function": "ok|inaccurate", "tape-forward": "ok|inaccurate"})
 def log1p_ratio_naive(x, xp):
-    """log(1 + x)/x at x = 1e-7: in float32 1 + x rounds to 1, so the value and gradient collapse."""
+    """log(1 + x)/x at x = 1e-7: in float32 1 + x rounds to 1, so the value and gradient collapse.
+
+    TensorFlow's graph optimiser may rewrite log(1 + x) as log1p(x) inside tf.function, which
+    then comes out right: either outcome is accepted for the traced variants.
+    """
     return xp.log(1 + x) / x
 
 
 @case(inputs={"x": 1e-7}, tags=["hard", "cancellation"],
-      expect={"symbolic": "inaccurate", "tape": "inaccurate", "finite-complex_step": "inaccurate"})
+      expect={"finite-complex_step": "inaccurate", "symbolic-order2": "inaccurate", "tape-order2": "inaccurate"})
 def log1p_ratio_stable(x, xp):
-    """log1p(x)/x: the value is right in float32; the derivative formula still cancels there."""
+    """log1p(x)/x: the value is right in float32. The derivative 1/((1+x)x) − log1p(x)/x² cancels
+    two terms of size 1/x; exact methods err at the rounding of those terms, so they are ``ok``.
+    Second derivatives, judged normwise, cancel terms of size 1/x² and are ``inaccurate``."""
     return xp.log1p(x) / x
 
 
@@ -83,21 +93,22 @@ def tiny_magnitude(x, xp):
 @case(inputs={"x": 89.0}, tags=["hard", "overflow"],
       expect={"float32": "inf", "finite-forward-float32": "nan", "finite-richardson-float32": "nan",
               "finite-central-float32-order2": "nan", "finite-central-float64": "inaccurate",
-              "finite-richardson-float64": "inaccurate"})
+              "finite-central-float64-order2": "ok"})
 def float32_overflow(x, xp):
     """exp(x) at x = 89: beyond float32's largest exp argument (≈ 88.72)."""
     return xp.exp(x)
 
 
 @case(inputs={"x": 110.0}, tags=["hard", "underflow"],
-      expect={"float32": "inaccurate", "finite-central": "inaccurate", "finite-richardson": "inaccurate"})
+      expect={"float32": "inaccurate", "finite-central": "inaccurate", "finite-richardson-float32": "inaccurate",
+              "finite-central-float64-order2": "ok"})
 def float32_underflow(x, xp):
     """exp(−x) at x = 110: 1.7e-48 is below float32's smallest subnormal, so value and gradient become 0."""
     return xp.exp(-x)
 
 
 @case(inputs={"x": 0.7318}, tags=["hard", "rounding"],
-      expect={"finite": "inaccurate", "finite-complex_step": "ok", "finite-richardson-float64": "ok"})
+      expect={"finite": "inaccurate", "finite-complex_step": "ok", "finite-central-float64-order2": "ok"})
 def large_offset(x, xp):
     """1e5 + x²: the value is 5e4 times the gradient, so the chosen finite-difference
     steps lose the difference to rounding; in float64 a larger step is exact (the

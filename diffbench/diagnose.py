@@ -35,6 +35,11 @@ TF_NAMES = {"prod": "tf.reduce_prod", "sum": "tf.reduce_sum", "max": "tf.reduce_
             "maximum": "tf.maximum", "minimum": "tf.minimum", "logaddexp": "tnp.logaddexp"}
 
 
+def SECOND_DIFFERENCE_STEP(dtype: str) -> float:  # noqa: N802 - a constant per dtype
+    """The relative step at which second differences balance truncation (h²) and rounding (eps/h²)."""
+    return float(np.finfo(dtype).eps) ** 0.25
+
+
 @dataclass(frozen=True)
 class Verdict:
     """The status of one row, its error measures and its diagnosis (None when ``ok``)."""
@@ -71,6 +76,9 @@ def judge(case: Case | None, method: str, variant: str, dtype: str, gradient: np
         if ref.values else ref.flat
     certified = ref.certified if ref.certified.size == flat.size else np.ones(flat.size, dtype=bool)
     scale = ref.scale if ref.scale.size == flat.size else None
+    if not metrics.is_exact(method, variant) and case is not None and scale is not None \
+            and not np.any(ref_flat) and not np.any(scale):
+        scale = _stationary_scale(case, dtype, flat.size)
     status, rel, max_eps = metrics.classify(flat, ref_flat, method, variant, dtype, scale=scale)
     if status in ("ok", "inaccurate") and not certified.all():
         # judged on what is certified only: wrong there is wrong; right there says nothing of the rest
@@ -89,6 +97,21 @@ def judge(case: Case | None, method: str, variant: str, dtype: str, gradient: np
     text = accuracy_diagnosis(case, method, variant, dtype, status, rel, ref_flat, ref, flat=flat, native=native,
                               step=step, labels=labels, taylor=taylor)
     return Verdict(status, rel, max_eps, text, taylor)
+
+
+def _stationary_scale(case: Case, dtype: str, n: int) -> np.ndarray:
+    """A gradient scale for finite differences where the gradient is exactly 0 term by term (a
+    stationary point with nothing cancelling): how much the gradient changes across the point's
+    own size, ‖H‖·max(‖x‖∞, 1). Differences err in those units (h·f''), whatever f's scale."""
+    from .reference import reference_hessian
+
+    try:
+        hess = reference_hessian(case, dtype)
+    except Exception:  # noqa: BLE001 - no Hessian: the gradient must then be exactly 0
+        return np.zeros(n)
+    x = np.concatenate([v.ravel() for v in case.inputs.values()])
+    size = float(np.linalg.norm(hess)) * max(float(np.max(np.abs(x))) if x.size else 0.0, 1.0)
+    return np.full(n, size / math.sqrt(max(n, 1)))
 
 
 def _judge_hessian(case: Case | None, method: str, variant: str, dtype: str, hess: np.ndarray, ref: Any,
@@ -173,6 +196,13 @@ def accuracy_diagnosis(case: Case | None, method: str, variant: str, dtype: str,
         conditioning = _ill_conditioned(flat, ref_flat, ref, dtype)
         if conditioning:
             return conditioning
+    if order == 2 and method in ("tape", "symbolic") and not native:
+        known = [KNOWN_TF_GRADIENTS[op] for op in sorted(getattr(ref, "ops", set()) or set())
+                 if op in KNOWN_TF_GRADIENTS and method == "tape"]
+        source = "the nested tapes' second derivatives" if method == "tape" else "SymPy's second-derivative formula"
+        return (f"{source}, evaluated in {dtype}, are off by a relative {rel:.2g}{worst}: "
+                + (known[0] if known else "the formula cancels terms much larger than the result at this point, or "
+                   "one of its operations' derivative formulas loses accuracy here (Hessians are judged normwise)"))
     if method == "tape":
         if native:
             return (f"the tape differentiates the case's own TensorFlow code, and its {what} disagrees with the "
@@ -225,9 +255,8 @@ def _crossing(case: Case, ref: Any, dtype: str, scheme: str, step: float | None,
 
     if ref.tape is None:
         return None
-    if step is None:
-        step = finite.step_scale(scheme, dtype) if order == 1 else \
-            float(np.finfo(dtype).eps) ** finite.HESSIAN_EXPONENT
+    if step is None or not math.isfinite(step):
+        step = finite.step_scale(scheme, dtype) if order == 1 else SECOND_DIFFERENCE_STEP(dtype)
     x = np.array([float(v) for v in ref.point])
     reach = _step_vector(x, step) * (2 if scheme == "richardson" else 1)
     names = None
@@ -272,7 +301,7 @@ def fd_diagnosis(case: Case, dtype: str, scheme: str, rel_error: float, referenc
             magnitude = abs(float(finite.function_of(case, dtype)(x.astype(dtype))))
     g_norm = float(np.linalg.norm(reference_flat)) or 1.0
     if order == 2:
-        chosen = eps ** finite.HESSIAN_EXPONENT
+        chosen = SECOND_DIFFERENCE_STEP(dtype)
         h = chosen * max(largest, 1.0)
         rounding = eps * magnitude / h**2 / g_norm
         if crossing:

@@ -8,11 +8,13 @@ themselves. Either way the point is taken as exact binary numbers.
 arithmetic (:mod:`diffbench.mptape`), every local partial by its own accurate formula.
 Nothing assumes that a fixed number of digits is enough: the gradient is evaluated at
 ``PRECISIONS[0]`` bits and again at twice that, and raised further while the two
-disagree. A component is *certified* when the estimated error of the higher-precision
-value — the difference between the two, scaled down by the ratio of their unit
-roundoffs — is below ``2**-CERTIFY_BITS`` of the component itself (far beyond
-float64's 2⁻⁵³), or below ``2**-SCALE_BITS`` of the component's scale where the
-component is a cancellation to (nearly) zero. What cannot be certified within
+disagree. A component is *certified* when the two values already agree to within
+``2**-CERTIFY_BITS`` of the component itself (far beyond float64's 2⁻⁵³; the higher
+precision's rounding is smaller still), or to within ``2**-SCALE_BITS`` of the
+component's scale where the component is a cancellation to (nearly) zero. A value
+whose computation needs more than the largest precision (a difference of numbers above
+2^3072 that agree in every bit carried) can still agree with itself at every precision:
+that is beyond what any finite-precision check can see. What cannot be certified within
 ``BUDGET_S`` is said (``Reference.uncertain``) and the rows get status ``uncertain``.
 
 **The scale** of each component is ``Σ_paths Π |∂|``, the size of the quantities that
@@ -214,9 +216,11 @@ def _certify(a: list[Any], b: list[Any], scale: list[Any], bits_a: int, bits_b: 
         if not (_finite(va) and _finite(vb)):
             out.append(bool(va == vb) or (mpmath.isinf(va) and mpmath.isinf(vb) and va == vb))
             continue
-        estimated = abs(va - vb) * mpmath.ldexp(1, bits_a - bits_b)
-        out.append(bool(estimated <= mpmath.ldexp(abs(vb), -CERTIFY_BITS)
-                        or estimated <= mpmath.ldexp(abs(c), -SCALE_BITS)))
+        # the lower precision must already agree: then the higher one, whose rounding is
+        # 2^(bits_b − bits_a) times smaller, is at least as good
+        distance = abs(va - vb)
+        out.append(bool(distance <= mpmath.ldexp(abs(vb), -CERTIFY_BITS)
+                        or distance <= mpmath.ldexp(abs(c), -SCALE_BITS)))
     return out
 
 
@@ -450,4 +454,6 @@ def _reference_hessian(case: Case, dtype: str) -> np.ndarray:
                     raise ReferenceUnavailable(f"the second derivative ({i}, {j}) is not finite at one precision only")
                 if abs(a - b) > mpmath.ldexp(abs(b) + largest, -60):
                     raise ReferenceUnavailable(f"the reference Hessian could not be certified at element ({i}, {j})")
-        return np.array([[_to_float(v) for v in row] for row in high])
+        # an element below its own error estimate is a zero that the differences only approximate
+        return np.array([[0.0 if _finite(b) and abs(b) <= 4 * abs(a - b) else _to_float(b)
+                          for a, b in zip(row_low, row_high)] for row_low, row_high in zip(low, high)])
