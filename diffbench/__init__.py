@@ -30,7 +30,7 @@ def _method(method: str) -> tuple[str, str | None]:
 def gradient(case: Case, method: str = "tape", dtype: str = "float64") -> dict[str, np.ndarray]:
     """The gradient of ``case`` at its inputs with respect to each named input.
 
-    ``method`` is ``symbolic``, ``tape``, ``finite``, ``reference`` (the 50-digit
+    ``method`` is ``symbolic``, ``tape``, ``finite``, ``reference`` (the certified
     reference rounded to float64), or ``method/variant`` (e.g. ``tape/xla``,
     ``finite/richardson``). Returns name -> array shaped like that input.
     Raises CaseError for a case that cannot run (naming the problem),
@@ -55,7 +55,7 @@ def hessian(case: Case, method: str = "tape", dtype: str = "float64") -> np.ndar
     """The (N, N) Hessian of ``case``, N the total input size, flattened in parameter order.
 
     ``method`` is ``symbolic``, ``tape`` (nested tapes), ``finite`` (second-order central
-    differences) or ``reference`` (50 digits, rounded to float64). Raises as
+    differences) or ``reference`` (certified, rounded to float64). Raises as
     :func:`gradient` does.
     """
     from .engines import get_engine

@@ -141,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="python -m diffbench", description=(
         "Compare symbolic (SymPy), automatic (TensorFlow) and finite-difference derivatives of the same "
-        "functions against a 50-digit reference."))
+        "functions against a certified high-precision reference."))
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="measure cases and write a report")

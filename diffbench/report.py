@@ -288,7 +288,7 @@ def render(df: pd.DataFrame, plots: list[str] | None = None, title: str = "diffb
         out.append("")
     n_cases = main["case"].nunique()
     out.append(f"{n_cases} cases, {len(main)} rows. Statuses and columns are explained in reports/README.md; "
-               "the reference is the 50-digit derivative, so `rel_error` is the true error.")
+               "the reference is the certified high-precision derivative, so `rel_error` is the true error.")
     out += ["", "## Summary (rows per status)", "", _summary_table(main), ""]
     mismatches = _expected_mismatches(main)
     if len(mismatches):

@@ -30,3 +30,41 @@ def test_cases_become_items_with_expected_statuses(pytester):
     outcomes = result.parseoutcomes()
     assert outcomes["failed"] == 7  # every exact variant of the cancelling case (3 symbolic + 4 tape)
     assert outcomes["passed"] == 14
+
+
+FORGETFUL = '''
+from diffbench import case
+
+EPS = 1.25e-4
+
+
+@case(inputs={"x": [0.3, 0.4]})
+def soft_norm(x, xp):
+    return xp.sqrt(xp.sum(x**2) + EPS)
+
+
+@soft_norm.tensorflow
+def _(x):
+    import tensorflow as tf
+
+    @tf.custom_gradient
+    def f(v):
+        s = tf.reduce_sum(v**2)
+
+        def grad(dy):
+            return dy * v / tf.sqrt(s)  # forgets EPS: off by EPS/(2·0.25) = 2.5e-4 relative
+        return tf.sqrt(s + EPS), grad
+
+    return f(x)
+'''
+
+
+def test_the_plugin_gives_the_same_diagnosis_as_run(pytester):
+    # a custom gradient that forgets eps in the backward pass: run names the custom gradient, and so must
+    # the plugin (one judge for both), in float32 too
+    pytester.makepyfile(forgetful=FORGETFUL)
+    result = pytester.runpytest_subprocess("--diffbench-cases", "forgetful.py", "--diffbench-methods", "tape",
+                                           "--diffbench-dtypes", "float32,float64", "-k", "eager")
+    result.stdout.fnmatch_lines(["*soft_norm tape/eager float32: expected status 'ok', got 'inaccurate'*"
+                                 "check its tf.custom_gradient*"])
+    assert result.parseoutcomes()["failed"] == 2
