@@ -240,7 +240,7 @@ def _ill_conditioned(flat: np.ndarray, ref_flat: np.ndarray, ref: Any, dtype: st
     if not explained.all() or amplification <= 1e3 * eps:
         return None
     return (f"cancellation in the function's own values: rounding what the formula computes in {dtype} alone moves "
-            f"the gradient by up to {amplification:.2g} of itself, so every method that follows this formula is off "
+            f"the gradient by up to {amplification:.2g} times its own size, so every method that follows this formula is off "
             "as much; rewrite it in a cancellation-free form (log1p, expm1, 2·sin²(x/2) for 1 − cos x)"
             + (" or compute in float64" if dtype == "float32" else ""))
 

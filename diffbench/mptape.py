@@ -46,9 +46,11 @@ class Switch:
 class _Recorder:
     """The nodes, switches and domain errors of one evaluation (module-global while it runs)."""
 
-    def __init__(self, perturb: float = 0.0, seed: int = 0) -> None:
+    def __init__(self, perturb: float = 0.0, seed: int = 0, constants: str = "float64") -> None:
         import random
 
+        #: the dtype the program's constants are held in
+        self.constants = constants
         #: relative size of the random perturbation given to every computed value (0: none)
         self.perturb = perturb
         self.random = random.Random(seed)
@@ -155,7 +157,9 @@ class Var:
     __hash__ = object.__hash__
 
     def __float__(self) -> float:
-        return float(self.value)
+        # a Python float is a constant: the derivative through it would silently be 0
+        raise TypeError("the case converts a value that depends on the inputs to a Python number (float(x), "
+                        "x.astype(float), math.exp(x), ...): the derivative cannot follow it; use the xp functions")
 
     def __repr__(self) -> str:
         return f"Var({self.value})"
@@ -167,6 +171,10 @@ def _mp() -> Any:
     return mpmath
 
 
+#: float32's normal range: constants inside it are rounded to float32 in a float32 evaluation
+_FLOAT32_NORMAL = (float(np.finfo(np.float32).tiny), float(np.finfo(np.float32).max))
+
+
 def _value(a: Any) -> Any:
     if isinstance(a, Var):
         return a.value
@@ -175,6 +183,10 @@ def _value(a: Any) -> Any:
                         "inputs (return a real number, e.g. the real part or the modulus)")
     if isinstance(a, (bool, np.bool_)):
         return _mp().mpf(int(a))
+    if isinstance(a, (float, np.floating)) and _active and _active[-1].constants == "float32" \
+            and _FLOAT32_NORMAL[0] <= abs(float(a)) <= _FLOAT32_NORMAL[1]:
+        # a float32 program holds its constants in float32 too (0.1 is 0.100000001490116...)
+        return _mp().mpf(float(np.float32(a)))
     return _mp().mpf(a) if not isinstance(a, _mp().mpf) else a
 
 
@@ -477,21 +489,23 @@ class Evaluation:
 
 
 def evaluate(func: Callable[..., Any], shapes: list[tuple[int, ...]], flat: list[Any], prec: int,
-             check: Callable[[Any], None] | None = None, perturb: float = 0.0, seed: int = 0) -> Evaluation:
+             check: Callable[[Any], None] | None = None, perturb: float = 0.0, seed: int = 0,
+             constants: str = "float64") -> Evaluation:
     """Run ``func(*arrays, xp=namespace())`` on tape nodes at ``prec`` bits and sweep back once.
 
     ``flat`` holds the point's coordinates (exact ``mpf``); ``shapes`` the inputs' shapes.
     ``check`` is called with the function's raw output (to reject non-scalars).
     ``perturb`` > 0 multiplies every computed value by 1 + perturb·u, u uniform in
     [−1, 1] (seeded): one sample of what rounding in a dtype with that unit roundoff
-    does to the gradient.
+    does to the gradient. ``constants="float32"`` rounds the case's float constants to
+    float32 (within float32's normal range), as a float32 program holds them.
     Raises the case's own exceptions, and TypeError when it computes with complex numbers.
     """
     import mpmath
 
     from .namespaces import ObjectArray
 
-    rec = _Recorder(perturb, seed)
+    rec = _Recorder(perturb, seed, constants)
     _active.append(rec)
     try:
         with mpmath.workprec(prec):

@@ -1,8 +1,9 @@
 """The certified high-precision ground truth every method is compared with.
 
 **The point.** Each dtype's rows are judged at the point as that dtype holds it: the
-float32 rows at the float32 rounding of the inputs, the float64 rows at the inputs
-themselves. Either way the point is taken as exact binary numbers.
+float32 rows at the float32 rounding of the inputs (and of the case's float constants,
+as a float32 program holds them), the float64 rows at the inputs themselves. Either way
+the point is taken as exact binary numbers.
 
 **The gradient** is accumulated in reverse along the case's own operations in mpmath
 arithmetic (:mod:`diffbench.mptape`), every local partial by its own accurate formula.
@@ -181,7 +182,7 @@ def reference(case: Case, dtype: str = "float64") -> Reference:
     return value
 
 
-def _tape_function(case: Case) -> Callable[[list[Any], int], Any]:
+def _tape_function(case: Case, dtype: str = "float64") -> Callable[[list[Any], int], Any]:
     from . import mptape
 
     shapes = [tuple(v.shape) for v in case.inputs.values()]
@@ -189,7 +190,7 @@ def _tape_function(case: Case) -> Callable[[list[Any], int], Any]:
     def run(flat: list[Any], prec: int, perturb: float = 0.0, seed: int = 0) -> Any:
         return mptape.evaluate(case.func, shapes, flat, prec,
                                check=lambda out: check_scalar(case, out, "mpmath namespace"), perturb=perturb,
-                               seed=seed)
+                               seed=seed, constants=dtype)
 
     return run
 
@@ -254,7 +255,7 @@ def _reference(case: Case, dtype: str) -> Reference:
 
     x = point(case, dtype)
     names = labels(case)
-    run = _tape_function(case)
+    run = _tape_function(case, dtype)
     start = time.perf_counter()
     low = run(x, PRECISIONS[0])
     high = run(x, PRECISIONS[1])
@@ -436,7 +437,7 @@ def _reference_hessian(case: Case, dtype: str) -> np.ndarray:
     import mpmath
 
     x = point(case, dtype)
-    run = _tape_function(case)
+    run = _tape_function(case, dtype)
     low = _hessian_at(run, x, PRECISIONS[0])
     high = _hessian_at(run, x, PRECISIONS[1])
     n = len(x)

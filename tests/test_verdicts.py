@@ -315,3 +315,34 @@ def test_assert_gradients_catches_it_in_float32_without_a_reference():
 
     with pytest.raises(AssertionError, match="custom_gradient"):
         assert_gradients(_forgetful_norm, {"x": tf.constant([0.3, 0.4], dtype=tf.float32)})
+
+
+# --------------------------------------------------------------------------- the point as each dtype holds it
+def test_float32_rows_are_judged_at_the_float32_point():
+    @case(inputs={"x": 0.1 + 3e-9})
+    def shifted_square(x, xp):
+        return (x - 0.1) ** 2
+
+    # f' = 2(x − 0.1). A float32 program holds x and the constant 0.1 in float32, so its truth is
+    # 2·(float32(x) − float32(0.1)), exact in float64 arithmetic (both are float32 values, close together)
+    x64 = 0.1 + 3e-9
+    truth32 = 2 * (float(np.float32(x64)) - float(np.float32(0.1)))
+    with mpmath.workdps(50):
+        truth64 = float(2 * (mpmath.mpf(x64) - mpmath.mpf(0.1)))
+    assert float(reference(shifted_square, "float32").values["x"]) == truth32
+    assert float(reference(shifted_square, "float64").values["x"]) == pytest.approx(truth64, rel=1e-15)
+    assert truth32 != pytest.approx(truth64, rel=0.1)  # the two points really differ
+    for dtype in ("float32", "float64"):
+        assert measure_one(shifted_square, "tape", "eager", dtype)["status"] == "ok"
+
+
+def test_a_value_turned_into_a_python_number_is_refused_not_differentiated_as_a_constant():
+    import math as pymath
+
+    @case(inputs={"x": 2.0})
+    def through_math(x, xp):
+        return pymath.exp(float(x)) + x
+
+    # math.exp(float(x)) would be a constant to any tracer: the true derivative e² + 1 cannot be followed
+    row = measure_one(through_math, "tape", "eager", "float64")
+    assert row["status"] == "error" and "Python number" in row["diagnosis"]
