@@ -392,6 +392,39 @@ def _prod(values: list[Any]) -> Any:
     return _node(prefix[n], [(v, prefix[i] * suffix[i + 1]) for i, v in enumerate(values)], mag)
 
 
+def dot(a: list[Any], b: list[Any]) -> Any:
+    """Σ aₖ·bₖ as one node (a matrix product's element): no chain of additions on the tape."""
+    mp = _mp()
+    va, vb = [_value(v) for v in a], [_value(v) for v in b]
+    pairs = [(x, y) for x, y in zip(a, vb)] + [(y, x) for y, x in zip(b, va)]
+    mag = mp.fsum(_mag(x) * _mag(y) for x, y in zip(a, b))
+    return _node(mp.fdot(va, vb), pairs, mag)
+
+
+def matmul(a: Any, b: Any) -> Any:
+    """The matrix product of object arrays (NumPy's rules for 1-D and 2-D operands) with :func:`dot` nodes."""
+    from .namespaces import _obj
+
+    left, right = np.asarray(a, dtype=object), np.asarray(b, dtype=object)
+    if left.ndim == 0 or right.ndim == 0 or left.ndim > 2 or right.ndim > 2:
+        return _obj(np.matmul(left, right))
+    l2 = left.reshape(1, -1) if left.ndim == 1 else left
+    r2 = right.reshape(-1, 1) if right.ndim == 1 else right
+    if l2.shape[1] != r2.shape[0]:
+        raise ValueError(f"matmul: shapes {left.shape} and {right.shape} are not aligned")
+    out = np.empty((l2.shape[0], r2.shape[1]), dtype=object)
+    columns = [list(r2[:, j]) for j in range(r2.shape[1])]
+    for i in range(l2.shape[0]):
+        row = list(l2[i])
+        for j, column in enumerate(columns):
+            out[i, j] = dot(row, column)
+    if left.ndim == 1:
+        out = out[0]
+    if right.ndim == 1:
+        out = out[..., 0]
+    return _obj(out)
+
+
 def _reduce_pairwise(pair: Callable[[Any, Any], Any]) -> Callable[[list[Any]], Any]:
     return lambda values: functools.reduce(pair, values)
 
@@ -455,6 +488,9 @@ def _namespace() -> Any:
     ns = _ObjectNamespace("mpmath (reverse accumulation)", unary, binary, _sum, _prod,
                           _reduce_pairwise(maximum), _reduce_pairwise(minimum), _select,
                           {"pi": mp.pi, "e": mp.e, "inf": mp.inf})
+    ns.matmul = matmul  # type: ignore[method-assign]
+    ns.vecdot = lambda a, b, axis=-1: (matmul(a, b) if np.ndim(a) == 1 and np.ndim(b) == 1 and axis in (-1, 0)
+                                       else _ObjectNamespace.vecdot(ns, a, b, axis))  # type: ignore[method-assign]
     # an index is piecewise constant in the inputs; a tie between the largest elements is a jump
     ns.argmax = lambda x, axis=None: np.argmax(np.asarray(x, dtype=object), axis=axis)  # type: ignore[method-assign]
     ns.argmin = lambda x, axis=None: np.argmin(np.asarray(x, dtype=object), axis=axis)  # type: ignore[method-assign]

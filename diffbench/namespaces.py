@@ -75,6 +75,22 @@ class ObjectArray(np.ndarray):
     def __ge__(self, other):  # type: ignore[override]
         return self._compare(other, operator.ge)
 
+    def __matmul__(self, other):  # type: ignore[override]
+        return _matmul(self, other)
+
+    def __rmatmul__(self, other):  # type: ignore[override]
+        return _matmul(other, self)
+
+
+def _matmul(a: Any, b: Any) -> "ObjectArray":
+    """``@`` on object arrays; on the reference's tape, as one node per element of the product."""
+    from . import mptape
+
+    left, right = np.asarray(a, dtype=object), np.asarray(b, dtype=object)
+    if any(isinstance(v, mptape.Var) for v in left.ravel()) or any(isinstance(v, mptape.Var) for v in right.ravel()):
+        return mptape.matmul(left, right)
+    return _obj(np.matmul(left, right))
+
 
 def _obj(value: Any) -> ObjectArray:
     array = np.empty((), dtype=object) if np.ndim(value) == 0 else None

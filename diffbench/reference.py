@@ -97,9 +97,6 @@ class Reference:
     kinks: list[Kink] = field(default_factory=list)
     #: per component, Σ over paths of Π |partial| (float64); at least |value|
     scale: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    #: per component, how far the gradient moves when every computed value is rounded in this dtype
-    #: (the largest change over ``ROUNDING_SAMPLES`` random roundings): the formula's own conditioning
-    rounding: np.ndarray = field(default_factory=lambda: np.zeros(0))
     #: running magnitude of the function's value (the size of what its evaluation rounds)
     magnitude: float = float("nan")
     #: bits of the highest precision used
@@ -117,6 +114,20 @@ class Reference:
     branches: list[Any] = field(default_factory=list)
     #: evaluates the case on the tape: ``tape(flat_point, bits)`` -> mptape.Evaluation
     tape: Callable[..., Any] | None = None
+
+    @property
+    def rounding(self) -> np.ndarray:
+        """Per component, how far the gradient moves when every computed value is rounded in this dtype
+        (the largest change over ``ROUNDING_SAMPLES`` random roundings): the formula's own conditioning.
+        Computed on first use (diagnoses need it, verdicts do not)."""
+        cached = self.__dict__.get("_rounding")
+        if cached is None:
+            if self.tape is None:
+                cached = np.zeros(len(self.exact))
+            else:
+                cached = _rounding(self.tape, self.point, self.exact, self.dtype)
+            self.__dict__["_rounding"] = cached
+        return cached
 
     @property
     def flat(self) -> np.ndarray:
@@ -276,7 +287,6 @@ def _reference(case: Case, dtype: str) -> Reference:
                     branches=list(high.branches), tape=run)
     flat = np.array([_to_float(v) if not n else 0.0 for v, n in zip(exact, _noise(high, bits))])
     ref.values = unflatten(flat, case.inputs)
-    ref.rounding = _rounding(run, x, high.gradient, dtype)
     f_value = high.value
     bad = [i for i, v in enumerate(exact) if not _finite(v)]
     if not _finite(f_value):
@@ -286,8 +296,13 @@ def _reference(case: Case, dtype: str) -> Reference:
                          f"{mpmath.nstr(f_value, 6)})")
         return ref
     if bad:
-        ref.undefined = (f"the derivative is not finite at {names[bad[0]]} = {float(x[bad[0]]):.6g} "
-                         f"(a singularity{'; also ' + str(len(bad) - 1) + ' more inputs' if len(bad) > 1 else ''})")
+        more = f"; also {len(bad) - 1} more inputs" if len(bad) > 1 else ""
+        if mpmath.isnan(exact[bad[0]]):
+            # an infinite local derivative times a zero one: √ or a fractional power at 0 inside (‖x‖ at 0)
+            kind = "0·∞: a square root or fractional power of 0 inside, a cone point such as ‖x‖ at 0"
+        else:
+            kind = "a singularity"
+        ref.undefined = f"the derivative is not finite at {names[bad[0]]} = {float(x[bad[0]]):.6g} ({kind}{more})"
         return ref
     if not all(certified):
         missing = [names[i] for i, c in enumerate(certified) if not c]
