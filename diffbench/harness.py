@@ -24,6 +24,7 @@ import numpy as np
 from .case import Case
 from .diagnose import judge
 from .engines import DEFAULT_METHODS, NoGradient, Skip, flatten, get_engine
+from .namespaces import UnsupportedFunction
 from .timing import PROFILES, measure
 
 #: result columns, in order (documented in reports/README.md)
@@ -165,13 +166,21 @@ def measure_case(case: Case, config: Config, emit: Callable[[dict[str, Any]], No
     units = plan(case, config, devices)
     refs: dict[str, Any] = {}
     notes: dict[str, str | None] = {}
+    unsupported = []
     for dtype in config.dtypes:
         if reference_problem is not None:
             refs[dtype], notes[dtype] = None, reference_problem
             continue
         if on_start:
             on_start((case.name, "reference", "", dtype, "", 1))
-        refs[dtype], notes[dtype] = _reference_for(case, dtype, config.timeout_s)
+        refs[dtype], notes[dtype], failure = _reference_for(case, dtype, config.timeout_s)
+        unsupported.append(isinstance(failure, UnsupportedFunction))
+    if unsupported and all(unsupported):
+        # a name the namespaces lack fails every row alike: say it once, for the case
+        row = _row(case, "case", "namespace", "-", "-", 1, status="error", diagnosis=notes[config.dtypes[0]])
+        if key_of(row) not in skip:
+            emit(row)
+        return
     timed_out: dict[str, tuple[str, str]] = dict(failed or {})
     f_times: dict[tuple[Any, ...], float] = {}  # variants that evaluate the same function share its timing
     for method, variant, dtype, device, order in units:
@@ -202,19 +211,20 @@ def measure_case(case: Case, config: Config, emit: Callable[[dict[str, Any]], No
             emit(row)
 
 
-def _reference_for(case: Case, dtype: str, timeout_s: float | None) -> tuple[Any, str | None]:
-    """The certified reference for ``dtype``, or (None, why not)."""
+def _reference_for(case: Case, dtype: str, timeout_s: float | None
+                   ) -> tuple[Any, str | None, BaseException | None]:
+    """The certified reference for ``dtype``, or (None, why not, the exception)."""
     from . import reference as reference_module
 
     try:
         with budget(timeout_s):
-            return reference_module.reference(case, dtype), None
-    except UnitTimeout:
-        return None, f"the certified reference ran past the time budget of {timeout_s:g} s"
+            return reference_module.reference(case, dtype), None, None
+    except UnitTimeout as exc:
+        return None, f"the certified reference ran past the time budget of {timeout_s:g} s", exc
     except reference_module.ReferenceUnavailable as exc:
-        return None, str(exc)
+        return None, str(exc), exc
     except Exception as exc:  # noqa: BLE001 - the case itself fails: every row of it is an error
-        return None, CASE_ERROR + _message(exc)
+        return None, CASE_ERROR + _message(exc), exc
 
 
 def _sweep_rows(case: Case, config: Config, refs: dict[str, Any], skip: set[tuple[Any, ...]]) -> list[dict[str, Any]]:

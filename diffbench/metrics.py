@@ -69,8 +69,14 @@ def is_exact(method: str, variant: str) -> bool:
 
 
 def _norm(values: np.ndarray) -> float:
+    """‖v‖₂ without underflow or overflow: scaled by the largest entry first (1e-200² is 0 in float64)."""
+    if not values.size:
+        return 0.0
     with np.errstate(all="ignore"):
-        return float(np.linalg.norm(values)) if values.size else 0.0
+        largest = float(np.max(np.abs(values)))
+        if largest == 0 or not np.isfinite(largest):
+            return largest
+        return largest * float(np.linalg.norm(values / largest))
 
 
 def errors(gradient: np.ndarray, ref: np.ndarray, dtype: str, scale: np.ndarray | None = None
@@ -79,8 +85,9 @@ def errors(gradient: np.ndarray, ref: np.ndarray, dtype: str, scale: np.ndarray 
 
     rel_error = ‖g − ref‖₂ / ‖ref‖₂; where ‖ref‖₂ = 0, relative to the norm of the scale
     (the size of what cancels), and absolute only where that is 0 too.
-    max_error_eps = maxᵢ |gᵢ − refᵢ| / (eps·sᵢ), sᵢ the component's scale (|refᵢ| when none
-    is given): each component's error in units of the dtype's epsilon at its own scale.
+    max_error_eps = maxᵢ |gᵢ − refᵢ| / max(eps·sᵢ, smallest subnormal), sᵢ the component's scale
+    (|refᵢ| when none is given): each component's error in units of the dtype's epsilon at its own
+    scale. Norms are taken without underflow (1e-200-sized gradients are not 0).
     """
     g = np.asarray(gradient, dtype=np.float64).ravel()
     r = np.asarray(ref, dtype=np.float64).ravel()
@@ -90,8 +97,9 @@ def errors(gradient: np.ndarray, ref: np.ndarray, dtype: str, scale: np.ndarray 
         diff = np.abs(g - r)
         ref_norm = _norm(r) or _norm(s)
         rel = _norm(diff) / ref_norm if ref_norm > 0 else _norm(diff)
-        unit = eps * s
-        per = np.where(diff == 0, 0.0, np.where(unit > 0, diff / np.where(unit > 0, unit, 1.0), np.inf))
+        # below the dtype's smallest subnormal, no error can be represented: that is the finest unit
+        unit = np.maximum(eps * s, float(np.finfo(dtype).smallest_subnormal))
+        per = np.where(diff == 0, 0.0, diff / unit)
         max_eps = float(np.max(per)) if per.size else 0.0
     return rel, max_eps
 
@@ -125,12 +133,13 @@ def classify(gradient: np.ndarray, ref: np.ndarray | None, method: str, variant:
         # differences see f, not the gradient's formula: relative to ‖r‖, and to the size of
         # what cancels only where the gradient itself is 0
         size = _norm(r) or (0.0 if scale is None else _norm(np.asarray(scale, dtype=np.float64).ravel()))
+        floor = float(np.finfo(dtype).smallest_subnormal)
         if size > 0:
-            ok = err <= tol * size
+            ok = err <= max(tol * size, floor)
         elif scale is None:
             ok = err <= tol  # a zero second derivative without a scale: absolute, as before
         else:
-            ok = err == 0  # nothing contributes to the gradient: it must be exactly 0
+            ok = err <= floor  # nothing contributes to the gradient: it must be 0 to the last subnormal
     return ("ok" if ok else "inaccurate"), rel, max_eps
 
 

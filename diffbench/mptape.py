@@ -349,6 +349,8 @@ def minimum(a: Any, b: Any) -> Any:
 
 def atan2(a: Any, b: Any) -> Any:
     mp = _mp()
+    if _active:
+        _record().ops.add("atan2")
     va, vb = _value(a), _value(b)
     r2 = va * va + vb * vb
     if r2 == 0:
@@ -482,6 +484,10 @@ def _namespace() -> Any:
         "ceil": _step("ceil", mp.ceil, is_int),
         "round": _step("round", lambda a: mp.floor(a + mp.mpf(0.5)), lambda a: is_int(a + mp.mpf(0.5))),
         "negative": negative,
+        "erf": _unary("erf", mp.erf, lambda a, v: 2 / mp.sqrt(mp.pi) * mp.exp(-a * a)),
+        "erfc": _unary("erfc", mp.erfc, lambda a, v: -2 / mp.sqrt(mp.pi) * mp.exp(-a * a)),
+        # σ'(a) = σ(a)·σ(−a): no 1 − σ to cancel
+        "sigmoid": _unary("sigmoid", lambda a: 1 / (1 + mp.exp(-a)), lambda a, v: v / (1 + mp.exp(a))),
     }
     binary = {"maximum": maximum, "minimum": minimum, "pow": power, "atan2": atan2, "logaddexp": logaddexp,
               "add": add, "subtract": subtract, "multiply": multiply, "divide": divide}

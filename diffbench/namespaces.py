@@ -23,16 +23,31 @@ import numpy as np
 #: Names every namespace provides (besides the constants ``pi``, ``e`` and ``inf``).
 UNARY = ("exp", "expm1", "log", "log1p", "log2", "log10", "sqrt", "square", "abs", "sign", "sin", "cos",
          "tan", "asin", "acos", "atan", "sinh", "cosh", "tanh", "asinh", "acosh", "atanh", "floor", "ceil",
-         "round", "negative")
+         "round", "negative", "erf", "erfc", "sigmoid")
 BINARY = ("maximum", "minimum", "pow", "atan2", "logaddexp", "add", "subtract", "multiply", "divide")
 REDUCTIONS = ("sum", "prod", "mean", "max", "min")
 OTHER = ("where", "clip", "matmul", "vecdot", "tensordot", "reshape", "stack", "concat", "asarray",
-         "zeros", "ones", "zeros_like", "ones_like", "argmax", "argmin", "arange")
+         "zeros", "ones", "zeros_like", "ones_like", "argmax", "argmin", "arange", "cumulative_sum",
+         "cumulative_prod", "cumsum", "cumprod", "einsum", "logsumexp", "softmax", "linalg")
+#: ``xp.linalg.<name>``
+LINALG = ("norm", "det", "solve", "inv")
 FUNCTIONS = UNARY + BINARY + REDUCTIONS + OTHER
 
 
 class UnsupportedFunction(AttributeError):
     """A case called ``xp.NAME`` and the namespace has no such function."""
+
+
+def unsupported_message(name: str) -> str:
+    """What to say about ``xp.<name>``: that diffbench lacks it, and the nearest names it has."""
+    import difflib
+
+    known = list(FUNCTIONS) + [f"linalg.{n}" for n in LINALG]
+    near = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+    hint = f"; the nearest names are {', '.join('xp.' + n for n in near)}" if near else ""
+    return (f"xp.{name} is not one of diffbench's array functions{hint}. The full list is "
+            "diffbench.namespaces.FUNCTIONS; or give the case a native TensorFlow implementation with "
+            "@<case>.tensorflow (the xp function remains the truth it is checked against)")
 
 
 class _Namespace:
@@ -43,10 +58,7 @@ class _Namespace:
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__"):
             raise AttributeError(name)
-        raise UnsupportedFunction(
-            f"xp.{name} is not provided by the {self.label} namespace; diffbench namespaces offer the "
-            f"array-API names {', '.join(FUNCTIONS)} (plus pi, e, inf). Rewrite the case with these, "
-            f"or give a native TensorFlow implementation with @<case>.tensorflow")
+        raise UnsupportedFunction(unsupported_message(name))
 
     def __repr__(self) -> str:
         return f"<diffbench {self.label} namespace>"
@@ -207,6 +219,140 @@ class _ObjectNamespace(_Namespace):
 
     argmin = argmax
 
+    def cumulative_sum(self, x: Any, axis: int | None = None) -> ObjectArray:
+        array = np.asarray(x, dtype=object)
+        return _obj(np.cumsum(array, axis=0 if axis is None and array.ndim == 1 else axis))
+
+    def cumulative_prod(self, x: Any, axis: int | None = None) -> ObjectArray:
+        array = np.asarray(x, dtype=object)
+        return _obj(np.cumprod(array, axis=0 if axis is None and array.ndim == 1 else axis))
+
+    cumsum = cumulative_sum
+    cumprod = cumulative_prod
+
+    def einsum(self, subscripts: str, *operands: Any) -> ObjectArray:
+        return _obj(np.einsum(subscripts, *[np.asarray(o, dtype=object) for o in operands], optimize=False))
+
+    def logsumexp(self, x: Any, axis: Any = None, keepdims: bool = False) -> ObjectArray:
+        # exact arithmetic (SymPy) and arbitrary-precision numbers do not overflow: no max shift needed,
+        # and none is wanted (max would put a switch where the function is smooth)
+        return self.log(self.sum(self.exp(_obj(x)), axis=axis, keepdims=keepdims))
+
+    def softmax(self, x: Any, axis: int = -1) -> ObjectArray:
+        return self.exp(_obj(x) - self.logsumexp(x, axis=axis, keepdims=True))
+
+    @property
+    def linalg(self) -> "_ObjectLinalg":
+        return _ObjectLinalg(self)
+
+
+class _ObjectLinalg:
+    """``xp.linalg`` over object arrays: Gaussian elimination with partial pivoting on the numbers' sizes
+    (SymPy: its exact Matrix methods)."""
+
+    def __init__(self, namespace: _ObjectNamespace) -> None:
+        self._ns = namespace
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        raise UnsupportedFunction(unsupported_message(f"linalg.{name}"))
+
+    def norm(self, x: Any, axis: Any = None, keepdims: bool = False, ord: Any = None) -> ObjectArray:  # noqa: A002
+        if ord not in (None, 2, "fro"):
+            raise UnsupportedFunction(f"xp.linalg.norm(ord={ord!r}): diffbench offers the 2-norm (Frobenius for "
+                                      "matrices); write other norms with xp.sum and xp.abs")
+        array = _obj(x)
+        return self._ns.sqrt(self._ns.sum(array * array, axis=axis, keepdims=keepdims))
+
+    def _size(self, value: Any) -> float:
+        from .mptape import Var
+
+        raw = value.value if isinstance(value, Var) else value
+        try:
+            return abs(float(raw))
+        except TypeError:
+            return 1.0  # a symbol: any nonzero pivot will do
+
+    def _symbolic(self) -> bool:
+        return self._ns.label == "SymPy"
+
+    def det(self, a: Any) -> ObjectArray:
+        matrix = np.asarray(a, dtype=object)
+        if self._symbolic():
+            import sympy as sp
+
+            return _obj(sp.Matrix(matrix.tolist()).det(method="berkowitz"))
+        rows = [list(r) for r in matrix]
+        n, sign, out = len(rows), 1, 1
+        for k in range(n):
+            pivot = max(range(k, n), key=lambda i: self._size(rows[i][k]))
+            if self._size(rows[pivot][k]) == 0:
+                return _obj(_cofactor_det([list(r) for r in matrix]))  # singular: expand exactly
+            if pivot != k:
+                rows[k], rows[pivot], sign = rows[pivot], rows[k], -sign
+            out = out * rows[k][k]
+            for i in range(k + 1, n):
+                factor = rows[i][k] / rows[k][k]
+                rows[i] = [rows[i][j] - factor * rows[k][j] if j > k else 0 for j in range(n)]
+        return _obj(out * sign)
+
+    def solve(self, a: Any, b: Any) -> ObjectArray:
+        matrix, rhs = np.asarray(a, dtype=object), np.asarray(b, dtype=object)
+        if self._symbolic():
+            import sympy as sp
+
+            column = rhs.reshape(len(rhs), -1)
+            out = np.asarray(sp.Matrix(matrix.tolist()).LUsolve(sp.Matrix(column.tolist())).tolist(), dtype=object)
+            return _obj(out.reshape(rhs.shape))
+        n = len(matrix)
+        column = rhs.reshape(n, -1)
+        rows = [list(matrix[i]) + list(column[i]) for i in range(n)]
+        width = len(rows[0])
+        for k in range(n):
+            pivot = max(range(k, n), key=lambda i: self._size(rows[i][k]))
+            if self._size(rows[pivot][k]) == 0:
+                raise ValueError("xp.linalg.solve: the matrix is singular at this point")
+            rows[k], rows[pivot] = rows[pivot], rows[k]
+            for i in range(k + 1, n):
+                factor = rows[i][k] / rows[k][k]
+                rows[i] = [rows[i][j] - factor * rows[k][j] if j > k else 0 for j in range(width)]
+        solution: list[list[Any]] = [[0] * (width - n) for _ in range(n)]
+        for i in reversed(range(n)):
+            for c in range(width - n):
+                acc = rows[i][n + c]
+                for j in range(i + 1, n):
+                    acc = acc - rows[i][j] * solution[j][c]
+                solution[i][c] = acc / rows[i][i]
+        return _obj(np.asarray(solution, dtype=object).reshape(rhs.shape))
+
+    def inv(self, a: Any) -> ObjectArray:
+        matrix = np.asarray(a, dtype=object)
+        if self._symbolic():
+            import sympy as sp
+
+            return _obj(np.asarray(sp.Matrix(matrix.tolist()).inv().tolist(), dtype=object))
+        n = len(matrix)
+        identity = np.zeros((n, n), dtype=int).astype(object)
+        for i in range(n):
+            identity[i, i] = 1
+        return self.solve(matrix, identity)
+
+
+def _cofactor_det(rows: list[list[Any]]) -> Any:
+    """The determinant by cofactor expansion (exact derivatives at singular matrices; small n only)."""
+    n = len(rows)
+    if n > 6:
+        raise ValueError("xp.linalg.det: the matrix is singular at this point and too large to expand by cofactors")
+    if n == 1:
+        return rows[0][0]
+    total: Any = 0
+    for j in range(n):
+        minor = [r[:j] + r[j + 1:] for r in rows[1:]]
+        term = rows[0][j] * _cofactor_det(minor)
+        total = total + term if j % 2 == 0 else total - term
+    return total
+
 
 @functools.lru_cache(maxsize=1)
 def sympy_namespace() -> _ObjectNamespace:
@@ -229,7 +375,7 @@ def sympy_namespace() -> _ObjectNamespace:
              "cos": sp.cos, "tan": sp.tan, "asin": sp.asin, "acos": sp.acos, "atan": sp.atan, "sinh": sp.sinh,
              "cosh": sp.cosh, "tanh": sp.tanh, "asinh": sp.asinh, "acosh": sp.acosh, "atanh": sp.atanh,
              "floor": sp.floor, "ceil": sp.ceiling, "round": lambda a: sp.floor(a + sp.Rational(1, 2)),
-             "negative": operator.neg}
+             "negative": operator.neg, "erf": sp.erf, "erfc": sp.erfc, "sigmoid": lambda a: 1 / (1 + sp.exp(-a))}
     # unevaluated Max/Min: evaluating them makes SymPy prove orderings numerically (slow, no gain)
     binary = {"maximum": lambda a, b: sp.Max(a, b, evaluate=False), "minimum": lambda a, b: sp.Min(a, b, evaluate=False),
               "pow": operator.pow, "atan2": sp.atan2,
@@ -264,7 +410,8 @@ def mpmath_namespace() -> _ObjectNamespace:
              "cos": mp.cos, "tan": mp.tan, "asin": real_only(mp.asin), "acos": real_only(mp.acos),
              "atan": mp.atan, "sinh": mp.sinh, "cosh": mp.cosh, "tanh": mp.tanh, "asinh": mp.asinh,
              "acosh": real_only(mp.acosh), "atanh": real_only(mp.atanh), "floor": mp.floor, "ceil": mp.ceil,
-             "round": lambda a: mp.floor(a + mp.mpf(0.5)), "negative": operator.neg}
+             "round": lambda a: mp.floor(a + mp.mpf(0.5)), "negative": operator.neg, "erf": mp.erf,
+             "erfc": mp.erfc, "sigmoid": lambda a: 1 / (1 + mp.exp(-a))}
     binary = {"maximum": lambda a, b: a if a >= b else b, "minimum": lambda a, b: a if a <= b else b,
               "pow": real_only(lambda a, b: mp.power(a, b)), "atan2": mp.atan2,
               "logaddexp": lambda a, b: mp.log(mp.exp(a) + mp.exp(b)), "add": operator.add,
@@ -353,6 +500,70 @@ class _NumpyNamespace(_Namespace):
         return np.logaddexp(a, b)
 
     @staticmethod
+    def erf(x: Any) -> Any:
+        array = np.asarray(x)
+        if np.iscomplexobj(array):
+            raise TypeError("erf of a complex argument is not available in NumPy")
+        return np.vectorize(math.erf, otypes=[array.dtype if array.dtype.kind == "f" else float])(array)
+
+    @staticmethod
+    def erfc(x: Any) -> Any:
+        array = np.asarray(x)
+        if np.iscomplexobj(array):
+            raise TypeError("erfc of a complex argument is not available in NumPy")
+        return np.vectorize(math.erfc, otypes=[array.dtype if array.dtype.kind == "f" else float])(array)
+
+    @staticmethod
+    def sigmoid(x: Any) -> Any:
+        x = np.asarray(x)
+        if np.iscomplexobj(x):
+            return 1 / (1 + np.exp(-x))
+        # exp of a negative argument only: no overflow on either side
+        e = np.exp(-np.abs(x))
+        return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
+
+    @staticmethod
+    def cumulative_sum(x: Any, axis: int | None = None) -> Any:
+        x = np.asarray(x)
+        return np.cumsum(x, axis=0 if axis is None and x.ndim == 1 else axis)
+
+    @staticmethod
+    def cumulative_prod(x: Any, axis: int | None = None) -> Any:
+        x = np.asarray(x)
+        return np.cumprod(x, axis=0 if axis is None and x.ndim == 1 else axis)
+
+    cumsum = cumulative_sum
+    cumprod = cumulative_prod
+
+    @staticmethod
+    def einsum(subscripts: str, *operands: Any) -> Any:
+        return np.einsum(subscripts, *operands)
+
+    def logsumexp(self, x: Any, axis: Any = None, keepdims: bool = False) -> Any:
+        x = np.asarray(x)
+        big = self.max(x, axis=axis, keepdims=True)
+        out = big + np.log(np.sum(np.exp(x - big), axis=axis, keepdims=True))
+        return out if keepdims else (np.squeeze(out, axis=axis) if axis is not None else out.reshape(()))
+
+    def softmax(self, x: Any, axis: int = -1) -> Any:
+        return np.exp(np.asarray(x) - self.logsumexp(x, axis=axis, keepdims=True))
+
+    class _Linalg:
+        """``xp.linalg``: NumPy's, with the 2-norm as the only norm."""
+
+        @staticmethod
+        def norm(x: Any, axis: Any = None, keepdims: bool = False, ord: Any = None) -> Any:  # noqa: A002
+            x = np.asarray(x)
+            # sqrt(Σ x²) rather than np.linalg.norm, which takes |x| and so drops a complex step's imaginary part
+            return np.sqrt(np.sum(x * x, axis=axis, keepdims=keepdims))
+
+        det = staticmethod(np.linalg.det)
+        solve = staticmethod(lambda a, b: np.linalg.solve(a, b))
+        inv = staticmethod(np.linalg.inv)
+
+    linalg = _Linalg()
+
+    @staticmethod
     def max(x: Any, axis: Any = None, keepdims: bool = False) -> Any:
         if np.iscomplexobj(x):
             index = np.argmax(np.real(x), axis=axis, keepdims=True) if axis is not None else np.argmax(np.real(x))
@@ -396,11 +607,17 @@ class _ArrayApiNamespace(_Namespace):
     _aliases = {"pow": "power", "concat": "concatenate", "asin": "arcsin", "acos": "arccos", "atan": "arctan",
                 "asinh": "arcsinh", "acosh": "arccosh", "atanh": "arctanh", "atan2": "arctan2"}
 
-    def __init__(self, module: Any, label: str, dtype: Any) -> None:
+    def __init__(self, module: Any, label: str, dtype: Any, extras: dict[str, Any] | None = None) -> None:
         self._module, self.label, self._dtype = module, label, dtype
         self.pi, self.e, self.inf = math.pi, math.e, math.inf
+        self._extras = extras or {}
 
     def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        if name in self._extras:
+            found = self._extras[name]
+            return self._arrays_in(found) if name in UNARY else found
         if name in FUNCTIONS or name in ("float32", "float64"):
             found = getattr(self._module, name, None)
             if found is None and name in self._aliases:
@@ -455,9 +672,70 @@ class _ArrayApiNamespace(_Namespace):
         return self._module.minimum(a, b)
 
 
+class _Functions:
+    """A plain attribute bag (``xp.linalg``) whose missing names fail with diffbench's message."""
+
+    def __init__(self, prefix: str, **functions: Any) -> None:
+        self._prefix = prefix
+        self.__dict__.update(functions)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        raise UnsupportedFunction(unsupported_message(f"{self._prefix}.{name}"))
+
+
+def _two_norm(sqrt: Callable[[Any], Any], total: Callable[..., Any]) -> Callable[..., Any]:
+    def norm(x: Any, axis: Any = None, keepdims: bool = False, ord: Any = None) -> Any:  # noqa: A002
+        if ord not in (None, 2, "fro"):
+            raise UnsupportedFunction(f"xp.linalg.norm(ord={ord!r}): diffbench offers the 2-norm (Frobenius for "
+                                      "matrices); write other norms with xp.sum and xp.abs")
+        return sqrt(total(x * x, axis=axis, keepdims=keepdims))
+    return norm
+
+
+def _jax_extras() -> dict[str, Any]:
+    import jax
+    import jax.numpy as jnp
+    import jax.scipy.special as special
+
+    return {"erf": special.erf, "erfc": special.erfc, "sigmoid": jax.nn.sigmoid,
+            "cumulative_sum": lambda x, axis=None: jnp.cumsum(x, axis=0 if axis is None else axis),
+            "cumulative_prod": lambda x, axis=None: jnp.cumprod(x, axis=0 if axis is None else axis),
+            "cumsum": jnp.cumsum, "cumprod": jnp.cumprod, "einsum": jnp.einsum,
+            "logsumexp": lambda x, axis=None, keepdims=False: special.logsumexp(x, axis=axis, keepdims=keepdims),
+            "softmax": lambda x, axis=-1: jax.nn.softmax(x, axis=axis),
+            "linalg": _Functions("linalg", norm=_two_norm(jnp.sqrt, jnp.sum), det=jnp.linalg.det,
+                                 solve=jnp.linalg.solve, inv=jnp.linalg.inv)}
+
+
+def _torch_extras() -> dict[str, Any]:
+    import torch
+
+    def total(x: Any, axis: Any = None, keepdims: bool = False) -> Any:
+        return torch.sum(x, dim=axis, keepdim=keepdims) if axis is not None else torch.sum(x)
+
+    def solve(a: Any, b: Any) -> Any:
+        return torch.linalg.solve(a, b)
+
+    return {"erf": torch.special.erf, "erfc": torch.special.erfc, "sigmoid": torch.sigmoid,
+            "cumulative_sum": lambda x, axis=None: torch.cumsum(x, dim=0 if axis is None else axis),
+            "cumulative_prod": lambda x, axis=None: torch.cumprod(x, dim=0 if axis is None else axis),
+            "cumsum": lambda x, axis=0: torch.cumsum(x, dim=axis),
+            "cumprod": lambda x, axis=0: torch.cumprod(x, dim=axis), "einsum": torch.einsum,
+            "logsumexp": lambda x, axis=None, keepdims=False: (
+                torch.logsumexp(x, dim=axis, keepdim=keepdims) if axis is not None
+                else torch.logsumexp(x.reshape(-1), dim=0)),
+            "softmax": lambda x, axis=-1: torch.softmax(x, dim=axis),
+            "linalg": _Functions("linalg", norm=_two_norm(torch.sqrt, total), det=torch.linalg.det, solve=solve,
+                                 inv=torch.linalg.inv)}
+
+
 def array_api_namespace(module: Any, label: str, dtype: Any) -> _ArrayApiNamespace:
     """Wrap an array-API module (``jax.numpy``, ``array_api_compat.torch``) as a diffbench namespace."""
-    return _ArrayApiNamespace(module, label, dtype)
+    name = getattr(module, "__name__", "")
+    extras = _jax_extras() if name.startswith("jax") else _torch_extras() if "torch" in name else {}
+    return _ArrayApiNamespace(module, label, dtype, extras)
 
 
 # --------------------------------------------------------------------------- TensorFlow
@@ -465,7 +743,27 @@ def array_api_namespace(module: Any, label: str, dtype: Any) -> _ArrayApiNamespa
 def tensorflow_namespace(dtype: str = "float64") -> _ArrayApiNamespace:
     """``tensorflow.experimental.numpy`` with NumPy behaviour enabled (imports TensorFlow);
     ``asarray``/``zeros``/``ones`` make ``dtype`` tensors."""
+    import tensorflow as tf
     import tensorflow.experimental.numpy as tnp
 
     tnp.experimental_enable_numpy_behavior(prefer_float32=False)
-    return _ArrayApiNamespace(tnp, "TensorFlow (tensorflow.experimental.numpy)", dtype)
+
+    def axis_or_first(fn: Callable[..., Any]) -> Callable[..., Any]:
+        return lambda x, axis=None: fn(x, axis=0 if axis is None else axis)
+
+    def solve(a: Any, b: Any) -> Any:
+        b = tf.convert_to_tensor(b)
+        out = tf.linalg.solve(a, b[:, None] if b.shape.rank == 1 else b)
+        return out[:, 0] if b.shape.rank == 1 else out
+
+    def total(x: Any, axis: Any = None, keepdims: bool = False) -> Any:
+        return tf.reduce_sum(x, axis=axis, keepdims=keepdims)
+
+    extras = {"erf": tf.math.erf, "erfc": tf.math.erfc, "sigmoid": tf.math.sigmoid,
+              "cumulative_sum": axis_or_first(tnp.cumsum), "cumulative_prod": axis_or_first(tnp.cumprod),
+              "cumsum": tnp.cumsum, "cumprod": tnp.cumprod, "einsum": tf.einsum,
+              "logsumexp": lambda x, axis=None, keepdims=False: tf.reduce_logsumexp(x, axis=axis, keepdims=keepdims),
+              "softmax": lambda x, axis=-1: tf.nn.softmax(x, axis=axis),
+              "linalg": _Functions("linalg", norm=_two_norm(tf.sqrt, total), det=tf.linalg.det, solve=solve,
+                                   inv=tf.linalg.inv)}
+    return _ArrayApiNamespace(tnp, "TensorFlow (tensorflow.experimental.numpy)", dtype, extras)

@@ -48,6 +48,8 @@ PRECISIONS = (192, 384, 768, 1536, 3072)
 CERTIFY_BITS = 70
 #: a component cancelling to (nearly) zero is certified when its error is below 2**-SCALE_BITS of its scale
 SCALE_BITS = 110
+#: differences below 2**-UNDERFLOW_BITS are below float64's smallest subnormal: no dtype can see them
+UNDERFLOW_BITS = 1100
 #: seconds spent raising the precision before the uncertified components are reported
 BUDGET_S = 30.0
 #: the one-sided checks use δ = 2**-DELTA_BITS·s and δ·2**-SHRINK_BITS, s the input's scale
@@ -55,6 +57,10 @@ DELTA_BITS = 40
 SHRINK_BITS = 20
 #: seconds spent confirming switches before the rest are reported unconfirmed
 KINK_BUDGET_S = 30.0
+#: a switch is looked at along ±eᵢ for this many of the inputs it depends on, and along this many
+#: ± random directions over all of them
+AXIS_PROBES = 8
+RANDOM_PROBES = 4
 #: random roundings of every intermediate value (each by up to the dtype's unit roundoff) used to
 #: measure how much the formula itself amplifies rounding
 ROUNDING_SAMPLES = 3
@@ -232,7 +238,8 @@ def _certify(a: list[Any], b: list[Any], scale: list[Any], bits_a: int, bits_b: 
         # 2^(bits_b − bits_a) times smaller, is at least as good
         distance = abs(va - vb)
         out.append(bool(distance <= mpmath.ldexp(abs(vb), -CERTIFY_BITS)
-                        or distance <= mpmath.ldexp(abs(c), -SCALE_BITS)))
+                        or distance <= mpmath.ldexp(abs(c), -SCALE_BITS)
+                        or distance <= mpmath.ldexp(1, -UNDERFLOW_BITS)))
     return out
 
 
@@ -325,88 +332,166 @@ def _input_scale(x: list[Any], i: int) -> Any:
     return largest if largest != 0 else mpmath.mpf(1)
 
 
+def _probe_directions(x: list[Any], candidates: list[int], seed: int = 0) -> list[tuple[str, list[Any]]]:
+    """Directions to look at a switch from: ±eᵢ for the first inputs it depends on, and ± random
+    directions over all of them (a kink may only show off the axes, e.g. |x₀ + x₁| − |x₀| − |x₁|)."""
+    import mpmath
+
+    rng = np.random.default_rng(seed)
+    n = len(x)
+    out: list[tuple[str, list[Any]]] = []
+    for i in candidates[:AXIS_PROBES]:
+        e = [mpmath.mpf(0)] * n
+        e[i] = mpmath.mpf(1)
+        out += [(f"+{i}", e), (f"-{i}", [-v for v in e])]
+    for k in range(RANDOM_PROBES):
+        v = [mpmath.mpf(0)] * n
+        for i in candidates:
+            v[i] = mpmath.mpf(float(rng.standard_normal()))
+        out += [(f"+r{k}", v), (f"-r{k}", [-c for c in v])]
+    return out
+
+
 def _existence(ref: Reference, run: Callable[[list[Any], int], Any], base: Any, names: list[str]) -> None:
-    """Confirm each switch from both sides: a kink, a jump, or a point that is C¹ but not C²."""
+    """Look at the point from several sides where a non-smooth operation switches exactly there.
+
+    Probe points p = x + δ·s∘w (s the inputs' scales, w a direction) are taken where no switch lies
+    between the point and p (the pattern of branches at p is the one at δ_min). Across the probes:
+    f's values differ by more than curvature explains (a jump), the gradients do (a kink), or the
+    Hessian-vector products do (C¹ but not C²). "More than curvature explains": the spread persists
+    when δ shrinks by 2^SHRINK_BITS, while curvature's shrinks with δ. Where the point is none of
+    these, the tape's value at the tie follows a convention (max takes its first argument, sign(0) is
+    0), so the reference becomes the limit of the gradients around it.
+    """
     import mpmath
 
     prec = PRECISIONS[1]
     x = ref.point
-    candidates: dict[int, str] = {}
-    jumps: set[int] = set()
+    candidates: list[int] = []
     for switch in base.switches:
         if switch.argument is None:
             continue
         for i in base.dependence(switch.argument):
-            candidates.setdefault(i, switch.op)
+            if i not in candidates:
+                candidates.append(i)
+    if not candidates:
+        return
     start = time.perf_counter()
-    kinks: list[Kink] = []
-    second: list[str] = []
-    unconfirmed: list[str] = []
+    scales = [_input_scale(x, i) for i in range(len(x))]
+    directions = _probe_directions(x, candidates)
+    with mpmath.workprec(prec):
+        smallest = mpmath.ldexp(1, -(prec // 3))
+        steps = [mpmath.ldexp(1, -b) for b in range(DELTA_BITS, prec // 3 - SHRINK_BITS + 1, SHRINK_BITS // 2)]
 
-    def shifted(i: int, t: Any) -> Any:
-        p = list(x)
-        p[i] = p[i] + t
-        return run(p, prec)
+        def at(w: list[Any], d: Any) -> Any:
+            return run([xi + d * si * wi for xi, si, wi in zip(x, scales, w)], prec)
 
-    for i, op in candidates.items():
-        if len(kinks) >= 3:
-            break  # the gradient does not exist; three kinks are enough to say where and why
-        if time.perf_counter() - start > KINK_BUDGET_S:
-            unconfirmed.append(names[i])
-            continue
-        with mpmath.workprec(prec):
-            s = _input_scale(x, i)
-            deltas = [mpmath.ldexp(s, -DELTA_BITS), mpmath.ldexp(s, -DELTA_BITS - SHRINK_BITS)]
-            sides = []
-            for d in deltas:
-                right, left = shifted(i, d), shifted(i, -d)
-                right2, left2 = shifted(i, 2 * d), shifted(i, -2 * d)
-                sides.append((d, left, right, left2, right2))
-            # a jump in the value itself
-            f_jumps = [abs(r.value - l.value) for _, l, r, _, _ in sides]
-            mag = max(abs(base.magnitude), mpmath.ldexp(1, -1000))
-            if f_jumps[1] > mpmath.ldexp(mag, -60) and f_jumps[1] >= f_jumps[0] / 2:
-                jumps.add(i)
-                kinks.append(Kink(names[i], i, float("nan"), float("nan"), _to_float(base.gradient[i]), op, True))
-                continue
-            # a jump in the slope along eᵢ (component i)
-            g_jumps = [abs(r.gradient[i] - l.gradient[i]) for _, l, r, _, _ in sides]
-            size = max(abs(sides[1][1].gradient[i]), abs(sides[1][2].gradient[i]), abs(base.scale[i]))
-            noise = mpmath.ldexp(max(abs(sides[1][1].scale[i]), abs(sides[1][2].scale[i])), 20 - prec)
-            if g_jumps[1] > max(mpmath.ldexp(size, -DELTA_BITS), noise) and g_jumps[1] >= g_jumps[0] / 2:
-                _, l, r, _, _ = sides[1]
-                kinks.append(Kink(names[i], i, _to_float(l.gradient[i]), _to_float(r.gradient[i]),
-                                  _to_float(base.gradient[i]), op))
-                continue
-            # a jump in a second derivative: one-sided differences of the gradient
-            jumps2 = []
-            for d, l, r, l2, r2 in sides:
-                worst, size2, floor = mpmath.mpf(0), mpmath.mpf(0), mpmath.mpf(0)
-                for j in range(len(x)):
-                    h_right = (r2.gradient[j] - r.gradient[j]) / d
-                    h_left = (l.gradient[j] - l2.gradient[j]) / d
-                    worst = max(worst, abs(h_right - h_left))
-                    size2 = max(size2, abs(h_right), abs(h_left))
-                    # rounding in the gradients, divided by the step: below this a difference is noise
-                    floor = max(floor, mpmath.ldexp(max(abs(r2.scale[j]), abs(l2.scale[j])), 20 - prec) / d)
-                jumps2.append((worst, size2, floor))
-            (w0, _, _), (w1, s1, floor1) = jumps2
-            if w1 > max(mpmath.ldexp(s1, -DELTA_BITS), floor1) and w1 >= w0 / 2:
-                second.append(f"{names[i]} ({op})")
-    if kinks:
-        ref.kinks = kinks
-        if any(k.jump for k in kinks):
-            ref.undefined = ("not differentiable here (the function jumps): "
-                             + "; ".join(k.describe() for k in kinks[:3]))
-        else:
-            ref.undefined = "not differentiable here (a kink): " + "; ".join(k.describe() for k in kinks[:3])
-    elif unconfirmed:
-        ref.undefined = (f"a non-smooth operation switches exactly at this point for {', '.join(unconfirmed[:3])}, "
-                         f"and the one-sided check ran past its budget of {KINK_BUDGET_S:g} s; treated as not "
-                         "differentiable")
-    if second and not ref.undefined:
-        ref.order2_undefined = ("the first derivatives exist but the second do not (the function is C¹, not C², "
-                                "here): a second derivative jumps along " + ", ".join(second[:3]))
+        # the largest step at which no other switch lies between the point and any probe
+        reference_patterns = {label: at(w, smallest).branches for label, w in directions}
+        chosen = None
+        for d in steps:
+            if time.perf_counter() - start > KINK_BUDGET_S:
+                break
+            if all(at(w, d).branches == reference_patterns[label] and at(w, 2 * d).branches ==
+                   reference_patterns[label] for label, w in directions):
+                chosen = d
+                break
+        if chosen is None:
+            ref.undefined = (f"a non-smooth operation switches exactly at this point for "
+                             f"{', '.join(names[i] for i in candidates[:3])}, and no step small enough to look at it "
+                             f"from each side without crossing another switch was found within {KINK_BUDGET_S:g} s; "
+                             "treated as not differentiable")
+            return
+        deltas = [chosen, chosen * mpmath.ldexp(1, -SHRINK_BITS), chosen * mpmath.ldexp(1, -2 * SHRINK_BITS)]
+        pairs = [(d, at) for d in deltas[:2]]
+        samples = [{label: at(w, d) for label, w in directions} for d in deltas]
+        n = len(x)
+
+        def spread(values: list[Any]) -> Any:
+            return max(values) - min(values)
+
+        def persists(wide: Any, narrow: Any, floor: Any) -> bool:
+            return bool(narrow > floor and narrow >= wide / 2)
+
+        # a jump in f
+        f_spreads = [spread([e.value for e in sample.values()]) for sample in samples]
+        mag = max(abs(base.magnitude), mpmath.ldexp(1, -1000))
+        if persists(f_spreads[0], f_spreads[1], mpmath.ldexp(mag, 24 - prec)):
+            ops = sorted({sw.op for sw in base.switches})
+            ref.kinks = [Kink(names[i], i, float("nan"), float("nan"), _to_float(base.gradient[i]), "/".join(ops), True)
+                         for i in candidates[:3]]
+            ref.undefined = ("not differentiable here (the function jumps): a " + "/".join(ops) + " switches exactly "
+                             "at this point and f differs from one side to the other")
+            return
+        # a kink: the gradient differs between sides
+        kinked = []
+        for j in range(n):
+            wide = spread([e.gradient[j] for e in samples[0].values()])
+            narrow_values = [e.gradient[j] for e in samples[1].values()]
+            narrow = spread(narrow_values)
+            size = max(abs(v) for v in narrow_values)
+            noise = mpmath.ldexp(max(abs(e.scale[j]) for e in samples[1].values()), 24 - prec)
+            if persists(wide, narrow, max(mpmath.ldexp(size, -DELTA_BITS), noise)):
+                kinked.append(j)
+        if kinked:
+            ref.kinks = []
+            for j in kinked[:3]:
+                plus, minus = samples[1].get(f"+{j}"), samples[1].get(f"-{j}")
+                if plus is not None and minus is not None:
+                    left, right = _to_float(minus.gradient[j]), _to_float(plus.gradient[j])
+                else:
+                    values = [e.gradient[j] for e in samples[1].values()]
+                    left, right = _to_float(min(values)), _to_float(max(values))
+                ref.kinks.append(Kink(names[j], j, left, right, _to_float(base.gradient[j]),
+                                      "/".join(sorted({sw.op for sw in base.switches}))))
+            ref.undefined = "not differentiable here (a kink): " + "; ".join(k.describe() for k in ref.kinks)
+            return
+        # differentiable: the value at the tie is the limit of the gradients around it. Their mean over the
+        # probes is g(x) + a·δ + O(δ²) (|x|-like curvature is not symmetric), so it is extrapolated to δ = 0
+        # linearly, from two pairs of steps that must agree
+        means = [[mpmath.fsum(e.gradient[j] for e in sample.values()) / len(directions) for j in range(n)]
+                 for sample in samples]
+
+        def extrapolate(a: int, b: int) -> list[Any]:
+            return [(means[b][j] * deltas[a] - means[a][j] * deltas[b]) / (deltas[a] - deltas[b]) for j in range(n)]
+
+        limit, limit_wide = extrapolate(1, 2), extrapolate(0, 1)
+        noise = [max(abs(e.scale[j]) for sample in samples for e in sample.values()) for j in range(n)]
+        limit = [mpmath.mpf(0) if abs(v) <= mpmath.ldexp(c, 24 - prec) else v for v, c in zip(limit, noise)]
+        # the scale is what a method rounds at the point itself (its branch), not what the probes see
+        scale = [max(abs(base.scale[j]), abs(limit[j])) for j in range(n)]
+        ref.exact = limit
+        ref.scale = np.array([_to_float(c) for c in scale])
+        ref.values = unflatten(np.array([_to_float(v) for v in limit]), ref.values)
+        moved = [j for j in range(n) if abs(limit[j] - limit_wide[j]) > max(mpmath.ldexp(abs(limit[j]) + scale[j], -60),
+                                                                           mpmath.ldexp(1, -UNDERFLOW_BITS))]
+        if moved:
+            ref.uncertain = (f"the gradient at this tie is the limit of the gradients around it, and for "
+                             f"{', '.join(names[j] for j in moved[:3])} that limit did not settle")
+            ref.certified = np.array([j not in moved for j in range(n)], dtype=bool)
+        # C¹ but not C²: Hessian-vector products on different sides
+        probe = [mpmath.mpf(float(v)) for v in np.random.default_rng(1).standard_normal(n)]
+        hv_spreads = []
+        for (d, _), sample in zip(pairs, samples[:2]):
+            eps = d * mpmath.ldexp(1, -SHRINK_BITS)
+            products = []
+            for label, w in directions:
+                centre = [xi + d * si * wi for xi, si, wi in zip(x, scales, w)]
+                up = run([c + eps * si * u for c, si, u in zip(centre, scales, probe)], prec)
+                down = run([c - eps * si * u for c, si, u in zip(centre, scales, probe)], prec)
+                products.append([(a - b) / (2 * eps) for a, b in zip(up.gradient, down.gradient)])
+            worst, size, floor = mpmath.mpf(0), mpmath.mpf(0), mpmath.mpf(0)
+            for j in range(n):
+                column = [p[j] for p in products]
+                worst = max(worst, spread(column))
+                size = max(size, max(abs(v) for v in column))
+                floor = max(floor, mpmath.ldexp(scale[j], 24 - prec) / eps)
+            hv_spreads.append((worst, size, floor))
+        (w0, _, _), (w1, s1, floor1) = hv_spreads
+        if persists(w0, w1, max(mpmath.ldexp(s1, -DELTA_BITS), floor1)):
+            ref.order2_undefined = ("the first derivatives exist but the second do not (the function is C¹, not C², "
+                                    "here): second derivatives differ from one side of a " +
+                                    "/".join(sorted({sw.op for sw in base.switches})) + " to the other")
 
 
 # --------------------------------------------------------------------------- Hessian
@@ -432,18 +517,34 @@ def reference_hessian(case: Case, dtype: str = "float64") -> np.ndarray:
 
 
 def _hessian_at(run: Callable[[list[Any], int], Any], x: list[Any], prec: int) -> list[list[Any]]:
+    """Differences of the accumulated gradient, column by column: central where the stencil stays on the
+    point's branches, otherwise one-sided on a side that does (second order: (3g(x) − 4g(x∓d) + g(x∓2d))/2d)."""
     import mpmath
 
     n = len(x)
     columns = []
     with mpmath.workprec(prec):
+        here = run(x, prec)
         for j in range(n):
             d = mpmath.ldexp(_input_scale(x, j), -(prec // 3))
-            up, down = list(x), list(x)
-            up[j] += d
-            down[j] -= d
-            gu, gd = run(up, prec).gradient, run(down, prec).gradient
-            columns.append([(a - b) / (2 * d) for a, b in zip(gu, gd)])
+
+            def shifted(t: Any) -> Any:
+                p = list(x)
+                p[j] += t
+                return run(p, prec)
+
+            up, down = shifted(d), shifted(-d)
+            if up.branches == here.branches and down.branches == here.branches or not here.branches:
+                columns.append([(a - b) / (2 * d) for a, b in zip(up.gradient, down.gradient)])
+                continue
+            for sign, near in ((1, up), (-1, down)):
+                far = shifted(2 * sign * d)
+                if near.branches == here.branches and far.branches == here.branches:
+                    columns.append([sign * (4 * b - 3 * a - c) / (2 * d)
+                                    for a, b, c in zip(here.gradient, near.gradient, far.gradient)])
+                    break
+            else:  # both sides cross a switch within d: the point is on one, central is the best there is
+                columns.append([(a - b) / (2 * d) for a, b in zip(up.gradient, down.gradient)])
         # symmetrise: H[i][j] = ∂²f/∂xᵢ∂xⱼ, averaged over both orders of differentiation
         return [[(columns[j][i] + columns[i][j]) / 2 for j in range(n)] for i in range(n)]
 

@@ -213,7 +213,7 @@ def _tensorflow_variant(case: Case, tr: SymbolicTrace, grads: list[Any], dtype: 
 
     # SymPy's TensorFlow printer prints expm1, log1p, log2 and log10 only by name when not
     # strict: bind those names here (Heaviside is already a Piecewise, see sanitize)
-    extra = {"expm1": tf.math.expm1, "log1p": tf.math.log1p,
+    extra = {"expm1": tf.math.expm1, "log1p": tf.math.log1p, "erf": tf.math.erf, "erfc": tf.math.erfc,
              "log2": lambda x: tf.math.log(x) / math.log(2.0), "log10": lambda x: tf.math.log(x) / math.log(10.0)}
     def typed_where(condition: Any, a: Any, b: Any) -> Any:
         # tf.where makes Python constants float32; the branches must be in the run's dtype
