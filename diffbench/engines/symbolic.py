@@ -230,9 +230,12 @@ def _tensorflow_variant(case: Case, tr: SymbolicTrace, grads: list[Any], dtype: 
     printer = Printer({"strict": False})
     key = f"lambdify-tensorflow-{dtype}"
     if key not in tr._cache:
+        # exact constants (sqrt(pi), log(2)) as decimal literals: TensorFlow would make float32 tensors of
+        # the Python numbers a printed sqrt(math.pi) produces, and lose half the digits in a float64 run
+        numeric = [g.evalf(20) for g in grads]
         tr._cache[key] = (
-            sp.lambdify([tr.symbols], grads, modules=[extra, "tensorflow"], cse=True, printer=printer),
-            sp.lambdify([tr.symbols], tr.f, modules=[extra, "tensorflow"], printer=printer))
+            sp.lambdify([tr.symbols], numeric, modules=[extra, "tensorflow"], cse=True, printer=printer),
+            sp.lambdify([tr.symbols], tr.f.evalf(20), modules=[extra, "tensorflow"], printer=printer))
     fn, f_fn = tr._cache[key]
     flat = np.concatenate([v.ravel() for v in case.inputs.values()])
     point = [tf.constant(v, dtype=tf_dtype) for v in flat]
