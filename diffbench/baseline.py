@@ -137,6 +137,7 @@ def read_baseline(path: Path) -> dict[str, Any]:
         text = path.read_text(encoding="utf-8")
         data = json.loads(text, parse_int=_parse_int, parse_float=_parse_float, parse_constant=_parse_constant)
     except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise BaselineError(f"the baseline {path} is unreadable ({exc}); re-create it with diffbench snapshot") from None
+        raise BaselineError(f"the baseline {path} is unreadable ({exc}); re-create it with diffbench "
+                            "snapshot") from None
     validate(data, path)
     return data

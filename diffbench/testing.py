@@ -139,7 +139,20 @@ def _array(values: list[Any]) -> np.ndarray:
     return np.array([np.nan if v is None else float(v) for v in values], dtype=np.float64)
 
 
-def _worst(expected: np.ndarray, got: np.ndarray, delta: np.ndarray, shape: list[int], count: int = 3) -> list[str]:
+def _worst(expected: np.ndarray, got: np.ndarray, shape: list[int], count: int = 3) -> list[str]:
+    diff = np.abs(np.nan_to_num(got, nan=np.inf) - expected)
+    order = np.argsort(-diff)[:count]
+    out = []
+    for flat_index in order:
+        if diff[flat_index] == 0:
+            break
+        index = np.unravel_index(int(flat_index), shape) if shape else ()
+        out.append(f"[{', '.join(map(str, index))}] expected {expected[flat_index]:.10g}, got {got[flat_index]:.10g}")
+    return out
+
+
+def _worst_elements(expected: np.ndarray, got: np.ndarray, delta: np.ndarray, shape: list[int],
+                    count: int = 3) -> list[str]:
     order = np.argsort(-delta, kind="stable")[:count]
     out = []
     for flat_index in order:
@@ -172,13 +185,15 @@ def _gradient_changes(old: dict[str, Any], row: dict[str, Any], shapes: dict[str
         moved = float(np.linalg.norm(delta))
         rel = moved / scale if scale > 0 else moved
         if not rel <= tol:
-            worst = "; ".join(_worst(expected, got, delta, shapes.get(input_name, [expected.size])))
+            worst = "; ".join(_worst_elements(expected, got, delta, shapes.get(input_name, [expected.size])))
             out.append(f"gradient w.r.t. `{input_name}` moved by a relative error of {rel:.3g} (tolerance "
                        f"{tol:.1g}); worst elements {worst}")
     return out
 
 
 def _label(row: dict[str, Any]) -> str:
+    if row["method"] == "case":  # the runner's row for a case that could not even be loaded or started
+        return "(the whole case)"
     return f"{row['method']}/{row['variant']} {row['dtype']}"
 
 
@@ -219,7 +234,7 @@ def compare(baseline: dict[str, Any], current: dict[str, dict[str, Any]], slower
                   if base.get("source_hash") and base["source_hash"] != entry["source_hash"] else "")
         shapes = {k: v["shape"] for k, v in entry["inputs"].items()}
         base_rows = {(r["method"], r["variant"], r["dtype"]): r for r in base["rows"]}
-        seen, lacking, untimed, case_compared = set(), [], [], 0
+        seen, lacking, untimed, case_compared, unmeasured = set(), [], [], 0, 0
         for row in entry["rows"]:
             key = (row["method"], row["variant"], row["dtype"])
             seen.add(key)
@@ -228,6 +243,7 @@ def compare(baseline: dict[str, Any], current: dict[str, dict[str, Any]], slower
                 regressions.append(f"- **{name}** {_label(row)}: could not be measured (`{row['status']}`"
                                    f"{'' if old is None else ', baseline `' + old['status'] + '`'}): "
                                    f"{row.get('diagnosis') or 'no diagnosis'}")
+                unmeasured += 1
                 continue
             if old is None:
                 lacking.append(_label(row))
@@ -266,7 +282,7 @@ def compare(baseline: dict[str, Any], current: dict[str, dict[str, Any]], slower
             uncovered.append(f"- nothing to compare for **{name}** {_labels(lacking)}: the baseline has no such rows "
                              f"(it has {_labels(base['rows'])}); check with the --methods, --dtypes and --variants "
                              "of the snapshot, or re-run snapshot")
-        elif not case_compared and not missing:
+        elif not case_compared and not missing and not unmeasured:
             uncovered.append(f"- nothing to compare for **{name}**: no row of this check is in the baseline "
                              f"(it has {_labels(base['rows'])})")
         if untimed:
