@@ -67,6 +67,20 @@ def test_a_case_that_exits_or_hangs_never_passes(baseline, probe):
     assert "Traceback" not in out.stderr
 
 
+@pytest.mark.slow
+def test_snapshot_survives_a_case_that_exits_everywhere(tmp_path):
+    path = tmp_path / "baseline.json"
+    out = diffbench("snapshot", "--cases", PROBES, "--baseline", path, *SELECT, "--timeout", "5",
+                    probe="os_exit_always")
+    assert out.returncode == EXIT_OK and "could not be measured" in out.stderr, out.stderr
+    entry = json.loads(path.read_text())["cases"]["cubic"]
+    assert entry["reference"] is None and "died" in entry["reference_problem"]
+    assert {r["status"] for r in entry["rows"]} == {"error"}
+    # the same failure in the baseline does not make it a pass
+    out = check(path, "--timeout", "5", probe="os_exit_always")
+    assert out.returncode == EXIT_REGRESSION and "could not be measured" in out.stdout, out.stdout + out.stderr
+
+
 # --------------------------------------------------------------------------- nothing to compare
 def _drop_finite(data):
     data["cases"]["cubic"]["rows"] = [r for r in data["cases"]["cubic"]["rows"] if r["method"] != "finite"]

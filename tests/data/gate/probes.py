@@ -1,7 +1,8 @@
 """A case that misbehaves on demand: DIFFBENCH_PROBE picks how, so one baseline serves every probe.
 
 The misbehaviour happens only where the function is evaluated on float64 arrays (the finite
-differences), so the reference and the symbolic rows still measure normally.
+differences), so the reference and the symbolic rows still measure normally; ``os_exit_always``
+exits wherever the function is evaluated, the 50-digit reference included.
 """
 
 import os
@@ -17,6 +18,8 @@ PROBE = os.environ.get("DIFFBENCH_PROBE", "")
 
 
 def _misbehave(x):
+    if PROBE == "os_exit_always":
+        os._exit(0)
     if not (isinstance(x, np.ndarray) and x.dtype == np.float64):
         return
     if PROBE == "sys_exit":
