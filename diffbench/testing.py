@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -391,6 +392,18 @@ def _selection(args: argparse.Namespace, timing: bool) -> tuple[list[Any], Any]:
     return cases, config
 
 
+def _unwritable(path: Path) -> str | None:
+    """Why a file cannot be written at ``path`` (checked before the work, not after), or None."""
+    if path.is_dir():
+        return "it is a folder"
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                return f"{parent} is not a folder"
+            return None if os.access(parent, os.W_OK | os.X_OK) else f"{parent} is not writable"
+    return None
+
+
 def cmd_snapshot(args: argparse.Namespace) -> int:
     """Write a baseline for the selected cases; exit 0, 2 for bad options, 130 when interrupted."""
     try:
@@ -399,6 +412,11 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
         print(exc, file=sys.stderr)
         return EXIT_BASELINE
     path = Path(args.baseline)
+    problem = _unwritable(path)
+    if problem:
+        print(f"diffbench snapshot: cannot write the baseline to {path}: {problem}; pass another --baseline",
+              file=sys.stderr)
+        return EXIT_BASELINE
     data = write_baseline(cases, path, methods=list(config.methods), dtypes=list(config.dtypes),
                           variants={m: list(v) for m, v in config.variants.items()}, timing=config.timing,
                           timeout=args.timeout, profile=args.profile, jobs=args.jobs)
@@ -410,7 +428,8 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
                   if r["status"] in UNMEASURED_STATUSES]
     if unmeasured:
         print(f"diffbench: {len(unmeasured)} rows could not be measured and are recorded as such: "
-              f"{_labels(unmeasured)}; check compares them as they are", file=sys.stderr)
+              f"{_labels(unmeasured)}; check fails on them until they measure (or the case expects it)",
+              file=sys.stderr)
     return EXIT_OK
 
 
@@ -438,7 +457,11 @@ def cmd_check(args: argparse.Namespace) -> int:
     text = "\n".join(lines).rstrip("\n") + "\n"
     print(text, end="")
     if args.summary:
-        Path(args.summary).write_text(text, encoding="utf-8")
+        try:
+            Path(args.summary).write_text(text, encoding="utf-8")
+        except OSError as exc:
+            print(f"diffbench check: cannot write --summary {args.summary}: {exc.strerror or exc}", file=sys.stderr)
+            return code or EXIT_BASELINE
     return code
 
 

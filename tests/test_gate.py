@@ -155,6 +155,15 @@ def test_bad_options_are_exit_2_not_a_regression(baseline):
     assert check(baseline, "--fail-slower", "mean:20%").returncode == 2
 
 
+def test_an_unwritable_baseline_or_summary_is_said_before_a_traceback(baseline, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    out = diffbench("snapshot", "--cases", PROBES, "--baseline", blocker / "baseline.json", *SELECT)
+    assert out.returncode == 2 and "not a folder" in out.stderr and "Traceback" not in out.stderr
+    out = check(baseline, "--summary", blocker / "summary.md")
+    assert out.returncode == 2 and "--summary" in out.stderr and "Traceback" not in out.stderr
+
+
 # --------------------------------------------------------------------------- slowdowns
 def _timed(samples, gradient=1.0):
     return {"method": "tape", "variant": "eager", "dtype": "float64", "status": "ok", "rel_error": 0.0,
