@@ -34,6 +34,7 @@ class Slowdown:
 
     @property
     def percent(self) -> float:
+        """How much slower, in percent of the baseline's statistic."""
         return (self.after_s / self.before_s - 1) * 100 if self.before_s > 0 else math.inf
 
 

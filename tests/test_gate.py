@@ -307,3 +307,36 @@ def test_a_change_in_the_xp_function_is_stale(tmp_path):
     cases.write_text(source.replace("BODY", "x ** 3 + x"))
     out = diffbench("check", *options)
     assert out.returncode == EXIT_BASELINE and "changed since the baseline" in out.stdout
+
+
+HANGING_NATIVE_CASE = '''
+import os
+from diffbench import case
+
+@case(inputs={"x": [0.5, -1.0]})
+def looped(x, xp):
+    return xp.sum(x ** 2)
+
+@looped.tensorflow
+def _(x):
+    import tensorflow as tf
+    if os.environ.get("DIFFBENCH_PROBE") == "tf_hang":
+        @tf.function
+        def forever(v):
+            return tf.while_loop(lambda i: tf.constant(True), lambda i: i + 1, [tf.constant(0)])
+        forever(x)
+    return tf.reduce_sum(x ** 2)
+'''
+
+
+@pytest.mark.slow
+def test_a_native_tensorflow_hang_is_stopped_and_fails(tmp_path):
+    # a tf.while_loop inside tf.function never returns to Python, so only the parent can stop it
+    cases = tmp_path / "hang.py"
+    cases.write_text(HANGING_NATIVE_CASE)
+    options = ["--cases", cases, "--baseline", tmp_path / "baseline.json", "--methods", "tape", "--variants",
+               "tape=eager", "--dtypes", "float64", "--timeout", "5"]
+    assert diffbench("snapshot", *options).returncode == 0
+    out = diffbench("check", *options, probe="tf_hang")
+    assert out.returncode == EXIT_REGRESSION, out.stdout + out.stderr
+    assert "could not be measured (`timeout`" in out.stdout
