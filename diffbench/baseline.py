@@ -60,7 +60,7 @@ _CASE = {
     "type": "object",
     "required": ["definition_hash", "inputs", "rows"],
     "properties": {
-        "definition_hash": _NAME, "source_hash": {"type": "string"},
+        "definition_hash": {"type": "string"}, "source_hash": {"type": "string"},
         "file": {"type": ["string", "null"]},
         "inputs": {"type": "object", "additionalProperties": _INPUT},
         "reference": {"anyOf": [{"type": "null"}, {"type": "object", "additionalProperties": _VALUES}]},

@@ -340,3 +340,11 @@ def test_a_native_tensorflow_hang_is_stopped_and_fails(tmp_path):
     out = diffbench("check", *options, probe="tf_hang")
     assert out.returncode == EXIT_REGRESSION, out.stdout + out.stderr
     assert "could not be measured (`timeout`" in out.stdout
+
+
+def test_a_case_file_that_cannot_load_gives_a_readable_baseline_and_fails_check(tmp_path):
+    options = ["--cases", ROOT / "tests" / "data" / "badfiles" / "import_error.py", "--baseline",
+               tmp_path / "baseline.json", *SELECT]
+    assert diffbench("snapshot", *options).returncode == EXIT_OK
+    out = diffbench("check", *options)
+    assert out.returncode == EXIT_REGRESSION and "could not be measured" in out.stdout, out.stdout + out.stderr
