@@ -28,6 +28,10 @@ DEFAULT_BASELINE = Path(".diffbench") / "baseline.json"
 #: exit codes of ``check``: match, gradient regression, baseline unusable or nothing to compare, slowdown
 EXIT_OK, EXIT_REGRESSION, EXIT_BASELINE, EXIT_SLOWER = 0, 1, 2, 3
 EXIT_INTERRUPTED = 130
+CHECK_EXIT_CODES = ("exit status: 0 every selected row matches the baseline; 1 a gradient or status regressed, or a "
+                    "row could not be measured; 2 the baseline is missing, malformed, of another version or stale, "
+                    "or there is nothing to compare for part of the selection, or an option is bad; 3 only "
+                    "significant slowdowns (--fail-slower); 130 interrupted")
 #: statuses whose rows carry no gradient; for the others a baseline row without one compares nothing
 NO_GRADIENT_STATUSES = frozenset({"none", "error", "timeout", "skipped"})
 #: statuses meaning the row could not be measured at all
@@ -379,6 +383,13 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _jobs(text: str) -> int:
+    """argparse type= for --jobs: a whole number of worker processes, at least 1."""
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"takes a whole number of worker processes, at least 1, got {text!r}")
+    return int(text)
+
+
 def _selection(args: argparse.Namespace, timing: bool) -> tuple[list[Any], Any]:
     """The cases and harness configuration the options select; raises SystemExit(message) for bad ones."""
     from .cli import _load, _split, _variants
@@ -470,7 +481,7 @@ def add_commands(sub: Any, add_case_options: Callable[[argparse.ArgumentParser],
     for name, func, text in (("snapshot", cmd_snapshot, "write a baseline of every case's gradients"),
                              ("check", cmd_check, "compare gradients with the baseline (exit 0 match, 1 regression, "
                                                   "2 baseline unusable or nothing to compare, 3 slower)")):
-        parser = sub.add_parser(name, help=text)
+        parser = sub.add_parser(name, help=text, epilog=CHECK_EXIT_CODES if name == "check" else None)
         add_case_options(parser)
         parser.add_argument("--baseline", default=str(DEFAULT_BASELINE), metavar="FILE",
                             help=f"baseline file (default {DEFAULT_BASELINE}, relative to the current folder)")
@@ -479,7 +490,7 @@ def add_commands(sub: Any, add_case_options: Callable[[argparse.ArgumentParser],
         parser.add_argument("--variants", metavar="METHOD=V1,V2", action="append", help="only these variants")
         parser.add_argument("--timeout", type=_seconds, default=120.0, metavar="SECONDS",
                             help="time budget per measurement, enforced by stopping the worker (default 120)")
-        parser.add_argument("--jobs", type=int, default=2, metavar="N",
+        parser.add_argument("--jobs", type=_jobs, default=2, metavar="N",
                             help="worker processes (default 2; use 1 for the least timing interference)")
         parser.add_argument("--profile", choices=["quick", "full"], default="quick",
                             help="timing effort (default quick); use the same for snapshot and check")
