@@ -320,7 +320,10 @@ def compare(baseline: dict[str, Any], current: dict[str, dict[str, Any]], slower
                 regressions.append(f"- **{name}** {_label(row)}{native}: status `{old['status']}` -> "
                                    f"`{row['status']}` (relative error against the reference "
                                    f"{_number(old.get('rel_error'))} -> {_number(row.get('rel_error'))})"
-                                   + "".join(f"; {c}" for c in changes))
+                                   + "".join(f"; {c}" for c in changes)
+                                   # the per-row diagnosis judges this row alone; where the baseline gives a
+                                   # gradient to compare, the comparison says more
+                                   + (f"; {row['diagnosis']}" if row.get("diagnosis") and not changes else ""))
             elif changes:
                 regressions.extend(f"- **{name}** {_label(row)}{native}: {c}" for c in changes)
             elif old["gradient"] is not None and row.get("gradient") is None:
