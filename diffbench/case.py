@@ -133,6 +133,27 @@ class Case:
         digest.update(",".join(sorted(self.integer_inputs)).encode())
         return digest.hexdigest()[:16]
 
+    @property
+    def definition_hash(self) -> str:
+        """SHA-256 of the case's mathematical definition: its ``xp`` function, inputs and expectations.
+
+        Unlike :attr:`source_hash` it leaves out the native TensorFlow implementation: that
+        is the code under test, so a baseline must compare it rather than call it stale.
+        """
+        digest = hashlib.sha256()
+        if self.func is not None:
+            try:
+                digest.update(inspect.getsource(self.func).encode())
+            except (OSError, TypeError):
+                digest.update(getattr(self.func, "__qualname__", repr(self.func)).encode())
+        for key, value in self.inputs.items():
+            digest.update(key.encode())
+            digest.update(str(value.shape).encode())
+            digest.update(np.ascontiguousarray(value).tobytes())
+        digest.update(",".join(sorted(self.integer_inputs)).encode())
+        digest.update(repr(sorted(self.expect.items())).encode())
+        return digest.hexdigest()[:16]
+
     def with_inputs(self, inputs: Mapping[str, Any], name: str | None = None) -> "Case":
         """Return a copy of this case evaluated at other inputs (same function)."""
         new = make_case(self.func, inputs, tags=self.tags, expect=self.expect, sizes=self.sizes,

@@ -1,12 +1,10 @@
 """Regression tests on gradients: baselines and the CI gate, and ``assert_gradients``.
 
-Baseline format (JSON, one file, readable and diffable by eye). ``SCHEMA_VERSION``
-history:
-
-- 1: cases -> {source_hash, file, inputs, reference, rows: [{method, variant, dtype,
-  status, rel_error, time_median_s, gradient}]}, plus environment and created.
-
-Reading a baseline only parses JSON; it never executes code.
+``snapshot`` measures the selected cases in isolated worker processes (the runner of
+``run``, with its hard time budget) and writes the baseline (format and version history
+in :mod:`diffbench.baseline`). ``check`` measures them the same way, the gradients
+travelling back from the workers, and compares. It fails closed: a row that could not be
+measured, or a selection the baseline cannot be compared with, is never a pass.
 """
 
 from __future__ import annotations
@@ -15,35 +13,35 @@ import argparse
 import contextlib
 import json
 import math
-import re
+import os
 import sys
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-SCHEMA_VERSION = 1
+from .baseline import SCHEMA_VERSION, BaselineError, read_baseline
+from .slowdown import SlowerCheck
+
+__all__ = ["SCHEMA_VERSION", "BaselineError", "read_baseline", "write_baseline", "compare", "assert_gradients"]
+
 DEFAULT_BASELINE = Path(".diffbench") / "baseline.json"
-EXIT_OK, EXIT_REGRESSION, EXIT_BASELINE = 0, 1, 2
-
-
-class BaselineError(Exception):
-    """The baseline cannot be used (missing, unreadable, unknown schema, stale)."""
+#: exit codes of ``check``: match, gradient regression, baseline unusable or nothing to compare, slowdown
+EXIT_OK, EXIT_REGRESSION, EXIT_BASELINE, EXIT_SLOWER = 0, 1, 2, 3
+EXIT_INTERRUPTED = 130
+CHECK_EXIT_CODES = ("exit status: 0 every selected row matches the baseline; 1 a gradient or status regressed, or a "
+                    "row could not be measured; 2 the baseline is missing, malformed, of another version or stale, "
+                    "or there is nothing to compare for part of the selection, or an option is bad; 3 only "
+                    "significant slowdowns (--fail-slower); 130 interrupted")
+#: statuses whose rows carry no gradient; for the others a baseline row without one compares nothing
+NO_GRADIENT_STATUSES = frozenset({"none", "error", "timeout", "skipped"})
+#: statuses meaning the row could not be measured at all
+UNMEASURED_STATUSES = frozenset({"error", "timeout"})
+ROW_FIELDS = ("method", "variant", "dtype", "status", "rel_error", "gradient", "time_median_s", "time_min_s",
+              "time_samples_s")
 
 
 # --------------------------------------------------------------------------- measuring
-def _gradient_rows(case: Any, methods: list[str] | None, dtypes: list[str] | None,
-                   variants: dict[str, list[str]] | None, timing: bool, timeout: float) -> list[dict[str, Any]]:
-    """Rows for one case with the gradient itself attached (order 1, CPU), measured in process."""
-    from .harness import make_config, measure_case
-
-    config = make_config(methods, dtypes, variants, "quick", False, timeout, timing)
-    config.devices = ("CPU",)
-    rows: list[dict[str, Any]] = []
-    measure_case(case, config, rows.append, keep_gradients=True)
-    return rows
-
-
 def _clean(value: Any) -> Any:
     if hasattr(value, "item"):
         value = value.item()
@@ -59,60 +57,147 @@ def _as_list(array: Any) -> Any:
     return [_clean(v) for v in np.asarray(array, dtype=np.float64).ravel()]
 
 
-def snapshot_case(case: Any, methods: list[str] | None = None, dtypes: list[str] | None = None,
-                  variants: dict[str, list[str]] | None = None, timing: bool = True,
-                  timeout: float = 120.0) -> dict[str, Any]:
-    """The baseline entry of one case: inputs, reference, and every method's gradient and error."""
+def _config(methods: list[str] | None, dtypes: list[str] | None, variants: dict[str, list[str]] | None,
+            timing: bool, timeout: float, profile: str = "quick") -> Any:
+    """The harness configuration of snapshot and check: order 1, CPU, gradients kept, no step sweep."""
+    from .harness import make_config
+
+    config = make_config(methods, dtypes, variants, profile, False, timeout, timing)
+    config.devices = ("CPU",)
+    config.keep_gradients = True
+    config.sweep = False
+    return config
+
+
+def _baseline_row(row: dict[str, Any]) -> dict[str, Any]:
+    gradient = row.get("gradient")
+    out = {k: _clean(row.get(k)) for k in ROW_FIELDS if k not in ("gradient", "time_samples_s")}
+    out["gradient"] = None if gradient is None else {k: _as_list(v) for k, v in gradient.items()}
+    samples = row.get("time_samples_s")
+    out["time_samples_s"] = [float(s) for s in samples] if samples else None
+    return out
+
+
+def measure_isolated(cases: list[Any], config: Any, jobs: int = 2) -> dict[str, list[dict[str, Any]]] | None:
+    """Each case's rows (gradients as lists, timing samples, status, diagnosis), measured in worker processes.
+
+    A case that hangs, crashes or exits its worker gets ``timeout``/``error`` rows, as in
+    ``run``. Returns None when interrupted (Ctrl-C).
+    """
+    from .runner import run_isolated
+
+    found: dict[str, list[dict[str, Any]]] = {c.name: [] for c in cases}
+
+    def keep(rows: list[dict[str, Any]]) -> None:
+        for row in rows:
+            found.setdefault(row["case"], []).append(
+                dict(_baseline_row(row), expected=row.get("expected"), diagnosis=row.get("diagnosis")))
+
+    complete = run_isolated(cases, config, jobs, keep, set())
+    return found if complete else None
+
+
+def _reference_worker(todo: list[tuple[str, str]], timeout: float, results: Any) -> None:
+    from .case import load_cases
+    from .harness import budget
     from .reference import reference
 
-    entry: dict[str, Any] = {"source_hash": case.source_hash if case.func else "", "file": case.source_file,
-                             "inputs": {k: {"shape": list(v.shape), "values": _as_list(v)} for k, v in case.inputs.items()}}
-    try:
-        ref = reference(case)
-        entry["reference"] = {k: _as_list(v) for k, v in ref.values.items()}
-    except Exception as exc:  # noqa: BLE001 - recorded, not fatal
-        entry["reference"] = None
-        entry["reference_problem"] = str(exc)
-    rows = []
-    for row in _gradient_rows(case, methods, dtypes, variants, timing, timeout):
-        gradient = row.get("gradient")
-        rows.append({"method": row["method"], "variant": row["variant"], "dtype": row["dtype"],
-                     "status": row["status"], "rel_error": _clean(row["rel_error"]),
-                     "time_median_s": _clean(row["time_median_s"]),
-                     "gradient": None if gradient is None else {k: _as_list(v) for k, v in gradient.items()}})
+    loaded: dict[str, dict[str, Any]] = {}
+    for file, name in todo:
+        try:
+            if file not in loaded:
+                loaded[file] = {c.name: c for c in load_cases(file)}
+            with budget(timeout):
+                ref = reference(loaded[file][name])
+            results.put((name, {k: _as_list(v) for k, v in ref.values.items()}, None))
+        except Exception as exc:  # noqa: BLE001 - recorded in the baseline, not fatal
+            results.put((name, None, str(exc) or type(exc).__name__))
+
+
+def references(cases: list[Any], timeout: float) -> dict[str, tuple[dict[str, list[Any]] | None, str | None]]:
+    """Each case's 50-digit reference gradient (as lists) or the reason it has none.
+
+    Computed in a worker process that is stopped from outside when one case takes longer
+    than ``timeout`` plus the runner's grace period, or dies; the rest go on in a fresh one.
+    """
+    import multiprocessing as mp
+    import queue
+    import time
+
+    from .runner import GRACE_S
+
+    context = mp.get_context("spawn")
+    todo = [(c.source_file, c.name) for c in cases if c.func is not None and c.source_file and not c.problem]
+    found: dict[str, tuple[dict[str, list[Any]] | None, str | None]] = {}
+    while todo:
+        # a fresh queue per worker: one that died mid-write may leave the old queue's lock held
+        results = context.Queue()
+        process = context.Process(target=_reference_worker, args=(todo, timeout, results), daemon=True)
+        process.start()
+        try:
+            deadline = time.monotonic() + timeout + GRACE_S
+            while todo:
+                try:
+                    name, values, problem = results.get(timeout=0.5)
+                except queue.Empty:
+                    if process.is_alive() and time.monotonic() < deadline:
+                        continue
+                    why = "ran past --timeout" if process.is_alive() else f"died (exit code {process.exitcode})"
+                    found[todo.pop(0)[1]] = (None, f"the reference computation {why}")
+                    break
+                found[name] = (values, problem)
+                todo = [t for t in todo if t[1] != name]
+                deadline = time.monotonic() + timeout + GRACE_S
+        finally:
+            if process.is_alive():
+                process.kill()
+            process.join(timeout=5)
+    return found
+
+
+def case_entry(case: Any, rows: list[dict[str, Any]],
+               reference: tuple[dict[str, list[Any]] | None, str | None] | None = None) -> dict[str, Any]:
+    """The baseline entry of one case: hashes, inputs, rows and (for a snapshot) the reference gradient."""
+    entry: dict[str, Any] = {
+        "definition_hash": case.definition_hash if case.func else "",
+        "source_hash": case.source_hash if case.func else "", "file": case.source_file,
+        "inputs": {k: {"shape": list(v.shape), "values": _as_list(v)} for k, v in case.inputs.items()},
+    }
+    if reference is not None:
+        entry["reference"] = reference[0]
+        if reference[1] is not None:
+            entry["reference_problem"] = reference[1]
     entry["rows"] = rows
     return entry
 
 
-def write_baseline(cases: list[Any], path: Path, **options: Any) -> dict[str, Any]:
-    """Measure ``cases`` and write the baseline JSON to ``path``; return it."""
+def write_baseline(cases: list[Any], path: Path, methods: list[str] | None = None, dtypes: list[str] | None = None,
+                   variants: dict[str, list[str]] | None = None, timing: bool = True, timeout: float = 120.0,
+                   profile: str = "quick", jobs: int = 2) -> dict[str, Any] | None:
+    """Measure ``cases`` in worker processes and write the baseline JSON to ``path``.
+
+    Returns the baseline, or None (and writes nothing) when interrupted.
+    Raises KeyError or ValueError for an unknown method, variant or dtype.
+    """
     from .report import atomic_write, environment
 
-    data = {"schema_version": SCHEMA_VERSION, "environment": environment([], "quick"),
-            "cases": {c.name: snapshot_case(c, **options) for c in cases}}
+    measured = measure_isolated(cases, _config(methods, dtypes, variants, timing, timeout, profile), jobs)
+    if measured is None:
+        return None
+    refs = references(cases, timeout)
+    data = {"schema_version": SCHEMA_VERSION, "environment": environment([], profile),
+            "cases": {c.name: case_entry(c, [_baseline_row(r) for r in measured.get(c.name, [])],
+                                         refs.get(c.name, (None, c.problem or "no function")))
+                      for c in cases}}
     atomic_write(path, json.dumps(data, indent=1, sort_keys=True) + "\n")
     return data
 
 
-def read_baseline(path: Path) -> dict[str, Any]:
-    """Parse a baseline (JSON only, no code); raises BaselineError with what to do."""
-    if not path.exists():
-        raise BaselineError(f"no baseline at {path}; create one with: python -m diffbench snapshot --baseline {path}")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BaselineError(f"the baseline {path} is unreadable ({exc}); re-create it with diffbench snapshot") from None
-    if not isinstance(data, dict) or "schema_version" not in data:
-        raise BaselineError(f"{path} is not a diffbench baseline (no schema_version)")
-    if data["schema_version"] != SCHEMA_VERSION:
-        raise BaselineError(f"{path} has schema_version {data['schema_version']!r}; this diffbench reads version "
-                            f"{SCHEMA_VERSION}. Re-create it with this version's diffbench snapshot")
-    if not isinstance(data.get("cases"), dict):
-        raise BaselineError(f"{path} has no 'cases' mapping")
-    return data
-
-
 # --------------------------------------------------------------------------- comparing
+def _array(values: list[Any]) -> np.ndarray:
+    return np.array([np.nan if v is None else float(v) for v in values], dtype=np.float64)
+
+
 def _worst(expected: np.ndarray, got: np.ndarray, shape: list[int], count: int = 3) -> list[str]:
     diff = np.abs(np.nan_to_num(got, nan=np.inf) - expected)
     order = np.argsort(-diff)[:count]
@@ -125,133 +210,300 @@ def _worst(expected: np.ndarray, got: np.ndarray, shape: list[int], count: int =
     return out
 
 
-def _parse_slower(spec: str | None) -> tuple[str, float] | None:
-    if not spec:
-        return None
-    match = re.fullmatch(r"(median|min):(\d+(?:\.\d+)?)%", spec.strip())
-    if not match:
-        raise SystemExit(f"diffbench: --fail-slower takes STAT:PERCENT, e.g. median:20%, got {spec!r}")
-    return match.group(1), float(match.group(2)) / 100
+def _worst_elements(expected: np.ndarray, got: np.ndarray, delta: np.ndarray, shape: list[int],
+                    count: int = 3) -> list[str]:
+    order = np.argsort(-delta, kind="stable")[:count]
+    out = []
+    for flat_index in order:
+        if delta[flat_index] == 0:
+            break
+        index = np.unravel_index(int(flat_index), shape) if shape else ()
+        out.append(f"[{', '.join(map(str, index))}] expected {expected[flat_index]:.10g}, got {got[flat_index]:.10g}")
+    return out
 
 
-def compare(baseline: dict[str, Any], current: dict[str, dict[str, Any]], slower: tuple[str, float] | None = None
-            ) -> tuple[int, list[str]]:
-    """Compare fresh entries with the baseline; return (exit code, markdown lines of findings)."""
+def _gradient_changes(old: dict[str, Any], row: dict[str, Any], shapes: dict[str, list[int]]) -> list[str]:
+    """How the row's gradient moved from the baseline's beyond the method's tolerance, per input."""
     from .metrics import tolerance
 
-    problems: list[str] = []
-    stale: list[str] = []
+    if old.get("gradient") is None or row.get("gradient") is None:
+        return []
+    tol = tolerance(row["method"], row["variant"], row["dtype"])
+    out = []
+    for input_name in sorted(set(old["gradient"]) | set(row["gradient"])):
+        expected = _array(old["gradient"].get(input_name, []))
+        got = _array(row["gradient"].get(input_name, []))
+        if expected.shape != got.shape:
+            out.append(f"input `{input_name}` changed size {expected.size} -> {got.size}")
+            continue
+        same = (expected == got) | (np.isnan(expected) & np.isnan(got))
+        with np.errstate(invalid="ignore"):
+            delta = np.where(same, 0.0, np.abs(got - expected))
+        delta = np.where(np.isfinite(delta), delta, np.inf)
+        scale = float(np.linalg.norm(np.where(np.isfinite(expected), expected, 0.0)))
+        moved = float(np.linalg.norm(delta))
+        rel = moved / scale if scale > 0 else moved
+        if not rel <= tol:
+            worst = "; ".join(_worst_elements(expected, got, delta, shapes.get(input_name, [expected.size])))
+            out.append(f"gradient w.r.t. `{input_name}` moved by a relative error of {rel:.3g} (tolerance "
+                       f"{tol:.1g}); worst elements {worst}")
+    return out
+
+
+def _label(row: dict[str, Any]) -> str:
+    if row["method"] == "case":  # the runner's row for a case that could not even be loaded or started
+        return "(the whole case)"
+    return f"{row['method']}/{row['variant']} {row['dtype']}"
+
+
+def _labels(rows: Any, limit: int = 6) -> str:
+    names = [r if isinstance(r, str) else _label(r) for r in rows]
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return (", ".join(names[:limit]) + more) if names else "no rows"
+
+
+def _number(value: Any) -> str:
+    return "-" if value is None else (value if isinstance(value, str) else f"{value:.2g}")
+
+
+def compare(baseline: dict[str, Any], current: dict[str, dict[str, Any]], slower: SlowerCheck | None = None,
+            selected: Callable[[str, str, str], bool] | None = None) -> tuple[int, list[str]]:
+    """Compare fresh case entries with a validated baseline; return (exit code, markdown lines).
+
+    The exit code is EXIT_REGRESSION when a gradient or status regressed or a row could not
+    be measured, else EXIT_BASELINE when a case is stale or missing or there is nothing to
+    compare for something selected, else EXIT_SLOWER for a significant slowdown, else EXIT_OK.
+    ``selected(method, variant, dtype)`` says which baseline rows this check should have measured.
+    """
+    from .case import matches
+
+    regressions: list[str] = []
+    uncovered: list[str] = []
+    slowdowns: list[str] = []
+    compared = timed = 0
     for name, entry in current.items():
         base = baseline["cases"].get(name)
         if base is None:
-            stale.append(f"- **{name}**: not in the baseline; run `python -m diffbench snapshot` to add it")
+            uncovered.append(f"- **{name}**: not in the baseline; run `python -m diffbench snapshot` to add it")
             continue
-        if base.get("source_hash") != entry["source_hash"]:
-            stale.append(f"- **{name}**: the case's source or inputs changed since the baseline (hash "
-                         f"{base.get('source_hash')} -> {entry['source_hash']}); review and re-run snapshot")
+        if base["definition_hash"] != entry["definition_hash"]:
+            uncovered.append(f"- **{name}**: the case's function, inputs or expectations changed since the baseline "
+                             f"(hash {base['definition_hash']} -> {entry['definition_hash']}); review and re-run "
+                             "snapshot")
             continue
-        base_rows = {(r["method"], r["variant"], r["dtype"]): r for r in base.get("rows", [])}
+        native = (" (its native TensorFlow code changed since the baseline)"
+                  if base.get("source_hash") and base["source_hash"] != entry["source_hash"] else "")
+        shapes = {k: v["shape"] for k, v in entry["inputs"].items()}
+        base_rows = {(r["method"], r["variant"], r["dtype"]): r for r in base["rows"]}
+        seen, lacking, untimed, case_compared, unmeasured = set(), [], [], 0, 0
         for row in entry["rows"]:
             key = (row["method"], row["variant"], row["dtype"])
-            label = f"{row['method']}/{row['variant']} {row['dtype']}"
+            seen.add(key)
             old = base_rows.get(key)
+            # the baseline may hold the same failure, but a row not measured now checks nothing,
+            # unless failing is what the case declares (expect=)
+            if row["status"] in UNMEASURED_STATUSES and not matches(row["status"], row.get("expected") or "ok"):
+                regressions.append(f"- **{name}** {_label(row)}: could not be measured (`{row['status']}`"
+                                   f"{'' if old is None else ', baseline `' + old['status'] + '`'}): "
+                                   f"{row.get('diagnosis') or 'no diagnosis'}")
+                unmeasured += 1
+                continue
             if old is None:
+                lacking.append(_label(row))
                 continue
+            if old["gradient"] is None and old["status"] not in NO_GRADIENT_STATUSES:
+                uncovered.append(f"- nothing to compare for **{name}** {_label(row)}: the baseline row (status "
+                                 f"`{old['status']}`) has no gradient; re-run snapshot")
+                continue
+            case_compared += 1
+            changes = _gradient_changes(old, row, shapes)
             if old["status"] != row["status"] and row["status"] != "ok":
-                problems.append(f"- **{name}** {label}: status `{old['status']}` -> `{row['status']}`")
-                continue
-            if old.get("gradient") and row.get("gradient"):
-                tol = tolerance(row["method"], row["variant"], row["dtype"])
-                for input_name, values in row["gradient"].items():
-                    expected = np.array([np.nan if v is None else float(v) for v in old["gradient"].get(input_name, [])])
-                    got = np.array([np.nan if v is None else float(v) for v in values])
-                    if expected.shape != got.shape:
-                        problems.append(f"- **{name}** {label}: input `{input_name}` changed size "
-                                        f"{expected.size} -> {got.size}")
-                        continue
-                    both_nan = np.isnan(expected) & np.isnan(got)
-                    norm = float(np.linalg.norm(np.where(both_nan, 0, expected)))
-                    diff = float(np.linalg.norm(np.where(both_nan, 0, np.nan_to_num(got, nan=np.inf) - expected)))
-                    rel = diff / norm if norm > 0 else diff
-                    if not rel <= tol:
-                        shape = entry["inputs"][input_name]["shape"]
-                        worst = "; ".join(_worst(expected, got, shape))
-                        problems.append(f"- **{name}** {label}: gradient w.r.t. `{input_name}` moved by a relative "
-                                        f"{rel:.3g} (tolerance {tol:.1g}); worst elements {worst}")
-            if slower and old.get("time_median_s") and row.get("time_median_s"):
-                ratio = row["time_median_s"] / old["time_median_s"]
-                if ratio > 1 + slower[1]:
-                    problems.append(f"- **{name}** {label}: {slower[0]} time {old['time_median_s']:.3g} s -> "
-                                    f"{row['time_median_s']:.3g} s ({(ratio - 1) * 100:.0f}% slower, limit "
-                                    f"{slower[1] * 100:.0f}%)")
-    if stale:
-        return EXIT_BASELINE, ["## diffbench check: the baseline does not cover these cases", "", *stale]
-    if problems:
-        return EXIT_REGRESSION, ["## diffbench check: gradient regressions", "", *problems]
-    return EXIT_OK, [f"diffbench check: {len(current)} cases match the baseline"]
+                regressions.append(f"- **{name}** {_label(row)}{native}: status `{old['status']}` -> "
+                                   f"`{row['status']}` (relative error against the reference "
+                                   f"{_number(old.get('rel_error'))} -> {_number(row.get('rel_error'))})"
+                                   + "".join(f"; {c}" for c in changes)
+                                   # the per-row diagnosis judges this row alone; where the baseline gives a
+                                   # gradient to compare, the comparison says more
+                                   + (f"; {row['diagnosis']}" if row.get("diagnosis") and not changes else ""))
+            elif changes:
+                regressions.extend(f"- **{name}** {_label(row)}{native}: {c}" for c in changes)
+            elif old["gradient"] is not None and row.get("gradient") is None:
+                regressions.append(f"- **{name}** {_label(row)}: no gradient came back (status `{row['status']}`): "
+                                   f"{row.get('diagnosis') or 'no diagnosis'}")
+            if slower is not None and row.get("time_samples_s"):
+                if not old.get("time_samples_s"):
+                    untimed.append(_label(row))
+                    continue
+                timed += 1
+                found = slower.judge(old["time_samples_s"], row["time_samples_s"])
+                if found:
+                    slowdowns.append(f"- **{name}** {_label(row)}: {found.statistic} time {found.before_s:.3g} s -> "
+                                     f"{found.after_s:.3g} s ({found.percent:.0f}% slower, limit "
+                                     f"{slower.threshold * 100:g}%; one-sided Mann-Whitney p = {found.p_value:.2g})")
+        compared += case_compared
+        missing = [r for key, r in base_rows.items() if key not in seen and (selected is None or selected(*key))]
+        if missing:
+            regressions.append(f"- **{name}**: measured in the baseline but not this time: {_labels(missing)}")
+        if lacking:
+            uncovered.append(f"- nothing to compare for **{name}** {_labels(lacking)}: the baseline has no such rows "
+                             f"(it has {_labels(base['rows'])}); check with the --methods, --dtypes and --variants "
+                             "of the snapshot, or re-run snapshot")
+        elif not case_compared and not missing and not unmeasured:
+            uncovered.append(f"- nothing to compare for **{name}**: no row of this check is in the baseline "
+                             f"(it has {_labels(base['rows'])})")
+        if untimed:
+            uncovered.append(f"- nothing to compare for --fail-slower in **{name}** {_labels(untimed)}: the baseline "
+                             "has no timing samples; re-run snapshot without --no-timing")
+    if slower is not None and not timed and not any("--fail-slower" in line for line in uncovered):
+        uncovered.append("- nothing to compare for --fail-slower: no row has timing samples both in the baseline and "
+                         "in this check")
+    if not current:
+        uncovered.append("- nothing to compare for this selection: no case was measured")
+    lines: list[str] = []
+    for heading, found_lines in (("gradient regressions", regressions),
+                                 ("the baseline does not cover this check (nothing to compare)", uncovered),
+                                 (f"slowdowns (--fail-slower {slower})", slowdowns)):
+        if found_lines:
+            lines += [f"## diffbench check: {heading}", "", *found_lines, ""]
+    if regressions:
+        return EXIT_REGRESSION, lines
+    if uncovered:
+        return EXIT_BASELINE, lines
+    if slowdowns:
+        return EXIT_SLOWER, lines
+    return EXIT_OK, [f"diffbench check: {len(current)} cases match the baseline ({compared} rows compared"
+                     f"{f', {timed} timed' if slower else ''})"]
 
 
 # --------------------------------------------------------------------------- commands
-def _cases(args: argparse.Namespace) -> list[Any]:
-    from .cli import _load
+def _seconds(text: str) -> float:
+    """argparse type= for --timeout: a positive, finite number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"takes a number of seconds, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"takes a positive number of seconds, got {text!r}")
+    return value
 
-    return _load(args)
+
+def _jobs(text: str) -> int:
+    """argparse type= for --jobs: a whole number of worker processes, at least 1."""
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"takes a whole number of worker processes, at least 1, got {text!r}")
+    return int(text)
+
+
+def _selection(args: argparse.Namespace, timing: bool) -> tuple[list[Any], Any]:
+    """The cases and harness configuration the options select; raises SystemExit(message) for bad ones."""
+    from .cli import _load, _split, _variants
+
+    cases = _load(args)
+    try:
+        config = _config(_split(args.methods), _split(args.dtypes), _variants(args.variants), timing, args.timeout,
+                         args.profile)
+    except (KeyError, ValueError) as exc:
+        raise SystemExit(f"diffbench: {exc.args[0] if exc.args else exc}") from None
+    return cases, config
+
+
+def _unwritable(path: Path) -> str | None:
+    """Why a file cannot be written at ``path`` (checked before the work, not after), or None."""
+    if path.is_dir():
+        return "it is a folder"
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                return f"{parent} is not a folder"
+            return None if os.access(parent, os.W_OK | os.X_OK) else f"{parent} is not writable"
+    return None
 
 
 def cmd_snapshot(args: argparse.Namespace) -> int:
-    """Write a baseline for the selected cases."""
-    from .cli import _split, _variants
-
+    """Write a baseline for the selected cases; exit 0, 2 for bad options, 130 when interrupted."""
+    try:
+        cases, config = _selection(args, not args.no_timing)
+    except SystemExit as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_BASELINE
     path = Path(args.baseline)
-    cases = _cases(args)
-    write_baseline(cases, path, methods=_split(args.methods), dtypes=_split(args.dtypes),
-                   variants=_variants(args.variants), timing=not args.no_timing, timeout=args.timeout)
+    problem = _unwritable(path)
+    if problem:
+        print(f"diffbench snapshot: cannot write the baseline to {path}: {problem}; pass another --baseline",
+              file=sys.stderr)
+        return EXIT_BASELINE
+    data = write_baseline(cases, path, methods=list(config.methods), dtypes=list(config.dtypes),
+                          variants={m: list(v) for m, v in config.variants.items()}, timing=config.timing,
+                          timeout=args.timeout, profile=args.profile, jobs=args.jobs)
+    if data is None:
+        print("diffbench: interrupted; no baseline written", file=sys.stderr)
+        return EXIT_INTERRUPTED
     print(f"diffbench: baseline for {len(cases)} cases written to {path}")
+    unmeasured = [f"{name} {_label(r)}" for name, entry in data["cases"].items() for r in entry["rows"]
+                  if r["status"] in UNMEASURED_STATUSES]
+    if unmeasured:
+        print(f"diffbench: {len(unmeasured)} rows could not be measured and are recorded as such: "
+              f"{_labels(unmeasured)}; check fails on them until they measure (or the case expects it)",
+              file=sys.stderr)
     return EXIT_OK
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    """Recompute and compare with the baseline; exit 0 (match), 1 (regression) or 2 (baseline unusable)."""
-    from .cli import _split, _variants
-
-    path = Path(args.baseline)
+    """Measure and compare with the baseline; exit 0 (match), 1 (regression), 2 (nothing comparable), 3 (slower)."""
     try:
-        baseline = read_baseline(path)
+        baseline = read_baseline(Path(args.baseline))
+        cases, config = _selection(args, args.fail_slower is not None)
     except BaselineError as exc:
         print(f"diffbench check: {exc}", file=sys.stderr)
         return EXIT_BASELINE
-    slower = _parse_slower(args.fail_slower)
-    cases = _cases(args)
-    current = {c.name: snapshot_case(c, methods=_split(args.methods), dtypes=_split(args.dtypes),
-                                     variants=_variants(args.variants), timing=slower is not None,
-                                     timeout=args.timeout) for c in cases}
-    code, lines = compare(baseline, current, slower)
-    text = "\n".join(lines) + "\n"
-    print(text)
+    except SystemExit as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_BASELINE
+    measured = measure_isolated(cases, config, args.jobs)
+    if measured is None:
+        print("diffbench check: interrupted; nothing was compared", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    current = {c.name: case_entry(c, measured.get(c.name, [])) for c in cases}
+
+    def selected(method: str, variant: str, dtype: str) -> bool:
+        return method in config.methods and dtype in config.dtypes and variant in config.variants_of(method)
+
+    code, lines = compare(baseline, current, args.fail_slower, selected)
+    text = "\n".join(lines).rstrip("\n") + "\n"
+    print(text, end="")
     if args.summary:
-        Path(args.summary).write_text(text, encoding="utf-8")
+        try:
+            Path(args.summary).write_text(text, encoding="utf-8")
+        except OSError as exc:
+            print(f"diffbench check: cannot write --summary {args.summary}: {exc.strerror or exc}", file=sys.stderr)
+            return code or EXIT_BASELINE
     return code
 
 
 def add_commands(sub: Any, add_case_options: Callable[[argparse.ArgumentParser], None]) -> None:
     """Register ``snapshot`` and ``check`` on the CLI."""
     for name, func, text in (("snapshot", cmd_snapshot, "write a baseline of every case's gradients"),
-                             ("check", cmd_check, "compare gradients with the baseline (exit 0 ok, 1 regression, "
-                                                  "2 baseline missing/stale)")):
-        parser = sub.add_parser(name, help=text)
+                             ("check", cmd_check, "compare gradients with the baseline (exit 0 match, 1 regression, "
+                                                  "2 baseline unusable or nothing to compare, 3 slower)")):
+        parser = sub.add_parser(name, help=text, epilog=CHECK_EXIT_CODES if name == "check" else None)
         add_case_options(parser)
         parser.add_argument("--baseline", default=str(DEFAULT_BASELINE), metavar="FILE",
                             help=f"baseline file (default {DEFAULT_BASELINE}, relative to the current folder)")
         parser.add_argument("--methods", metavar="M1,M2", help="methods (default symbolic,tape,finite)")
         parser.add_argument("--dtypes", metavar="D1,D2", help="float32 and/or float64 (default both)")
         parser.add_argument("--variants", metavar="METHOD=V1,V2", action="append", help="only these variants")
-        parser.add_argument("--timeout", type=float, default=120.0, metavar="SECONDS",
-                            help="time budget per measurement (default 120)")
+        parser.add_argument("--timeout", type=_seconds, default=120.0, metavar="SECONDS",
+                            help="time budget per measurement, enforced by stopping the worker (default 120)")
+        parser.add_argument("--jobs", type=_jobs, default=2, metavar="N",
+                            help="worker processes (default 2; use 1 for the least timing interference)")
+        parser.add_argument("--profile", choices=["quick", "full"], default="quick",
+                            help="timing effort (default quick); use the same for snapshot and check")
         if name == "snapshot":
             parser.add_argument("--no-timing", action="store_true", help="do not record times (no --fail-slower)")
         else:
-            parser.add_argument("--fail-slower", metavar="STAT:PERCENT",
-                                help="also fail when a row got slower, e.g. median:20%% (needs a timed baseline)")
+            parser.add_argument("--fail-slower", metavar="STAT:PERCENT", type=SlowerCheck.parse,
+                                help="also fail (exit 3) when a row's median or min time grew by more than PERCENT "
+                                     "and the slowdown is significant, e.g. median:20%% (needs a timed baseline)")
             parser.add_argument("--summary", metavar="FILE", help="also write the markdown summary to FILE")
         parser.set_defaults(func=func)
 

@@ -38,7 +38,7 @@ PROFILES = {
 
 @dataclass(frozen=True)
 class Timing:
-    """Seconds per call: median, interquartile range, min; how it was measured."""
+    """Seconds per call: median, interquartile range, min; how it was measured; the samples."""
 
     median_s: float
     iqr_s: float
@@ -46,10 +46,13 @@ class Timing:
     repeats: int
     loops: int
     unstable: bool
+    #: every sample's seconds per call, in the order taken (a baseline keeps them for a significance test)
+    samples: tuple[float, ...] = ()
 
     def as_row(self, prefix: str = "time") -> dict[str, Any]:
         return {f"{prefix}_median_s": self.median_s, f"{prefix}_iqr_s": self.iqr_s, f"{prefix}_min_s": self.min_s,
-                "repeats": self.repeats, "loops": self.loops, "unstable": self.unstable}
+                "repeats": self.repeats, "loops": self.loops, "unstable": self.unstable,
+                f"{prefix}_samples_s": list(self.samples)}
 
 
 def resolution() -> float:
@@ -103,4 +106,4 @@ def summarise(samples: list[float], loops: int) -> Timing:
     mean = statistics.fmean(ordered)
     std = statistics.stdev(ordered) if len(ordered) > 1 else 0.0
     unstable = (mean > 0 and std >= 0.1 * mean) or min(ordered) * loops < 1e-3
-    return Timing(statistics.median(ordered), iqr, ordered[0], len(ordered), loops, unstable)
+    return Timing(statistics.median(ordered), iqr, ordered[0], len(ordered), loops, unstable, tuple(samples))

@@ -1,0 +1,143 @@
+"""The baseline file of the gate: its format, its version history, and a reader that trusts nothing.
+
+Baseline format (JSON, one file, readable and diffable by eye). ``SCHEMA_VERSION``
+history:
+
+- 1: cases -> {source_hash, file, inputs, reference, rows: [{method, variant, dtype,
+  status, rel_error, time_median_s, gradient}]}, plus environment and created.
+- 2: each case gains ``definition_hash`` (its ``xp`` function, inputs and expectations;
+  staleness is judged by it, so a change to the native TensorFlow code is compared
+  rather than called stale); ``source_hash`` stays, for information. Rows gain
+  ``time_min_s`` and ``time_samples_s`` (every timing sample, for the significance test
+  of ``--fail-slower``).
+
+Reading a baseline only parses JSON; it never executes code. Every value is checked
+against :data:`SCHEMA` before use, and NaN/Infinity literals or numbers beyond a float's
+range are refused with the field that holds them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+
+from .case import STATUSES
+
+SCHEMA_VERSION = 2
+#: integers longer than this cannot be a float's value; they are refused rather than parsed
+MAX_INTEGER_DIGITS = 308
+
+
+class BaselineError(Exception):
+    """The baseline cannot be used (missing, unreadable, malformed, unknown schema, stale)."""
+
+
+_NUMBER = {"type": "number"}
+_GRADIENT_VALUE = {"anyOf": [_NUMBER, {"type": "null"}, {"enum": ["inf", "-inf"]}]}
+_VALUES = {"type": "array", "items": _GRADIENT_VALUE}
+_SECONDS = {"anyOf": [{"type": "number", "minimum": 0}, {"type": "null"}]}
+_NAME = {"type": "string", "minLength": 1}
+_ROW = {
+    "type": "object",
+    "required": ["method", "variant", "dtype", "status", "gradient"],
+    "properties": {
+        "method": _NAME, "variant": _NAME, "dtype": _NAME,
+        "status": {"enum": list(STATUSES)},
+        "rel_error": _GRADIENT_VALUE,
+        "gradient": {"anyOf": [{"type": "null"}, {"type": "object", "additionalProperties": _VALUES}]},
+        "time_median_s": _SECONDS, "time_min_s": _SECONDS,
+        "time_samples_s": {"anyOf": [{"type": "null"},
+                                     {"type": "array", "items": {"type": "number", "minimum": 0}}]},
+    },
+}
+_INPUT = {"type": "object", "required": ["shape", "values"],
+          "properties": {"shape": {"type": "array", "items": {"type": "integer", "minimum": 0}}, "values": _VALUES}}
+_CASE = {
+    "type": "object",
+    "required": ["definition_hash", "inputs", "rows"],
+    "properties": {
+        "definition_hash": {"type": "string"}, "source_hash": {"type": "string"},
+        "file": {"type": ["string", "null"]},
+        "inputs": {"type": "object", "additionalProperties": _INPUT},
+        "reference": {"anyOf": [{"type": "null"}, {"type": "object", "additionalProperties": _VALUES}]},
+        "reference_problem": {"type": "string"},
+        "rows": {"type": "array", "items": _ROW},
+    },
+}
+#: the JSON Schema of a version-2 baseline
+SCHEMA = {
+    "type": "object",
+    "required": ["schema_version", "cases"],
+    "properties": {"schema_version": {"const": SCHEMA_VERSION}, "environment": {"type": "object"},
+                   "cases": {"type": "object", "additionalProperties": _CASE}},
+}
+
+
+class _Refused:
+    """A JSON value a baseline may not hold; it fails every type check of the schema, which names its field."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+def _parse_int(text: str) -> Any:
+    digits = len(text.lstrip("-"))
+    return _Refused(f"an integer of {digits} digits") if digits > MAX_INTEGER_DIGITS else int(text)
+
+
+def _parse_float(text: str) -> Any:
+    value = float(text)
+    return value if math.isfinite(value) else _Refused(f"{text} (beyond a float's range)")
+
+
+def _parse_constant(text: str) -> Any:
+    return _Refused(f"{text} (not JSON: a baseline writes null for NaN and \"inf\"/\"-inf\" for infinities)")
+
+
+def _field(error: jsonschema.ValidationError) -> str:
+    path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path).lstrip(".")
+    return path or "the top level"
+
+
+def validate(data: Any, path: Path) -> None:
+    """Raise BaselineError naming the first field of ``data`` that breaks :data:`SCHEMA`, or a repeated row."""
+    if not isinstance(data, dict) or "schema_version" not in data:
+        raise BaselineError(f"{path} is not a diffbench baseline (no schema_version)")
+    version = data["schema_version"]
+    if version != SCHEMA_VERSION or isinstance(version, bool):
+        raise BaselineError(f"{path} has schema_version {version!r}; this diffbench reads version {SCHEMA_VERSION}. "
+                            "Re-create it with this version's diffbench snapshot")
+    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(SCHEMA).iter_errors(data))
+    if error is not None:
+        message = error.message if len(error.message) <= 200 else error.message[:200] + "…"
+        raise BaselineError(f"{path}: field {_field(error)}: {message}; fix it or re-create the baseline with "
+                            "diffbench snapshot")
+    for name, entry in data["cases"].items():
+        seen: dict[tuple[str, str, str], int] = {}
+        for index, row in enumerate(entry["rows"]):
+            key = (row["method"], row["variant"], row["dtype"])
+            if key in seen:
+                raise BaselineError(f"{path}: field cases.{name}.rows[{index}] repeats the method, variant and dtype "
+                                    f"of rows[{seen[key]}] ({'/'.join(key)}); keep one")
+            seen[key] = index
+
+
+def read_baseline(path: Path) -> dict[str, Any]:
+    """Parse and validate a baseline (JSON only, no code); raises BaselineError saying what to do."""
+    if not path.exists():
+        raise BaselineError(f"no baseline at {path}; create one with: python -m diffbench snapshot --baseline {path}")
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = json.loads(text, parse_int=_parse_int, parse_float=_parse_float, parse_constant=_parse_constant)
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise BaselineError(f"the baseline {path} is unreadable ({exc}); re-create it with diffbench "
+                            "snapshot") from None
+    validate(data, path)
+    return data
