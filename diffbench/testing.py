@@ -569,7 +569,7 @@ def assert_gradients(fn: Callable[..., Any], inputs: dict[str, Any], *, referenc
             message = _user_tolerance(flat, truth, rtol, atol, names, arrays)
         else:
             verdict = judge(ref_case, "tape", "eager", check_dtype, flat, truth, native=True,
-                            labels=_labels(arrays))
+                            labels=_element_labels(arrays))
             message = None if verdict.status == "ok" else (
                 f"status {verdict.status} in {check_dtype} against {source}: "
                 f"{_worst_by_input(flat, truth.flat, names, arrays)}. {verdict.diagnosis}")
@@ -579,7 +579,7 @@ def assert_gradients(fn: Callable[..., Any], inputs: dict[str, Any], *, referenc
                                  f"{point}:\n  {message}")
 
 
-def _labels(arrays: dict[str, np.ndarray]) -> list[str]:
+def _element_labels(arrays: dict[str, np.ndarray]) -> list[str]:
     out = []
     for name, value in arrays.items():
         if value.ndim == 0:
