@@ -22,7 +22,7 @@ import numpy as np
 __all__ = ["Case", "case", "load_cases", "uniform", "CaseError", "STATUSES"]
 
 #: Every status a result row can carry (see DESIGN.md, "Truth and accuracy").
-STATUSES = ("ok", "inaccurate", "nan", "inf", "none", "error", "timeout", "skipped", "undefined")
+STATUSES = ("ok", "inaccurate", "nan", "inf", "none", "error", "timeout", "skipped", "undefined", "uncertain")
 
 
 class CaseError(ValueError):

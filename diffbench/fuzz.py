@@ -97,7 +97,7 @@ def unexplained(rows: list[dict[str, Any]]) -> str | None:
     """Why these rows are a finding, or None when every non-ok row has a known explanation."""
     for row in rows:
         status, text = row["status"], str(row.get("diagnosis") or "")
-        if status in ("ok", "undefined", "skipped"):
+        if status in ("ok", "undefined", "skipped", "uncertain"):
             continue
         if "overflow" in text or "invalid value" in text or "divide by zero" in text:
             continue

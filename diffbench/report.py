@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 ENV_PREFIX = "env_"
-STATUS_ORDER = ["ok", "inaccurate", "nan", "inf", "none", "error", "timeout", "skipped", "undefined"]
+STATUS_ORDER = ["ok", "inaccurate", "nan", "inf", "none", "error", "timeout", "skipped", "undefined", "uncertain"]
 
 
 # --------------------------------------------------------------------------- environment
@@ -166,7 +166,7 @@ def _accuracy_table(df: pd.DataFrame, dtype: str) -> str:
     if part.empty:
         return ""
     cell = part.apply(lambda r: f"{r['status']} {_num(r['rel_error'])}".strip()
-                      if r["status"] in ("ok", "inaccurate", "undefined") else r["status"], axis=1)
+                      if r["status"] in ("ok", "inaccurate", "undefined", "uncertain") else r["status"], axis=1)
     return _case_by_label(part.assign(label=part.apply(_label, axis=1), cell=cell))
 
 
