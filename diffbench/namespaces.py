@@ -501,17 +501,11 @@ class _NumpyNamespace(_Namespace):
 
     @staticmethod
     def erf(x: Any) -> Any:
-        array = np.asarray(x)
-        if np.iscomplexobj(array):
-            raise TypeError("erf of a complex argument is not available in NumPy")
-        return np.vectorize(math.erf, otypes=[array.dtype if array.dtype.kind == "f" else float])(array)
+        return _real_only(math.erf, "erf")(x)
 
     @staticmethod
     def erfc(x: Any) -> Any:
-        array = np.asarray(x)
-        if np.iscomplexobj(array):
-            raise TypeError("erfc of a complex argument is not available in NumPy")
-        return np.vectorize(math.erfc, otypes=[array.dtype if array.dtype.kind == "f" else float])(array)
+        return _real_only(math.erfc, "erfc")(x)
 
     @staticmethod
     def sigmoid(x: Any) -> Any:
@@ -576,6 +570,17 @@ class _NumpyNamespace(_Namespace):
         if np.iscomplexobj(x):
             return -_NumpyNamespace.max(-x, axis=axis, keepdims=keepdims)
         return np.min(x, axis=axis, keepdims=keepdims)
+
+
+def _real_only(fn: Callable[[float], float], name: str) -> Callable[[Any], Any]:
+    """A real function of Python's math module applied elementwise in the array's dtype (NumPy has no
+    erf); complex arguments (the complex step) are refused, so that variant is skipped."""
+    def apply(x: Any) -> Any:
+        array = np.asarray(x)
+        if np.iscomplexobj(array):
+            raise TypeError(f"{name} of a complex argument is not available in NumPy")
+        return np.vectorize(fn, otypes=[array.dtype if array.dtype.kind == "f" else float])(array)
+    return apply
 
 
 @functools.lru_cache(maxsize=None)
