@@ -24,7 +24,6 @@ import json
 import math
 import multiprocessing as mp
 import os
-import queue
 import signal
 import sys
 import threading
@@ -233,7 +232,7 @@ def _die_with_parent(parent_pid: int) -> None:
     threading.Thread(target=watch, name="diffbench-parent-watchdog", daemon=True).start()
 
 
-def _worker(wid: tuple[int, int], tasks: Any, events: Any, config: Config, parent_pid: int) -> None:
+def _worker(wid: tuple[int, int], tasks: Any, connection: Any, config: Config, parent_pid: int) -> None:
     _die_with_parent(parent_pid)
     # the parent handles Ctrl-C and SIGTERM (a terminal or CI sends them to the whole group)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -241,6 +240,7 @@ def _worker(wid: tuple[int, int], tasks: Any, events: Any, config: Config, paren
     from .case import load_cases
     from .harness import measure_case, warm_up
 
+    events = _Events(connection)
     # the parent enforces every budget from outside; a timer signal here could land inside an import
     config = dataclasses.replace(config, timeout_s=0.0)
     warm_up(config)
@@ -278,6 +278,18 @@ def _worker(wid: tuple[int, int], tasks: Any, events: Any, config: Config, paren
         events.put(("done", wid, name))
 
 
+class _Events:
+    """A worker's end of its event pipe. Each event is written before ``put`` returns (a
+    multiprocessing queue writes from a background thread, so the ``start`` of a measurement
+    that crashes the interpreter at once could be lost, and the crash blamed on loading)."""
+
+    def __init__(self, connection: Any) -> None:
+        self.connection = connection
+
+    def put(self, event: tuple[Any, ...]) -> None:
+        self.connection.send(event)
+
+
 @dataclass(frozen=True)
 class ScaleTask:
     """A small scaling study run by a worker after the cases (for the report's scaling section)."""
@@ -304,6 +316,7 @@ class _Slot:
     wid: tuple[int, int]
     process: Any
     tasks: Any
+    events: Any
     started: float
     ready: bool = False
     task: tuple[Any, ...] | None = None
@@ -338,8 +351,9 @@ def run_isolated(cases: list[Case], config: Config, jobs: int, on_rows: Callable
     False if interrupted (KeyboardInterrupt, which :class:`Interrupts` also raises for
     SIGTERM), True when every case finished. Workers never outlive this call.
     """
+    from multiprocessing.connection import wait
+
     context = mp.get_context("spawn")
-    events = context.Queue()
     pending: deque[tuple[Any, ...]] = deque()
     measured: dict[str, Case] = {}
     for one in cases:
@@ -369,15 +383,32 @@ def run_isolated(cases: list[Case], config: Config, jobs: int, on_rows: Callable
         # a task left unread by a killed worker must not block this process's exit
         tasks.cancel_join_thread()
         wid = (index, generation)
-        process = context.Process(target=_worker, args=(wid, tasks, events, config, parent_pid), daemon=True)
+        reader, writer = context.Pipe(duplex=False)
+        process = context.Process(target=_worker, args=(wid, tasks, writer, config, parent_pid), daemon=True)
         process.start()
-        return _Slot(wid, process, tasks, started=time.monotonic())
+        writer.close()  # the worker holds the only writing end: its death reads as the end of the pipe
+        return _Slot(wid, process, tasks, reader, started=time.monotonic())
+
+    def drain(slot: _Slot) -> None:
+        """Handle every event a slot's worker has written so far."""
+        while slot.events is not None:
+            try:
+                if not slot.events.poll():
+                    return
+                handle(*slot.events.recv())
+            except (EOFError, OSError):  # the worker is gone; a message it was writing is lost
+                slot.events.close()
+                slot.events = None
+            except Exception as exc:  # noqa: BLE001 - a malformed event must not end the run
+                print(f"diffbench: unreadable event from a worker ({type(exc).__name__}: {exc})", file=sys.stderr)
 
     def replace(index: int) -> None:
         old = slots[index]
         if old.process.is_alive():
             old.process.kill()
         old.process.join(timeout=5)
+        if old.events is not None:
+            old.events.close()
         slots[index] = start_slot(index)
 
     def handle(kind: str, wid: tuple[int, int], payload: Any) -> None:
@@ -416,14 +447,15 @@ def run_isolated(cases: list[Case], config: Config, jobs: int, on_rows: Callable
                     slot.task, slot.key, slot.done_keys = pending.popleft(), None, set()
                     slot.since = time.monotonic()
                     slot.tasks.put(slot.task)
-            # every queued event is read before any clock is checked, so a slow parent never
+            # every event written is read before any clock is checked, so a slow parent never
             # mistakes a finished measurement for an overdue one
-            try:
-                handle(*events.get(timeout=0.5))
-                while True:
-                    handle(*events.get_nowait())
-            except queue.Empty:
-                pass
+            open_events = [s.events for s in slots if s.events is not None]
+            if open_events:
+                wait(open_events, timeout=0.5)
+            else:
+                time.sleep(0.5)
+            for slot in slots:
+                drain(slot)
             for i, slot in enumerate(slots):
                 if slot.task is None:
                     continue
@@ -433,6 +465,14 @@ def run_isolated(cases: list[Case], config: Config, jobs: int, on_rows: Callable
                     overdue = bool(config.timeout_s) and now - slot.since > config.timeout_s + GRACE_S
                 else:
                     overdue = bool(config.timeout_s) and now - slot.started > STARTUP_TIMEOUT_S
+                if overdue and not died:
+                    slot.process.kill()
+                    slot.process.join(timeout=5)
+                if died or overdue:
+                    drain(slot)  # what it wrote before it ended: its last row, the start of what crashed
+                    if slot.task is None:  # it finished its case after all
+                        replace(i)
+                        continue
                 if (died or overdue) and isinstance(slot.task[2], ScaleTask):
                     print(f"diffbench: the scaling study of {slot.task[1]!r} did not finish; the report has no "
                           "scaling section", file=sys.stderr)
@@ -468,7 +508,8 @@ def run_isolated(cases: list[Case], config: Config, jobs: int, on_rows: Callable
             if slot.process.is_alive():
                 slot.process.kill()
                 slot.process.join(timeout=5)
-        events.cancel_join_thread()
+            if slot.events is not None:
+                slot.events.close()
     return True
 
 
@@ -477,7 +518,6 @@ def _first_named(cases: list[Case], name: str) -> Case | None:
 
 
 def _by_wid(slots: list[_Slot], wid: tuple[int, int]) -> _Slot | None:
-    # a killed worker's last events may still be queued: they carry an old generation
     for slot in slots:
         if slot.wid == wid:
             return slot
