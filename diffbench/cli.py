@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import sys
@@ -96,15 +97,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.resume and not (out / "results.jsonl").is_file():
         _usage_error(f"--resume {out}: no results.jsonl there to resume")
     # checked before any case is loaded or measured, so a bad --out costs nothing
-    try:
-        with lock_folder(out):
-            return _run_locked(args, config, out)
-    except FolderLocked as exc:
-        _usage_error(str(exc))
-    except OSError as exc:
-        if exc.filename is None or Path(exc.filename) not in (out, *out.parents, out / ".diffbench.lock"):
-            raise
-        _usage_error(f"cannot write to --out {out}: {exc.strerror or exc}")
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(lock_folder(out))
+        except FolderLocked as exc:
+            _usage_error(str(exc))
+        except OSError as exc:
+            _usage_error(_unusable_out(out, exc))
+        return _run_locked(args, config, out)
+
+
+def _unusable_out(out: Path, exc: OSError) -> str:
+    """One line saying why ``out`` cannot be the out folder."""
+    if out.exists() and not out.is_dir():
+        return f"--out {out} is a file, not a folder; choose a folder"
+    blocker = next((parent for parent in out.parents if parent.exists() and not parent.is_dir()), None)
+    if blocker is not None:
+        return f"--out {out} lies under {blocker}, which is a file; choose a folder"
+    return f"cannot write to --out {out}: {exc.strerror or exc}"
 
 
 def _run_locked(args: argparse.Namespace, config: Any, out: Path) -> int:
