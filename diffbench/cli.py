@@ -124,7 +124,7 @@ def _run_locked(args: argparse.Namespace, config: Any, out: Path) -> int:
     from .case import matches
     from .harness import COLUMNS, finish, key_of
     from .runner import (Interrupts, ScaleTask, append_rows, manifest_cases, read_rows, rewrite_rows, run_isolated,
-                         write_manifest)
+                         signals_deferred, write_manifest)
 
     cases_path = Path(args.cases) if args.cases else default_cases_path()
     cases = _load(args)
@@ -169,9 +169,10 @@ def _run_locked(args: argparse.Namespace, config: Any, out: Path) -> int:
         print(f"[{finished[0]}/{total}] {name}  ({time.perf_counter() - began:.0f} s)", file=sys.stderr, flush=True)
 
     def keep(new_rows: list[dict[str, Any]]) -> None:
-        append_rows(journal, new_rows)
-        for row in new_rows:
-            rows[key_of(row)] = row
+        with signals_deferred():  # a row is in the journal and the report, or in neither
+            append_rows(journal, new_rows)
+            for row in new_rows:
+                rows[key_of(row)] = row
 
     gpus: list[str] = []
     with Interrupts() as interrupts:

@@ -89,6 +89,21 @@ class Interrupts:
 
 
 @contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Hold back Ctrl-C and SIGTERM for the ``with`` block (a journal append), so that an
+    interrupt never leaves a row half written; they are handled as soon as it ends."""
+    mask = {signal.SIGINT, signal.SIGTERM}
+    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, mask)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+@contextlib.contextmanager
 def lock_folder(folder: Path) -> Iterator[Path]:
     """Create ``folder`` if needed and hold an exclusive lock on it for the ``with`` block.
 
