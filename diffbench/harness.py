@@ -111,8 +111,8 @@ def _warm_up_function(x: Any, xp: Any) -> Any:
     return xp.sum(x * x) + xp.exp(x[0])
 
 
-#: (method, variant, dtype, order) already warmed up in this process
-_warmed: set[tuple[str, str, str, int]] = set()
+#: (method, variant, dtype, device, order) already warmed up in this process
+_warmed: set[tuple[str, str, str, str, int]] = set()
 
 
 def warm_up(config: Config) -> None:
@@ -126,10 +126,11 @@ def warm_up(config: Config) -> None:
     from .case import make_case
 
     probe = make_case(_warm_up_function, {"x": [0.5, 1.5]}, name="diffbench_warm_up")
-    if ("reference", "", "", 1) not in _warmed:
-        _warmed.add(("reference", "", "", 1))
+    if ("reference", "", "", "", 1) not in _warmed:
+        _warmed.add(("reference", "", "", "", 1))
         with contextlib.suppress(Exception):
             reference_module.reference(probe)
+    devices = engine_devices(config)
     for method in config.methods:
         try:
             engine = get_engine(method)
@@ -138,17 +139,18 @@ def warm_up(config: Config) -> None:
             continue
         for dtype in config.dtypes:
             for variant in variants:
-                if (method, variant, dtype, 1) in _warmed:
-                    continue
-                _warmed.add((method, variant, dtype, 1))
-                with contextlib.suppress(Exception), np.errstate(all="ignore"), warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    prepared = engine.prepare(probe, variant, dtype, "CPU")
-                    prepared.gradient()
-                    prepared.timed()
+                for device in devices.get(method, ["CPU"]):  # a GPU's first use costs seconds too
+                    if (method, variant, dtype, device, 1) in _warmed:
+                        continue
+                    _warmed.add((method, variant, dtype, device, 1))
+                    with contextlib.suppress(Exception), np.errstate(all="ignore"), warnings.catch_warnings():
+                        warnings.simplefilter("ignore")
+                        prepared = engine.prepare(probe, variant, dtype, device)
+                        prepared.gradient()
+                        prepared.timed()
             second = ORDER2_VARIANT.get(method)
-            if config.order2 and second in variants and (method, second, dtype, 2) not in _warmed:
-                _warmed.add((method, second, dtype, 2))
+            if config.order2 and second in variants and (method, second, dtype, "CPU", 2) not in _warmed:
+                _warmed.add((method, second, dtype, "CPU", 2))
                 with contextlib.suppress(Exception), np.errstate(all="ignore"), warnings.catch_warnings():
                     warnings.simplefilter("ignore")
                     engine.hessian(probe, second, dtype)

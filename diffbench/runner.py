@@ -4,8 +4,8 @@ Each worker imports and warms up the engines it needs, says it is ready, then lo
 case files itself and measures one case at a time, streaming each row back as it
 completes. The parent is the only enforcer of budgets: it writes every row to
 ``results.jsonl`` at once, kills a worker whose current measurement outlives
-``--timeout`` (counted from the measurement's ``start`` event, plus a short grace for
-the event to arrive), records a ``timeout`` row, or an ``error`` row if the worker
+``--timeout`` (counted from the measurement's ``start`` event, or from the last row for
+what follows it, plus a short grace for the event to arrive), records a ``timeout`` row, or an ``error`` row if the worker
 died (a crash in native code), starts a fresh worker, and carries on with the rest of
 that case. Ctrl-C (or SIGTERM, see :class:`Interrupts`) stops the workers and returns
 what finished. Workers die with their parent, even when it is killed outright.
