@@ -262,9 +262,17 @@ def case(inputs: Mapping[str, Any], tags: Sequence[str] = (), *, expect: Mapping
     """
 
     def decorate(func: Callable[..., Any]) -> Case:
-        return make_case(func, inputs, tags=tags, expect=expect, sizes=sizes, name=name)
+        made = make_case(func, inputs, tags=tags, expect=expect, sizes=sizes, name=name)
+        if _defined is not None:
+            _defined.append(made)
+        return made
 
     return decorate
+
+
+#: while a case file is being imported: every case its ``@case`` decorators made, including
+#: one whose function name a later definition rebinds (it would vanish from the module)
+_defined: list[Case] | None = None
 
 
 def _broken(name: str, path: Path, message: str) -> Case:
@@ -278,6 +286,8 @@ def _load_file(path: Path) -> list[Case]:
         return [_broken(path.stem, path, f"{path}: not a loadable Python file")]
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
+    global _defined
+    outer, _defined = _defined, []
     try:
         spec.loader.exec_module(module)
     except SyntaxError as exc:
@@ -290,8 +300,12 @@ def _load_file(path: Path) -> list[Case]:
             raise
         return [_broken(path.stem, path, f"{path}: importing the file raised {type(exc).__name__}: {exc} "
                                          "(its cases were not run; other files were)")]
+    finally:
+        made, _defined = _defined, outer
+    here = str(path.resolve())
+    rebound = [c for c in made if c.source_file and str(Path(c.source_file).resolve()) == here]
     # a case registered under two names (``@mycase.tensorflow`` returns the case) counts once
-    found = list({id(v): v for v in vars(module).values() if isinstance(v, Case)}.values())
+    found = list({id(v): v for v in [*vars(module).values(), *rebound] if isinstance(v, Case)}.values())
     found.sort(key=lambda c: c.line)
     if not found:
         return [_broken(path.stem, path, f"{path}: no cases found; decorate functions with "
@@ -311,17 +325,21 @@ def load_cases(path: str | Path) -> list[Case]:
     if not root.exists():
         raise FileNotFoundError(f"no case file or folder at {root}")
     files = [root] if root.is_file() else sorted(p for p in root.glob("*.py") if not p.name.startswith("_"))
-    cases: list[Case] = []
-    seen: dict[str, Case] = {}
-    for file in files:
-        for found in _load_file(file):
-            if found.name in seen and found.problem is None:
-                first = seen[found.name]
-                found.problem = (f"case {found.name!r} in {found.source_file}:{found.line} has the same name as "
-                                 f"the case in {first.source_file}:{first.line}; rename one (names identify rows "
-                                 "and baselines)")
-            seen.setdefault(found.name, found)
-            cases.append(found)
+    cases = [found for file in files for found in _load_file(file)]
+    # of cases sharing a name the first valid one keeps it; every other one says so, next to
+    # its own problem if it has one, so that no problem hides another
+    keeper: dict[str, Case] = {}
+    for one in cases:
+        if one.problem is None:
+            keeper.setdefault(one.name, one)
+    for one in cases:
+        first = keeper.get(one.name)
+        if first is None or first is one or "file-error" in one.tags:
+            continue
+        clash = (f"case {one.name!r} in {one.source_file}:{one.line} has the same name as the case in "
+                 f"{first.source_file}:{first.line}, which is the one measured; rename one (names identify rows "
+                 "and baselines)")
+        one.problem = f"{one.problem}; also, {clash}" if one.problem else clash
     return cases
 
 

@@ -3,20 +3,54 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import math
 import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, NoReturn, Sequence
 
 from .case import default_cases_path, load_cases, select
 
-EXIT_INTERRUPTED = 130
+#: exit codes of ``run`` (documented in the README)
+EXIT_OK = 0
+EXIT_UNEXPECTED = 1  # --strict: a row's status is not what its case expects
+EXIT_USAGE = 2  # bad options, an unusable or locked --out, a --resume folder from other cases
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT); SIGTERM gives 143 (128 + SIGTERM)
 #: the default run's small scaling section: this case, at these sizes, with this budget per variant
 SCALING_CASE = "rosenbrock"
 SCALING_SIZES = (10, 100, 1000)
 SCALING_BUDGET_S = 4.0
 SCALING_VARIANTS = (("symbolic", ("numpy",)), ("tape", ("function", "xla")), ("finite", ("central",)))
+
+
+def _usage_error(message: str) -> NoReturn:
+    """Print a one-line error and exit with EXIT_USAGE."""
+    print(f"diffbench: {message}", file=sys.stderr)
+    raise SystemExit(EXIT_USAGE)
+
+
+def _timeout(text: str) -> float:
+    """argparse type of --timeout: seconds >= 0 (0 or inf: no limit)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if math.isnan(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 (no limit) or a positive number of seconds, got {text!r}")
+    return 0.0 if math.isinf(value) else value
+
+
+def _jobs(text: str) -> int:
+    """argparse type of --jobs: a whole number >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def _split(text: str | None) -> list[str] | None:
@@ -28,7 +62,7 @@ def _variants(items: list[str] | None) -> dict[str, list[str]]:
     for item in items or []:
         method, sep, names = item.partition("=")
         if not sep or not names:
-            raise SystemExit(f"diffbench: --variants takes METHOD=V1,V2 (e.g. tape=eager,function), got {item!r}")
+            _usage_error(f"--variants takes METHOD=V1,V2 (e.g. tape=eager,function), got {item!r}")
         out[method.strip()] = _split(names) or []
     return out
 
@@ -38,48 +72,87 @@ def _load(args: argparse.Namespace) -> list[Any]:
     try:
         cases = load_cases(path)
     except FileNotFoundError as exc:
-        raise SystemExit(f"diffbench: {exc}; pass --cases FILE_OR_FOLDER") from None
+        _usage_error(f"{exc}; pass --cases FILE_OR_FOLDER")
     chosen = select(cases, getattr(args, "k", None), _split(getattr(args, "tags", None)))
     if not chosen:
-        raise SystemExit(f"diffbench: no case in {path} matches -k {args.k!r}" if getattr(args, "k", None)
-                         else f"diffbench: no cases in {path}")
+        _usage_error(f"no case in {path} matches -k {args.k!r}" if getattr(args, "k", None) else f"no cases in {path}")
     return chosen
 
 
-def cmd_list(args: argparse.Namespace) -> int:
-    """Print each case with its tags and input shapes."""
-    for one in _load(args):
-        shapes = ", ".join(f"{k}{list(v.shape)}" for k, v in one.inputs.items())
-        flag = f"  PROBLEM: {one.problem}" if one.problem else ""
-        native = " [+tensorflow]" if one.native else ""
-        print(f"{one.name}({shapes}){native}  tags: {', '.join(one.tags) or '-'}{flag}")
-    return 0
-
-
 def cmd_run(args: argparse.Namespace) -> int:
-    """Measure the cases and write report.md, results.csv and results.jsonl into the out folder."""
-    import pandas as pd
+    """Measure the cases and write report.md, results.csv and results.jsonl into the out folder.
 
-    from . import report
-    from .harness import COLUMNS, finish, key_of, make_config
-    from .runner import ScaleTask, append_rows, read_rows, run_isolated
+    Returns EXIT_OK, EXIT_UNEXPECTED (--strict), or 128 + the signal that interrupted it;
+    exits with EXIT_USAGE for bad options or an out folder it cannot use.
+    """
+    from .harness import make_config
+    from .runner import FolderLocked, lock_folder
 
-    cases = _load(args)
     try:
         config = make_config(_split(args.methods), _split(args.dtypes), _variants(args.variants), args.profile,
                              not args.no_order2, args.timeout)
     except (KeyError, ValueError) as exc:
-        raise SystemExit(f"diffbench: {exc.args[0]}") from None
+        _usage_error(exc.args[0])
     out = Path(args.resume or args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    if args.resume and not (out / "results.jsonl").is_file():
+        _usage_error(f"--resume {out}: no results.jsonl there to resume")
+    # checked before any case is loaded or measured, so a bad --out costs nothing
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(lock_folder(out))
+        except FolderLocked as exc:
+            _usage_error(str(exc))
+        except OSError as exc:
+            _usage_error(_unusable_out(out, exc))
+        return _run_locked(args, config, out)
+
+
+def _unusable_out(out: Path, exc: OSError) -> str:
+    """One line saying why ``out`` cannot be the out folder."""
+    if out.exists() and not out.is_dir():
+        return f"--out {out} is a file, not a folder; choose a folder"
+    blocker = next((parent for parent in out.parents if parent.exists() and not parent.is_dir()), None)
+    if blocker is not None:
+        return f"--out {out} lies under {blocker}, which is a file; choose a folder"
+    return f"cannot write to --out {out}: {exc.strerror or exc}"
+
+
+def _run_locked(args: argparse.Namespace, config: Any, out: Path) -> int:
+    import pandas as pd
+
+    from . import report
+    from .case import matches
+    from .harness import COLUMNS, finish, key_of
+    from .runner import (Interrupts, ScaleTask, append_rows, manifest_cases, read_rows, rewrite_rows, run_isolated,
+                         signals_deferred, write_manifest)
+
+    cases_path = Path(args.cases) if args.cases else default_cases_path()
+    cases = _load(args)
     journal = out / "results.jsonl"
     rows: dict[tuple[Any, ...], dict[str, Any]] = {}
     if args.resume:
-        for row in read_rows(journal):
-            rows[key_of(row)] = row
-        print(f"diffbench: resuming {out}: {len(rows)} rows already measured", file=sys.stderr)
+        recorded = manifest_cases(out)
+        old_rows = read_rows(journal)
+        names = {c.name for c in cases}
+        other = (recorded != str(cases_path.resolve())) if recorded is not None else \
+            bool(old_rows) and not names & {r["case"] for r in old_rows}
+        if other and not args.force:
+            _usage_error(f"--resume {out}: its rows come from other cases ({recorded or 'none of the selected'}), "
+                         f"not {cases_path}; pass --force to resume it anyway, or choose another folder")
+        current = {c.name: (c.source_hash if c.func else "") for c in cases}
+        changed = sorted({r["case"] for r in old_rows if r["case"] in current
+                          and r.get("source_hash") != current[r["case"]]})
+        for row in old_rows:
+            if row["case"] not in changed:
+                rows[key_of(row)] = row
+        # the journal is rewritten without stale rows and torn lines, so a later resume reads what the report shows
+        rewrite_rows(journal, list(rows.values()))
+        print(f"diffbench: resuming {out}: {len(rows)} rows already measured"
+              + (f"; re-measuring {len(changed)} changed case(s): {', '.join(changed)}" if changed else ""),
+              file=sys.stderr)
     else:
         journal.write_text("")
+    write_manifest(out, cases_path)
     names = {c.name for c in cases}
     done_cases = {r["case"] for r in rows.values()}
     scaling, scale_rows = None, []
@@ -88,7 +161,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         scaling = (sized[0], ScaleTask(SCALING_SIZES, tuple(m for m in config.methods), SCALING_BUDGET_S,
                                        SCALING_VARIANTS))
     began = time.perf_counter()
-    total = len(cases) + (scaling is not None)
+    total = len(names) + (scaling is not None)
     finished = [0]
 
     def progress(name: str) -> None:
@@ -96,12 +169,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"[{finished[0]}/{total}] {name}  ({time.perf_counter() - began:.0f} s)", file=sys.stderr, flush=True)
 
     def keep(new_rows: list[dict[str, Any]]) -> None:
-        append_rows(journal, new_rows)
-        for row in new_rows:
-            rows[key_of(row)] = row
+        with signals_deferred():  # a row is in the journal and the report, or in neither
+            append_rows(journal, new_rows)
+            for row in new_rows:
+                rows[key_of(row)] = row
 
     gpus: list[str] = []
-    complete = run_isolated(cases, config, args.jobs, keep, set(rows), progress, gpus, scaling, scale_rows.extend)
+    with Interrupts() as interrupts:
+        complete = run_isolated(cases, config, args.jobs, keep, set(rows), progress, gpus, scaling,
+                                scale_rows.extend)
     df = pd.DataFrame([r for r in rows.values() if r["case"] in names or r["case"] in done_cases], columns=COLUMNS)
     df = finish(df)
     df = report.with_environment(df, report.environment(gpus, config.profile))
@@ -112,7 +188,26 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not complete:
         print("diffbench: interrupted; the report holds every row that finished "
               f"(continue with: python -m diffbench run --resume {out})", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return interrupts.exit_code
+    if args.strict:
+        unexpected = [r for r in df.to_dict("records") if not matches(str(r["status"]), str(r["expected"] or "ok"))]
+        if unexpected:
+            print(f"diffbench: --strict: {len(unexpected)} row(s) differ from what their case expects:",
+                  file=sys.stderr)
+            for r in unexpected[:20]:
+                print(f"  {r['case']} {r['method']}/{r['variant']} {r['dtype']} order {r['order']}: expected "
+                      f"{r['expected'] or 'ok'}, got {r['status']}", file=sys.stderr)
+            return EXIT_UNEXPECTED
+    return EXIT_OK
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    """Print each case with its tags and input shapes."""
+    for one in _load(args):
+        shapes = ", ".join(f"{k}{list(v.shape)}" for k, v in one.inputs.items())
+        flag = f"  PROBLEM: {one.problem}" if one.problem else ""
+        native = " [+tensorflow]" if one.native else ""
+        print(f"{one.name}({shapes}){native}  tags: {', '.join(one.tags) or '-'}{flag}")
     return 0
 
 
@@ -154,11 +249,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", metavar="DIR", default="reports/latest", help="output folder (default reports/latest)")
     run.add_argument("--profile", choices=["quick", "full"], default="quick",
                      help="timing effort: quick (default; short samples) or full (longer, tighter statistics)")
-    run.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="SECONDS",
-                     help=f"time budget per measurement; past it the row is a timeout (default {DEFAULT_TIMEOUT_S:g})")
-    run.add_argument("--jobs", type=int, default=2, metavar="N",
+    run.add_argument("--timeout", type=_timeout, default=DEFAULT_TIMEOUT_S, metavar="SECONDS",
+                     help="time budget per measurement; past it the worker is stopped and the row is a timeout "
+                          f"(default {DEFAULT_TIMEOUT_S:g}; 0 means no limit)")
+    run.add_argument("--jobs", type=_jobs, default=2, metavar="N",
                      help="worker processes (default 2; use 1 for the least timing interference)")
-    run.add_argument("--resume", metavar="DIR", help="continue an interrupted run in DIR, skipping measured rows")
+    run.add_argument("--resume", metavar="DIR", help="continue an interrupted run in DIR, skipping measured rows "
+                                                     "and re-measuring cases whose source changed")
+    run.add_argument("--force", action="store_true",
+                     help="with --resume: resume even a folder whose rows come from another case set")
+    run.add_argument("--strict", action="store_true",
+                     help="exit 1 when any row's status differs from what its case expects (expect=)")
     run.add_argument("--no-order2", action="store_true", help="skip second-derivative (Hessian) rows")
     run.add_argument("--no-scale", action="store_true",
                      help="skip the report's small scaling section (rosenbrock at n = 10, 100, 1000, when selected)")
@@ -192,3 +293,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("diffbench: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # the reader went away (``list | head``): say nothing more, and keep the interpreter's
+        # final flush of stdout from failing again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1

@@ -67,18 +67,37 @@ class UnitTimeout(Exception):
     """One measurement ran past its time budget."""
 
 
+#: how long an expired budget waits, each time, for an import in progress to finish
+IMPORT_DEFER_S = 0.05
+
+
+def _importing(frame: Any) -> bool:
+    """Whether ``frame`` or a caller is running inside the import machinery."""
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False
+
+
 @contextlib.contextmanager
 def budget(seconds: float | None) -> Iterator[None]:
     """Raise UnitTimeout in this thread after ``seconds`` (main thread only; elsewhere a no-op).
 
     Python code (a SymPy blow-up, a slow loop) is interrupted; a long native call is
-    interrupted when it returns. The isolated runner adds a hard kill on top.
+    interrupted when it returns. An import in progress is never interrupted: a module cut
+    short halfway (TensorFlow registering its types) would break every later use of it in
+    this process, so the timeout is raised just after the import completes. For the
+    in-process API only: worker processes run without it and their parent stops them.
     """
     if not seconds or threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
         yield
         return
 
     def expire(signum: int, frame: Any) -> None:
+        if _importing(frame):
+            signal.setitimer(signal.ITIMER_REAL, IMPORT_DEFER_S)
+            return
         raise UnitTimeout(f"ran past the time budget of {seconds:g} s")
 
     previous = signal.signal(signal.SIGALRM, expire)
@@ -88,6 +107,55 @@ def budget(seconds: float | None) -> Iterator[None]:
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+
+
+def _warm_up_function(x: Any, xp: Any) -> Any:
+    return xp.sum(x * x) + xp.exp(x[0])
+
+
+#: (method, variant, dtype, device, order) already warmed up in this process
+_warmed: set[tuple[str, str, str, str, int]] = set()
+
+
+def warm_up(config: Config) -> None:
+    """Import and use once every engine variant ``config`` needs, on a tiny throwaway case.
+
+    A framework's import and first use (TensorFlow: seconds) then count against no
+    measurement's budget, and no budget is ever armed around them. Done once per process
+    and variant; any failure is ignored here (the real measurement reports it).
+    """
+    from . import reference as reference_module
+    from .case import make_case
+
+    probe = make_case(_warm_up_function, {"x": [0.5, 1.5]}, name="diffbench_warm_up")
+    if ("reference", "", "", "", 1) not in _warmed:
+        _warmed.add(("reference", "", "", "", 1))
+        with contextlib.suppress(Exception):
+            reference_module.reference(probe)
+    devices = engine_devices(config)
+    for method in config.methods:
+        try:
+            engine = get_engine(method)
+            variants = config.variants_of(method)
+        except Exception:  # noqa: BLE001 - reported per row when the engine is used
+            continue
+        for dtype in config.dtypes:
+            for variant in variants:
+                for device in devices.get(method, ["CPU"]):  # a GPU's first use costs seconds too
+                    if (method, variant, dtype, device, 1) in _warmed:
+                        continue
+                    _warmed.add((method, variant, dtype, device, 1))
+                    with contextlib.suppress(Exception), np.errstate(all="ignore"), warnings.catch_warnings():
+                        warnings.simplefilter("ignore")
+                        prepared = engine.prepare(probe, variant, dtype, device)
+                        prepared.gradient()
+                        prepared.timed()
+            second = ORDER2_VARIANT.get(method)
+            if config.order2 and second in variants and (method, second, dtype, "CPU", 2) not in _warmed:
+                _warmed.add((method, second, dtype, "CPU", 2))
+                with contextlib.suppress(Exception), np.errstate(all="ignore"), warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    engine.hessian(probe, second, dtype)
 
 
 def _row(case: Case, method: str, variant: str, dtype: str, device: str, order: int, **values: Any) -> dict[str, Any]:
@@ -162,6 +230,8 @@ def measure_case(case: Case, config: Config, emit: Callable[[dict[str, Any]], No
         if key_of(row) not in skip:
             emit(row)
         return
+    if config.timeout_s:
+        warm_up(config)  # before any budget is armed: imports and first uses are not measurements
     devices = engine_devices(config)
     units = plan(case, config, devices)
     refs: dict[str, Any] = {}
@@ -207,6 +277,8 @@ def measure_case(case: Case, config: Config, emit: Callable[[dict[str, Any]], No
         emit(row)
     ref = next((r for r in refs.values() if r is not None), None)
     if config.sweep and "sweep" in case.tags and ref is not None and not ref.undefined and "finite" in config.methods:
+        if on_start:
+            on_start((case.name, "sweep", "", "", "", 1))
         for row in _sweep_rows(case, config, refs, skip):
             emit(row)
 

@@ -1,32 +1,179 @@
 """Run cases in worker processes, so that no case can take the run down.
 
-Each worker loads case files itself and measures one case at a time, streaming each
-row back as it completes. The parent writes every row to ``results.jsonl`` at once,
-kills a worker whose current measurement outlives ``--timeout`` (plus a grace
-period), records a ``timeout`` row, or an ``error`` row if the worker died (a crash
-in native code), starts a fresh worker, and carries on with the rest of that case.
-Ctrl-C stops the workers and returns what finished.
+Each worker imports and warms up the engines it needs, says it is ready, then loads
+case files itself and measures one case at a time, streaming each row back as it
+completes. The parent is the only enforcer of budgets: it writes every row to
+``results.jsonl`` at once, kills a worker whose current measurement outlives
+``--timeout`` (counted from the measurement's ``start`` event, or from the last row for
+what follows it, plus a short grace for the event to arrive), records a ``timeout`` row, or an ``error`` row if the worker
+died (a crash in native code), starts a fresh worker, and carries on with the rest of
+that case. Ctrl-C (or SIGTERM, see :class:`Interrupts`) stops the workers and returns
+what finished. Workers die with their parent, even when it is killed outright.
+
+The out folder is locked for the length of a run (:func:`lock_folder`) and carries a
+small manifest (``run.json``) naming the case set, so that ``--resume`` can refuse a
+folder made from other cases.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import errno
 import json
 import math
 import multiprocessing as mp
-import queue
+import os
 import signal
 import sys
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from .case import Case
 from .harness import COLUMNS, Config, _row, key_of
 
-#: extra seconds a worker gets beyond --timeout before it is killed (its own timer fires first)
-GRACE_S = 15.0
+#: extra seconds beyond --timeout before a worker is killed: only the lag of its ``start``
+#: event through the queue, since no timer runs inside the worker
+GRACE_S = 2.0
+#: a worker that has not finished importing and warming up its engines by then is stopped
+STARTUP_TIMEOUT_S = 300.0
+#: how often a worker checks that its parent is still alive (where prctl is not available)
+PARENT_POLL_S = 1.0
+#: the lock file in an out folder, holding the pid of the run that owns it
+LOCK_NAME = ".diffbench.lock"
+#: the manifest of a run folder
+MANIFEST_NAME = "run.json"
+#: version of run.json; history: 1 = {"schema_version", "cases"} (the resolved --cases path)
+MANIFEST_VERSION = 1
+
+
+class FolderLocked(RuntimeError):
+    """Another live run holds the out folder; the message names its pid."""
+
+
+class Interrupts:
+    """Context manager turning SIGTERM into KeyboardInterrupt (like Ctrl-C), recording which
+    signal arrived in ``signum`` so the caller can exit with 128 + signum.
+
+    Installs handlers only in the main thread (elsewhere it records nothing and changes
+    nothing); restores the previous handlers on exit.
+    """
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signum is None:
+            self.signum = signum
+        raise KeyboardInterrupt
+
+    def __enter__(self) -> "Interrupts":
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+    @property
+    def exit_code(self) -> int:
+        """128 + the signal that interrupted (130 for Ctrl-C, 143 for SIGTERM)."""
+        return 128 + (self.signum or signal.SIGINT)
+
+
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Hold back Ctrl-C and SIGTERM for the ``with`` block (a journal append), so that an
+    interrupt never leaves a row half written; they are handled as soon as it ends."""
+    mask = {signal.SIGINT, signal.SIGTERM}
+    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, mask)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+@contextlib.contextmanager
+def lock_folder(folder: Path) -> Iterator[Path]:
+    """Create ``folder`` if needed and hold an exclusive lock on it for the ``with`` block.
+
+    Yields the folder. Raises FolderLocked when another process holds it, and OSError
+    (NotADirectoryError, FileExistsError, PermissionError, ...) when the folder cannot be
+    created or written. The lock dies with the process that holds it (no stale locks).
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    if not folder.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "not a folder", str(folder))
+    path = folder / LOCK_NAME
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            _try_lock(fd, path)
+            # the previous holder may have removed the file between our open and our lock
+            if os.path.exists(path) and os.path.samestat(os.fstat(fd), os.stat(path)):
+                break
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield folder
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        os.close(fd)
+
+
+def _try_lock(fd: int, path: Path) -> None:
+    try:
+        import fcntl
+    except ImportError:  # no advisory locks (Windows): best effort with an exclusive create
+        if os.fstat(fd).st_size:
+            raise FolderLocked(f"{path.parent} is in use by another run (pid {_holder(path)}); "
+                               f"if none is running, delete {path}") from None
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise FolderLocked(f"{path.parent} is in use by another run (pid {_holder(path)}); wait for it to "
+                           "finish or choose another --out") from None
+
+
+def _holder(path: Path) -> str:
+    try:
+        return path.read_text().strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
+def write_manifest(folder: Path, cases_path: Path) -> None:
+    """Record in ``folder/run.json`` which case set the folder's rows come from."""
+    text = json.dumps({"schema_version": MANIFEST_VERSION, "cases": str(cases_path.resolve())}, indent=1) + "\n"
+    (folder / MANIFEST_NAME).write_text(text, encoding="utf-8")
+
+
+def manifest_cases(folder: Path) -> str | None:
+    """The resolved case path ``folder/run.json`` names, or None when there is no readable manifest."""
+    try:
+        data = json.loads((folder / MANIFEST_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("schema_version") != MANIFEST_VERSION:
+        return None
+    cases = data.get("cases")
+    return cases if isinstance(cases, str) else None
 
 
 def _jsonable(value: Any) -> Any:
@@ -37,12 +184,31 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def _line(row: dict[str, Any]) -> str:
+    return json.dumps({k: _jsonable(row.get(k)) for k in COLUMNS}) + "\n"
+
+
 def append_rows(path: Path, rows: list[dict[str, Any]]) -> None:
-    """Append rows to a JSON-lines file and flush, so a crash loses nothing written."""
-    with path.open("a", encoding="utf-8") as handle:
-        for row in rows:
-            handle.write(json.dumps({k: _jsonable(row.get(k)) for k in COLUMNS}) + "\n")
+    """Append rows to a JSON-lines file and flush, so a crash loses nothing written.
+
+    A torn last line (a write cut short by a kill) is ended first, so that it cannot
+    swallow the row appended after it; readers skip it.
+    """
+    with path.open("ab") as handle:
+        if handle.tell() > 0:
+            with path.open("rb") as reader:
+                reader.seek(-1, os.SEEK_END)
+                if reader.read(1) != b"\n":
+                    handle.write(b"\n")
+        handle.write("".join(_line(row) for row in rows).encode("utf-8"))
         handle.flush()
+
+
+def rewrite_rows(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Replace a JSON-lines file by ``rows``, atomically."""
+    from .report import atomic_write
+
+    atomic_write(path, "".join(_line(row) for row in rows))
 
 
 def read_rows(path: Path) -> list[dict[str, Any]]:
@@ -62,11 +228,38 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def _worker(wid: tuple[int, int], tasks: Any, events: Any, config: Config) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
-    from .case import load_cases
-    from .harness import measure_case
+def _die_with_parent(parent_pid: int) -> None:
+    """Make this process end when ``parent_pid`` does, however that one ends."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(Exception):  # the watchdog below still covers it
+            import ctypes
 
+            pr_set_pdeathsig = 1
+            ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(PARENT_POLL_S)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="diffbench-parent-watchdog", daemon=True).start()
+
+
+def _worker(wid: tuple[int, int], tasks: Any, connection: Any, config: Config, parent_pid: int) -> None:
+    _die_with_parent(parent_pid)
+    # the parent handles Ctrl-C and SIGTERM (a terminal or CI sends them to the whole group)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    from .case import load_cases
+    from .harness import measure_case, warm_up
+
+    events = _Events(connection)
+    # the parent enforces every budget from outside; a timer signal here could land inside an import
+    config = dataclasses.replace(config, timeout_s=0.0)
+    warm_up(config)
+    events.put(("ready", wid, None))
     loaded: dict[str, dict[str, Case]] = {}
     while True:
         task = tasks.get()
@@ -74,12 +267,22 @@ def _worker(wid: tuple[int, int], tasks: Any, events: Any, config: Config) -> No
             return
         file, name, skip, ref_problem, failed = task
         if file not in loaded:
-            loaded[file] = {c.name: c for c in load_cases(file)}
+            loaded[file] = {}
+            for one in load_cases(file):  # of cases sharing a name, the first valid one is measured
+                if one.problem is None:
+                    loaded[file].setdefault(one.name, one)
+        one = loaded[file].get(name)
+        if one is None:  # the file changed since the parent read it
+            gone = Case(name=name, func=None, source_file=file)
+            events.put(("row", wid, _row(gone, "case", "load", "-", "-", 1, status="error",
+                                         diagnosis=f"{file} no longer defines a valid case {name!r} (was it "
+                                                   "edited during the run?)")))
+            events.put(("done", wid, name))
+            continue
         if isinstance(skip, ScaleTask):
-            events.put(("scale", wid, _scale_rows(loaded[file][name], skip)))
+            events.put(("scale", wid, _scale_rows(one, skip)))
             events.put(("done", wid, f"scaling of {name}"))
             continue
-        one = loaded[file][name]
         measure_case(one, config, lambda row: events.put(("row", wid, row)), skip=skip,
                      on_start=lambda key: events.put(("start", wid, key)), reference_problem=ref_problem,
                      failed=failed)
@@ -88,6 +291,18 @@ def _worker(wid: tuple[int, int], tasks: Any, events: Any, config: Config) -> No
 
             events.put(("env", wid, list(gpu_devices())))
         events.put(("done", wid, name))
+
+
+class _Events:
+    """A worker's end of its event pipe. Each event is written before ``put`` returns (a
+    multiprocessing queue writes from a background thread, so the ``start`` of a measurement
+    that crashes the interpreter at once could be lost, and the crash blamed on loading)."""
+
+    def __init__(self, connection: Any) -> None:
+        self.connection = connection
+
+    def put(self, event: tuple[Any, ...]) -> None:
+        self.connection.send(event)
 
 
 @dataclass(frozen=True)
@@ -116,10 +331,27 @@ class _Slot:
     wid: tuple[int, int]
     process: Any
     tasks: Any
+    events: Any
+    started: float
+    ready: bool = False
     task: tuple[Any, ...] | None = None
     key: tuple[Any, ...] | None = None
     since: float = 0.0
     done_keys: set[tuple[Any, ...]] = field(default_factory=set)
+
+
+def _problem_rows(cases: list[Case]) -> list[dict[str, Any]]:
+    """One ``error`` row per name of the cases that cannot run; problems sharing a name are joined,
+    so that none hides another."""
+    by_name: dict[str, list[Case]] = {}
+    for one in cases:
+        if one.problem or one.func is None or not one.source_file:
+            by_name.setdefault(one.name, []).append(one)
+    rows = []
+    for name, group in by_name.items():
+        text = "; ".join(dict.fromkeys(one.problem or "no function" for one in group))
+        rows.append(_row(group[0], "case", "load", "-", "-", 1, status="error", diagnosis=text))
+    return rows
 
 
 def run_isolated(cases: list[Case], config: Config, jobs: int, on_rows: Callable[[list[dict[str, Any]]], None],
@@ -128,83 +360,134 @@ def run_isolated(cases: list[Case], config: Config, jobs: int, on_rows: Callable
                  on_scale: Callable[[list[dict[str, Any]]], None] | None = None) -> bool:
     """Measure ``cases`` in ``jobs`` worker processes; hand rows to ``on_rows`` as they arrive.
 
-    GPUs the workers' TensorFlow sees are appended to ``gpus``. Returns False if
-    interrupted (Ctrl-C), True when every case finished.
+    Rows whose key is in ``skip`` are not measured again. Of cases sharing a name, the
+    first without a problem is measured and the problems of the others become one
+    ``error`` row. GPUs the workers' TensorFlow sees are appended to ``gpus``. Returns
+    False if interrupted (KeyboardInterrupt, which :class:`Interrupts` also raises for
+    SIGTERM), True when every case finished. Workers never outlive this call.
     """
+    from multiprocessing.connection import wait
+
     context = mp.get_context("spawn")
-    events = context.Queue()
     pending: deque[tuple[Any, ...]] = deque()
+    measured: dict[str, Case] = {}
     for one in cases:
-        if one.problem or one.func is None or not one.source_file:
-            row = _row(one, "case", "load", "-", "-", 1, status="error", diagnosis=one.problem or "no function")
-            if key_of(row) not in skip:
-                on_rows([row])
-            if progress:
-                progress(one.name)
-            continue
-        pending.append((one.source_file, one.name, skip, None, {}))
+        if not (one.problem or one.func is None or not one.source_file):
+            measured.setdefault(one.name, one)
+    for row in _problem_rows(cases):
+        if key_of(row) not in skip:
+            on_rows([row])
+    for one in cases:
+        if measured.get(one.name) is one:
+            # only this case's keys travel: a large resumed run would otherwise fill the pipe
+            pending.append((one.source_file, one.name, {k for k in skip if k[0] == one.name}, None, {}))
+        if progress and one.name not in measured and one is _first_named(cases, one.name):
+            progress(one.name)
     if scaling is not None and scaling[0].source_file:
         # first in the queue: it overlaps the cases instead of lengthening the run's tail
         pending.appendleft((scaling[0].source_file, scaling[0].name, scaling[1], None, {}))
     slots: list[_Slot] = []
     early_deaths: dict[str, int] = {}
-
+    parent_pid = os.getpid()
     generation = 0
 
     def start_slot(index: int) -> _Slot:
         nonlocal generation
         generation += 1
         tasks = context.Queue()
+        # a task left unread by a killed worker must not block this process's exit
+        tasks.cancel_join_thread()
         wid = (index, generation)
-        process = context.Process(target=_worker, args=(wid, tasks, events, config), daemon=True)
+        reader, writer = context.Pipe(duplex=False)
+        process = context.Process(target=_worker, args=(wid, tasks, writer, config, parent_pid), daemon=True)
         process.start()
-        return _Slot(wid, process, tasks)
+        writer.close()  # the worker holds the only writing end: its death reads as the end of the pipe
+        return _Slot(wid, process, tasks, reader, started=time.monotonic())
+
+    def drain(slot: _Slot) -> None:
+        """Handle every event a slot's worker has written so far."""
+        while slot.events is not None:
+            try:
+                if not slot.events.poll():
+                    return
+                handle(*slot.events.recv())
+            except (EOFError, OSError):  # the worker is gone; a message it was writing is lost
+                slot.events.close()
+                slot.events = None
+            except Exception as exc:  # noqa: BLE001 - a malformed event must not end the run
+                print(f"diffbench: unreadable event from a worker ({type(exc).__name__}: {exc})", file=sys.stderr)
 
     def replace(index: int) -> None:
         old = slots[index]
         if old.process.is_alive():
             old.process.kill()
         old.process.join(timeout=5)
+        if old.events is not None:
+            old.events.close()
         slots[index] = start_slot(index)
+
+    def handle(kind: str, wid: tuple[int, int], payload: Any) -> None:
+        slot = _by_wid(slots, wid)
+        now = time.monotonic()
+        if kind == "ready":
+            if slot is not None:
+                slot.ready = True
+                slot.since = now  # a task handed over during start-up is timed from here
+        elif kind == "row":
+            if slot is not None:
+                slot.done_keys.add(key_of(payload))
+                slot.since = now
+            on_rows([payload])
+        elif kind == "start":
+            if slot is not None:
+                slot.key, slot.since = payload, now
+        elif kind == "scale":
+            if on_scale is not None:
+                on_scale(payload)
+        elif kind == "env":
+            if gpus is not None:
+                gpus.extend(g for g in payload if g not in gpus)
+        elif kind == "done":
+            if slot is not None:
+                slot.task, slot.key = None, None
+            if progress:
+                progress(payload)
 
     try:
         for index in range(max(1, min(jobs, len(pending)))):
             slots.append(start_slot(index))
         while pending or any(s.task for s in slots):
-            for i, slot in enumerate(slots):
+            for slot in slots:
                 if slot.task is None and pending:
-                    slot.task, slot.key, slot.since, slot.done_keys = pending.popleft(), None, time.monotonic(), set()
+                    slot.task, slot.key, slot.done_keys = pending.popleft(), None, set()
+                    slot.since = time.monotonic()
                     slot.tasks.put(slot.task)
-            try:
-                kind, wid, payload = events.get(timeout=0.5)
-            except queue.Empty:
-                kind = None
-            if kind == "row":
-                slot = _by_wid(slots, wid)
-                if slot is not None:
-                    slot.done_keys.add(key_of(payload))
-                on_rows([payload])
-            elif kind == "start":
-                slot = _by_wid(slots, wid)
-                if slot is not None:
-                    slot.key, slot.since = payload, time.monotonic()
-            elif kind == "scale":
-                if on_scale is not None:
-                    on_scale(payload)
-            elif kind == "env":
-                if gpus is not None:
-                    gpus.extend(g for g in payload if g not in gpus)
-            elif kind == "done":
-                slot = _by_wid(slots, wid)
-                if slot is not None:
-                    slot.task, slot.key = None, None
-                if progress:
-                    progress(payload)
+            # every event written is read before any clock is checked, so a slow parent never
+            # mistakes a finished measurement for an overdue one
+            open_events = [s.events for s in slots if s.events is not None]
+            if open_events:
+                wait(open_events, timeout=0.5)
+            else:
+                time.sleep(0.5)
+            for slot in slots:
+                drain(slot)
             for i, slot in enumerate(slots):
                 if slot.task is None:
                     continue
                 died = not slot.process.is_alive()
-                overdue = config.timeout_s and time.monotonic() - slot.since > config.timeout_s + GRACE_S
+                now = time.monotonic()
+                if slot.ready:
+                    overdue = bool(config.timeout_s) and now - slot.since > config.timeout_s + GRACE_S
+                else:
+                    overdue = bool(config.timeout_s) and now - slot.started > STARTUP_TIMEOUT_S
+                if overdue and not died:
+                    slot.process.kill()
+                    slot.process.join(timeout=5)
+                if died or overdue:
+                    drain(slot)  # what it wrote before it ended: its last row, the start of what crashed
+                    if slot.task is None:  # it finished its case after all
+                        replace(i)
+                        continue
                 if (died or overdue) and isinstance(slot.task[2], ScaleTask):
                     print(f"diffbench: the scaling study of {slot.task[1]!r} did not finish; the report has no "
                           "scaling section", file=sys.stderr)
@@ -216,14 +499,15 @@ def run_isolated(cases: list[Case], config: Config, jobs: int, on_rows: Callable
                         early_deaths[name] = early_deaths.get(name, 0) + 1
                     if early_deaths.get(name, 0) >= 2:
                         # it dies before measuring anything (loading the file, starting up): do not loop
-                        fake = Case(name=name, func=None, source_file=slot.task[0])
-                        on_rows([_row(fake, "case", "load", "-", "-", 1, status="error",
-                                      diagnosis=f"the worker process died twice (exit code {slot.process.exitcode}) "
-                                                "before measuring this case: loading it crashes the interpreter")])
+                        what = "died" if died else "was stopped after hanging"
+                        on_rows([_row(measured[name], "case", "load", "-", "-", 1, status="error",
+                                      diagnosis=f"the worker process {what} twice (exit code "
+                                                f"{slot.process.exitcode}) before measuring this case: loading "
+                                                "it crashes or hangs the interpreter")])
                         if progress:
                             progress(name)
                     else:
-                        _recover(slot, died, config, pending, on_rows)
+                        _recover(slot, died, config, pending, on_rows, measured[name], progress)
                     replace(i)
     except KeyboardInterrupt:
         for slot in slots:
@@ -238,11 +522,17 @@ def run_isolated(cases: list[Case], config: Config, jobs: int, on_rows: Callable
             slot.process.join(timeout=5)
             if slot.process.is_alive():
                 slot.process.kill()
+                slot.process.join(timeout=5)
+            if slot.events is not None:
+                slot.events.close()
     return True
 
 
+def _first_named(cases: list[Case], name: str) -> Case | None:
+    return next((one for one in cases if one.name == name), None)
+
+
 def _by_wid(slots: list[_Slot], wid: tuple[int, int]) -> _Slot | None:
-    # a killed worker's last events may still be queued: they carry an old generation
     for slot in slots:
         if slot.wid == wid:
             return slot
@@ -250,7 +540,8 @@ def _by_wid(slots: list[_Slot], wid: tuple[int, int]) -> _Slot | None:
 
 
 def _recover(slot: _Slot, died: bool, config: Config, pending: deque[tuple[Any, ...]],
-             on_rows: Callable[[list[dict[str, Any]]], None]) -> None:
+             on_rows: Callable[[list[dict[str, Any]]], None], case: Case,
+             progress: Callable[[str], None] | None) -> None:
     """Record what happened to the unit in flight and queue the rest of its case."""
     file, name, skip, ref_problem, failed = slot.task  # type: ignore[misc]
     key = slot.key
@@ -260,20 +551,25 @@ def _recover(slot: _Slot, died: bool, config: Config, pending: deque[tuple[Any, 
                                    "the interpreter")
     else:
         status, reason = "timeout", f"ran past --timeout {config.timeout_s:g} s and was stopped"
+    if key is not None and key[1] == "sweep":
+        # every row of the case is in; only the step-size sweep (an illustration) is missing
+        print(f"diffbench: case {name!r}: the step-size sweep {reason}; the report shows no sweep for it",
+              file=sys.stderr)
+        if progress:
+            progress(name)
+        return
     skip = set(skip) | slot.done_keys
     failed = dict(failed)
     if key is None or key[1] == "reference":
-        ref_problem = f"the 50-digit reference {reason}" if key is not None else ref_problem
+        ref_problem = f"the certified reference {reason}" if key is not None else ref_problem
         if key is None:
             failed = {m: (status, f"the case {reason} while starting") for m in config.methods}
         else:
             failed["symbolic"] = (status, ref_problem)
     else:
         _, method, variant, dtype, device, order = key
-        fake = Case(name=name, func=None, source_file=file)
-        row = _row(fake, method, variant, dtype, device, order, status=status,
+        row = _row(case, method, variant, dtype, device, order, status=status,
                    diagnosis=f"{method}/{variant} in {dtype} {reason}; raise --timeout or fix the case")
-        row["source_hash"] = ""
         on_rows([row])
         skip.add(key)
         failed[method] = (status, f"{method}/{variant} in {dtype} {reason}")

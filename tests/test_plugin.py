@@ -1,5 +1,7 @@
 """The pytest plugin, run as a user would (pytester, in a subprocess)."""
 
+import pytest
+
 CASES = '''
 from diffbench import case
 
@@ -68,3 +70,35 @@ def test_the_plugin_gives_the_same_diagnosis_as_run(pytester):
     result.stdout.fnmatch_lines(["*soft_norm tape/eager float32: expected status 'ok', got 'inaccurate'*"
                                  "check its tf.custom_gradient*"])
     assert result.parseoutcomes()["failed"] == 2
+
+
+XDIST_CASES = '''
+from diffbench import case
+
+
+@case(inputs={"x": 3.0})
+def quad(x, xp):
+    return x**2
+
+
+@case(inputs={"x": 2.0, "y": 1.0}, expect={"tape": "none"})
+def unused(x, y, xp):
+    return x**2
+
+
+@case(inputs={"x": "three"})
+def broken(x, xp):
+    return x
+'''
+
+
+@pytest.mark.slow
+def test_items_give_the_same_outcomes_spread_over_xdist_workers(pytester):
+    pytest.importorskip("xdist")
+    pytester.makepyfile(mycases=XDIST_CASES)
+    result = pytester.runpytest_subprocess("-n", "2", "-p", "no:cacheprovider", "--diffbench-cases", "mycases.py",
+                                           "--diffbench-methods", "symbolic,finite", "--diffbench-dtypes", "float64")
+    result.stdout.fnmatch_lines(["*2 workers*"])
+    # quad and unused: 3 symbolic + 4 finite variants each, all ok; broken: one item that cannot run
+    assert result.parseoutcomes() == {"passed": 14, "failed": 1}
+    assert not list(pytester.path.glob("**/*.tmp")) and not list(pytester.path.glob("**/.diffbench*"))
