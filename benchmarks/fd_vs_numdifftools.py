@@ -5,9 +5,11 @@ Runs both on the functions and points ported from numdifftools' own tests
 50-digit reference: normwise relative error ‖g − g_ref‖ / ‖g_ref‖ (absolute where the
 reference is 0), the fraction of cases where diffbench is at least as accurate, and the
 calls of f each makes. Also reports how often diffbench's ``error_estimate`` is at least
-the true error.
+the true error: on these functions, and (``--library``) over every case in ``cases/``, in both
+dtypes and every finite-difference variant, with the median ratio of the estimate to the true
+error (an estimate that covers by being 1e6 times too large shows there).
 
-    pip install -e ".[bench]" && python benchmarks/fd_vs_numdifftools.py [--markdown]
+    pip install -e ".[bench]" && python benchmarks/fd_vs_numdifftools.py [--markdown] [--library]
 """
 
 from __future__ import annotations
@@ -47,12 +49,13 @@ def relative_error(got: np.ndarray, want: np.ndarray) -> float:
     return diff / norm if norm > 0 else diff
 
 
-def gradient_rows() -> list[dict[str, Any]]:
-    """One row per case: both tools' gradient errors and evaluation counts, and the estimate's coverage."""
+def gradient_rows(cases: list[Any] | None = None) -> list[dict[str, Any]]:
+    """One row per case (default ``GRADIENT``): both tools' gradient errors and evaluation counts, and
+    diffbench's relative error estimate."""
     import numdifftools as nd
 
     rows = []
-    for case in GRADIENT:
+    for case in GRADIENT if cases is None else cases:
         x = flatten(case.inputs, list(case.inputs))
         want = flatten(reference(case).values, list(case.inputs))
         f = finite.function_of(case, "float64")
@@ -68,12 +71,12 @@ def gradient_rows() -> list[dict[str, Any]]:
     return rows
 
 
-def hessian_rows() -> list[dict[str, Any]]:
-    """One row per case: both tools' Hessian errors and evaluation counts."""
+def hessian_rows(cases: list[Any] | None = None) -> list[dict[str, Any]]:
+    """One row per case (default ``HESSIAN``): both tools' Hessian errors and evaluation counts."""
     import numdifftools as nd
 
     rows = []
-    for case in HESSIAN:
+    for case in HESSIAN if cases is None else cases:
         x = flatten(case.inputs, list(case.inputs))
         want = np.asarray(reference_hessian(case), dtype=np.float64)
         f = finite.function_of(case, "float64")
@@ -85,6 +88,36 @@ def hessian_rows() -> list[dict[str, Any]]:
                      "numdifftools": relative_error(peer, want), "evals_diffbench": ours.calls,
                      "evals_numdifftools": theirs.calls})
     return rows
+
+
+def library_rows(results: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The order-1 finite-difference rows of a run over the whole library (``results``: a run's
+    results.csv as a DataFrame; without it, the library is run here, without timing)."""
+    if results is None:
+        from diffbench import load_cases, run
+
+        cases = load_cases(Path(__file__).resolve().parent.parent / "cases")
+        results = run(cases, methods=["finite"], order2=False, timing=False)
+    rows = results[(results["method"] == "finite") & (results["order"] == 1)]
+    # only rows with a finite gradient and a reference have a true error to bound
+    return rows[rows["status"].isin(["ok", "inaccurate"])]
+
+
+def coverage(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per variant: rows, the fraction whose ``error_estimate`` ≥ the true ``rel_error`` (coverage), how
+    many estimates are infinite (no bound: a zero or unresolved gradient), the coverage among the
+    finite estimates, and the median and 90th
+    percentile of estimate / true error where both are finite and the true error is not 0."""
+    out = []
+    for variant, part in rows.groupby("variant"):
+        estimate, true = part["error_estimate"].astype(float), part["rel_error"].astype(float)
+        ratio = (estimate / true)[(true > 0) & np.isfinite(estimate) & np.isfinite(true)]
+        bounded = np.isfinite(estimate)
+        out.append({"variant": variant, "rows": len(part), "coverage": float((estimate >= true).mean()),
+                    "no bound (inf)": int((~bounded).sum()),
+                    "coverage of finite estimates": float((estimate[bounded] >= true[bounded]).mean()),
+                    "median estimate/true": float(ratio.median()), "p90 estimate/true": float(ratio.quantile(0.9))})
+    return pd.DataFrame(out).set_index("variant")
 
 
 def summary(rows: pd.DataFrame, label: str) -> dict[str, Any]:
@@ -108,13 +141,26 @@ def main(argv: list[str] | None = None) -> int:
     """Run both halves and print the per-case tables and the summary."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--markdown", action="store_true", help="print markdown tables (for RESULTS.md)")
+    parser.add_argument("--library", nargs="?", const="", metavar="RESULTS_CSV",
+                        help="only the error estimates' coverage over the library: of a run's results.csv, or "
+                             "of a run made here")
     args = parser.parse_args(argv)
+    show = (lambda df: df.to_markdown()) if args.markdown else (lambda df: df.to_string())
+    if args.library is not None:
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            table = coverage(library_rows(pd.read_csv(args.library) if args.library else None))
+        for column in ("coverage", "coverage of finite estimates"):
+            table[column] = table[column].map(lambda v: f"{v:.1%}")
+        for column in ("median estimate/true", "p90 estimate/true"):
+            table[column] = table[column].map(lambda v: f"{v:.3g}")
+        print(show(table))
+        return 0
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         grad = pd.DataFrame(gradient_rows())
         hess = pd.DataFrame(hessian_rows())
     table = pd.DataFrame([summary(grad, "gradient"), summary(hess, "Hessian")]).set_index("what").T.fillna("")
-    show = (lambda df: df.to_markdown()) if args.markdown else (lambda df: df.to_string())
     print(show(table))
     for rows in (grad, hess):
         rows = rows.set_index("case")

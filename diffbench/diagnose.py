@@ -230,6 +230,14 @@ def accuracy_diagnosis(case: Case | None, method: str, variant: str, dtype: str,
                     "formulation (tf.math.softplus, logaddexp)")
         if method == "finite" and case is not None and ref.tape is not None:
             crossing = _crossing(case, ref, dtype, variant, step, order)
+            if crossing is None and order == 1 and variant != "complex_step" and case.func is not None \
+                    and x.size <= _MAX_TRIAL_INPUTS:
+                with contextlib.suppress(Exception):
+                    from .reference import labels as input_labels
+
+                    c = finite.step_scale(variant, dtype) if step is None or not math.isfinite(step) else step
+                    reach = c * np.maximum(np.abs(x.astype(np.float64)), 1.0) * (2 if variant == "richardson" else 1)
+                    crossing = _pole_or_domain(f, x, reach, variant != "forward", input_labels(case))
             if crossing:
                 return f"{status} in {dtype}: {crossing}"
         return f"{status} in {dtype} with no overflow in the function itself"
@@ -261,8 +269,10 @@ def accuracy_diagnosis(case: Case | None, method: str, variant: str, dtype: str,
         return (f"SymPy's formula for the {what}, evaluated in {dtype}, loses accuracy here although the maths is "
                 f"well-conditioned (relative error {rel:.2g}{worst}): the derivative SymPy wrote cancels, e.g. "
                 "1 − tanh(x)² once tanh(x) rounds to 1; the tape or the complex step follow the case's own formula")
-    if method == "finite" and variant != "complex_step" and case is not None:
+    if method == "finite" and case is not None:
         with contextlib.suppress(Exception):
+            if variant == "complex_step" and order == 1:
+                return _complex_step_diagnosis(case, dtype, rel, ref_flat, ref)
             return fd_diagnosis(case, dtype, variant, rel, ref_flat, ref, step=step, order=order)
     return (f"{method}/{variant} is beyond tolerance (relative error {rel:.2g}{worst}) with no overflow, and rounding "
             "in the formula does not explain it; the cause is not known to diffbench")
@@ -316,68 +326,353 @@ def _crossing(case: Case, ref: Any, dtype: str, scheme: str, step: float | None,
                     from .reference import labels
 
                     names = labels(case)
-                return (f"the stencil crosses a kink: along {names[i]} a non-smooth operation switches within "
-                        f"{float(reach[i]):.2g} of the point, so the differences mix the slopes of both sides; use a "
-                        "smaller step or move the point further from the kink")
+                return (f"a kink in reach: the stencil crosses a kink along {names[i]}, where a non-smooth "
+                        f"operation switches within {float(reach[i]):.2g} of the point, so the differences mix the "
+                        "slopes of both sides")
     return None
+
+
+#: finite-difference variants tried as alternatives for an inaccurate row (order 1)
+FD_VARIANTS = ("forward", "central", "richardson", "complex_step")
+#: an alternative is advised only where it errs by at most this fraction of the row's error, and by at most
+#: ``USEFUL`` (an error of 100% is no gradient, however much better than the row)
+BETTER = 0.5
+USEFUL = 0.1
+#: the trials (alternatives, rescaled inputs, exact arithmetic, sampling across the step) each cost a gradient or
+#: more: they run for cases with at most this many inputs
+_MAX_TRIAL_INPUTS = 64
+
+
+def _quiet() -> contextlib.ExitStack:
+    """No floating-point warnings while a trial evaluates f where it may overflow or leave its domain."""
+    stack = contextlib.ExitStack()
+    stack.enter_context(np.errstate(all="ignore"))
+    stack.enter_context(warnings.catch_warnings())
+    warnings.simplefilter("ignore")
+    return stack
+
+
+def _relative(got: np.ndarray, want: np.ndarray, size: float) -> float:
+    with np.errstate(all="ignore"):
+        diff = float(np.linalg.norm(np.asarray(got, dtype=np.float64).ravel() - want.ravel()))
+    return diff / size if math.isfinite(diff) else math.inf
+
+
+def _power_of_two_scales(x: np.ndarray) -> np.ndarray:
+    """Per element 2^round(log2 |xᵢ|) where 0 < |xᵢ| < 1, else 1: dividing by it brings small inputs to order 1
+    exactly (a power of two changes no bit of the mantissa)."""
+    with np.errstate(divide="ignore"):
+        exps = np.where((x != 0) & (np.abs(x) < 1), np.round(np.log2(np.abs(x.astype(np.float64)))), 0.0)
+    return np.exp2(exps)
+
+
+def _fd_gradient(f: Any, x: np.ndarray, scheme: str, c: float | None = None, scales: np.ndarray | None = None
+                 ) -> np.ndarray | None:
+    """``scheme``'s gradient of f at x (float64), or None where the scheme does not apply; with ``scales``, of
+    u ↦ f(u·scales) at x/scales, mapped back (the inputs rescaled to order 1)."""
+    from .engines import Skip, finite
+
+    try:
+        with _quiet():
+            if scales is None:
+                return finite.differentiate(f, x, scheme, c, estimate=False).value.astype(np.float64)
+            s = scales.astype(x.dtype)
+            g = finite.differentiate(lambda u: f(u * s), x / s, scheme, c, estimate=False).value
+            return g.astype(np.float64) / scales
+    except (Skip, TypeError, ValueError, AttributeError, ArithmeticError):
+        return None
+
+
+def _exact_function(ref: Any) -> Any:
+    """f at 192 bits minus f(x), as a float: its differences have no rounding to speak of (the values are of
+    the size of the differences), so a scheme run on it errs by its truncation alone."""
+    import mpmath
+
+    point = list(ref.point)
+    f0 = ref.f_mp(point)
+
+    def f(p: np.ndarray) -> float:
+        value = ref.f_mp([mpmath.mpf(float(v)) for v in np.ravel(p)]) - f0
+        return float(value) if mpmath.isfinite(value) else math.nan
+
+    return f
+
+
+def _exact_resolution(exact: Any, x: np.ndarray, steps: np.ndarray, size: float) -> float:
+    """How far float64 rounding of the exact function's values (f(x + hᵢeᵢ) − f(x)) moves a difference quotient,
+    relative to ``size``: where curvature makes those values far larger than g·h (x² at 1e-30 with h = 5e-3), the
+    exact-arithmetic trial cannot see truncation below this."""
+    eps = float(np.finfo(np.float64).eps)
+    parts = []
+    for i in range(x.size):
+        p = x.copy()
+        p[i] += steps[i]
+        parts.append(eps * abs(exact(p)) / steps[i])
+    return float(np.linalg.norm(parts)) / size
+
+
+def _pole_or_domain(f: Any, x: np.ndarray, reach: np.ndarray, both: bool, names: list[str]) -> str | None:
+    """Whether the stencil's reach along some input holds a pole (f changes sign through values far larger than
+    at x) or leaves f's domain (f is NaN or infinite there while finite at x), from f sampled in float64."""
+    x64 = x.astype(np.float64)
+    with _quiet():
+        f0 = float(np.real(f(x64)))
+        if not math.isfinite(f0):
+            return None
+        for i in range(x.size):
+            offsets = np.linspace(-reach[i] if both else 0.0, reach[i], 65)
+            values = []
+            for t in offsets:
+                p = x64.copy()
+                p[i] += t
+                values.append(float(np.real(f(p))))
+            v = np.asarray(values)
+            bad = ~np.isfinite(v)
+            if bad.any():
+                where = float(offsets[int(np.argmax(bad))])
+                return (f"the function's domain: the stencil leaves it along {names[i]}, where f is not finite at "
+                        f"x {'−' if where < 0 else '+'} {abs(where):.2g} (the step reaches {reach[i]:.2g}), so the "
+                        "differences mix values from outside it")
+            big = 10 * max(abs(f0), float(np.min(np.abs(v))))
+            large = np.abs(v) > big
+            flips = np.nonzero((np.sign(v[:-1]) * np.sign(v[1:]) < 0) & large[:-1] & large[1:])[0]
+            if flips.size:
+                where = float(offsets[flips[0]])
+                return (f"a pole in reach: the stencil crosses a pole along {names[i]}, where f changes sign through "
+                        f"values of size "
+                        f"{abs(v[flips[0]]):.2g} near x {'−' if where < 0 else '+'} {abs(where):.2g}, within the "
+                        f"step's reach {reach[i]:.2g} (f(x) = {f0:.3g}), so the differences straddle it")
+    return None
+
+
+def _fd_alternatives(case: Case, dtype: str, scheme: str, rel_error: float, ref_flat: np.ndarray, size: float,
+                     f: Any, x: np.ndarray) -> list[tuple[float, str]]:
+    """(error, text) for every other finite-difference variant, and float64 for a float32 row, that was tried
+    here and errs by at most ``BETTER`` of the row's error."""
+    from . import metrics
+    from .engines import finite
+
+    found = []
+    for variant in FD_VARIANTS:
+        if variant == scheme:
+            continue
+        g = _fd_gradient(f, x, variant)
+        if g is not None:
+            err = _relative(g, ref_flat, size)
+            within = "within" if err <= metrics.tolerance("finite", variant, dtype) else "beyond"
+            found.append((err, f"{variant} (error {err:.2g}, {within} its tolerance)"))
+    if dtype == "float32":
+        g = _fd_gradient(finite.function_of(case, "float64"), x.astype(np.float64), scheme)
+        if g is not None:
+            err = _relative(g, ref_flat, size)
+            found.append((err, f"{scheme} in float64 (error {err:.2g})"))
+    return sorted(item for item in found if item[0] <= min(BETTER * rel_error, USEFUL))
+
+
+def _rounding_text(dtype: str, magnitude: float, truncation: float, model: str, explained: bool = True) -> str:
+    """The rounding cause: underflow where the values are below the dtype's normal range, else rounding at the
+    magnitude of the values the function computes, with what the exact-arithmetic trial left of truncation."""
+    info = np.finfo(dtype)
+    exact = (f"; in exact arithmetic the same differences err by only {truncation:.2g}"
+             if math.isfinite(truncation) else "")
+    if math.isfinite(truncation) and not explained:
+        exact += (", so rounding is the cause although the values' own size does not account for it: the formula's "
+                  "intermediates round at a larger size (a cancellation inside it)")
+    if 0 <= magnitude < float(info.tiny):
+        return (f" of values that underflow: the function's values are of size {magnitude:.3g}, below {dtype}'s "
+                f"smallest normal number {float(info.tiny):.3g}, where it keeps few digits or none{exact}")
+    return (f" at the magnitude of the function's values: it computes with values of size {magnitude:.3g}, and "
+            f"{model}{exact}")
 
 
 def fd_diagnosis(case: Case, dtype: str, scheme: str, rel_error: float, reference_flat: np.ndarray, ref: Any,
                  step: float | None = None, order: int = 1) -> str:
-    """Say whether a kink in the stencil, rounding, the step's scale or truncation limits a finite difference,
-    and whether a better step exists.
+    """Name what limits a finite difference and advise only what was tried here and does better.
 
-    Rounding is modelled at the magnitude of the values the function computes
-    (``Reference.magnitude``, the running size of its intermediates), not at |f|:
-    log-sum-exp of large logits is small but computes with large numbers.
+    The cause, in this order: the stencil crosses a kink (``_crossing``), a pole or leaves the
+    domain (f sampled across the step's reach); the step's scale (h = c·max(|x|, 1) far larger
+    than some |xᵢ|, and the same scheme on the inputs rescaled to order 1 errs by at most a tenth as
+    much); else truncation or rounding, told apart by running the same scheme on f at 192 bits (minus
+    f(x)): what it still errs by is truncation, the rest is rounding, quoted at the magnitude of the
+    values the function computes (``Reference.magnitude``: log-sum-exp of large logits is small but
+    computes with large numbers). Advice names only alternatives computed here and compared with the
+    reference: other variants, float64 for a float32 row, a step from the sweep, rescaled inputs; or
+    says that none does better. Order 2 (the Hessian by extrapolated second differences, the same for
+    every variant) gets its own text. Raises what the case raises.
     """
-    from .engines import finite
+    if order == 2:
+        return _fd_hessian_diagnosis(case, dtype, rel_error, reference_flat, ref)
+    from . import metrics
+    from .engines import finite, flatten
+    from .reference import labels
 
-    crossing = _crossing(case, ref, dtype, scheme, step, order)
     eps = float(np.finfo(dtype).eps)
-    x = np.concatenate([v.ravel() for v in case.inputs.values()])
+    f = finite.function_of(case, dtype)
+    x = flatten(case.inputs, list(case.inputs)).astype(dtype)
+    names = labels(case)
+    size = float(np.linalg.norm(reference_flat)) or (float(np.linalg.norm(ref.scale)) if ref.scale.size else 0.0) or 1.0
+    chosen = finite.step_scale(scheme, dtype) if step is None or not math.isfinite(step) else step
+    smallest = float(np.min(np.abs(x[x != 0]))) if np.any(x != 0) else 0.0
     largest = float(np.max(np.abs(x))) if x.size else 0.0
     magnitude = float(getattr(ref, "magnitude", math.nan))
     if not math.isfinite(magnitude):
-        with np.errstate(all="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            magnitude = abs(float(finite.function_of(case, dtype)(x.astype(dtype))))
-    g_norm = float(np.linalg.norm(reference_flat)) or 1.0
-    if order == 2:
-        chosen = SECOND_DIFFERENCE_STEP(dtype)
-        h = chosen * max(largest, 1.0)
-        rounding = eps * magnitude / h**2 / g_norm
-        if crossing:
-            cause = crossing
-        elif rounding >= 0.1 * rel_error:
-            cause = (f"rounding: second differences divide by h² ≈ {h**2:.2g}, and the values the function computes "
-                     f"are of size {magnitude:.3g}, so rounding contributes ≈ {rounding:.2g} of the Hessian")
+        with _quiet():
+            magnitude = abs(float(np.real(f(x))))
+    rounding = eps * magnitude / (chosen * max(largest, 1.0)) / size
+    reach = chosen * np.maximum(np.abs(x.astype(np.float64)), 1.0) * (2 if scheme == "richardson" else 1)
+    cause = _crossing(case, ref, dtype, scheme, step, order) if ref.tape is not None else None
+    if cause is None and x.size <= _MAX_TRIAL_INPUTS:
+        cause = _pole_or_domain(f, x, reach, scheme != "forward", names)
+    rescaled = None
+    if cause is None and 0 < smallest < chosen and x.size <= _MAX_TRIAL_INPUTS:
+        g = _fd_gradient(f, x, scheme, chosen if scheme != "richardson" else None, _power_of_two_scales(x))
+        if g is not None:
+            rescaled = _relative(g, reference_flat, size)
+            if rescaled <= min(0.1 * rel_error, metrics.tolerance("finite", scheme, dtype)):
+                cause = (f"the step's scale: h ≈ {chosen:.2g} is far larger than the inputs (the smallest |x| is "
+                         f"{smallest:.2g}), so the differences see the function at the scale of h; with the inputs "
+                         f"rescaled to order 1 (steps relative to |x|) the same scheme errs by {rescaled:.2g}")
+    if cause is None and 0 <= magnitude < float(np.finfo(dtype).tiny):
+        cause = "rounding" + _rounding_text(dtype, magnitude, math.nan, "")
+    if cause is None:
+        truncation = math.nan
+        if getattr(ref, "f_mp", None) is not None and ref.point and x.size <= _MAX_TRIAL_INPUTS:
+            with contextlib.suppress(Exception):
+                exact = _exact_function(ref)
+                steps = chosen * np.maximum(np.abs(x.astype(np.float64)), 1.0)
+                if _exact_resolution(exact, x.astype(np.float64), steps, size) < 0.25 * rel_error:
+                    # in float64: the exact differences must not underflow or round when stored
+                    g = _fd_gradient(exact, x.astype(np.float64), scheme, chosen if scheme != "richardson" else None)
+                    truncation = math.inf if g is None else _relative(g, reference_flat, size)
+        if (truncation >= 0.5 * rel_error) if math.isfinite(truncation) else rounding < 0.1 * rel_error:
+            known = (f" (in exact arithmetic the same differences err by {truncation:.2g})"
+                     if math.isfinite(truncation) else "")
+            cause = (f"truncation: the function curves on a scale shorter than the step h ≈ "
+                     f"{chosen * max(largest, 1.0):.2g}{known}")
         else:
-            cause = (f"truncation: the function's fourth derivatives are large for h ≈ {h:.2g}; second differences "
-                     "err by about h²·f⁗/12")
-        return (f"second differences in {dtype} are dominated by {cause}; relative error {rel_error:.2g}. The "
-                "symbolic or tape Hessian is exact up to rounding")
-    chosen = finite.step_scale(scheme, dtype) if step is None or not math.isfinite(step) else step
-    rounding = eps * magnitude / (chosen * max(largest, 1.0)) / g_norm
-    if crossing:
-        cause = crossing
-    elif 0 < largest < 1e-3 * chosen:
-        # h = c·max(|x|, 1) = c: the differences see f at the scale of the step, not of x
-        cause = (f"the step's scale: h ≈ {chosen:.2g} is far larger than the inputs (|x| ≤ {largest:.2g}), so the "
-                 "differences see the function at the scale of h; rescale the inputs to order 1")
-    elif rounding >= 0.1 * rel_error:
-        cause = (f"rounding: the function computes with values of size {magnitude:.3g}, large against the gradient, "
-                 f"and eps·{magnitude:.3g}/h ≈ {rounding:.2g} of it at this step")
+            model = f"eps·{magnitude:.3g}/h ≈ {rounding:.2g} of the gradient at this step"
+            cause = "rounding" + _rounding_text(dtype, magnitude, truncation, model, rounding >= 0.1 * rel_error)
+    advice = []
+    if rescaled is not None and rescaled <= min(BETTER * rel_error, USEFUL):
+        advice.append(f"rescale the inputs to order 1 (error {rescaled:.2g})")
+    if x.size <= _MAX_TRIAL_INPUTS and scheme != "complex_step":
+        scales, errs = finite.sweep(case, dtype, scheme, reference_flat)
+        errs = np.where(np.isfinite(errs), errs, np.inf)
+        # judged by the worst of each step and its neighbours: an isolated lucky cancellation is not advice
+        robust = np.array([errs[max(i - 1, 0):i + 2].max() for i in range(len(errs))])
+        best = int(np.argmin(robust))
+        if robust[best] <= min(BETTER * rel_error, metrics.tolerance("finite", scheme, dtype)):
+            advice.append(f"a step of c ≈ {scales[best]:.2g} would do (error {robust[best]:.2g})")
+    if x.size <= _MAX_TRIAL_INPUTS:
+        advice += [text for _, text in _fd_alternatives(case, dtype, scheme, rel_error, reference_flat, size, f, x)]
+        better = ("does better here: " + "; ".join(advice)) if advice else "no variant or step does better here"
     else:
-        cause = "truncation: the function curves too fast for this step"
-    scales, errs = finite.sweep(case, dtype, scheme, reference_flat)
-    errs = np.where(np.isfinite(errs), errs, np.inf)
-    robust = np.array([errs[max(i - 1, 0):i + 2].max() for i in range(len(errs))])
-    best = int(np.argmin(robust))
-    if robust[best] <= metrics.tolerance("finite", scheme, dtype):
-        better = f"a step of c ≈ {scales[best]:.2g} would do (error {robust[best]:.2g})"
+        better = "alternatives were not tried (too many inputs)"
+    where = (f"step c = {chosen:.2g}·max(|x|, 1)" if scheme != "richardson"
+             else f"a median chosen step of {chosen:.2g}·max(|x|, 1)")
+    return (f"{scheme} differences in {dtype} are dominated by {cause}; relative error {rel_error:.2g} at {where}; "
+            f"{better}")
+
+
+def _complex_step_diagnosis(case: Case, dtype: str, rel_error: float, reference_flat: np.ndarray, ref: Any) -> str:
+    """The complex step where the cancellation text does not apply: its imaginary part h·g underflowing, f's
+    values underflowing, or else the rounding of f's own complex evaluation; and what does better, tried here."""
+    from .engines import finite, flatten
+
+    info = np.finfo(dtype)
+    f = finite.function_of(case, dtype)
+    x = flatten(case.inputs, list(case.inputs)).astype(dtype)
+    want = np.asarray(reference_flat, dtype=np.float64)
+    size = float(np.linalg.norm(want)) or (float(np.linalg.norm(ref.scale)) if ref.scale.size else 0.0) or 1.0
+    steps = finite.step_scale("complex_step", dtype) * np.maximum(np.abs(x.astype(np.float64)), 1.0)
+    imaginary = np.abs(want) * steps
+    magnitude = float(getattr(ref, "magnitude", math.nan))
+    if np.any((imaginary > 0) & (imaginary < float(info.tiny))):
+        i = int(np.argmin(np.where(imaginary > 0, imaginary, np.inf)))
+        cause = (f"underflow of the imaginary part: Im f(x + ih) ≈ h·g is {imaginary[i]:.2g} for h = {steps[i]:.2g}, "
+                 f"below {dtype}'s smallest normal number {float(info.tiny):.3g}, where it keeps few digits or none")
+    elif 0 <= magnitude < float(info.tiny):
+        cause = (f"values that underflow: the function's values are of size {magnitude:.3g}, below {dtype}'s smallest "
+                 f"normal number {float(info.tiny):.3g}")
     else:
-        better = f"no step gets within tolerance here (the best, c ≈ {scales[best]:.2g}, errs by {robust[best]:.2g})"
-    alternatives = [a for a in ("richardson", "complex_step") if a != scheme] + (["float64"] if dtype == "float32" else [])
-    return (f"{scheme} differences in {dtype} are dominated by {cause}; relative error {rel_error:.2g} at step "
-            f"c = {chosen:.2g}·max(|x|, 1); {better}. Try {' or '.join(alternatives)}")
+        cause = ("rounding of the function's own evaluation in complex arithmetic: the complex step subtracts nothing "
+                 "and its truncation h²·f‴/6 is negligible at h = eps²·max(|x|, 1), so what it errs by is the rounding "
+                 "of f's intermediates as it reaches the imaginary part")
+    if x.size <= _MAX_TRIAL_INPUTS:
+        found = [text for _, text in _fd_alternatives(case, dtype, "complex_step", rel_error, want, size, f, x)]
+        better = ("does better here: " + "; ".join(found)) if found else "no variant does better here"
+    else:
+        better = "alternatives were not tried (too many inputs)"
+    return (f"the complex step in {dtype} is dominated by {cause}; relative error {rel_error:.2g}; {better}")
+
+
+def _fd_hessian_diagnosis(case: Case, dtype: str, rel_error: float, reference_flat: np.ndarray, ref: Any) -> str:
+    """Order 2: extrapolated second differences (``finite.hessian_matrix``, every variant) — kink, step's
+    scale, truncation or rounding (by the same scheme on f at 192 bits), and what does better, tried here."""
+    from . import metrics
+    from .engines import finite, flatten
+
+    eps = float(np.finfo(dtype).eps)
+    f = finite.function_of(case, dtype)
+    x = flatten(case.inputs, list(case.inputs)).astype(dtype)
+    want = np.asarray(reference_flat, dtype=np.float64)
+    size = float(np.linalg.norm(want)) or 1.0
+    with _quiet():
+        result = finite.hessian_matrix(f, x)
+    h = float(np.median(np.diag(result.steps))) if x.size else math.nan
+    magnitude = float(getattr(ref, "magnitude", math.nan))
+    if not math.isfinite(magnitude):
+        with _quiet():
+            magnitude = abs(float(np.real(f(x))))
+    rounding = eps * magnitude / h**2 / size if h > 0 else math.inf
+
+    def hessian_error(fun: Any, point: np.ndarray, scales: np.ndarray | None = None) -> float:
+        try:
+            with _quiet():
+                if scales is None:
+                    return _relative(finite.hessian_matrix(fun, point).value, want, size)
+                s = scales.astype(point.dtype)
+                hu = finite.hessian_matrix(lambda u: fun(u * s), point / s).value
+                return _relative(hu / np.outer(scales, scales), want, size)
+        except (TypeError, ValueError, AttributeError, ArithmeticError):
+            return math.inf
+
+    cause = _crossing(case, ref, dtype, "central", None, 2) if ref.tape is not None else None
+    smallest = float(np.min(np.abs(x[x != 0]))) if np.any(x != 0) else 0.0
+    rescaled = math.inf
+    if cause is None and 0 < smallest < 1:
+        rescaled = hessian_error(f, x, _power_of_two_scales(x))
+        if rescaled <= min(0.1 * rel_error, metrics.tolerance("finite", "central", dtype, order=2)):
+            cause = (f"the step's scale: the second differences' steps (median {h:.2g}) are far larger than the "
+                     f"inputs (the smallest |x| is {smallest:.2g}); with the inputs rescaled to order 1 they err by "
+                     f"{rescaled:.2g}")
+    if cause is None and 0 <= magnitude < float(np.finfo(dtype).tiny):
+        cause = "rounding" + _rounding_text(dtype, magnitude, math.nan, "")
+    if cause is None:
+        truncation = math.nan
+        if getattr(ref, "f_mp", None) is not None and ref.point:
+            with contextlib.suppress(Exception):
+                exact = _exact_function(ref)
+                steps = h * np.ones(x.size)
+                # second differences divide the float64 values' rounding by h², one h more than a gradient
+                if _exact_resolution(exact, x.astype(np.float64), steps, size) / h < 0.25 * rel_error:
+                    truncation = hessian_error(exact, x.astype(np.float64))
+        if (truncation >= 0.5 * rel_error) if math.isfinite(truncation) else rounding < 0.1 * rel_error:
+            known = f"; in exact arithmetic they err by {truncation:.2g}" if math.isfinite(truncation) else ""
+            cause = (f"truncation: the function's fourth derivatives are large on the scale of the steps "
+                     f"(median {h:.2g}){known}")
+        else:
+            cause = "rounding" + _rounding_text(dtype, magnitude, truncation, f"divided by h² ≈ {h**2:.2g}, eps·"
+                                                f"{magnitude:.3g} is ≈ {rounding:.2g} of the Hessian",
+                                                rounding >= 0.1 * rel_error)
+    advice = []
+    if rescaled <= min(BETTER * rel_error, USEFUL):
+        advice.append(f"rescale the inputs to order 1 (error {rescaled:.2g})")
+    if dtype == "float32":
+        wide = hessian_error(finite.function_of(case, "float64"), x.astype(np.float64))
+        if wide <= min(BETTER * rel_error, USEFUL):
+            advice.append(f"compute in float64 (error {wide:.2g})")
+    better = ("does better here: " + "; ".join(advice)) if advice else (
+        "no finite-difference variant does better here (every variant computes Hessians by these differences)")
+    return (f"extrapolated second differences in {dtype} are dominated by {cause}; relative error {rel_error:.2g}; "
+            f"{better}")

@@ -87,36 +87,36 @@ class Var:
                 # a rounding of this value in the method's dtype, as a float evaluation would make it
                 self.value = value * (1 + rec.perturb * (2 * rec.random.random() - 1))
 
-    # -- arithmetic --------------------------------------------------------------
+    # -- arithmetic (an array operand defers to NumPy, which applies the operation element by element) --
     def __add__(self, other: Any) -> Any:
-        return add(self, other)
+        return NotImplemented if isinstance(other, np.ndarray) else add(self, other)
 
     def __radd__(self, other: Any) -> Any:
-        return add(other, self)
+        return NotImplemented if isinstance(other, np.ndarray) else add(other, self)
 
     def __sub__(self, other: Any) -> Any:
-        return subtract(self, other)
+        return NotImplemented if isinstance(other, np.ndarray) else subtract(self, other)
 
     def __rsub__(self, other: Any) -> Any:
-        return subtract(other, self)
+        return NotImplemented if isinstance(other, np.ndarray) else subtract(other, self)
 
     def __mul__(self, other: Any) -> Any:
-        return multiply(self, other)
+        return NotImplemented if isinstance(other, np.ndarray) else multiply(self, other)
 
     def __rmul__(self, other: Any) -> Any:
-        return multiply(other, self)
+        return NotImplemented if isinstance(other, np.ndarray) else multiply(other, self)
 
     def __truediv__(self, other: Any) -> Any:
-        return divide(self, other)
+        return NotImplemented if isinstance(other, np.ndarray) else divide(self, other)
 
     def __rtruediv__(self, other: Any) -> Any:
-        return divide(other, self)
+        return NotImplemented if isinstance(other, np.ndarray) else divide(other, self)
 
     def __pow__(self, other: Any) -> Any:
-        return power(self, other)
+        return NotImplemented if isinstance(other, np.ndarray) else power(self, other)
 
     def __rpow__(self, other: Any) -> Any:
-        return power(other, self)
+        return NotImplemented if isinstance(other, np.ndarray) else power(other, self)
 
     def __neg__(self) -> Any:
         return negative(self)

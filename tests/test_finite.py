@@ -168,9 +168,14 @@ def test_prepare_and_gradient_difference_once(variant):
     if variant == "richardson":
         # its error estimate comes from the same table: preparing costs exactly one gradient
         assert in_prepare == one_gradient
+    elif variant == "central":
+        # n = 3 elements: f(x ± h) is the gradient (2n calls); the estimate adds f(x ± 2h) (a second step for
+        # truncation, and with f(x) the five points whose fourth difference shows f's noise): 2n + 1 more
+        assert (one_gradient, in_prepare) == (6, 6 + 6 + 1)
     else:
-        # the fixed-step error estimate needs a second step (2h): at most one extra gradient's worth
-        assert one_gradient < in_prepare <= 2 * one_gradient + 1
+        # f(x) and f(x + h) (n + 1 calls); the estimate adds f(x − h) (the central difference its truncation is
+        # measured against) and f(x ± 2h) (the noise): 3n more
+        assert (one_gradient, in_prepare) == (4, 4 + 9)
     assert one_gradient >= 3  # timed() evaluates a whole gradient, not a cached value
 
 

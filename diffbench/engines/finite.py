@@ -47,6 +47,22 @@ A start that is too large for the function is detected, not assumed away:
 ``forward`` and ``central`` keep their fixed step, except that a NaN or inf on one side of
 the stencil (the other side finite) halves h until both are finite, with a note.
 
+Error estimates (``error``, per element, absolute; ``FiniteEngine.prepare`` turns their norm
+into the row's relative ``error_estimate``) bound truncation and f's noise, not only eps·|f|:
+
+- ``forward``/``central``: truncation from a second stencil (the central difference at h, resp.
+  at 2h), plus the noise of f's values, the larger of eps·|f| and what their fourth difference
+  over x − 2h … x + 2h shows (``noise_level``: a formula that cancels, 1 − cos x near 0, carries
+  the rounding of the large numbers it subtracted), divided by the step. In prepare only: the
+  estimate costs 2 (forward: 3) further calls per element and one of f(x).
+- ``complex_step``: the same noise bound on the quotient Im f(x + ih)/h itself at x ± δ, x ± 2δ
+  (4 calls per element), its truncation h²·f‴/6 with f‴ from those quotients, and inf where f
+  overflowed.
+- ``richardson``: its table's estimate (above).
+- every scheme: the rounding of the result to the dtype (eps·|g|), and f's resolution at 0,
+  the smallest subnormal: f that underflowed to 0 is known only to that, so a zero gradient from
+  zero values gets no finite relative bound.
+
 Hessians (every variant): second differences extrapolated the same way. The diagonal uses
 (f(x+h) − 2f(x) + f(x−h)) / h², the off-diagonal the seven-point form
 [f(x+u) + f(x−u) − f(x+v) − f(x−v) − f(x+w) − f(x−w) + 2f(x)] / (2h_i·h_j) with
@@ -249,14 +265,21 @@ def _extrapolate(level: Callable[[float], tuple[float, float]], h0: float, power
     return best, err, h / 2**k, h, (reason if h < h0 else None)
 
 
+def _tiny(ev: _Evaluator) -> float:
+    return float(np.finfo(ev.x.dtype).smallest_subnormal) if ev.x.dtype.kind == "f" else 0.0
+
+
 def _central_level(ev: _Evaluator, i: int, eps: float, centre: bool = False) -> Callable[[float], tuple[float, float]]:
+    tiny = _tiny(ev)
+
     def level(h: float) -> tuple[float, float]:
         up, p = ev.at((i, h))
         down, q = ev.at((i, -h))
         width = p[i] - q[i]
         if width == 0:
             return math.nan, math.nan
-        rounding = eps * (abs(up) + abs(down)) / width
+        # f's rounding at its values; a value that underflowed to 0 is known only to the smallest subnormal
+        rounding = (eps * (abs(up) + abs(down)) + 2 * tiny) / width
         if centre:
             # x ± h are rounded, so the stencil's centre is known only to ~eps·h: an error of eps·h·|f''|,
             # which is everything where |x| is below the step's ulp (x = 1e-30 with h = 0.25)
@@ -268,13 +291,15 @@ def _central_level(ev: _Evaluator, i: int, eps: float, centre: bool = False) -> 
 
 
 def _one_sided_level(ev: _Evaluator, i: int, eps: float, sign: float) -> Callable[[float], tuple[float, float]]:
+    tiny = _tiny(ev)
+
     def level(h: float) -> tuple[float, float]:
         f0, _ = ev.at()
         far, p = ev.at((i, sign * h))
         width = p[i]
         if width == 0:
             return math.nan, math.nan
-        return (far - f0) / width, 2 * eps * (abs(far) + abs(f0)) / abs(width)
+        return (far - f0) / width, 2 * (eps * (abs(far) + abs(f0)) + 2 * tiny) / abs(width)
 
     return level
 
@@ -308,7 +333,8 @@ def _richardson(ev: _Evaluator, x: np.ndarray, c0: float, eps: float, floor: flo
         elif why == "slow" and start <= h0 / SHRINK**2:
             notes.append(f"{names(i)}: {_NOTE_SLOW} h = {h0:.2g}; the step was shrunk to {start:.2g} (a pole, "
                          "boundary or kink is near)")
-        grad[i], err[i], steps[i] = value, error, step
+        # the result is stored in the run's dtype: its own rounding
+        grad[i], err[i], steps[i] = value, error + eps * abs(value), step
     return FiniteResult(grad.astype(x.dtype), err, steps, notes)
 
 
@@ -324,10 +350,60 @@ def _fixed_level(ev: _Evaluator, i: int, h: float, scheme: str, eps: float) -> t
     return value, rounding, (up, down)
 
 
+def noise_level(values: list[float]) -> float:
+    """A bound on the noise in five values of a function at equally spaced points, after Moré & Wild's ECnoise.
+
+    The fourth difference of a smooth function at a small spacing δ is of order δ⁴; what is
+    left is the independent error of each value: for errors of size σ its variance is
+    (1 + 16 + 36 + 16 + 1)·σ² = 70σ². One fourth difference estimates σ as |Δ⁴|/√70, within a factor
+    of 2 about two times in three; twice that is returned, so that the rows whose error is noise alone
+    are bounded in most cases (the library's coverage figures are in benchmarks/RESULTS.md).
+    Returns NaN where a value is not finite.
+    """
+    v = np.asarray(values, dtype=np.float64)
+    if v.size != 5 or not np.all(np.isfinite(v)):
+        return math.nan
+    return 2 * abs(float(np.diff(v, 4)[0])) / math.sqrt(70)
+
+
+def _resolution(eps: float, tiny: float, *values: float) -> float:
+    """The size of f's rounding at its values: eps·|f|, and never below the smallest subnormal (a value that
+    underflowed to 0 is known only to that)."""
+    return eps * max((abs(v) for v in values), default=0.0) + tiny
+
+
+def _fixed_estimate(ev: _Evaluator, i: int, h: float, scheme: str, value: float, eps: float, tiny: float) -> float:
+    """An absolute error bound for one fixed-step difference: truncation from a second stencil, plus f's noise.
+
+    f's noise σ is the larger of its rounding at its own values (eps·|f|) and the noise its values show at
+    x − 2h … x + 2h (``noise_level``): where the formula cancels (1 − cos x near 0), f's values carry the
+    rounding of the much larger numbers they were computed from, which eps·|f| does not see. The central
+    truncation a·h² is D(2h) − D(h) over 3; forward's h·f''/2 is its distance from the central difference.
+    The noise enters D(h) as (e₊ − e₋)/2h (central, standard deviation σ/(√2·h)) or (e₊ − e₀)/h
+    (forward, √2·σ/h); twice that is counted.
+    """
+    f0, _ = ev.at()
+    around = [ev.at((i, k * h))[0] if k else f0 for k in (-2, -1, 0, 1, 2)]
+    sigma = max(_resolution(eps, tiny, *around), 0.0 if math.isnan(noise := noise_level(around)) else noise)
+    if scheme == "forward":
+        other, _ = _central_level(ev, i, eps)(h)
+        truncation = abs(value - other)
+        noise = 2 * math.sqrt(2) * sigma / h
+    else:
+        other, _ = _central_level(ev, i, eps)(2 * h)
+        truncation = abs(value - other) / 3
+        noise = math.sqrt(2) * sigma / h
+    if not math.isfinite(truncation):
+        return math.inf  # the second stencil leaves the domain: no estimate
+    # the result is stored in the run's dtype: its own rounding
+    return truncation + noise + eps * abs(value)
+
+
 def _fixed_step(f: Callable[[np.ndarray], Any], x: np.ndarray, scheme: str, c: float, eps: float,
                 names: Callable[[int], str], estimate: bool) -> FiniteResult:
     """Forward or central differences at h = c·max(|x|, 1), halving h while a stencil point is not finite."""
     ev = _Evaluator(f, x)
+    tiny = float(np.finfo(x.dtype).smallest_subnormal)
     n = x.size
     grad = np.empty(n)
     err = np.full(n, np.nan)
@@ -351,36 +427,64 @@ def _fixed_step(f: Callable[[np.ndarray], Any], x: np.ndarray, scheme: str, c: f
             notes.append(f"{names(i)}: {_NOTE_NONFINITE} at h = {h0:.2g}; the step was shrunk to {h:.2g}")
         grad[i], steps[i] = value, h
         if estimate:
-            # truncation from a second step: central D(2h) differs from D(h) by 3·a₁h²
-            if scheme == "forward":
-                other, _ = _central_level(ev, i, eps)(h)
-                err[i] = abs(value - other) + 2 * rounding
-            else:
-                other, _ = _central_level(ev, i, eps)(2 * h)
-                err[i] = abs(value - other) / 3 + rounding
+            err[i] = _fixed_estimate(ev, i, h, scheme, value, eps, tiny)
     return FiniteResult(grad.astype(x.dtype), err, steps, notes, ev.evaluations, ev.value_dtype)
 
 
-def _complex_step(f: Callable[[np.ndarray], Any], x: np.ndarray, c: float, eps: float) -> FiniteResult:
+def _complex_level(f: Callable[[np.ndarray], Any], x: np.ndarray, i: int, shift: float, h: float,
+                   ctype: np.dtype) -> tuple[float, Any]:
+    """(Im f(x + shift·eᵢ + i·h·eᵢ) / h, the value f returned)."""
+    z = x.astype(ctype)
+    z[i] += shift
+    z[i] += 1j * h
+    out = f(z)
+    if not np.iscomplexobj(out):
+        raise Skip("the case drops the imaginary part (a real-only operation); the complex step does not "
+                   "apply: use central or richardson")
+    return float(np.imag(out)) / h, out
+
+
+def _complex_step(f: Callable[[np.ndarray], Any], x: np.ndarray, c: float, eps: float,
+                  estimate: bool = True) -> FiniteResult:
+    """Im f(x + i·h·eᵢ)/h per element; with ``estimate``, its error from the same quotient at x ± δ, x ± 2δ.
+
+    The complex step never subtracts, so its error is the rounding of f's own evaluation as it
+    reaches the imaginary part (1 − cos x near 0 carries eps at the size of 1 into it) plus
+    truncation h²·f‴/6. Both show in the quotient at nearby points δ = eps^(1/3)·max(|x|, 1) apart:
+    its fourth difference is its noise (``noise_level``; a smooth derivative's is ~δ⁴, far below
+    eps), its second difference over δ² estimates f‴. δ is far larger than the distance over which
+    the rounding of f's intermediates stays the same, so the nearby quotients' errors are independent.
+    """
     n = x.size
     grad = np.empty(n, dtype=x.dtype)
     err = np.empty(n)
     steps = np.empty(n)
     ctype = np.result_type(x.dtype, np.complex64)
+    tiny = float(np.finfo(x.dtype).smallest_subnormal)
     value_dtype = None
+    evaluations = 0
     for i in range(n):
-        h = c * max(abs(float(x[i])), 1.0)
-        z = x.astype(ctype)
-        z[i] += 1j * h
-        out = f(z)
-        if not np.iscomplexobj(out):
-            raise Skip("the case drops the imaginary part (a real-only operation); the complex step does not "
-                       "apply: use central or richardson")
+        s = max(abs(float(x[i])), 1.0)
+        h = c * s
+        value, out = _complex_level(f, x, i, 0.0, h, ctype)
+        evaluations += 1
         value_dtype = value_dtype or np.asarray(np.real(out)).dtype
-        grad[i] = np.imag(out) / h
-        err[i] = eps * abs(float(grad[i]))
+        grad[i] = value
         steps[i] = h
-    return FiniteResult(grad, err, steps, [], n, value_dtype)
+        # the quotient is stored in the dtype, and an imaginary part that underflowed is known only to tiny/h
+        err[i] = eps * abs(float(grad[i])) + tiny / h
+        if not np.isfinite(out):
+            err[i] = math.inf  # f overflowed: what is left of its imaginary part says nothing
+        elif estimate:
+            delta = _power_of_two(eps ** (1 / 3) * s)
+            around = [_complex_level(f, x, i, k * delta, h, ctype)[0] if k else value for k in (-2, -1, 0, 1, 2)]
+            evaluations += 4
+            noise = noise_level(around)
+            if math.isfinite(noise):
+                third_derivative = abs(around[1] - 2 * around[2] + around[3]) / delta**2
+                # twice the noise bound, as for the fixed steps, and the truncation h²·f‴/6
+                err[i] += 2 * noise + h**2 * third_derivative / 6
+    return FiniteResult(grad, err, steps, [], evaluations, value_dtype)
 
 
 def differentiate(f: Callable[[np.ndarray], Any], x: np.ndarray, scheme: str, c: float | None = None, *,
@@ -388,8 +492,8 @@ def differentiate(f: Callable[[np.ndarray], Any], x: np.ndarray, scheme: str, c:
     """The finite-difference gradient of ``f`` at ``x`` by ``scheme``, with its error estimate and notes.
 
     ``c`` is the relative step (``step_scale`` by default). ``estimate=False`` skips the
-    extra evaluations the fixed-step schemes need for an error estimate (``richardson``
-    and ``complex_step`` get theirs for free). Raises ValueError for an unknown scheme,
+    extra evaluations the fixed-step schemes and the complex step need for an error
+    estimate (``richardson`` gets its estimate from its own table). Raises ValueError for an unknown scheme,
     Skip where the complex step does not apply, and whatever ``f`` raises.
     """
     dtype = x.dtype
@@ -397,7 +501,7 @@ def differentiate(f: Callable[[np.ndarray], Any], x: np.ndarray, scheme: str, c:
     c = step_scale(scheme, dtype.name) if c is None else c
     label = names or (lambda i: f"x[{i}]")
     if scheme == "complex_step":
-        return _complex_step(f, x, c, eps)
+        return _complex_step(f, x, c, eps, estimate)
     if scheme in ("forward", "central"):
         return _fixed_step(f, x, scheme, c, eps, label, estimate)
     if scheme != "richardson":
