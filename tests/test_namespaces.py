@@ -95,3 +95,15 @@ def test_an_unknown_name_suggests_the_nearest():
 
     with pytest.raises(UnsupportedFunction, match="nearest names are xp.cumulative_sum"):
         numpy_namespace().cumulative_summ  # noqa: B018 - the attribute access is the test
+
+
+def test_scalars_and_zero_dimensional_arrays_mix():
+    @case(inputs={"x": [1.0, 2.0, 3.0]})
+    def mixed(x, xp):
+        # x[i] is a scalar, xp.exp(x[i]) a 0-d array: both orders of every operation must work
+        return x[0] * x[1] * x[2] + xp.exp(x[0]) * x[1] - xp.exp(x[0]) / x[2] + x[2] ** xp.exp(x[1] * 0)
+
+    # ∂/∂x0 = x1x2 + e^x0·x1 − e^x0/x2; ∂/∂x1 = x0x2 + e^x0; ∂/∂x2 = x0x1 + e^x0/x2² + 1 (x2¹)
+    e = math.e
+    truth = [2 * 3 + 2 * e - e / 3, 1 * 3 + e, 1 * 2 + e / 9 + 1]
+    np.testing.assert_allclose(reference(mixed).values["x"], truth, rtol=1e-14)
