@@ -129,6 +129,17 @@ def _native_within_rounding(case: Case, variant: str, dtype: str, flat: np.ndarr
     return "ok" if bool(np.all(strict | forgiven)) else "inaccurate"
 
 
+def _hessian_scale(ref: Any) -> float:
+    """‖∇f‖ scale per unit of input: the gradient's scale over max(‖x‖∞, 1), or, where that is 0, the
+    gradient one point-scale away over that distance."""
+    x = np.array([float(v) for v in ref.point]) if ref.point else np.zeros(0)
+    spread = max(float(np.max(np.abs(x))) if x.size else 0.0, 1.0)
+    size = float(np.linalg.norm(ref.scale)) if ref.scale.size else 0.0
+    if size == 0:
+        size = float(np.linalg.norm(_stationary_scale(ref, max(x.size, 1))))
+    return size / spread
+
+
 def _stationary_scale(ref: Any, n: int) -> np.ndarray:
     """A gradient scale for finite differences where the gradient is exactly 0 term by term (a
     stationary point with nothing cancelling): the size of the gradient one point-scale away,
@@ -161,7 +172,12 @@ def _judge_hessian(case: Case | None, method: str, variant: str, dtype: str, hes
     if ref_hess is None or not np.all(np.isfinite(ref_hess)):
         return Verdict("undefined", math.nan, math.nan,
                        "the true Hessian does not exist here: a second derivative is not finite")
-    status, rel, max_eps = metrics.classify(hess, ref_hess, method, variant, dtype, order=2)
+    scale = None
+    if not np.any(ref_hess):
+        # a zero Hessian has no size of its own: second derivatives are judged at the size of the gradient's
+        # change over the point's scale, which scales with f like the Hessian does
+        scale = np.full(hess.size, _hessian_scale(ref) / max(hess.shape[0], 1))
+    status, rel, max_eps = metrics.classify(hess, ref_hess, method, variant, dtype, order=2, scale=scale)
     if status == "ok":
         return Verdict(status, rel, max_eps)
     text = "second derivatives: " + accuracy_diagnosis(case, method, variant, dtype, status, rel, ref_hess.ravel(),

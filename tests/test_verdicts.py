@@ -346,3 +346,17 @@ def test_a_value_turned_into_a_python_number_is_refused_not_differentiated_as_a_
     # math.exp(float(x)) would be a constant to any tracer: the true derivative e² + 1 cannot be followed
     row = measure_one(through_math, "tape", "eager", "float64")
     assert row["status"] == "error" and "Python number" in row["diagnosis"]
+
+
+@pytest.mark.parametrize("c", [1.0, 1e8, 1e-8])
+def test_a_zero_hessian_is_judged_the_same_at_any_scale(c):
+    def scaled_by(factor):
+        def affine(x, xp):
+            return factor * (x[0] + 2 * x[1]) + factor * x[0] * 0.0
+        return affine
+
+    one = case(inputs={"x": [0.3, 0.7]}, name="affine")(scaled_by(c))
+    # f is affine: the Hessian is exactly 0. Second differences of f round at eps·|f|/h², which scales
+    # with c like the gradient does: judged against the gradient's size, the verdict cannot depend on c
+    rows = [r for r in rows_of(one, methods=("symbolic", "finite"), order2=True) if r["order"] == 2]
+    assert {r["status"] for r in rows} == {"ok"}

@@ -481,9 +481,9 @@ def _complex_step(f: Callable[[np.ndarray], Any], x: np.ndarray, c: float, eps: 
             evaluations += 4
             noise = noise_level(around)
             if math.isfinite(noise):
-                third_derivative = abs(around[1] - 2 * around[2] + around[3]) / delta**2
-                # twice the noise bound, as for the fixed steps, and the truncation h²·f‴/6
-                err[i] += 2 * noise + h**2 * third_derivative / 6
+                # twice the noise bound, as for the fixed steps, and the truncation h²·f‴/6 with f‴ from second
+                # differences of the complex-step derivative; (h/δ)² first, so that huge |x| cannot overflow
+                err[i] += 2 * noise + (h / delta) ** 2 * abs(around[1] - 2 * around[2] + around[3]) / 6
     return FiniteResult(grad, err, steps, [], evaluations, value_dtype)
 
 
