@@ -357,7 +357,12 @@ def _measure_unit(case: Case, config: Config, method: str, variant: str, dtype: 
         with np.errstate(all="ignore"):
             gradient = prepared.gradient()
     except NoGradient as exc:
-        values.update(status="none", diagnosis=_none_diagnosis(case, exc, ref))
+        if ref is not None and ref.undefined:
+            # the gradient does not exist here: that, not TensorFlow's None, is what the row says
+            values.update(status="undefined", diagnosis=f"the true gradient does not exist here: {ref.undefined}; "
+                                                        f"TensorFlow returned None for {', '.join(exc.inputs)}")
+        else:
+            values.update(status="none", diagnosis=_none_diagnosis(case, exc, ref))
     except UnitTimeout:
         raise
     except Exception as exc:  # noqa: BLE001

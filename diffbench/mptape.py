@@ -41,6 +41,8 @@ class Switch:
     argument: "Var | None"
     #: ``jump``: the value itself is discontinuous there (sign, floor, a branch cut); ``kink``: only its slope
     kind: str
+    #: the index of this operation's outcome in the evaluation's ``branches``
+    position: int = -1
 
 
 class _Recorder:
@@ -131,7 +133,7 @@ class Var:
     def _compare(self, other: Any, op: Callable[[Any, Any], bool]) -> bool:
         a, b = _value(self), _value(other)
         if a == b:
-            _record().switches.append(Switch("comparison", _difference(self, other), "jump"))
+            _record().switches.append(Switch("comparison", _difference(self, other), "jump", len(_record().branches)))
         result = bool(op(a, b))
         _record().branches.append(result)
         return result
@@ -171,10 +173,6 @@ def _mp() -> Any:
     return mpmath
 
 
-#: float32's normal range: constants inside it are rounded to float32 in a float32 evaluation
-_FLOAT32_NORMAL = (float(np.finfo(np.float32).tiny), float(np.finfo(np.float32).max))
-
-
 def _value(a: Any) -> Any:
     if isinstance(a, Var):
         return a.value
@@ -183,10 +181,11 @@ def _value(a: Any) -> Any:
                         "inputs (return a real number, e.g. the real part or the modulus)")
     if isinstance(a, (bool, np.bool_)):
         return _mp().mpf(int(a))
-    if isinstance(a, (float, np.floating)) and _active and _active[-1].constants == "float32" \
-            and _FLOAT32_NORMAL[0] <= abs(float(a)) <= _FLOAT32_NORMAL[1]:
-        # a float32 program holds its constants in float32 too (0.1 is 0.100000001490116...)
-        return _mp().mpf(float(np.float32(a)))
+    if isinstance(a, (float, np.floating)) and _active and _active[-1].constants == "float32":
+        # a float32 program holds its constants in float32 too: 0.1 is 0.100000001490116..., 1e-50 is 0
+        # and 1e50 is inf
+        with np.errstate(over="ignore", under="ignore"):
+            return _mp().mpf(float(np.float32(a)))
     return _mp().mpf(a) if not isinstance(a, _mp().mpf) else a
 
 
@@ -294,7 +293,7 @@ def absolute(a: Any) -> Any:
     va = _value(a)
     if isinstance(a, Var):
         if va == 0:
-            _record().switches.append(Switch("abs", a, "kink"))
+            _record().switches.append(Switch("abs", a, "kink", len(_record().branches)))
         _record().branches.append(va >= 0)
     return _node(abs(va), [(a, mp.sign(va))], _mag(a))
 
@@ -304,7 +303,7 @@ def sign(a: Any) -> Any:
     va = _value(a)
     if isinstance(a, Var):
         if va == 0:
-            _record().switches.append(Switch("sign", a, "jump"))
+            _record().switches.append(Switch("sign", a, "jump", len(_record().branches)))
         _record().branches.append(int(va > 0) - int(va < 0))
     return mp.mpf(int(va > 0) - int(va < 0))
 
@@ -317,7 +316,7 @@ def _step(name: str, fn: Callable[[Any], Any], at: Callable[[Any], bool]) -> Cal
         value = fn(va)
         if isinstance(a, Var):
             if at(va):
-                _record().switches.append(Switch(name, a, "jump"))
+                _record().switches.append(Switch(name, a, "jump", len(_record().branches)))
             _record().branches.append(value)
         return value
 
@@ -332,8 +331,13 @@ def maximum(a: Any, b: Any) -> Any:
     if va == vb:
         d = _difference(a, b)
         if d is not None:
-            _record().switches.append(Switch("maximum", d, "kink"))
-    return _node(va, [(a, 1)], _mag(a)) if va >= vb else _node(vb, [(b, 1)], _mag(b)) if isinstance(b, Var) else vb
+            _record().switches.append(Switch("maximum", d, "kink", len(_record().branches) - 1))
+    picked, value = (a, va) if va >= vb else (b, vb)
+    if not isinstance(picked, Var):
+        # a constant picked over a traced value stays on the tape (without partials), so that what
+        # follows records its branches the same way on either side of the switch
+        return Var(value, (), abs(value)) if isinstance(a, Var) or isinstance(b, Var) else value
+    return _node(value, [(picked, 1)], _mag(picked))
 
 
 def minimum(a: Any, b: Any) -> Any:
@@ -343,8 +347,13 @@ def minimum(a: Any, b: Any) -> Any:
     if va == vb:
         d = _difference(a, b)
         if d is not None:
-            _record().switches.append(Switch("minimum", d, "kink"))
-    return _node(va, [(a, 1)], _mag(a)) if va <= vb else _node(vb, [(b, 1)], _mag(b)) if isinstance(b, Var) else vb
+            _record().switches.append(Switch("minimum", d, "kink", len(_record().branches) - 1))
+    picked, value = (a, va) if va <= vb else (b, vb)
+    if not isinstance(picked, Var):
+        # a constant picked over a traced value stays on the tape (without partials), so that what
+        # follows records its branches the same way on either side of the switch
+        return Var(value, (), abs(value)) if isinstance(a, Var) or isinstance(b, Var) else value
+    return _node(value, [(picked, 1)], _mag(picked))
 
 
 def atan2(a: Any, b: Any) -> Any:
@@ -357,7 +366,7 @@ def atan2(a: Any, b: Any) -> Any:
         _record().domain.append("atan2 at the origin")
         return _node(mp.nan, [(a, mp.nan), (b, mp.nan)])
     if va == 0 and vb < 0 and isinstance(a, Var):
-        _record().switches.append(Switch("atan2", a, "jump"))  # the branch cut: ±π
+        _record().switches.append(Switch("atan2", a, "jump", len(_record().branches)))  # the branch cut: ±π
     if isinstance(a, Var) or isinstance(b, Var):
         _record().branches.append((va >= 0, vb >= 0))
     return _node(mp.atan2(va, vb), [(a, vb / r2), (b, -va / r2)])

@@ -120,6 +120,8 @@ class Reference:
     branches: list[Any] = field(default_factory=list)
     #: evaluates the case on the tape: ``tape(flat_point, bits)`` -> mptape.Evaluation
     tape: Callable[..., Any] | None = None
+    #: the non-smooth operations tied exactly at the point (their value there is a convention)
+    ties: list[str] = field(default_factory=list)
 
     @property
     def rounding(self) -> np.ndarray:
@@ -318,6 +320,7 @@ def _reference(case: Case, dtype: str) -> Reference:
                          f"changed when the precision was raised to {int(bits * 0.30103)} digits "
                          f"(within {BUDGET_S:g} s)")
     if high.switches:
+        ref.ties = sorted({switch.op for switch in high.switches})
         _existence(ref, run, low, names)
     return ref
 
@@ -352,11 +355,16 @@ def _probe_directions(x: list[Any], candidates: list[int], seed: int = 0) -> lis
     return out
 
 
+def _same_branches(probe: list[Any], point: list[Any], tied: set[int]) -> bool:
+    """Whether a probe takes the point's branches everywhere but at the switches tied at the point."""
+    return len(probe) == len(point) and all(a == b for k, (a, b) in enumerate(zip(probe, point)) if k not in tied)
+
+
 def _existence(ref: Reference, run: Callable[[list[Any], int], Any], base: Any, names: list[str]) -> None:
     """Look at the point from several sides where a non-smooth operation switches exactly there.
 
     Probe points p = x + δ·s∘w (s the inputs' scales, w a direction) are taken where no switch lies
-    between the point and p (the pattern of branches at p is the one at δ_min). Across the probes:
+    between the point and p (p takes the point's branches everywhere but at the tied switches). Across the probes:
     f's values differ by more than curvature explains (a jump), the gradients do (a kink), or the
     Hessian-vector products do (C¹ but not C²). "More than curvature explains": the spread persists
     when δ shrinks by 2^SHRINK_BITS, while curvature's shrinks with δ. Where the point is none of
@@ -365,7 +373,6 @@ def _existence(ref: Reference, run: Callable[[list[Any], int], Any], base: Any, 
     """
     import mpmath
 
-    prec = PRECISIONS[1]
     x = ref.point
     candidates: list[int] = []
     for switch in base.switches:
@@ -379,29 +386,38 @@ def _existence(ref: Reference, run: Callable[[list[Any], int], Any], base: Any, 
     start = time.perf_counter()
     scales = [_input_scale(x, i) for i in range(len(x))]
     directions = _probe_directions(x, candidates)
-    with mpmath.workprec(prec):
-        smallest = mpmath.ldexp(1, -(prec // 3))
-        steps = [mpmath.ldexp(1, -b) for b in range(DELTA_BITS, prec // 3 - SHRINK_BITS + 1, SHRINK_BITS // 2)]
+    chosen = None
+    tied = {switch.position for switch in base.switches}
+    # the largest step at which no other switch lies between the point and any probe; a switch closer
+    # than the working precision can resolve is looked for at a higher one
+    for prec in [p for p in PRECISIONS if p >= PRECISIONS[1]]:
+        with mpmath.workprec(prec):
+            steps = [mpmath.ldexp(1, -b) for b in range(DELTA_BITS, prec // 3 - SHRINK_BITS + 1, SHRINK_BITS // 2)]
 
+            def probe(w: list[Any], d: Any, prec: int = prec) -> Any:
+                return run([xi + d * si * wi for xi, si, wi in zip(x, scales, w)], prec)
+
+            for d in steps:
+                if time.perf_counter() - start > KINK_BUDGET_S:
+                    break
+                if all(_same_branches(probe(w, d).branches, base.branches, tied) and
+                       _same_branches(probe(w, 2 * d).branches, base.branches, tied) for _, w in directions):
+                    chosen = d
+                    break
+        if chosen is not None or time.perf_counter() - start > KINK_BUDGET_S:
+            break
+    if chosen is None:
+        ref.uncertain = (f"a non-smooth operation switches exactly at this point for "
+                         f"{', '.join(names[i] for i in candidates[:3])}, and another switch lies closer to it than "
+                         f"{PRECISIONS[-1]} bits resolve (or the search ran past {KINK_BUDGET_S:g} s): whether the "
+                         "gradient exists here could not be decided")
+        ref.certified = np.zeros(len(x), dtype=bool)
+        return
+    with mpmath.workprec(prec):
         def at(w: list[Any], d: Any) -> Any:
             return run([xi + d * si * wi for xi, si, wi in zip(x, scales, w)], prec)
 
-        # the largest step at which no other switch lies between the point and any probe
-        reference_patterns = {label: at(w, smallest).branches for label, w in directions}
-        chosen = None
-        for d in steps:
-            if time.perf_counter() - start > KINK_BUDGET_S:
-                break
-            if all(at(w, d).branches == reference_patterns[label] and at(w, 2 * d).branches ==
-                   reference_patterns[label] for label, w in directions):
-                chosen = d
-                break
-        if chosen is None:
-            ref.undefined = (f"a non-smooth operation switches exactly at this point for "
-                             f"{', '.join(names[i] for i in candidates[:3])}, and no step small enough to look at it "
-                             f"from each side without crossing another switch was found within {KINK_BUDGET_S:g} s; "
-                             "treated as not differentiable")
-            return
+        here = run(x, prec)
         deltas = [chosen, chosen * mpmath.ldexp(1, -SHRINK_BITS), chosen * mpmath.ldexp(1, -2 * SHRINK_BITS)]
         pairs = [(d, at) for d in deltas[:2]]
         samples = [{label: at(w, d) for label, w in directions} for d in deltas]
@@ -413,15 +429,24 @@ def _existence(ref: Reference, run: Callable[[list[Any], int], Any], base: Any, 
         def persists(wide: Any, narrow: Any, floor: Any) -> bool:
             return bool(narrow > floor and narrow >= wide / 2)
 
-        # a jump in f
-        f_spreads = [spread([e.value for e in sample.values()]) for sample in samples]
-        mag = max(abs(base.magnitude), mpmath.ldexp(1, -1000))
-        if persists(f_spreads[0], f_spreads[1], mpmath.ldexp(mag, 24 - prec)):
+        # a jump in f, also one where only the point itself differs (sign(x)² at 0): what is left of
+        # f(p) − f(x) once the probe's own slope is taken off shrinks like δ² where f is continuous
+        def residual(d: Any, sample: dict[str, Any]) -> Any:
+            worst = mpmath.mpf(0)
+            for label, w in directions:
+                e = sample[label]
+                slope = mpmath.fsum(g * si * wi for g, si, wi in zip(e.gradient, scales, w))
+                worst = max(worst, abs(e.value - here.value - d * slope))
+            return worst
+
+        f_residuals = [residual(d, sample) for d, sample in zip(deltas, samples)]
+        mag = max(abs(base.magnitude), abs(here.magnitude), mpmath.ldexp(1, -1000))
+        if persists(f_residuals[0], f_residuals[1], mpmath.ldexp(mag, 24 - prec)):
             ops = sorted({sw.op for sw in base.switches})
             ref.kinks = [Kink(names[i], i, float("nan"), float("nan"), _to_float(base.gradient[i]), "/".join(ops), True)
                          for i in candidates[:3]]
             ref.undefined = ("not differentiable here (the function jumps): a " + "/".join(ops) + " switches exactly "
-                             "at this point and f differs from one side to the other")
+                             "at this point and f around it does not tend to f at it")
             return
         # a kink: the gradient differs between sides
         kinked = []
@@ -429,9 +454,9 @@ def _existence(ref: Reference, run: Callable[[list[Any], int], Any], base: Any, 
             wide = spread([e.gradient[j] for e in samples[0].values()])
             narrow_values = [e.gradient[j] for e in samples[1].values()]
             narrow = spread(narrow_values)
-            size = max(abs(v) for v in narrow_values)
+            # only rounding bounds it from below: curvature is told apart by shrinking with δ
             noise = mpmath.ldexp(max(abs(e.scale[j]) for e in samples[1].values()), 24 - prec)
-            if persists(wide, narrow, max(mpmath.ldexp(size, -DELTA_BITS), noise)):
+            if persists(wide, narrow, noise):
                 kinked.append(j)
         if kinked:
             ref.kinks = []
@@ -487,8 +512,8 @@ def _existence(ref: Reference, run: Callable[[list[Any], int], Any], base: Any, 
                 size = max(size, max(abs(v) for v in column))
                 floor = max(floor, mpmath.ldexp(scale[j], 24 - prec) / eps)
             hv_spreads.append((worst, size, floor))
-        (w0, _, _), (w1, s1, floor1) = hv_spreads
-        if persists(w0, w1, max(mpmath.ldexp(s1, -DELTA_BITS), floor1)):
+        (w0, _, _), (w1, _, floor1) = hv_spreads
+        if persists(w0, w1, floor1):
             ref.order2_undefined = ("the first derivatives exist but the second do not (the function is C¹, not C², "
                                     "here): second derivatives differ from one side of a " +
                                     "/".join(sorted({sw.op for sw in base.switches})) + " to the other")
@@ -518,35 +543,52 @@ def reference_hessian(case: Case, dtype: str = "float64") -> np.ndarray:
 
 def _hessian_at(run: Callable[[list[Any], int], Any], x: list[Any], prec: int) -> list[list[Any]]:
     """Differences of the accumulated gradient, column by column: central where the stencil stays on the
-    point's branches, otherwise one-sided on a side that does (second order: (3g(x) − 4g(x∓d) + g(x∓2d))/2d)."""
+    point's branches, otherwise one-sided on a side that does (second order: (3g(x) − 4g(x∓d) + g(x∓2d))/2d),
+    at a higher precision (so a smaller step) where a switch lies closer than the step on both sides."""
     import mpmath
 
     n = len(x)
     columns = []
+    for j in range(n):
+        column = None
+        for bits in [p for p in (prec, 2 * prec, 4 * prec, 8 * prec, 16 * prec) if p <= 4 * PRECISIONS[-1]]:
+            column = _hessian_column(run, x, j, bits)
+            if column is not None:
+                break
+        if column is None:
+            raise ReferenceUnavailable(f"a switch lies closer to the point than any step along input {j} that "
+                                       f"{16 * prec} bits resolve: the second derivatives cannot be certified")
+        columns.append(column)
     with mpmath.workprec(prec):
-        here = run(x, prec)
-        for j in range(n):
-            d = mpmath.ldexp(_input_scale(x, j), -(prec // 3))
-
-            def shifted(t: Any) -> Any:
-                p = list(x)
-                p[j] += t
-                return run(p, prec)
-
-            up, down = shifted(d), shifted(-d)
-            if up.branches == here.branches and down.branches == here.branches or not here.branches:
-                columns.append([(a - b) / (2 * d) for a, b in zip(up.gradient, down.gradient)])
-                continue
-            for sign, near in ((1, up), (-1, down)):
-                far = shifted(2 * sign * d)
-                if near.branches == here.branches and far.branches == here.branches:
-                    columns.append([sign * (4 * b - 3 * a - c) / (2 * d)
-                                    for a, b, c in zip(here.gradient, near.gradient, far.gradient)])
-                    break
-            else:  # both sides cross a switch within d: the point is on one, central is the best there is
-                columns.append([(a - b) / (2 * d) for a, b in zip(up.gradient, down.gradient)])
         # symmetrise: H[i][j] = ∂²f/∂xᵢ∂xⱼ, averaged over both orders of differentiation
         return [[(columns[j][i] + columns[i][j]) / 2 for j in range(n)] for i in range(n)]
+
+
+def _hessian_column(run: Callable[[list[Any], int], Any], x: list[Any], j: int, prec: int) -> list[Any] | None:
+    """Column j of the Hessian at ``prec`` bits, or None where both sides of the stencil cross a switch."""
+    import mpmath
+
+    with mpmath.workprec(prec):
+        here = run(x, prec)
+        d = mpmath.ldexp(_input_scale(x, j), -(prec // 3))
+
+        def shifted(t: Any) -> Any:
+            p = list(x)
+            p[j] += t
+            return run(p, prec)
+
+        up, down = shifted(d), shifted(-d)
+        if not here.branches or (up.branches == here.branches and down.branches == here.branches):
+            return [(a - b) / (2 * d) for a, b in zip(up.gradient, down.gradient)]
+        for sign, near in ((1, up), (-1, down)):
+            far = shifted(2 * sign * d)
+            if near.branches == here.branches and far.branches == here.branches:
+                return [sign * (4 * b - 3 * a - c) / (2 * d) for a, b, c in zip(here.gradient, near.gradient,
+                                                                              far.gradient)]
+        if here.switches:
+            # the point itself is a tie: no side keeps its branches; the existence test decides about it
+            return [(a - b) / (2 * d) for a, b in zip(up.gradient, down.gradient)]
+        return None
 
 
 def _reference_hessian(case: Case, dtype: str) -> np.ndarray:

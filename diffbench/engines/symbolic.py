@@ -78,6 +78,8 @@ def sanitize(expr: Any) -> Any:
         at_zero = e.args[1] if len(e.args) > 1 else sp.Rational(1, 2)
         return sp.Piecewise((sp.Float(1.0), e.args[0] > 0), (sp.Float(0.0), e.args[0] < 0), (sp.Float(at_zero), True))
 
+    # d floor(u(x))/dx comes as Subs(Derivative(floor(ξ), ξ), ξ, u(x))·u'(x): the Subs is 0 as well
+    expr = expr.replace(lambda e: isinstance(e, sp.Subs) and is_step_derivative(e.expr), lambda e: sp.Integer(0))
     expr = expr.replace(is_step_derivative, lambda e: sp.Integer(0))
     expr = expr.replace(lambda e: isinstance(e, sp.Heaviside), step)
     return expr.replace(lambda e: isinstance(e, sp.DiracDelta), lambda e: sp.Integer(0))
