@@ -38,7 +38,7 @@ def test_run_small_selection_writes_report_and_csv(tmp_path):
     assert set(main.status) == {"ok"}
     report = (tmp_path / "report.md").read_text()
     for heading in ("## Accuracy, float32", "## Accuracy, float64", "## Runtime, float64", "## Second derivatives",
-                    "## Every row that is not ok"):
+                    "## Rows that are not ok", "## Headline"):
         assert heading in report
     assert "no GPU" in report and "tensorflow" in report
     assert (tmp_path / "plots" / "step_sweep_float64.png").exists()
