@@ -53,6 +53,27 @@ def _jobs(text: str) -> int:
     return value
 
 
+def _keyword(text: str) -> Any:
+    """argparse type of -k: a pytest-style expression (``safe and not wrong``), parsed once."""
+    from .keywords import KeywordError, KeywordExpression
+
+    try:
+        return KeywordExpression.parse(text)
+    except KeywordError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _percent(text: str) -> float:
+    """argparse type of compare --threshold: a positive percentage (``50`` or ``50%``) as a fraction."""
+    try:
+        value = float(text.strip().rstrip("%"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a percentage: {text!r}") from None
+    if not value > 0 or math.isinf(value):
+        raise argparse.ArgumentTypeError(f"must be a positive percentage, got {text!r}")
+    return value / 100
+
+
 def _split(text: str | None) -> list[str] | None:
     return [part.strip() for part in text.split(",") if part.strip()] if text else None
 
@@ -75,7 +96,7 @@ def _load(args: argparse.Namespace) -> list[Any]:
         _usage_error(f"{exc}; pass --cases FILE_OR_FOLDER")
     chosen = select(cases, getattr(args, "k", None), _split(getattr(args, "tags", None)))
     if not chosen:
-        _usage_error(f"no case in {path} matches -k {args.k!r}" if getattr(args, "k", None) else f"no cases in {path}")
+        _usage_error(f"no case in {path} matches -k '{args.k}'" if getattr(args, "k", None) else f"no cases in {path}")
     return chosen
 
 
@@ -223,10 +244,25 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Print accuracy changes and significant speed changes between two runs; exit 0 (2 for unreadable input)."""
+    from .compare import compare_runs
+
+    try:
+        lines = compare_runs(args.run_a, args.run_b, threshold=args.threshold, digits=args.digits)
+    except (OSError, ValueError) as exc:
+        _usage_error(str(exc))
+    print("\n".join(lines))
+    return EXIT_OK
+
+
 def _add_case_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cases", metavar="PATH", help="a case file or a folder of them (default: the repository's "
                                                         "cases/)")
-    parser.add_argument("-k", metavar="SUBSTRING", help="only cases whose name contains SUBSTRING, or that have it as a tag")
+    parser.add_argument("-k", metavar="EXPRESSION", type=_keyword,
+                        help="only cases matching a pytest-style expression: words joined with and/or/not and "
+                             "parentheses, each word a substring of the case's name or of one of its tags, "
+                             "ignoring case (e.g. -k 'softplus and not naive')")
     parser.add_argument("--tags", metavar="T1,T2", help="only cases with one of these tags")
 
 
@@ -237,6 +273,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m diffbench", description=(
         "Compare symbolic (SymPy), automatic (TensorFlow) and finite-difference derivatives of the same "
         "functions against a certified high-precision reference."))
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"diffbench {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="measure cases and write a report")
@@ -273,6 +312,20 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("results", metavar="RESULTS.csv")
     rep.add_argument("--out", metavar="DIR", help="where to write report.md (default: next to the CSV)")
     rep.set_defaults(func=cmd_report)
+
+    from .compare import DEFAULT_DIGITS, DEFAULT_THRESHOLD
+
+    cmp = sub.add_parser("compare", help="accuracy changes and significant speed changes between two runs",
+                         description="Compare two runs (result folders or results CSVs), A the old and B the new: "
+                                     "status changes, correct digits gained or lost, and speed changes that are "
+                                     "large and significant. Always exits 0 when both can be read.")
+    cmp.add_argument("run_a", metavar="RUN_A", help="the first run: a folder holding results.csv, or the CSV")
+    cmp.add_argument("run_b", metavar="RUN_B", help="the second run, the same way")
+    cmp.add_argument("--threshold", type=_percent, default=DEFAULT_THRESHOLD, metavar="PERCENT",
+                     help=f"medians must differ by more than this (default {DEFAULT_THRESHOLD * 100:g}%%)")
+    cmp.add_argument("--digits", type=float, default=DEFAULT_DIGITS, metavar="D",
+                     help=f"correct digits gained or lost that count as a change (default {DEFAULT_DIGITS:g})")
+    cmp.set_defaults(func=cmd_compare)
 
     from . import fuzz, scale, testing
 

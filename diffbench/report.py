@@ -667,13 +667,36 @@ def atomic_write(path: Path, text: str | bytes) -> None:
         raise
 
 
+def _for_csv(df: pd.DataFrame) -> pd.DataFrame:
+    """The table as results.csv holds it: timing samples as one cell of space-separated seconds."""
+    if "time_samples_s" not in df.columns:
+        return df
+    return df.assign(time_samples_s=df["time_samples_s"].map(format_samples))
+
+
+def format_samples(samples: Any) -> Any:
+    """Timing samples (a list, or text already) as space-separated seconds; None/NaN stays empty."""
+    if isinstance(samples, (list, tuple, np.ndarray)):
+        return " ".join(f"{float(s):.6g}" for s in samples) or None
+    return samples
+
+
+def parse_samples(cell: Any) -> list[float]:
+    """The timing samples of a results cell (space-separated text or a list); empty when there are none."""
+    if isinstance(cell, (list, tuple, np.ndarray)):
+        return [float(s) for s in cell]
+    if cell is None or (isinstance(cell, float) and math.isnan(cell)):
+        return []
+    return [float(s) for s in str(cell).split()]
+
+
 def write(df: pd.DataFrame, out_dir: str | Path, title: str = "diffbench report",
           scale: pd.DataFrame | None = None) -> Path:
     """Write results.csv (and scale.csv), plots/ and report.md into ``out_dir`` (each atomically);
     return report.md's path."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write(out / "results.csv", df.to_csv(index=False))
+    atomic_write(out / "results.csv", _for_csv(df).to_csv(index=False))
     if scale is not None and len(scale):
         atomic_write(out / "scale.csv", scale.to_csv(index=False))
     plots = [str(p.relative_to(out)) for p in sweep_plots(df, out / "plots")]
