@@ -144,6 +144,7 @@ def _run_locked(args: argparse.Namespace, config: Any, out: Path) -> int:
     from . import report
     from .case import matches
     from .harness import COLUMNS, finish, key_of
+    from .progress import RunProgress
     from .runner import (Interrupts, ScaleTask, append_rows, manifest_cases, read_rows, rewrite_rows, run_isolated,
                          signals_deferred, write_manifest)
 
@@ -182,29 +183,29 @@ def _run_locked(args: argparse.Namespace, config: Any, out: Path) -> int:
         scaling = (sized[0], ScaleTask(SCALING_SIZES, tuple(m for m in config.methods), SCALING_BUDGET_S,
                                        SCALING_VARIANTS))
     began = time.perf_counter()
-    total = len(names) + (scaling is not None)
-    finished = [0]
-
-    def progress(name: str) -> None:
-        finished[0] += 1
-        print(f"[{finished[0]}/{total}] {name}  ({time.perf_counter() - began:.0f} s)", file=sys.stderr, flush=True)
+    bar = RunProgress(_planned_rows(cases, config, set(rows)), extra_tasks=int(scaling is not None))
 
     def keep(new_rows: list[dict[str, Any]]) -> None:
         with signals_deferred():  # a row is in the journal and the report, or in neither
             append_rows(journal, new_rows)
             for row in new_rows:
                 rows[key_of(row)] = row
+        bar.rows(new_rows)
 
     gpus: list[str] = []
-    with Interrupts() as interrupts:
-        complete = run_isolated(cases, config, args.jobs, keep, set(rows), progress, gpus, scaling,
-                                scale_rows.extend)
+    try:
+        with Interrupts() as interrupts:
+            complete = run_isolated(cases, config, args.jobs, keep, set(rows), bar.case_done, gpus, scaling,
+                                    scale_rows.extend)
+    finally:
+        bar.close()
     df = pd.DataFrame([r for r in rows.values() if r["case"] in names or r["case"] in done_cases], columns=COLUMNS)
     df = finish(df)
     df = report.with_environment(df, report.environment(gpus, config.profile))
     path = report.write(df, out, scale=pd.DataFrame(scale_rows) if scale_rows else None)
-    counts = df["status"].value_counts().to_dict()
-    print(f"diffbench: {len(df)} rows for {df['case'].nunique()} cases in {time.perf_counter() - began:.1f} s "
+    counts = report.measurements(df)["status"].value_counts().to_dict()
+    # the same sentence as the report's first line, so the two counts cannot differ
+    print(f"diffbench: {report.row_counts(df)} in {time.perf_counter() - began:.1f} s "
           f"({', '.join(f'{k} {v}' for k, v in counts.items())}); report: {path}")
     if not complete:
         print("diffbench: interrupted; the report holds every row that finished "
@@ -220,6 +221,26 @@ def _run_locked(args: argparse.Namespace, config: Any, out: Path) -> int:
                       f"{r['expected'] or 'ok'}, got {r['status']}", file=sys.stderr)
             return EXIT_UNEXPECTED
     return EXIT_OK
+
+
+def _planned_rows(cases: list[Any], config: Any, measured: set[tuple[Any, ...]]) -> dict[str, int]:
+    """How many measurement rows each case name is expected to add (its plan on the CPU, less rows already
+    measured); a case that cannot run adds its one error row. The progress bar corrects this as cases finish."""
+    from .harness import plan
+
+    planned: dict[str, int] = {}
+    for one in cases:
+        if one.name in planned and not (one.problem or one.func is None):
+            continue
+        if one.problem or one.func is None or not one.source_file:
+            planned.setdefault(one.name, 1)
+            continue
+        try:
+            keys = {(one.name, *unit) for unit in plan(one, config, {})}
+        except Exception:  # noqa: BLE001 - an engine that cannot load: its rows say why; the bar corrects
+            keys = set()
+        planned[one.name] = len(keys - measured)
+    return planned
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -264,6 +285,8 @@ def _add_case_options(parser: argparse.ArgumentParser) -> None:
                              "parentheses, each word a substring of the case's name or of one of its tags, "
                              "ignoring case (e.g. -k 'softplus and not naive')")
     parser.add_argument("--tags", metavar="T1,T2", help="only cases with one of these tags")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show TensorFlow's start-up messages (silenced by default, in every worker)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -337,10 +360,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status."""
-    # TensorFlow's C++ start-up notices (CUDA probing, oneDNN) say nothing the report does not;
-    # set before any worker starts, so every process that imports TensorFlow inherits it
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    from .quiet import VERBOSE_ENV
+
     args = build_parser().parse_args(argv)
+    # TensorFlow's C++ start-up notices (CUDA probing, oneDNN) say nothing the report does not; set
+    # before any worker starts, so every process that imports TensorFlow inherits the choice
+    if getattr(args, "verbose", False):
+        os.environ[VERBOSE_ENV] = "1"
+    else:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

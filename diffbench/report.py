@@ -328,7 +328,8 @@ def family_of(tags: Any) -> str:
     return first or "untagged"
 
 
-def _measurements(df: pd.DataFrame) -> pd.DataFrame:
+def measurements(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows that are measurements (the step-sweep points left out)."""
     return df[df["method"] != "sweep"]
 
 
@@ -345,7 +346,7 @@ def label_order(df: pd.DataFrame) -> list[str]:
 
 
 def _case_order(df: pd.DataFrame) -> list[str]:
-    return list(dict.fromkeys(str(c) for c in _measurements(df)["case"]))
+    return list(dict.fromkeys(str(c) for c in measurements(df)["case"]))
 
 
 def _first_order(df: pd.DataFrame) -> pd.DataFrame:
@@ -361,7 +362,7 @@ def _exact(method: Any, variant: Any) -> bool:
 
 def _headline(df: pd.DataFrame) -> list[str]:
     """One bullet per case family: digits per method, the fastest exact method, non-ok rows by cause."""
-    main = _measurements(df)
+    main = measurements(df)
     family = main.groupby("case", sort=False)["tags"].first().map(family_of)
     first = _first_order(main)
     lines = []
@@ -429,9 +430,10 @@ def _short(cause: str, limit: int = 60) -> str:
 
 def row_counts(df: pd.DataFrame) -> str:
     """The one sentence that counts a results table's rows, printed alike by the console and the report."""
-    main = _measurements(df)
+    main = measurements(df)
     sweep = len(df) - len(main)
-    text = f"{len(df)} rows: {len(main)} measurements of {main['case'].nunique()} cases"
+    n_cases = main["case"].nunique()
+    text = f"{len(df)} rows: {len(main)} measurements of {n_cases} case{'s' * (n_cases != 1)}"
     return text + (f" and {sweep} step-sweep points" if sweep else "")
 
 
@@ -580,7 +582,7 @@ def render(df: pd.DataFrame, plots: list[str] | None = None, title: str = "diffb
     environment follow. ``plots`` are the step-sweep figures.
     """
     env = environment_of(df)
-    main = _measurements(df)
+    main = measurements(df)
     cases, labels = _case_order(main), label_order(main)
     figures = figures or {}
     out = [f"# {md(title)}", ""]

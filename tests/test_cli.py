@@ -217,3 +217,63 @@ def test_a_runs_output_folder_is_ignored_by_git_and_the_example_is_not():
     assert "reports/example/report.md" in tracked.stdout.split()
     readme = (ROOT / "README.md").read_text() + (ROOT / "reports" / "README.md").read_text()
     assert "reports/latest/report.md" not in readme and "reports/example/report.md" in readme
+
+
+# --------------------------------------------------------------------------- progress and quiet start-up
+GLOG_LINE = r"^(WARNING: All log messages before absl|[IWEF]\d{4} )"
+
+
+def test_run_counts_rows_alike_on_the_console_and_in_the_report(tmp_path):
+    import re
+
+    # beale has 2 inputs: order 1 is 2 dtypes x (3 symbolic + 4 tape + 4 finite variants) = 22 rows, order 2 is
+    # 2 dtypes x 3 methods = 6 rows: 28 measurements; it is tagged sweep, so step-sweep points come on top
+    out = diffbench("run", "--cases", ROOT / "cases" / "classic.py", "-k", "beale", "--out", tmp_path, "--jobs", 1,
+                    "--no-scale")
+    assert out.returncode == 0, out.stderr
+    assert "[1/1] beale: 28/28 rows (ok 28)" in out.stderr  # not a terminal: plain lines
+    counted = re.search(r"diffbench: (\d+ rows: 28 measurements of 1 case and \d+ step-sweep points)", out.stdout)
+    assert counted, out.stdout
+    assert (tmp_path / "report.md").read_text().splitlines()[2].startswith(counted.group(1))
+    assert not [line for line in out.stderr.splitlines() if re.match(GLOG_LINE, line)], out.stderr
+
+
+def test_progress_total_is_corrected_when_a_case_ends(capsys):
+    import io
+
+    from diffbench.progress import RunProgress
+
+    stream = io.StringIO()
+    bar = RunProgress({"a": 3, "b": 2}, live=False, stream=stream)
+    bar.rows([{"case": "a", "method": "tape", "status": "ok"}] * 2
+             + [{"case": "a", "method": "sweep", "status": "ok"}])
+    bar.rows([{"case": "a", "method": "tape", "status": "none"}])
+    bar.case_done("a")
+    # b could not run: one error row instead of the 2 planned, so the total becomes 3 + 1
+    bar.rows([{"case": "b", "method": "case", "status": "error"}])
+    bar.case_done("b")
+    bar.close()
+    lines = stream.getvalue().splitlines()
+    assert lines[0].startswith("[1/2] a: 3/5 rows (ok 2, none 1)")
+    assert lines[1].startswith("[2/2] b: 4/4 rows (ok 2, none 1, error 1)")
+    assert bar.sweep == 1
+
+
+def test_stderr_is_captured_around_a_block_and_replayed_when_it_fails(capfd, monkeypatch):
+    from diffbench import quiet
+
+    monkeypatch.delenv(quiet.VERBOSE_ENV, raising=False)
+    with quiet.stderr_captured():
+        os.write(2, b"start-up noise\n")
+    with pytest.raises(RuntimeError):
+        with quiet.stderr_captured():
+            os.write(2, b"why the import failed\n")
+            raise RuntimeError("import failed")
+    os.write(2, b"after\n")
+    err = capfd.readouterr().err
+    assert "start-up noise" not in err
+    assert "why the import failed" in err and "after" in err
+    monkeypatch.setenv(quiet.VERBOSE_ENV, "1")
+    with quiet.stderr_captured():
+        os.write(2, b"shown with --verbose\n")
+    assert "shown with --verbose" in capfd.readouterr().err

@@ -26,10 +26,9 @@ MAX_HESSIAN_INPUTS = 400
 
 
 def _tf() -> Any:
-    import os
+    from ..quiet import import_tensorflow
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # C++ notices (oneDNN, CUDA probing) are noise here
-    import tensorflow as tf
+    tf = import_tensorflow()  # its start-up lines are silenced unless --verbose
 
     # TensorFlow's own warnings (an int tensor watched, autograph notes) repeat what rows diagnose
     tf.get_logger().setLevel("ERROR")
