@@ -90,8 +90,12 @@ def _variants(items: list[str] | None) -> dict[str, list[str]]:
 
 def _load(args: argparse.Namespace) -> list[Any]:
     path = Path(args.cases) if args.cases else default_cases_path()
+    from .quiet import stderr_captured
+
     try:
-        cases = load_cases(path)
+        # a case file that imports TensorFlow or Keras would print their start-up lines here
+        with stderr_captured():
+            cases = load_cases(path)
     except FileNotFoundError as exc:
         _usage_error(f"{exc}; pass --cases FILE_OR_FOLDER")
     chosen = select(cases, getattr(args, "k", None), _split(getattr(args, "tags", None)))

@@ -590,7 +590,8 @@ def render(df: pd.DataFrame, plots: list[str] | None = None, title: str = "diffb
     out.append(f"{row_counts(df)}{f' ({facts})' if facts else ''}. `rel_error` is the true error against a "
                "certified high-precision reference; columns and statuses: reports/README.md.")
     mismatches = _expected_mismatches(main)
-    out += ["", f"**{len(mismatches)} rows differ from the status their case expects** (listed below)."
+    differ = f"{len(mismatches)} rows differ" if len(mismatches) != 1 else "1 row differs"
+    out += ["", f"**{differ} from the status their case expects** (listed below)."
             if len(mismatches) else "Every row has the status its case expects (column `expected`).", ""]
     out += ["## Headline (per case family)", ""] + _headline(main) + [""]
     if "accuracy" in figures:
