@@ -6,6 +6,7 @@ Public API (everything else is internal):
 - :func:`gradient`, :func:`hessian`: one method's derivative of one case.
 - :func:`run`: measure cases, get the tidy results table.
 - :func:`assert_gradients`: check a TensorFlow function's gradient in a test.
+- :func:`keras_case`: a case from a Keras model and a loss, differentiated with respect to its weights.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ import numpy as np
 
 from .case import Case, CaseError, case, load_cases, uniform
 from .harness import run
+from .keras_cases import keras_case
 
 __all__ = ["case", "Case", "CaseError", "load_cases", "uniform", "gradient", "hessian", "run",
-           "assert_gradients", "__version__"]
+           "assert_gradients", "keras_case", "__version__"]
 __version__ = "0.1.0"
 
 

@@ -15,9 +15,12 @@ import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from .keywords import KeywordExpression
 
 __all__ = ["Case", "case", "load_cases", "uniform", "CaseError", "STATUSES"]
 
@@ -376,11 +379,20 @@ def matches(status: str, expected: str) -> bool:
     return status == "skipped" or status in str(expected).split("|")
 
 
-def select(cases: Sequence[Case], keyword: str | None = None, tags: Sequence[str] | None = None) -> list[Case]:
-    """Filter cases by a substring of the name (or of a tag) and by tags."""
+def select(cases: Sequence[Case], keyword: str | KeywordExpression | None = None,
+           tags: Sequence[str] | None = None) -> list[Case]:
+    """Filter cases by a ``-k`` expression and by tags.
+
+    ``keyword`` is a pytest-style expression (``safe and not wrong``; see :mod:`diffbench.keywords`), as text or
+    parsed: each word matches a substring of the case's name or of one of its tags, ignoring case. ``tags`` keeps
+    cases with at least one of them. Raises KeywordError (a ValueError) for an expression that cannot be parsed.
+    """
+    from .keywords import KeywordExpression
+
     chosen = list(cases)
     if keyword:
-        chosen = [c for c in chosen if keyword in c.name or keyword in c.tags]
+        expression = keyword if isinstance(keyword, KeywordExpression) else KeywordExpression.parse(keyword)
+        chosen = [c for c in chosen if expression.matches(c.name, c.tags)]
     if tags:
         chosen = [c for c in chosen if set(tags) & set(c.tags)]
     return chosen

@@ -53,6 +53,27 @@ def _jobs(text: str) -> int:
     return value
 
 
+def _keyword(text: str) -> Any:
+    """argparse type of -k: a pytest-style expression (``safe and not wrong``), parsed once."""
+    from .keywords import KeywordError, KeywordExpression
+
+    try:
+        return KeywordExpression.parse(text)
+    except KeywordError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _percent(text: str) -> float:
+    """argparse type of compare --threshold: a positive percentage (``50`` or ``50%``) as a fraction."""
+    try:
+        value = float(text.strip().rstrip("%"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a percentage: {text!r}") from None
+    if not value > 0 or math.isinf(value):
+        raise argparse.ArgumentTypeError(f"must be a positive percentage, got {text!r}")
+    return value / 100
+
+
 def _split(text: str | None) -> list[str] | None:
     return [part.strip() for part in text.split(",") if part.strip()] if text else None
 
@@ -69,13 +90,17 @@ def _variants(items: list[str] | None) -> dict[str, list[str]]:
 
 def _load(args: argparse.Namespace) -> list[Any]:
     path = Path(args.cases) if args.cases else default_cases_path()
+    from .quiet import stderr_captured
+
     try:
-        cases = load_cases(path)
+        # a case file that imports TensorFlow or Keras would print their start-up lines here
+        with stderr_captured():
+            cases = load_cases(path)
     except FileNotFoundError as exc:
         _usage_error(f"{exc}; pass --cases FILE_OR_FOLDER")
     chosen = select(cases, getattr(args, "k", None), _split(getattr(args, "tags", None)))
     if not chosen:
-        _usage_error(f"no case in {path} matches -k {args.k!r}" if getattr(args, "k", None) else f"no cases in {path}")
+        _usage_error(f"no case in {path} matches -k '{args.k}'" if getattr(args, "k", None) else f"no cases in {path}")
     return chosen
 
 
@@ -123,6 +148,7 @@ def _run_locked(args: argparse.Namespace, config: Any, out: Path) -> int:
     from . import report
     from .case import matches
     from .harness import COLUMNS, finish, key_of
+    from .progress import RunProgress
     from .runner import (Interrupts, ScaleTask, append_rows, manifest_cases, read_rows, rewrite_rows, run_isolated,
                          signals_deferred, write_manifest)
 
@@ -161,29 +187,29 @@ def _run_locked(args: argparse.Namespace, config: Any, out: Path) -> int:
         scaling = (sized[0], ScaleTask(SCALING_SIZES, tuple(m for m in config.methods), SCALING_BUDGET_S,
                                        SCALING_VARIANTS))
     began = time.perf_counter()
-    total = len(names) + (scaling is not None)
-    finished = [0]
-
-    def progress(name: str) -> None:
-        finished[0] += 1
-        print(f"[{finished[0]}/{total}] {name}  ({time.perf_counter() - began:.0f} s)", file=sys.stderr, flush=True)
+    bar = RunProgress(_planned_rows(cases, config, set(rows)), extra_tasks=int(scaling is not None))
 
     def keep(new_rows: list[dict[str, Any]]) -> None:
         with signals_deferred():  # a row is in the journal and the report, or in neither
             append_rows(journal, new_rows)
             for row in new_rows:
                 rows[key_of(row)] = row
+        bar.rows(new_rows)
 
     gpus: list[str] = []
-    with Interrupts() as interrupts:
-        complete = run_isolated(cases, config, args.jobs, keep, set(rows), progress, gpus, scaling,
-                                scale_rows.extend)
+    try:
+        with Interrupts() as interrupts:
+            complete = run_isolated(cases, config, args.jobs, keep, set(rows), bar.case_done, gpus, scaling,
+                                    scale_rows.extend)
+    finally:
+        bar.close()
     df = pd.DataFrame([r for r in rows.values() if r["case"] in names or r["case"] in done_cases], columns=COLUMNS)
     df = finish(df)
     df = report.with_environment(df, report.environment(gpus, config.profile))
     path = report.write(df, out, scale=pd.DataFrame(scale_rows) if scale_rows else None)
-    counts = df["status"].value_counts().to_dict()
-    print(f"diffbench: {len(df)} rows for {df['case'].nunique()} cases in {time.perf_counter() - began:.1f} s "
+    counts = report.measurements(df)["status"].value_counts().to_dict()
+    # the same sentence as the report's first line, so the two counts cannot differ
+    print(f"diffbench: {report.row_counts(df)} in {time.perf_counter() - began:.1f} s "
           f"({', '.join(f'{k} {v}' for k, v in counts.items())}); report: {path}")
     if not complete:
         print("diffbench: interrupted; the report holds every row that finished "
@@ -199,6 +225,26 @@ def _run_locked(args: argparse.Namespace, config: Any, out: Path) -> int:
                       f"{r['expected'] or 'ok'}, got {r['status']}", file=sys.stderr)
             return EXIT_UNEXPECTED
     return EXIT_OK
+
+
+def _planned_rows(cases: list[Any], config: Any, measured: set[tuple[Any, ...]]) -> dict[str, int]:
+    """How many measurement rows each case name is expected to add (its plan on the CPU, less rows already
+    measured); a case that cannot run adds its one error row. The progress bar corrects this as cases finish."""
+    from .harness import plan
+
+    planned: dict[str, int] = {}
+    for one in cases:
+        if one.name in planned and not (one.problem or one.func is None):
+            continue
+        if one.problem or one.func is None or not one.source_file:
+            planned.setdefault(one.name, 1)
+            continue
+        try:
+            keys = {(one.name, *unit) for unit in plan(one, config, {})}
+        except Exception:  # noqa: BLE001 - an engine that cannot load: its rows say why; the bar corrects
+            keys = set()
+        planned[one.name] = len(keys - measured)
+    return planned
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -223,11 +269,28 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Print accuracy changes and significant speed changes between two runs; exit 0 (2 for unreadable input)."""
+    from .compare import compare_runs
+
+    try:
+        lines = compare_runs(args.run_a, args.run_b, threshold=args.threshold, digits=args.digits)
+    except (OSError, ValueError) as exc:
+        _usage_error(str(exc))
+    print("\n".join(lines))
+    return EXIT_OK
+
+
 def _add_case_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cases", metavar="PATH", help="a case file or a folder of them (default: the repository's "
                                                         "cases/)")
-    parser.add_argument("-k", metavar="SUBSTRING", help="only cases whose name contains SUBSTRING, or that have it as a tag")
+    parser.add_argument("-k", metavar="EXPRESSION", type=_keyword,
+                        help="only cases matching a pytest-style expression: words joined with and/or/not and "
+                             "parentheses, each word a substring of the case's name or of one of its tags, "
+                             "ignoring case (e.g. -k 'softplus and not naive')")
     parser.add_argument("--tags", metavar="T1,T2", help="only cases with one of these tags")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show TensorFlow's start-up messages (silenced by default, in every worker)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -237,6 +300,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m diffbench", description=(
         "Compare symbolic (SymPy), automatic (TensorFlow) and finite-difference derivatives of the same "
         "functions against a certified high-precision reference."))
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"diffbench {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="measure cases and write a report")
@@ -274,6 +340,20 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--out", metavar="DIR", help="where to write report.md (default: next to the CSV)")
     rep.set_defaults(func=cmd_report)
 
+    from .compare import DEFAULT_DIGITS, DEFAULT_THRESHOLD
+
+    cmp = sub.add_parser("compare", help="accuracy changes and significant speed changes between two runs",
+                         description="Compare two runs (result folders or results CSVs), A the old and B the new: "
+                                     "status changes, correct digits gained or lost, and speed changes that are "
+                                     "large and significant. Always exits 0 when both can be read.")
+    cmp.add_argument("run_a", metavar="RUN_A", help="the first run: a folder holding results.csv, or the CSV")
+    cmp.add_argument("run_b", metavar="RUN_B", help="the second run, the same way")
+    cmp.add_argument("--threshold", type=_percent, default=DEFAULT_THRESHOLD, metavar="PERCENT",
+                     help=f"medians must differ by more than this (default {DEFAULT_THRESHOLD * 100:g}%%)")
+    cmp.add_argument("--digits", type=float, default=DEFAULT_DIGITS, metavar="D",
+                     help=f"correct digits gained or lost that count as a change (default {DEFAULT_DIGITS:g})")
+    cmp.set_defaults(func=cmd_compare)
+
     from . import fuzz, scale, testing
 
     testing.add_commands(sub, _add_case_options)
@@ -284,10 +364,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status."""
-    # TensorFlow's C++ start-up notices (CUDA probing, oneDNN) say nothing the report does not;
-    # set before any worker starts, so every process that imports TensorFlow inherits it
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    from .quiet import VERBOSE_ENV
+
     args = build_parser().parse_args(argv)
+    # TensorFlow's C++ start-up notices (CUDA probing, oneDNN) say nothing the report does not; set
+    # before any worker starts, so every process that imports TensorFlow inherits the choice
+    if getattr(args, "verbose", False):
+        os.environ[VERBOSE_ENV] = "1"
+    else:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

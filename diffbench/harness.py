@@ -31,7 +31,7 @@ from .timing import PROFILES, measure
 COLUMNS = ["case", "method", "variant", "dtype", "device", "order", "status", "expected", "rel_error",
            "max_error_eps", "taylor_order", "error_estimate", "time_median_s", "time_iqr_s", "time_min_s",
            "repeats", "loops", "unstable", "prepare_s", "f_time_s", "grad_over_f", "reference", "diagnosis",
-           "step", "expr_ops", "grad_ops", "n_inputs", "tags", "source_hash"]
+           "step", "expr_ops", "grad_ops", "n_inputs", "tags", "source_hash", "time_samples_s"]
 KEY = ("case", "method", "variant", "dtype", "device", "order")
 
 #: second-order rows are computed for cases with at most this many scalar inputs

@@ -88,3 +88,97 @@ def test_read_results_refuses_other_csv(tmp_path):
 
     with pytest.raises(ValueError, match="not a diffbench results file"):
         report.read_results(other)
+
+
+# --------------------------------------------------------------------------- the first screen
+def synthetic_results():
+    """A hand-made results table whose headline is known in advance.
+
+    Family ``alpha`` (cases a1..a3): symbolic/numpy float64 errors 1e-15, 1e-12, 1e-9 (15, 12 and 9 correct
+    digits: worst 9, median 12); tape/function is faster than symbolic/numpy on a1 and a2, slower on a3, with
+    grad/f 2, 3, 4 (median 3). Family ``beta`` (case b1): three tape rows return None for x, their diagnoses
+    differing only in numbers, so they are one group of three rows. The float32 rows come in the reverse case
+    order, and the tables must still list cases in one order.
+    """
+    from diffbench.harness import COLUMNS
+
+    rows = []
+
+    def add(case_name, tags, method, variant, dtype, status, rel_error=None, time_s=None, grad_over_f=None,
+            diagnosis=None):
+        rows.append({"case": case_name, "method": method, "variant": variant, "dtype": dtype, "device": "CPU",
+                     "order": 1, "status": status, "expected": "ok", "rel_error": rel_error,
+                     "time_median_s": time_s, "grad_over_f": grad_over_f, "diagnosis": diagnosis, "tags": tags})
+
+    for name, err, sym_t, tape_t, ratio in (("a1", 1e-15, 2e-5, 1e-5, 2.0), ("a2", 1e-12, 2e-5, 1e-5, 3.0),
+                                            ("a3", 1e-9, 1e-5, 2e-5, 4.0)):
+        add(name, "alpha,vector", "symbolic", "numpy", "float64", "ok", err, sym_t, 1.0)
+        add(name, "alpha,vector", "tape", "function", "float64", "ok", 1e-16, tape_t, ratio)
+    for k, variant in enumerate(("eager", "function", "xla")):
+        add("b1", "beta", "tape", variant, "float64", "none",
+            diagnosis=f"TensorFlow returned None for x: not connected (checked {k + 1}.5 times)")
+    for name in ("b1", "a3", "a2", "a1"):
+        add(name, "alpha" if name[0] == "a" else "beta", "symbolic", "numpy", "float32", "ok", 1e-7, 1e-5, 1.0)
+    df = pd.DataFrame(rows)
+    for column in COLUMNS:
+        if column not in df.columns:
+            df[column] = float("nan")
+    return df[COLUMNS]
+
+
+def test_correct_digits_are_minus_log10_of_the_error_clipped():
+    assert report.correct_digits(1e-8) == 8
+    assert report.correct_digits(0.0) == report.DIGITS_MAX == 16
+    assert report.correct_digits(10.0) == 0
+    assert report.correct_digits(float("nan")) != report.correct_digits(float("nan"))  # NaN: nothing to read
+
+
+def test_first_screen_holds_headline_heatmap_and_cost_plot(tmp_path):
+    path = report.write(synthetic_results(), tmp_path)
+    first_40 = path.read_text().splitlines()[:40]
+    screen = "\n".join(first_40)
+    assert "## Headline" in screen
+    alpha = next(line for line in first_40 if line.startswith("- **alpha** (3 cases)"))
+    assert "symbolic 9–12" in alpha  # worst 9 digits, median 12 in float64
+    assert "fastest exact: tape/function (2 of 3 cases, grad/f 3)" in alpha
+    beta = first_40[first_40.index(next(line for line in first_40 if line.startswith("- **beta**"))) + 1]
+    assert "`none` 3 (3× TensorFlow returned None for x)" in beta
+    assert "![accuracy" in screen and "(plots/accuracy.png)" in screen and "(plots/cost.png)" in screen
+    for name in ("accuracy.png", "cost.png"):
+        assert (tmp_path / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_non_ok_rows_are_grouped_by_cause_not_one_bullet_each(tmp_path):
+    text = report.write(synthetic_results(), tmp_path).read_text()
+    section = text.split("grouped by status, method and cause")[1]
+    assert section.count("`none`") == 1
+    assert "`none` · tape · 3 rows in 1 case: b1 (eager f64, function f64, xla f64)" in section
+
+
+def test_float32_and_float64_tables_list_cases_in_one_order(tmp_path):
+    text = report.write(synthetic_results(), tmp_path).read_text()
+
+    def cases_in(heading):
+        table = text.split(heading)[1].split("\n\n")[1]
+        return [line.split("|")[1].strip() for line in table.splitlines()[2:]]
+
+    order64 = cases_in("### Accuracy, float64: symbolic")
+    assert order64 == ["a1", "a2", "a3"]
+    assert [c for c in cases_in("### Accuracy, float32: symbolic") if c in order64] == order64
+
+
+def test_report_and_console_count_the_same_rows():
+    df = synthetic_results()
+    sweep = df.iloc[:2].assign(method="sweep", variant="central-00")
+    both = pd.concat([df, sweep], ignore_index=True)
+    # 13 measurements (6 alpha float64, 3 beta, 4 float32) of 4 cases, and the 2 sweep points
+    assert report.row_counts(both) == "15 rows: 13 measurements of 4 cases and 2 step-sweep points"
+    assert report.render(both).splitlines()[2].startswith(report.row_counts(both))
+
+
+def test_first_screen_survives_regeneration_from_the_csv(tmp_path):
+    first = report.write(synthetic_results(), tmp_path).read_text()
+    (tmp_path / "plots" / "accuracy.png").unlink()
+    again = report.regenerate(tmp_path / "results.csv", tmp_path)
+    assert again.read_text() == first
+    assert (tmp_path / "plots" / "accuracy.png").exists()

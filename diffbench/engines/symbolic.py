@@ -205,10 +205,12 @@ def _count_ops(tr: SymbolicTrace, grads: list[Any], cse: bool) -> int:
 def _tensorflow_variant(case: Case, tr: SymbolicTrace, grads: list[Any], dtype: str):
     """The symbolic gradient compiled to a TensorFlow graph (so it runs where TensorFlow runs)."""
     import sympy as sp
-    import tensorflow as tf
     from sympy.printing.tensorflow import TensorflowPrinter
 
     from ..namespaces import tensorflow_namespace
+    from ..quiet import import_tensorflow
+
+    tf = import_tensorflow()  # its start-up lines are silenced unless --verbose
 
     tensorflow_namespace(dtype)  # NumPy behaviour: Python constants in the printed code take the inputs' dtype
     tf_dtype = tf.as_dtype(dtype)

@@ -9,6 +9,7 @@ A ``None`` gradient is never turned into zeros: it raises :class:`NoGradient`.
 
 from __future__ import annotations
 
+import inspect
 import re
 import time
 from typing import Any, Callable
@@ -26,10 +27,9 @@ MAX_HESSIAN_INPUTS = 400
 
 
 def _tf() -> Any:
-    import os
+    from ..quiet import import_tensorflow
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # C++ notices (oneDNN, CUDA probing) are noise here
-    import tensorflow as tf
+    tf = import_tensorflow()  # its start-up lines are silenced unless --verbose
 
     # TensorFlow's own warnings (an int tensor watched, autograph notes) repeat what rows diagnose
     tf.get_logger().setLevel("ERROR")
@@ -83,15 +83,51 @@ def _inputs(case: Case, dtype: str) -> list[Any]:
     return values
 
 
+#: what in a function's source cuts the tape, and what to do instead (checked in this order)
+NONE_CAUSES: tuple[tuple[str, re.Pattern[str], str], ...] = (
+    (".numpy()", re.compile(r"\.numpy\(\s*\)"),
+     "it calls .numpy(), which turns a tensor into a NumPy array the tape cannot follow; keep the computation in "
+     "TensorFlow ops"),
+    ("set_weights", re.compile(r"\bset_weights\s*\("),
+     "it calls set_weights, which copies values into the model's variables outside the tape; pass the weights "
+     "into the computation instead (model.stateless_call(weights, [], x), or diffbench.keras_case)"),
+    ("assign", re.compile(r"\.assign(?:_add|_sub)?\s*\("),
+     "it assigns to a variable (assign/assign_add), which the tape does not differentiate through; compute with "
+     "the input tensors themselves instead of writing them into variables"),
+    ("an integer cast", re.compile(r"(?:tf\.cast\s*\([^)]*tf\.u?int|astype\(\s*(?:int|np\.u?int)|"
+                                   r"dtype\s*=\s*(?:tf|np)\.u?int)"),
+     "it casts to an integer dtype, which has no gradient; keep floats (round with tf.math.round only where no "
+     "gradient is needed)"),
+    ("argmax/argmin/round", re.compile(r"\b(?:argmax|argmin|round|floor|ceil)\s*\("),
+     "it uses argmax/argmin/round/floor/ceil, whose gradient is None or 0 by definition"),
+)
+
+
+def _user_sources(case: Case) -> str:
+    """The source of the code the tape differentiates (the native function and code it names), or ''."""
+    sources = []
+    native = case.native
+    for fn in ([native, *getattr(native, "diffbench_user_code", ())] if native is not None else [case.func]):
+        try:
+            sources.append(inspect.getsource(fn))
+        except (OSError, TypeError):
+            continue
+    return "\n".join(sources)
+
+
 def _none_message(case: Case, missing: list[str]) -> str:
     integer = [m for m in missing if m in case.integer_inputs]
     if integer:
         return (f"TensorFlow returned None for {', '.join(integer)}: integer tensors are not differentiable "
                 "(the tape does not watch them); give the input as a float, e.g. 3.0")
-    return (f"TensorFlow returned None for {', '.join(missing)}: the output is not connected to it on the tape "
-            "(it does not influence the result, or only through an operation without a gradient such as "
-            "argmax, round or a cast to an integer). If 0 is the answer you mean, pass "
-            "unconnected_gradients=tf.UnconnectedGradients.ZERO to tape.gradient")
+    source = _user_sources(case)
+    found = [advice for _, pattern, advice in NONE_CAUSES if pattern.search(source)]
+    head = f"TensorFlow returned None for {', '.join(missing)}: the output is not connected to it on the tape"
+    if found:
+        return f"{head}; the code the tape runs shows why: " + "; and ".join(found)
+    return (f"{head} (it does not influence the result, or only through an operation without a gradient, such as "
+            "argmax, round, a cast to an integer, .numpy(), or set_weights/assign inside the function). If 0 is "
+            "the answer you mean, pass unconnected_gradients=tf.UnconnectedGradients.ZERO to tape.gradient")
 
 
 class TapeEngine:

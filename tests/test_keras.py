@@ -1,0 +1,154 @@
+"""Cases made from Keras models (``diffbench.keras_case``) and the diagnosis of a None gradient's cause."""
+
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import ROOT
+
+import diffbench
+from diffbench.engines import NoGradient
+
+keras = pytest.importorskip("keras")
+
+X = np.array([[1.0, 2.0], [3.0, -1.0], [0.5, 0.5]])
+Y = np.array([[1.0], [0.0], [2.0]])
+W = np.array([[0.25], [-0.5]])  # exact in float32, the model's dtype
+B = np.array([0.125])
+
+
+def linear_model():
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1, name="out")])
+    model.set_weights([W, B])
+    return model
+
+
+def mse_gradient():
+    """Hand-derived: L = mean((Xw + b - y)^2) over n = 3 rows, so dL/dw = 2/n X^T r and dL/db = 2/n sum(r)."""
+    r = X @ W + B - Y
+    return 2 / 3 * X.T @ r, 2 / 3 * r.sum(axis=0)
+
+
+def test_keras_case_inputs_are_the_weights_named_after_their_paths():
+    made = diffbench.keras_case(linear_model(), "mse", X, Y, name="linear")
+    assert made.problem is None
+    assert list(made.inputs) == ["out_kernel", "out_bias"]  # the layer is named "out"
+    np.testing.assert_array_equal(made.inputs["out_kernel"], W)
+    assert made.native is not None and "keras" in made.tags
+
+
+@pytest.mark.parametrize("dtype, rtol", [("float64", 1e-13), ("float32", 1e-5)])
+def test_tape_differentiates_the_real_model_and_the_maths_agree(dtype, rtol):
+    made = diffbench.keras_case(linear_model(), "mse", X, Y, name="linear")
+    kernel, bias = mse_gradient()
+    tape = diffbench.gradient(made, method="tape/eager", dtype=dtype)
+    np.testing.assert_allclose(tape["out_kernel"], kernel, rtol=rtol)
+    np.testing.assert_allclose(tape["out_bias"], bias, rtol=rtol)
+    reference = diffbench.gradient(made, method="reference")  # from the xp function written from the model
+    np.testing.assert_allclose(reference["out_kernel"], kernel, rtol=1e-14)
+
+
+def test_a_model_it_cannot_write_says_what_to_pass_and_maths_fixes_it():
+    model = keras.Sequential([keras.Input((4, 1)), keras.layers.Conv1D(1, 2, name="conv"), keras.layers.Flatten()])
+    made = diffbench.keras_case(model, "mse", np.ones((1, 4, 1)), np.zeros((1, 3)), name="conv")
+    assert "Conv1D" in made.problem and "maths=" in made.problem
+
+    def maths(kernel, bias, xp):
+        # a width-2 convolution of a row of ones: every output is k0 + k1 + b, against a target of 0
+        out = kernel[0, 0, 0] + kernel[1, 0, 0] + bias[0]
+        return out**2
+
+    made = diffbench.keras_case(model, "mse", np.ones((1, 4, 1)), np.zeros((1, 3)), name="conv", maths=maths)
+    assert made.problem is None
+    s = float(made.inputs["conv_kernel"].sum() + made.inputs["conv_bias"][0])
+    tape = diffbench.gradient(made, method="tape/eager")
+    np.testing.assert_allclose(tape["conv_bias"], [2 * s], rtol=1e-12)  # d(s^2)/db = 2s
+
+
+def none_case(native, name):
+    @diffbench.case(inputs={"x": [1.0, 2.0]}, name=name)
+    def made(x, xp):
+        return xp.sum(x**2)
+
+    return made.tensorflow(native)
+
+
+def _numpy_inside(x):
+    import tensorflow as tf
+
+    return tf.reduce_sum(tf.constant(x.numpy()) ** 2)
+
+
+def _assign_inside(x):
+    import tensorflow as tf
+
+    held = tf.Variable(tf.zeros_like(x))
+    held.assign(x)
+    return tf.reduce_sum(held**2)
+
+
+def _integer_cast(x):
+    import tensorflow as tf
+
+    return tf.reduce_sum(tf.cast(tf.cast(x, tf.int32), x.dtype) ** 2)
+
+
+_LAYER = []
+
+
+def _set_weights_inside(x):
+    import tensorflow as tf
+
+    if not _LAYER:
+        _LAYER.append(keras.layers.Dense(1, use_bias=False, dtype="float64"))
+        _LAYER[0].build((None, 2))
+    _LAYER[0].set_weights([np.reshape(x, (2, 1))])
+    return tf.reduce_sum(_LAYER[0](tf.ones((1, 2), dtype=tf.float64)))
+
+
+@pytest.mark.parametrize("native, words", [
+    (_numpy_inside, "calls .numpy()"),
+    (_assign_inside, "assigns to a variable"),
+    (_integer_cast, "casts to an integer dtype"),
+    (_set_weights_inside, "calls set_weights"),
+])
+def test_a_none_gradient_names_what_cut_the_tape(native, words):
+    with pytest.raises(NoGradient) as raised:
+        diffbench.gradient(none_case(native, native.__name__), method="tape/eager")
+    assert "TensorFlow returned None for x" in str(raised.value) and words in str(raised.value)
+
+
+def test_a_none_gradient_without_a_visible_cause_lists_the_usual_ones():
+    def unconnected(x):
+        import tensorflow as tf
+
+        return tf.constant(1.0, dtype=x.dtype)
+
+    with pytest.raises(NoGradient) as raised:
+        diffbench.gradient(none_case(unconnected, "unconnected"), method="tape/eager")
+    assert "set_weights/assign" in str(raised.value) and "UnconnectedGradients.ZERO" in str(raised.value)
+
+
+@pytest.mark.slow
+def test_a_keras_case_file_runs_through_the_command_line(tmp_path):
+    cases = tmp_path / "models.py"
+    cases.write_text(textwrap.dedent('''
+        import keras
+        import numpy as np
+        from diffbench import keras_case
+
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4, activation="tanh"), keras.layers.Dense(1, name="out")])
+        mlp = keras_case(model, "mse", np.array([[0.5, -1.0, 2.0], [1.5, 0.25, -0.5]]), np.array([[1.0], [-1.0]]),
+                         name="mlp")
+    '''))
+    out = subprocess.run([sys.executable, "-m", "diffbench", "run", "--cases", str(cases), "--methods", "tape",
+                          "--dtypes", "float64", "--no-order2", "--jobs", "1", "--out", str(tmp_path / "out")],
+                         capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert out.returncode == 0, out.stderr
+    df = pd.read_csv(tmp_path / "out" / "results.csv")
+    # 3 + 4 + 4 + 1 = 23 weights: forward mode is over its budget of 8 inputs, the reverse variants are right
+    assert dict(zip(df.variant, df.status)) == {"eager": "ok", "function": "ok", "xla": "ok", "forward": "skipped"}
