@@ -16,8 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from .harness import KEY
 from .report import _time, correct_digits, parse_samples, read_results
 from .slowdown import DEFAULT_ALPHA, mann_whitney_greater

@@ -356,7 +356,7 @@ def test_list_into_a_closed_pipe_ends_quietly(tmp_path):
     # far more output than a pipe holds, so the writer meets the closed pipe
     lines = ["from diffbench import case", ""]
     for i in range(3000):
-        lines += [f"@case(inputs={{'x': 1.0}}, tags=['a-tag-long-enough-to-fill-the-pipe-quickly'])",
+        lines += ["@case(inputs={'x': 1.0}, tags=['a-tag-long-enough-to-fill-the-pipe-quickly'])",
                   f"def case_number_{i:04d}(x, xp):", "    return x", ""]
     cases = tmp_path / "many.py"
     cases.write_text("\n".join(lines))
