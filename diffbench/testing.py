@@ -394,10 +394,38 @@ def _jobs(text: str) -> int:
     return int(text)
 
 
+#: the line a clean load of the case files ends with (see _probe_case_files)
+_LOADED = "diffbench: case files loaded"
+
+
+def _probe_case_files(path: Path, timeout: float) -> None:
+    """Load the case files once in a child process first: a file that ends the process while it is
+    imported (os._exit, a crash in native code) must fail the gate, not end it with exit 0."""
+    import subprocess
+
+    code = ("import sys\nfrom diffbench.case import load_cases\nload_cases(sys.argv[1])\n"
+            f"print({_LOADED!r}, flush=True)\n")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    try:
+        done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, env=env,
+                              timeout=timeout, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        raise SystemExit(f"diffbench: loading the case files in {path} took longer than {timeout:g} s; "
+                         "a case file hangs at import") from None
+    if _LOADED not in done.stdout:
+        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise SystemExit(f"diffbench: loading the case files in {path} ended the process (exit code "
+                         f"{done.returncode}: {tail}) before they were loaded; a case file exits or crashes at "
+                         "import. Fix it: nothing can be compared until it loads")
+
+
 def _selection(args: argparse.Namespace, timing: bool) -> tuple[list[Any], Any]:
     """The cases and harness configuration the options select; raises SystemExit(message) for bad ones."""
+    from .case import default_cases_path
     from .cli import _load, _split, _variants
 
+    _probe_case_files(Path(args.cases) if args.cases else default_cases_path(),
+                      max(float(args.timeout or 0), 0.0) + 300.0)
     cases = _load(args)
     try:
         config = _config(_split(args.methods), _split(args.dtypes), _variants(args.variants), timing, args.timeout,

@@ -67,6 +67,17 @@ def test_a_case_that_exits_or_hangs_never_passes(baseline, probe):
     assert "Traceback" not in out.stderr
 
 
+@pytest.mark.parametrize("how", ["import os\nos._exit(0)\n", "import sys\nsys.exit(0)\n"])
+def test_a_case_file_that_exits_at_import_fails_the_gate(baseline, tmp_path, how):
+    # the parent lists the cases by importing the files; a file that ends the process there would
+    # otherwise end check with exit 0 having compared nothing
+    exiting = tmp_path / "exiting.py"
+    exiting.write_text(how + PROBES.read_text())
+    out = diffbench("check", "--cases", exiting, "--baseline", baseline, *SELECT)
+    assert out.returncode == EXIT_BASELINE, out.stdout + out.stderr
+    assert "Traceback" not in out.stderr
+
+
 @pytest.mark.slow
 def test_snapshot_survives_a_case_that_exits_everywhere(tmp_path):
     path = tmp_path / "baseline.json"
