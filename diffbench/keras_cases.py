@@ -154,9 +154,10 @@ def _native(model: Any, loss: Any, x: np.ndarray, y: np.ndarray) -> Callable[...
         dtype = weights[0].dtype.name
         if dtype not in clones:
             # a model computes in its own dtype policy: float64 rows need a float64 copy of it
+            # (its input too: an input layer left in float32 would round x before the first layer)
             clones[dtype] = model if model.dtype == dtype else keras.models.clone_model(
-                model, clone_function=lambda layer: layer.__class__.from_config({**layer.get_config(),
-                                                                                  "dtype": dtype}))
+                model, input_tensors=keras.Input(shape=tuple(x.shape[1:]), dtype=dtype),
+                clone_function=lambda layer: layer.__class__.from_config({**layer.get_config(), "dtype": dtype}))
         copy = clones[dtype]
         non_trainable = [tf.cast(v.value, dtype) for v in copy.non_trainable_variables]
         out, _ = copy.stateless_call(list(weights), non_trainable, tf.constant(x, dtype=dtype), training=False)

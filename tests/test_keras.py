@@ -51,6 +51,18 @@ def test_tape_differentiates_the_real_model_and_the_maths_agree(dtype, rtol):
     np.testing.assert_allclose(reference["out_kernel"], kernel, rtol=1e-14)
 
 
+def test_float64_rows_keep_a_batch_that_float32_cannot_hold():
+    # X + 0.1 is not a float32 array: a float64 row must use it as given, not rounded by a float32 input
+    # layer (which would move the gradient by ~1e-8 relative); the truth is the same hand-derived formula
+    x = X + 0.1
+    made = diffbench.keras_case(linear_model(), "mse", x, Y, name="linear_offset")
+    r = x @ W + B - Y
+    kernel, bias = 2 / 3 * x.T @ r, 2 / 3 * r.sum(axis=0)
+    tape = diffbench.gradient(made, method="tape/eager", dtype="float64")
+    np.testing.assert_allclose(tape["out_kernel"], kernel, rtol=1e-13)
+    np.testing.assert_allclose(tape["out_bias"], bias, rtol=1e-13)
+
+
 def test_a_model_it_cannot_write_says_what_to_pass_and_maths_fixes_it():
     model = keras.Sequential([keras.Input((4, 1)), keras.layers.Conv1D(1, 2, name="conv"), keras.layers.Flatten()])
     made = diffbench.keras_case(model, "mse", np.ones((1, 4, 1)), np.zeros((1, 3)), name="conv")
