@@ -55,9 +55,14 @@ class SlowerCheck:
                                              f"got {spec!r}")
         return cls(match.group(1), float(match.group(2)) / 100)
 
-    def judge(self, before: Sequence[float], after: Sequence[float]) -> Slowdown | None:
-        """The slowdown from ``before`` to ``after`` samples if it is above the threshold and significant."""
+    def judge(self, before: Sequence[float], after: Sequence[float], drift: float = 1.0) -> Slowdown | None:
+        """The slowdown from ``before`` to ``after`` samples if it is above the threshold and significant.
+
+        ``after`` is divided by ``drift``, the machine's own change of speed between the two
+        measurements (see :func:`machine_drift`), before anything is compared.
+        """
         pick = statistics.median if self.statistic == "median" else min
+        after = [a / drift for a in after]
         old, new = float(pick(before)), float(pick(after))
         if not new > old * (1 + self.threshold):
             return None
@@ -108,3 +113,41 @@ def _u_counts(n: int, m: int) -> list[int]:
                 new[j][u] = (table[j][u - j] if u >= j else 0) + new[j - 1][u]
         table = new
     return table[m]
+
+
+#: with at least this many timed rows, the machine's drift is their median ratio; with fewer, a
+#: calibration workload measured at snapshot and at check
+MIN_ROWS_FOR_DRIFT = 3
+
+
+def calibration_s(repeats: int = 15) -> float:
+    """Median time of a fixed workload (NumPy arithmetic and a Python loop, ~2 ms): the machine's speed now."""
+    import time
+
+    import numpy as np
+
+    a = np.linspace(0.0, 1.0, 40_000)
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(5):
+            np.sum(np.exp(a) * a)
+        sum(i * i for i in range(20_000))
+        samples.append(time.perf_counter() - start)
+    return float(statistics.median(samples))
+
+
+def machine_drift(ratios: Sequence[float], calibration_before: float | None, calibration_after: float | None
+                  ) -> tuple[float, str]:
+    """How much slower the machine itself ran at check than at snapshot, and how that was found.
+
+    A shared machine's load moves every row alike; a code change moves some rows. With enough
+    timed rows, their median ratio (after/before) is the machine's part; with fewer, the ratio of a
+    fixed calibration workload's times. 1.0 when neither is available.
+    """
+    usable = [r for r in ratios if r > 0 and math.isfinite(r)]
+    if len(usable) >= MIN_ROWS_FOR_DRIFT:
+        return float(statistics.median(usable)), f"the median over {len(usable)} timed rows"
+    if calibration_before and calibration_after:
+        return calibration_after / calibration_before, "a calibration workload timed at snapshot and at check"
+    return 1.0, "none (too few rows and no calibration in the baseline)"

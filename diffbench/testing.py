@@ -185,7 +185,10 @@ def write_baseline(cases: list[Any], path: Path, methods: list[str] | None = Non
     if measured is None:
         return None
     refs = references(cases, timeout)
-    data = {"schema_version": SCHEMA_VERSION, "environment": environment([], profile),
+    from .slowdown import calibration_s
+
+    data = {"schema_version": SCHEMA_VERSION, "environment": dict(environment([], profile),
+                                                                  calibration_s=calibration_s() if timing else None),
             "cases": {c.name: case_entry(c, [_baseline_row(r) for r in measured.get(c.name, [])],
                                          refs.get(c.name, (None, c.problem or "no function")))
                       for c in cases}}
@@ -267,19 +270,23 @@ def _number(value: Any) -> str:
 
 
 def compare(baseline: dict[str, Any], current: dict[str, dict[str, Any]], slower: SlowerCheck | None = None,
-            selected: Callable[[str, str, str], bool] | None = None) -> tuple[int, list[str]]:
+            selected: Callable[[str, str, str], bool] | None = None, calibration: float | None = None
+            ) -> tuple[int, list[str]]:
     """Compare fresh case entries with a validated baseline; return (exit code, markdown lines).
 
     The exit code is EXIT_REGRESSION when a gradient or status regressed or a row could not
     be measured, else EXIT_BASELINE when a case is stale or missing or there is nothing to
     compare for something selected, else EXIT_SLOWER for a significant slowdown, else EXIT_OK.
     ``selected(method, variant, dtype)`` says which baseline rows this check should have measured.
+    Times are compared after dividing out the machine's own drift between snapshot and check
+    (:func:`diffbench.slowdown.machine_drift`; ``calibration`` is this check's calibration time).
     """
     from .case import matches
 
     regressions: list[str] = []
     uncovered: list[str] = []
     slowdowns: list[str] = []
+    timings: list[tuple[str, str, list[float], list[float]]] = []
     compared = timed = 0
     for name, entry in current.items():
         base = baseline["cases"].get(name)
@@ -335,11 +342,7 @@ def compare(baseline: dict[str, Any], current: dict[str, dict[str, Any]], slower
                     untimed.append(_label(row))
                     continue
                 timed += 1
-                found = slower.judge(old["time_samples_s"], row["time_samples_s"])
-                if found:
-                    slowdowns.append(f"- **{name}** {_label(row)}: {found.statistic} time {found.before_s:.3g} s -> "
-                                     f"{found.after_s:.3g} s ({found.percent:.0f}% slower, limit "
-                                     f"{slower.threshold * 100:g}%; one-sided Mann-Whitney p = {found.p_value:.2g})")
+                timings.append((name, _label(row), old["time_samples_s"], row["time_samples_s"]))
         compared += case_compared
         missing = [r for key, r in base_rows.items() if key not in seen and (selected is None or selected(*key))]
         if missing:
@@ -354,6 +357,21 @@ def compare(baseline: dict[str, Any], current: dict[str, dict[str, Any]], slower
         if untimed:
             uncovered.append(f"- nothing to compare for --fail-slower in **{name}** {_labels(untimed)}: the baseline "
                              "has no timing samples; re-run snapshot without --no-timing")
+    if slower is not None and timings:
+        import statistics
+
+        from .slowdown import machine_drift
+
+        drift, how = machine_drift([statistics.median(after) / statistics.median(before)
+                                    for _, _, before, after in timings if statistics.median(before) > 0],
+                                   (baseline.get("environment") or {}).get("calibration_s"), calibration)
+        for name, label, before, after in timings:
+            found = slower.judge(before, after, drift)
+            if found:
+                slowdowns.append(f"- **{name}** {label}: {found.statistic} time {found.before_s:.3g} s -> "
+                                 f"{found.after_s:.3g} s once the machine's own drift ×{drift:.2f} is divided out "
+                                 f"({found.percent:.0f}% slower, limit {slower.threshold * 100:g}%; one-sided "
+                                 f"Mann-Whitney p = {found.p_value:.2g}; drift from {how})")
     if slower is not None and not timed and not any("--fail-slower" in line for line in uncovered):
         uncovered.append("- nothing to compare for --fail-slower: no row has timing samples both in the baseline and "
                          "in this check")
@@ -496,7 +514,10 @@ def cmd_check(args: argparse.Namespace) -> int:
     def selected(method: str, variant: str, dtype: str) -> bool:
         return method in config.methods and dtype in config.dtypes and variant in config.variants_of(method)
 
-    code, lines = compare(baseline, current, args.fail_slower, selected)
+    from .slowdown import calibration_s
+
+    calibration = calibration_s() if args.fail_slower is not None else None
+    code, lines = compare(baseline, current, args.fail_slower, selected, calibration)
     text = "\n".join(lines).rstrip("\n") + "\n"
     print(text, end="")
     if args.summary:

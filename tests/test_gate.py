@@ -226,6 +226,39 @@ def test_a_wrong_gradient_outranks_a_slowdown():
     assert code == EXIT_REGRESSION and any("slowdowns" in line for line in lines)
 
 
+def _compare_cases(pairs, spec, calibration=(None, None)):
+    """compare() over one timed row per case: pairs of (before, after) samples."""
+    from diffbench.slowdown import SlowerCheck
+    from diffbench.testing import compare
+
+    base = {"environment": {"calibration_s": calibration[0]},
+            "cases": {f"c{i}": {"definition_hash": "h", "source_hash": "s", "rows": [_timed(b)]}
+                      for i, (b, _) in enumerate(pairs)}}
+    now = {f"c{i}": {"definition_hash": "h", "source_hash": "s", "inputs": {"x": {"shape": []}},
+                     "rows": [_timed(a)]} for i, (_, a) in enumerate(pairs)}
+    return compare(base, now, SlowerCheck.parse(spec), calibration=calibration[1])
+
+
+def test_a_machine_that_got_slower_everywhere_is_not_a_slowdown():
+    # every row 40 % slower alike: the machine's load, not the code (median ratio 1.4 divided out)
+    slower = [t * 1.4 for t in BEFORE]
+    assert _compare_cases([(BEFORE, slower)] * 4, "median:20%")[0] == EXIT_OK
+
+
+def test_one_row_slower_than_the_rest_is_a_slowdown():
+    # three rows unchanged, one 50 % slower: the median ratio is 1.0, and that row stands out
+    code, lines = _compare_cases([(BEFORE, BEFORE)] * 3 + [(BEFORE, [1.50, 1.52, 1.48, 1.51, 1.49])], "median:20%")
+    assert code == EXIT_SLOWER and sum("slower" in line and "c3" in line for line in lines) == 1
+
+
+def test_with_few_rows_the_calibration_workload_measures_the_machine():
+    # one row 40 % slower while the calibration workload also took 40 % longer: the machine
+    slower = [t * 1.4 for t in BEFORE]
+    assert _compare_cases([(BEFORE, slower)], "median:20%", calibration=(0.010, 0.014))[0] == EXIT_OK
+    # the same row with the machine unchanged: a slowdown
+    assert _compare_cases([(BEFORE, slower)], "median:20%", calibration=(0.010, 0.010))[0] == EXIT_SLOWER
+
+
 @pytest.mark.parametrize("x, y", [([2.0, 3, 4, 5, 6], [1.0, 1.1, 1.2, 1.3, 1.4]),
                                   ([1.0, 2, 3, 4, 5, 6], [3.5, 4.5, 0.5, 7.0]),
                                   ([1.0, 1, 2, 2, 3], [1.0, 2, 2, 2, 0])])
