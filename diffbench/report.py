@@ -246,19 +246,26 @@ def _where(rows: pd.DataFrame) -> str:
 
 
 def _problems(df: pd.DataFrame) -> str:
-    """Non-ok rows grouped by status, method and cause (the diagnosis without its numbers): one entry per group
-    with its rows' places and the first row's diagnosis in full."""
+    """Non-ok rows grouped by status, method and diagnosis up to its numbers: one entry per group with its
+    rows' places and the diagnosis, in full where every row of the group has the same text, otherwise with
+    the numbers that differ left out (each row's own text is in results.csv)."""
     bad = df[df["status"] != "ok"]
     if bad.empty:
         return "Every row is `ok`.\n"
-    bad = bad.assign(cause=bad["diagnosis"].map(cause_of),
+    text = bad["diagnosis"].map(lambda d: "" if d is None or (isinstance(d, float) and math.isnan(d)) else str(d))
+    bad = bad.assign(text=text, shape=text.map(lambda t: _NUMBER.sub("#", t)),
                      rank=bad["status"].map(lambda s: STATUS_ORDER.index(s) if s in STATUS_ORDER else 99))
     lines = []
-    for (_, status, method, _), rows in bad.groupby(["rank", "status", "method", "cause"], sort=True):
+    for (_, status, method, shape), rows in bad.groupby(["rank", "status", "method", "shape"], sort=True):
         n_cases = rows["case"].nunique()
         lines.append(f"- `{status}` · {md(method)} · {len(rows)} row{'s' * (len(rows) != 1)} in {n_cases} "
                      f"case{'s' * (n_cases != 1)}: {_where(rows)}")
-        lines.append(f"  - {md(rows['diagnosis'].iloc[0]) or 'no diagnosis'}")
+        texts = set(rows["text"])
+        if len(texts) == 1:
+            said = next(iter(texts)) or "no diagnosis"
+        else:
+            said = shape.replace("#", "…") + " (the numbers differ from row to row; results.csv has each row's)"
+        lines.append(f"  - {md(said)}")
     return "\n".join(lines) + "\n"
 
 

@@ -182,3 +182,20 @@ def test_first_screen_survives_regeneration_from_the_csv(tmp_path):
     again = report.regenerate(tmp_path / "results.csv", tmp_path)
     assert again.read_text() == first
     assert (tmp_path / "plots" / "accuracy.png").exists()
+
+
+def test_a_group_never_shows_one_rows_numbers_for_another():
+    # two rows, one status and method, diagnoses that differ only in their numbers: one group whose text
+    # keeps no row's own numbers; a third row whose text differs in words is a group of its own
+    rows = pd.DataFrame([
+        {"case": "a", "method": "finite", "variant": "central", "dtype": "float32", "order": 1,
+         "status": "inaccurate", "diagnosis": "values of size 2e+08 at step 0.004"},
+        {"case": "b", "method": "finite", "variant": "central", "dtype": "float32", "order": 1,
+         "status": "inaccurate", "diagnosis": "values of size 1e+05 at step 0.004"},
+        {"case": "c", "method": "finite", "variant": "central", "dtype": "float64", "order": 1,
+         "status": "inaccurate", "diagnosis": "truncation at step 0.004"},
+    ])
+    text = report._problems(rows)
+    assert text.count("- `inaccurate`") == 2
+    assert "2e+08" not in text and "1e+05" not in text and "values of size … at step …" in text
+    assert "truncation at step 0.004" in text
