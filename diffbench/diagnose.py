@@ -201,7 +201,7 @@ def _worst(flat: np.ndarray, ref_flat: np.ndarray, labels: list[str] | None, ord
         name = f"({i // n}, {i % n})"
     else:
         name = labels[i] if labels and i < len(labels) else f"component {i}"
-    return f"; worst at {name}: true {ref_flat[i]:.6g}, got {flat[i]:.6g}"
+    return f"; worst at {name}: true {ref_flat[i]:.10g}, got {flat[i]:.10g}"
 
 
 def _ops_text(ref: Any) -> str:

@@ -87,7 +87,8 @@ class Var:
             rec.nodes.append(self)
             if rec.perturb and parents:
                 # a rounding of this value in the method's dtype, as a float evaluation would make it
-                self.value = value * (1 + rec.perturb * (2 * rec.random.random() - 1))
+                # value·(1 + δ) as value + value·δ: 1 + δ in a Python float would round δ away
+                self.value = value + value * (rec.perturb * (2 * rec.random.random() - 1))
 
     # -- arithmetic (an array operand defers to NumPy, which applies the operation element by element) --
     def __add__(self, other: Any) -> Any:
