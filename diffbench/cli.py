@@ -213,7 +213,8 @@ def _run_locked(args: argparse.Namespace, config: Any, out: Path) -> int:
           f"({', '.join(f'{k} {v}' for k, v in counts.items())}); report: {path}")
     if not complete:
         print("diffbench: interrupted; the report holds every row that finished "
-              f"(continue with: python -m diffbench run --resume {out})", file=sys.stderr)
+              f"(continue with: python -m diffbench run --resume {out}"
+              f"{' --cases ' + str(args.cases) if args.cases else ''})", file=sys.stderr)
         return interrupts.exit_code
     if args.strict:
         unexpected = [r for r in df.to_dict("records") if not matches(str(r["status"]), str(r["expected"] or "ok"))]

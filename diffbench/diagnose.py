@@ -281,7 +281,8 @@ def accuracy_diagnosis(case: Case | None, method: str, variant: str, dtype: str,
                    "one of its operations' derivative formulas loses accuracy here (Hessians are judged normwise)"))
     if method == "tape":
         if native:
-            return (f"the tape differentiates the case's own TensorFlow code, and its {what} disagrees with the "
+            verb = "disagree" if order == 2 else "disagrees"
+            return (f"the tape differentiates the case's own TensorFlow code, and its {what} {verb} with the "
                     f"certified reference beyond rounding (relative error {rel:.2g}){worst}: check its "
                     f"tf.custom_gradient or native implementation{order_text}")
         known = [KNOWN_TF_GRADIENTS[op] for op in sorted(getattr(ref, "ops", set()) or set())

@@ -508,6 +508,16 @@ def make_config(methods: Sequence[str] | None, dtypes: Sequence[str] | None,
             raise ValueError(f"unknown dtype {dtype!r}; use float32 and/or float64")
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; use one of {', '.join(PROFILES)}")
+    for method, names in (variants or {}).items():
+        if method not in REGISTRY:
+            raise KeyError(f"unknown method {method!r} in --variants; known methods: {', '.join(REGISTRY)}")
+        try:
+            known = get_engine(method).variants()
+        except ImportError:
+            continue  # an optional engine that is not installed: its rows say so
+        unknown = [v for v in names if v not in known]
+        if unknown:
+            raise ValueError(f"unknown {method} variant(s) {', '.join(map(repr, unknown))}; known: {', '.join(known)}")
     return Config(methods=methods, dtypes=dtypes, variants={k: tuple(v) for k, v in (variants or {}).items()},
                   profile=profile, order2=order2, timeout_s=timeout or 0.0, timing=timing)
 

@@ -277,3 +277,10 @@ def test_stderr_is_captured_around_a_block_and_replayed_when_it_fails(capfd, mon
     with quiet.stderr_captured():
         os.write(2, b"shown with --verbose\n")
     assert "shown with --verbose" in capfd.readouterr().err
+
+
+def test_an_unknown_variant_is_a_bad_option(tmp_path):
+    # a variant the engine does not have is a typo to fix (exit 2), not a row and not a regression
+    out = subprocess.run([sys.executable, "-m", "diffbench", "run", "--variants", "tape=bogus", "--out",
+                          str(tmp_path / "out")], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert out.returncode == 2 and "unknown tape variant" in out.stderr and "eager" in out.stderr
