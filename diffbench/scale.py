@@ -236,7 +236,7 @@ def cmd_scale(args: argparse.Namespace) -> int:
     except ValueError:
         raise SystemExit(f"diffbench: --sizes takes integers like 10,100,1000, got {args.sizes!r}") from None
     methods = [m.strip() for m in args.methods.split(",")]
-    out = Path(args.out or f"reports/scale-{case.name}")
+    out = Path(args.out or f"reports/latest/scale-{case.name}")  # git-ignored, like run's default
     df = study(case, sizes, methods, args.dtype, args.budget, args.profile,
                progress=lambda text: print(f"  {text}", file=sys.stderr, flush=True))
     slope_table = slopes(df)
@@ -260,5 +260,5 @@ def add_command(sub: Any, add_case_options: Callable[[argparse.ArgumentParser], 
                         help="per method/variant: a size is skipped when the time spent plus its predicted time "
                              "(extrapolated from smaller sizes) exceeds this (default 20)")
     parser.add_argument("--profile", choices=["quick", "full"], default="quick")
-    parser.add_argument("--out", metavar="DIR", help="output folder (default reports/scale-CASE)")
+    parser.add_argument("--out", metavar="DIR", help="output folder (default reports/latest/scale-CASE, git-ignored)")
     parser.set_defaults(func=cmd_scale)
