@@ -107,3 +107,14 @@ def test_scalars_and_zero_dimensional_arrays_mix():
     e = math.e
     truth = [2 * 3 + 2 * e - e / 3, 1 * 3 + e, 1 * 2 + e / 9 + 1]
     np.testing.assert_allclose(reference(mixed).values["x"], truth, rtol=1e-14)
+
+
+@pytest.mark.parametrize("engine", ["jax", "torch"])
+@pytest.mark.parametrize("one, truth", CASES, ids=[c.name for c, _ in CASES])
+def test_the_optional_engines_run_them(engine, one, truth):
+    pytest.importorskip(engine)
+    config = make_config([engine], ["float64"], None, order2=False, timing=False)
+    config.devices, config.sweep = ("CPU",), False
+    rows = []
+    measure_case(one, config, rows.append)
+    assert rows and all(r["status"] == "ok" for r in rows), [(r["variant"], r["status"], r["diagnosis"]) for r in rows]
