@@ -16,34 +16,11 @@ import pytest
 
 import diffbench
 from diffbench import assert_gradients, case
-from diffbench.harness import make_config, measure_case, measure_one
 from diffbench.reference import reference
 
+from verdict_helpers import order2_rows, ref_flat, row, sixty_digits  # noqa: F401 - the fixture applies
+
 pytestmark = pytest.mark.filterwarnings("ignore")
-
-
-@pytest.fixture(autouse=True)
-def _sixty_digits():
-    # truths below are evaluated at 60 digits; the setting is restored for the rest of the suite
-    with mpmath.workdps(60):
-        yield
-
-
-def row(c, method, variant, dtype="float64"):
-    return measure_one(c, method, variant, dtype)
-
-
-def order2_rows(c, methods=("symbolic", "tape")):
-    config = make_config(list(methods), ["float64"], None, order2=True, timing=False)
-    config.devices, config.sweep = ("CPU",), False
-    out = []
-    measure_case(c, config, out.append)
-    return [r for r in out if r["order"] == 2]
-
-
-def ref_flat(c, dtype="float64"):
-    ref = reference(c, dtype)
-    return np.concatenate([np.ravel(v) for v in ref.values.values()])
 
 
 # =========================================================== A. switches that do not make a kink
