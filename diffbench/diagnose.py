@@ -282,8 +282,10 @@ def accuracy_diagnosis(case: Case | None, method: str, variant: str, dtype: str,
     if method == "tape":
         if native:
             verb = "disagree" if order == 2 else "disagrees"
-            return (f"the tape differentiates the case's own TensorFlow code, and its {what} {verb} with the "
-                    f"certified reference beyond rounding (relative error {rel:.2g}){worst}: check its "
+            truth = getattr(ref, "truth_name", "the certified reference")
+            code = getattr(ref, "code_name", "the case's own TensorFlow code")
+            return (f"the tape differentiates {code}, and its {what} {verb} with "
+                    f"{truth} beyond rounding (relative error {rel:.2g}){worst}: check its "
                     f"tf.custom_gradient or native implementation{order_text}")
         known = [KNOWN_TF_GRADIENTS[op] for op in sorted(getattr(ref, "ops", set()) or set())
                  if op in KNOWN_TF_GRADIENTS]

@@ -687,6 +687,8 @@ class _DifferencesTruth:
     """A reference made of finite differences: no cancellation scale is known, so each component is
     judged at its own size, widened by ten times the differences' error estimate."""
 
+    truth_name = "Richardson-extrapolated differences of the function in float64"
+    code_name = "the TensorFlow function under test"
     undefined = None
     order2_undefined = None
     uncertain = None
