@@ -148,6 +148,7 @@ def _run_locked(args: argparse.Namespace, config: Any, out: Path) -> int:
     from . import report
     from .case import matches
     from .harness import COLUMNS, finish, key_of
+    from .results import as_record
     from .progress import RunProgress
     from .runner import (Interrupts, ScaleTask, append_rows, manifest_cases, read_rows, rewrite_rows, run_isolated,
                          signals_deferred, write_manifest)
@@ -203,7 +204,8 @@ def _run_locked(args: argparse.Namespace, config: Any, out: Path) -> int:
                                     scale_rows.extend)
     finally:
         bar.close()
-    df = pd.DataFrame([r for r in rows.values() if r["case"] in names or r["case"] in done_cases], columns=COLUMNS)
+    df = pd.DataFrame([as_record(r) for r in rows.values() if r["case"] in names or r["case"] in done_cases],
+                      columns=COLUMNS)
     df = finish(df)
     df = report.with_environment(df, report.environment(gpus, config.profile))
     path = report.write(df, out, scale=pd.DataFrame(scale_rows) if scale_rows else None)

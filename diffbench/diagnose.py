@@ -19,6 +19,7 @@ import numpy as np
 
 from . import metrics
 from .case import Case
+from .results import Cause, Status
 
 #: TensorFlow gradient formulas known to lose accuracy or to be wrong at some points, by xp name
 KNOWN_TF_GRADIENTS = {
@@ -49,6 +50,7 @@ class Verdict:
     max_error_eps: float
     diagnosis: str | None = None
     taylor_order: float = math.nan
+    cause: Cause | None = None
 
 
 def judge(case: Case | None, method: str, variant: str, dtype: str, gradient: np.ndarray, ref: Any, *,
@@ -71,7 +73,7 @@ def judge(case: Case | None, method: str, variant: str, dtype: str, gradient: np
         rel, max_eps = metrics.errors(flat, ref.flat if ref.flat.size == flat.size else flat, dtype)
         text = (metrics.kink_diagnosis(ref, flat, label) if ref.kinks and not any(k.jump for k in ref.kinks)
                 else f"the true gradient does not exist here: {ref.undefined}")
-        return Verdict("undefined", rel, max_eps, text)
+        return Verdict(Status.UNDEFINED, rel, max_eps, text, cause=Cause.NO_DERIVATIVE)
     ref_flat = np.array([float(v) for v in np.concatenate([np.ravel(v) for v in ref.values.values()])]) \
         if ref.values else ref.flat
     certified = ref.certified if ref.certified.size == flat.size else np.ones(flat.size, dtype=bool)
@@ -95,10 +97,10 @@ def judge(case: Case | None, method: str, variant: str, dtype: str, gradient: np
         return Verdict(status, rel, max_eps, None, taylor)
     if status == "uncertain":
         return Verdict(status, rel, max_eps, f"{ref.uncertain}; on the certified components the gradient is within "
-                                             "tolerance, so no verdict is given", taylor)
-    text = accuracy_diagnosis(case, method, variant, dtype, status, rel, ref_flat, ref, flat=flat, native=native,
-                              step=step, labels=labels, taylor=taylor)
-    return Verdict(status, rel, max_eps, text, taylor)
+                                             "tolerance, so no verdict is given", taylor, Cause.NOT_CERTIFIED)
+    cause, text = accuracy_diagnosis(case, method, variant, dtype, status, rel, ref_flat, ref, flat=flat,
+                                     native=native, step=step, labels=labels, taylor=taylor)
+    return Verdict(status, rel, max_eps, text, taylor, cause)
 
 
 def _native_within_rounding(case: Case, variant: str, dtype: str, flat: np.ndarray, ref_flat: np.ndarray,
@@ -171,10 +173,12 @@ def _judge_hessian(case: Case | None, method: str, variant: str, dtype: str, hes
                    ref_hess: np.ndarray | None, native: bool) -> Verdict:
     if ref.undefined or ref.order2_undefined:
         reason = ref.undefined or ref.order2_undefined
-        return Verdict("undefined", math.nan, math.nan, f"the true Hessian does not exist here: {reason}")
+        return Verdict(Status.UNDEFINED, math.nan, math.nan, f"the true Hessian does not exist here: {reason}",
+                       cause=Cause.NO_DERIVATIVE)
     if ref_hess is None or not np.all(np.isfinite(ref_hess)):
-        return Verdict("undefined", math.nan, math.nan,
-                       "the true Hessian does not exist here: a second derivative is not finite")
+        return Verdict(Status.UNDEFINED, math.nan, math.nan,
+                       "the true Hessian does not exist here: a second derivative is not finite",
+                       cause=Cause.NO_DERIVATIVE)
     scale = None
     if not np.any(ref_hess):
         # a zero Hessian has no size of its own: second derivatives are judged at the size of the gradient's
@@ -183,9 +187,9 @@ def _judge_hessian(case: Case | None, method: str, variant: str, dtype: str, hes
     status, rel, max_eps = metrics.classify(hess, ref_hess, method, variant, dtype, order=2, scale=scale)
     if status == "ok":
         return Verdict(status, rel, max_eps)
-    text = "second derivatives: " + accuracy_diagnosis(case, method, variant, dtype, status, rel, ref_hess.ravel(),
-                                                       ref, order=2, flat=hess.ravel(), native=native)
-    return Verdict(status, rel, max_eps, text)
+    cause, text = accuracy_diagnosis(case, method, variant, dtype, status, rel, ref_hess.ravel(), ref, order=2,
+                                     flat=hess.ravel(), native=native)
+    return Verdict(status, rel, max_eps, "second derivatives: " + text, cause=cause)
 
 
 # --------------------------------------------------------------------------- the causes
@@ -212,8 +216,9 @@ def _ops_text(ref: Any) -> str:
 def accuracy_diagnosis(case: Case | None, method: str, variant: str, dtype: str, status: str, rel: float,
                        ref_flat: np.ndarray, ref: Any, order: int = 1, flat: np.ndarray | None = None,
                        native: bool = False, step: float | None = None, labels: list[str] | None = None,
-                       taylor: float = math.nan) -> str:
-    """Why a row is ``inaccurate``, ``nan`` or ``inf``: the first cause that applies, in a fixed order."""
+                       taylor: float = math.nan) -> tuple[Cause, str]:
+    """Why a row is ``inaccurate``, ``nan`` or ``inf``: the first cause that applies, in a fixed order, as
+    (cause, text)."""
     from .engines import finite
     from .engines import flatten
 
@@ -236,19 +241,22 @@ def accuracy_diagnosis(case: Case | None, method: str, variant: str, dtype: str,
                 fn = sp.lambdify([tr.symbols], tr.gradient, modules="numpy")
                 text = metrics.overflow_diagnosis(case, dtype, metrics.float_events(fn, list(x)), "symbolic gradient")
     if text is not None:
-        return text
+        return Cause.OVERFLOW, text
     worst = _worst(flat, ref_flat, labels, order) if flat is not None else ""
     if status in ("nan", "inf"):
         known = [KNOWN_TF_GRADIENTS[op] for op in sorted(getattr(ref, "ops", set()) or set())
                  if op in KNOWN_TF_GRADIENTS]
         if method == "tape" and known and not native:
-            return f"the tape produced {status} in {dtype} although the function is finite here: {known[0]}"
+            return Cause.TF_FORMULA, f"the tape produced {status} in {dtype} although the function is finite here: " \
+                                     f"{known[0]}"
         if method == "tape":
-            return (f"the tape produced {status} in {dtype} although the function is finite here: an intermediate of "
+            return Cause.BACKWARD_RANGE, (
+                    f"the tape produced {status} in {dtype} although the function is finite here: an intermediate of "
                     "the backward pass left the range (e.g. exp(x)/(1+exp(x)) = inf/inf, or 0·inf); use a stable "
                     "formulation (tf.math.softplus, logaddexp)")
         if method == "finite" and case is not None and ref.tape is not None:
             crossing = _crossing(case, ref, dtype, variant, step, order)
+            crossing_cause = Cause.STENCIL_KINK
             if crossing is None and order == 1 and variant != "complex_step" and case.func is not None \
                     and x.size <= _MAX_TRIAL_INPUTS:
                 with contextlib.suppress(Exception):
@@ -257,26 +265,27 @@ def accuracy_diagnosis(case: Case | None, method: str, variant: str, dtype: str,
                     c = finite.step_scale(variant, dtype) if step is None or not math.isfinite(step) else step
                     reach = c * np.maximum(np.abs(x.astype(np.float64)), 1.0) * (2 if variant == "richardson" else 1)
                     crossing = _pole_or_domain(f, x, reach, variant != "forward", input_labels(case))
+                    crossing_cause = Cause.POLE_OR_DOMAIN
             if crossing:
-                return f"{status} in {dtype}: {crossing}"
-        return f"{status} in {dtype} with no overflow in the function itself"
+                return crossing_cause, f"{status} in {dtype}: {crossing}"
+        return Cause.NON_FINITE, f"{status} in {dtype} with no overflow in the function itself"
     order_text = "" if math.isnan(taylor) else f"; the Taylor test's order is {taylor:.2f} (2 means right, 1 wrong)"
     what = "second derivatives" if order == 2 else "gradient"
     ties = sorted({t for t in getattr(ref, "ties", ()) or ()})
     if order == 1 and ties and getattr(ref, "undefined", None) is None and metrics.is_exact(method, variant):
-        return (f"a tie of {', '.join(ties)} exactly at this point, where the function is differentiable: "
+        return Cause.TIE, (f"a tie of {', '.join(ties)} exactly at this point, where the function is differentiable: "
                 f"{method}/{variant} takes one side's derivative by a convention (maximum picks its first argument, "
                 "sign(0) = 0, Heaviside(0) = ½) while the true derivative is the limit from around it (relative "
                 f"error {rel:.2g}{worst}); move the point off the tie or write the function without the switch")
     if order == 1 and flat is not None and metrics.is_exact(method, variant) and not (method == "tape" and native):
         conditioning = _ill_conditioned(flat, ref_flat, ref, dtype)
         if conditioning:
-            return conditioning
+            return Cause.CANCELLATION, conditioning
     if order == 2 and method in ("tape", "symbolic") and not native:
         known = [KNOWN_TF_GRADIENTS[op] for op in sorted(getattr(ref, "ops", set()) or set())
                  if op in KNOWN_TF_GRADIENTS and method == "tape"]
         source = "the nested tapes' second derivatives" if method == "tape" else "SymPy's second-derivative formula"
-        return (f"{source}, evaluated in {dtype}, are off by a relative {rel:.2g}{worst}: "
+        return Cause.SECOND_ORDER_FORMULA, (f"{source}, evaluated in {dtype}, are off by a relative {rel:.2g}{worst}: "
                 + (known[0] if known else "the formula cancels terms much larger than the result at this point, or "
                    "one of its operations' derivative formulas loses accuracy here (Hessians are judged normwise)"))
     if method == "tape":
@@ -284,25 +293,27 @@ def accuracy_diagnosis(case: Case | None, method: str, variant: str, dtype: str,
             verb = "disagree" if order == 2 else "disagrees"
             truth = getattr(ref, "truth_name", "the certified reference")
             code = getattr(ref, "code_name", "the case's own TensorFlow code")
-            return (f"the tape differentiates {code}, and its {what} {verb} with "
+            return Cause.NATIVE, (f"the tape differentiates {code}, and its {what} {verb} with "
                     f"{truth} beyond rounding (relative error {rel:.2g}){worst}: check its "
                     f"tf.custom_gradient or native implementation{order_text}")
         known = [KNOWN_TF_GRADIENTS[op] for op in sorted(getattr(ref, "ops", set()) or set())
                  if op in KNOWN_TF_GRADIENTS]
         cause = known[0] if known else ("one of TensorFlow's built-in gradient formulas loses accuracy or is wrong "
                                         f"here (the case uses {_ops_text(ref)})")
-        return (f"the case has no custom gradient, so the error (relative {rel:.2g}{worst}) comes from TensorFlow's "
+        return (Cause.TF_FORMULA if known else Cause.UNKNOWN), (f"the case has no custom gradient, so the error (relative {rel:.2g}{worst}) comes from TensorFlow's "
                 f"built-in {what}: {cause}{order_text}")
     if method == "symbolic":
-        return (f"SymPy's formula for the {what}, evaluated in {dtype}, loses accuracy here although the maths is "
+        return Cause.SYMPY_FORMULA, (f"SymPy's formula for the {what}, evaluated in {dtype}, loses accuracy here although the maths is "
                 f"well-conditioned (relative error {rel:.2g}{worst}): the derivative SymPy wrote cancels, e.g. "
                 "1 − tanh(x)² once tanh(x) rounds to 1; the tape or the complex step follow the case's own formula")
     if method == "finite" and case is not None:
         with contextlib.suppress(Exception):
             if variant == "complex_step" and order == 1:
-                return _complex_step_diagnosis(case, dtype, rel, ref_flat, ref)
-            return fd_diagnosis(case, dtype, variant, rel, ref_flat, ref, step=step, order=order)
-    return (f"{method}/{variant} is beyond tolerance (relative error {rel:.2g}{worst}) with no overflow, and rounding "
+                return Cause.FD_ERROR, _complex_step_diagnosis(case, dtype, rel, ref_flat, ref)
+            # every finite-difference text names the method's own limit (a kink or pole in reach, truncation,
+            # rounding): what matters to decisions is that it is explained
+            return Cause.FD_ERROR, fd_diagnosis(case, dtype, variant, rel, ref_flat, ref, step=step, order=order)
+    return Cause.UNKNOWN, (f"{method}/{variant} is beyond tolerance (relative error {rel:.2g}{worst}) with no overflow, and rounding "
             "in the formula does not explain it; the cause is not known to diffbench")
 
 

@@ -23,16 +23,10 @@ import numpy as np
 
 from .case import Case
 from .diagnose import judge
-from .engines import DEFAULT_METHODS, NoGradient, Skip, flatten, get_engine
+from .engines import DEFAULT_METHODS, NoGradient, Prepared, Skip, flatten, get_engine
 from .namespaces import UnsupportedFunction
+from .results import COLUMNS, FD_CAUSES, KEY, Cause, Missing, Row, Status, as_record, case_note, row_of, sweep_point
 from .timing import PROFILES, measure
-
-#: result columns, in order (documented in reports/README.md)
-COLUMNS = ["case", "method", "variant", "dtype", "device", "order", "status", "expected", "rel_error",
-           "max_error_eps", "taylor_order", "error_estimate", "time_median_s", "time_iqr_s", "time_min_s",
-           "repeats", "loops", "unstable", "prepare_s", "f_time_s", "grad_over_f", "reference", "diagnosis",
-           "step", "expr_ops", "grad_ops", "n_inputs", "tags", "source_hash", "time_samples_s"]
-KEY = ("case", "method", "variant", "dtype", "device", "order")
 
 #: second-order rows are computed for cases with at most this many scalar inputs
 ORDER2_MAX_INPUTS = 8
@@ -40,7 +34,7 @@ ORDER2_MAX_INPUTS = 8
 ORDER2_VARIANT = {"symbolic": "numpy", "tape": "eager", "finite": "central", "jax": "jit", "torch": "eager"}
 DEFAULT_DTYPES = ("float32", "float64")
 DEFAULT_TIMEOUT_S = 120.0
-#: prefix of a reference failure caused by the case itself (it raised, or returned a non-scalar)
+#: how a reference failure caused by the case itself (it raised, or returned a non-scalar) begins
 CASE_ERROR = "the case fails when evaluated for the reference: "
 
 
@@ -158,15 +152,6 @@ def warm_up(config: Config) -> None:
                     engine.hessian(probe, second, dtype)
 
 
-def _row(case: Case, method: str, variant: str, dtype: str, device: str, order: int, **values: Any) -> dict[str, Any]:
-    row: dict[str, Any] = {c: None for c in COLUMNS}
-    row.update(case=case.name, method=method, variant=variant, dtype=dtype, device=device, order=order,
-               n_inputs=case.size, tags=",".join(case.tags), source_hash=case.source_hash if case.func else "",
-               expected=case.expected_status(method, variant, dtype, order))
-    row.update(values)
-    return row
-
-
 def _message(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     if isinstance(exc, (Skip, NoGradient, UnitTimeout)):
@@ -213,7 +198,7 @@ def engine_devices(config: Config) -> dict[str, list[str]]:
 
 def measure_case(case: Case, config: Config, emit: Callable[[dict[str, Any]], None], *,
                  skip: Iterable[tuple[Any, ...]] = (), on_start: Callable[[tuple[Any, ...]], None] | None = None,
-                 reference_problem: str | None = None, failed: dict[str, tuple[str, str]] | None = None,
+                 reference_problem: Missing | None = None, failed: dict[str, tuple[str, str]] | None = None,
                  keep_gradients: bool = False) -> None:
     """Measure every unit of ``case``; call ``emit(row)`` as each row completes. Never raises
     for a problem of the case: it becomes a row.
@@ -226,7 +211,7 @@ def measure_case(case: Case, config: Config, emit: Callable[[dict[str, Any]], No
         config = dataclasses.replace(config, keep_gradients=True)
     skip = set(skip)
     if case.problem or case.func is None:
-        row = _row(case, "case", "load", "-", "-", 1, status="error", diagnosis=case.problem or "no function")
+        row = case_note(case, "load", case.problem or "no function")
         if key_of(row) not in skip:
             emit(row)
         return
@@ -235,7 +220,7 @@ def measure_case(case: Case, config: Config, emit: Callable[[dict[str, Any]], No
     devices = engine_devices(config)
     units = plan(case, config, devices)
     refs: dict[str, Any] = {}
-    notes: dict[str, str | None] = {}
+    notes: dict[str, Missing | None] = {}
     unsupported = []
     for dtype in config.dtypes:
         if reference_problem is not None:
@@ -247,7 +232,7 @@ def measure_case(case: Case, config: Config, emit: Callable[[dict[str, Any]], No
         unsupported.append(isinstance(failure, UnsupportedFunction))
     if unsupported and all(unsupported):
         # a name the namespaces lack fails every row alike: say it once, for the case
-        row = _row(case, "case", "namespace", "-", "-", 1, status="error", diagnosis=notes[config.dtypes[0]])
+        row = case_note(case, "namespace", str(notes[config.dtypes[0]]), Cause.NOT_APPLICABLE)
         if key_of(row) not in skip:
             emit(row)
         return
@@ -259,19 +244,21 @@ def measure_case(case: Case, config: Config, emit: Callable[[dict[str, Any]], No
             continue
         if method in timed_out:
             status, reason = timed_out[method]
-            emit(_row(case, method, variant, dtype, device, order, status=status, diagnosis=f"not run: {reason}"))
+            emit(row_of(case, method, variant, dtype, device, order, status=status, diagnosis=f"not run: {reason}",
+                        cause=Cause.TIME_BUDGET if status == Status.TIMEOUT else Cause.RAISED))
             continue
         if on_start:
             on_start(key)
         try:
             with budget(config.timeout_s), np.errstate(all="ignore"), warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)
-                row = (_measure_unit if order == 1 else _measure_order2)(case, config, method, variant, dtype,
-                                                                          device, refs.get(dtype), notes.get(dtype),
-                                                                          f_times)
+                unit = Unit(case, method, variant, dtype, device, order)
+                row = (_measure_unit if order == 1 else _measure_order2)(unit, config, refs.get(dtype),
+                                                                          notes.get(dtype), f_times)
         except UnitTimeout as exc:
-            row = _row(case, method, variant, dtype, device, order, status="timeout",
-                       diagnosis=f"{method}/{variant} {exc}; raise --timeout or shrink the case")
+            row = row_of(case, method, variant, dtype, device, order, status=Status.TIMEOUT,
+                         diagnosis=f"{method}/{variant} {exc}; raise --timeout or shrink the case",
+                         cause=Cause.TIME_BUDGET)
             timed_out[method] = ("timeout", f"{method}/{variant} in {dtype} ran past the time budget of "
                                             f"{config.timeout_s:g} s")
         emit(row)
@@ -284,7 +271,7 @@ def measure_case(case: Case, config: Config, emit: Callable[[dict[str, Any]], No
 
 
 def _reference_for(case: Case, dtype: str, timeout_s: float | None
-                   ) -> tuple[Any, str | None, BaseException | None]:
+                   ) -> tuple[Any, Missing | None, BaseException | None]:
     """The certified reference for ``dtype``, or (None, why not, the exception)."""
     from . import reference as reference_module
 
@@ -292,11 +279,12 @@ def _reference_for(case: Case, dtype: str, timeout_s: float | None
         with budget(timeout_s):
             return reference_module.reference(case, dtype), None, None
     except UnitTimeout as exc:
-        return None, f"the certified reference ran past the time budget of {timeout_s:g} s", exc
+        return None, Missing(f"the certified reference ran past the time budget of {timeout_s:g} s",
+                             Cause.TIME_BUDGET), exc
     except reference_module.ReferenceUnavailable as exc:
-        return None, str(exc), exc
+        return None, Missing(str(exc), Cause.NO_REFERENCE), exc
     except Exception as exc:  # noqa: BLE001 - the case itself fails: every row of it is an error
-        return None, CASE_ERROR + _message(exc), exc
+        return None, Missing(CASE_ERROR + _message(exc), Cause.CASE_FAILS), exc
 
 
 def _sweep_rows(case: Case, config: Config, refs: dict[str, Any], skip: set[tuple[Any, ...]]) -> list[dict[str, Any]]:
@@ -316,8 +304,7 @@ def _sweep_rows(case: Case, config: Config, refs: dict[str, Any], skip: set[tupl
             except Exception:  # noqa: BLE001 - the sweep is illustration; its absence is not a failure
                 continue
             for k, (c, err) in enumerate(zip(scales, errs)):
-                row = _row(case, "sweep", f"{scheme}-{k:02d}", dtype, "CPU", 1, status="ok", rel_error=float(err),
-                           step=float(c), reference=_reference_label(ref))
+                row = sweep_point(case, scheme, k, dtype, float(c), float(err), _reference_label(ref))
                 if key_of(row) not in skip:
                     rows.append(row)
     return rows
@@ -329,25 +316,82 @@ def _reference_label(ref: Any) -> str:
     return f"mpmath-tape-{ref.digits}" + ("-uncertain" if ref.uncertain else "")
 
 
-def _measure_unit(case: Case, config: Config, method: str, variant: str, dtype: str, device: str, ref: Any,
-                  ref_note: str | None, f_times: dict[tuple[Any, ...], float]) -> dict[str, Any]:
-    from . import metrics
+@dataclass(frozen=True)
+class Unit:
+    """One measurement: a case under one method, variant, dtype, device and derivative order."""
 
-    base = dict(reference=_reference_label(ref))
+    case: Case
+    method: str
+    variant: str
+    dtype: str
+    device: str
+    order: int = 1
+
+    def row(self, **values: Any) -> Row:
+        return row_of(self.case, self.method, self.variant, self.dtype, self.device, self.order, **values)
+
+    def error(self, exc: BaseException, **values: Any) -> Row:
+        """The row of a unit that raised."""
+        return self.row(status=Status.ERROR, diagnosis=_message(exc), cause=Cause.RAISED, **values)
+
+
+def _prepare(unit: Unit, base: dict[str, Any]) -> Any:
+    """The engine's prepared gradient, or the row saying why there is none."""
     try:
-        engine = get_engine(method)
+        engine = get_engine(unit.method)
     except ImportError as exc:
-        return _row(case, method, variant, dtype, device, 1, status="skipped", **base,
-                    diagnosis=f"the {method} engine needs a package that is not installed ({exc}); "
-                              f"pip install -e \".[{method}]\"")
+        return unit.row(status=Status.SKIPPED, cause=Cause.NOT_APPLICABLE, **base,
+                        diagnosis=f"the {unit.method} engine needs a package that is not installed ({exc}); "
+                                  f"pip install -e \".[{unit.method}]\"")
     try:
-        prepared = engine.prepare(case, variant, dtype, device)
+        return engine.prepare(unit.case, unit.variant, unit.dtype, unit.device)
     except Skip as exc:
-        return _row(case, method, variant, dtype, device, 1, status="skipped", diagnosis=str(exc), **base)
+        return unit.row(status=Status.SKIPPED, diagnosis=str(exc), cause=Cause.NOT_APPLICABLE, **base)
     except UnitTimeout:
         raise
     except Exception as exc:  # noqa: BLE001 - a broken case or engine becomes an error row
-        return _row(case, method, variant, dtype, device, 1, status="error", diagnosis=_message(exc), **base)
+        return unit.error(exc, **base)
+
+
+def _time(unit: Unit, config: Config, prepared: Prepared, values: dict[str, Any],
+          f_times: dict[tuple[Any, ...], float]) -> str | None:
+    """Time the gradient (and the function, once per shared key) into ``values``; return a note on
+    instability. Raises what the timed code raises."""
+    profile = PROFILES[config.profile]
+    timing = measure(prepared.timed, profile)
+    values.update(timing.as_row())
+    if prepared.f_timed is not None:
+        shared = (unit.method, prepared.f_key or unit.variant, unit.dtype, unit.device)
+        if shared not in f_times:
+            f_times[shared] = measure(prepared.f_timed, profile).median_s
+        values["f_time_s"] = f_times[shared]
+        if values["f_time_s"] > 0:
+            values["grad_over_f"] = timing.median_s / values["f_time_s"]
+    unstable_note = prepared.check_stable() if prepared.check_stable else None
+    if unstable_note:
+        values["unstable"] = True
+    return unstable_note
+
+
+def _without_reference(unit: Unit, flat: np.ndarray, missing: Missing | None, values: dict[str, Any]) -> Row:
+    """A gradient that cannot be judged: an error when the case itself fails, else not checked."""
+    from . import metrics
+
+    status, rel, max_eps = metrics.classify(flat, None, unit.method, unit.variant, unit.dtype)
+    if missing is not None and missing.cause == Cause.CASE_FAILS:
+        return unit.row(**dict(values, status=Status.ERROR, diagnosis=missing.text, cause=Cause.CASE_FAILS))
+    if status == Status.OK:
+        status = Status.SKIPPED
+    return unit.row(**dict(values, status=status, rel_error=rel, max_error_eps=max_eps, cause=Cause.NO_REFERENCE,
+                           diagnosis=f"accuracy not checked: no reference gradient ({missing})"))
+
+
+def _measure_unit(unit: Unit, config: Config, ref: Any, missing: Missing | None,
+                  f_times: dict[tuple[Any, ...], float]) -> Row:
+    base = dict(reference=_reference_label(ref))
+    prepared = _prepare(unit, base)
+    if isinstance(prepared, Row):
+        return prepared
     values: dict[str, Any] = dict(base, prepare_s=prepared.prepare_s)
     info = dict(prepared.info)
     note = info.pop("note", None)
@@ -359,58 +403,40 @@ def _measure_unit(case: Case, config: Config, method: str, variant: str, dtype: 
     except NoGradient as exc:
         if ref is not None and ref.undefined:
             # the gradient does not exist here: that, not TensorFlow's None, is what the row says
-            values.update(status="undefined", diagnosis=f"the true gradient does not exist here: {ref.undefined}; "
-                                                        f"TensorFlow returned None for {', '.join(exc.inputs)}")
+            values.update(status=Status.UNDEFINED, cause=Cause.NO_DERIVATIVE,
+                          diagnosis=f"the true gradient does not exist here: {ref.undefined}; "
+                                    f"TensorFlow returned None for {', '.join(exc.inputs)}")
         else:
-            values.update(status="none", diagnosis=_none_diagnosis(case, exc, ref))
+            values.update(status=Status.NONE, diagnosis=_none_diagnosis(unit.case, exc, ref), cause=Cause.NO_GRADIENT)
     except UnitTimeout:
         raise
     except Exception as exc:  # noqa: BLE001
-        return _row(case, method, variant, dtype, device, 1, status="error", diagnosis=_message(exc), **values)
+        return unit.error(exc, **values)
     if config.timing:
         with np.errstate(all="ignore"):
             try:
-                profile = PROFILES[config.profile]
-                timing = measure(prepared.timed, profile)
-                values.update(timing.as_row())
-                if prepared.f_timed is not None:
-                    shared = (method, prepared.f_key or variant, dtype, device)
-                    if shared not in f_times:
-                        f_times[shared] = measure(prepared.f_timed, profile).median_s
-                    values["f_time_s"] = f_times[shared]
-                    if values["f_time_s"] > 0:
-                        values["grad_over_f"] = timing.median_s / values["f_time_s"]
-                unstable_note = prepared.check_stable() if prepared.check_stable else None
-                if unstable_note:
-                    values["unstable"] = True
-                    note = f"{note}; {unstable_note}" if note else unstable_note
+                unstable_note = _time(unit, config, prepared, values, f_times)
             except UnitTimeout:
                 raise
             except Exception as exc:  # noqa: BLE001 - a failure while timing is still an error row
-                return _row(case, method, variant, dtype, device, 1, status="error", diagnosis=_message(exc), **values)
+                return unit.error(exc, **values)
+            if unstable_note:
+                note = f"{note}; {unstable_note}" if note else unstable_note
     if gradient is None:
-        return _row(case, method, variant, dtype, device, 1, **values)
+        return unit.row(**values)
     if config.keep_gradients:
         values["gradient"] = gradient
-    flat = flatten(gradient, list(case.inputs))
+    flat = flatten(gradient, list(unit.case.inputs))
     if ref is None:
-        status, rel, max_eps = metrics.classify(flat, None, method, variant, dtype)
-        if ref_note and ref_note.startswith(CASE_ERROR):
-            values.update(status="error", diagnosis=ref_note)
-            return _row(case, method, variant, dtype, device, 1, **values)
-        if status == "ok":
-            status = "skipped"
-        values.update(status=status, rel_error=rel, max_error_eps=max_eps,
-                      diagnosis=f"accuracy not checked: no reference gradient ({ref_note})")
-        return _row(case, method, variant, dtype, device, 1, **values)
-    verdict = judge(case, method, variant, dtype, flat, ref, step=values.get("step"))
+        return _without_reference(unit, flat, missing, values)
+    verdict = judge(unit.case, unit.method, unit.variant, unit.dtype, flat, ref, step=values.get("step"))
     values.update(status=verdict.status, rel_error=verdict.rel_error, max_error_eps=verdict.max_error_eps,
-                  diagnosis=verdict.diagnosis)
-    if verdict.status not in ("nan", "inf", "undefined"):
+                  diagnosis=verdict.diagnosis, cause=verdict.cause)
+    if verdict.status not in (Status.NAN, Status.INF, Status.UNDEFINED):
         values["taylor_order"] = verdict.taylor_order
     if note:
         values["diagnosis"] = f"{values['diagnosis']}. Note: {note}" if values.get("diagnosis") else note
-    return _row(case, method, variant, dtype, device, 1, **values)
+    return unit.row(**values)
 
 
 def _none_diagnosis(case: Case, exc: NoGradient, ref: Any) -> str:
@@ -421,48 +447,47 @@ def _none_diagnosis(case: Case, exc: NoGradient, ref: Any) -> str:
     return text
 
 
-def _measure_order2(case: Case, config: Config, method: str, variant: str, dtype: str, device: str, ref: Any,
-                    ref_note: str | None, f_times: dict[tuple[Any, ...], float] | None = None) -> dict[str, Any]:
+def _measure_order2(unit: Unit, config: Config, ref: Any, missing: Missing | None,
+                    f_times: dict[tuple[Any, ...], float] | None = None) -> Row:
     from . import reference as reference_module
 
     values: dict[str, Any] = {"reference": _reference_label(ref)}
+    no_hessian = ref is not None and (ref.undefined or ref.order2_undefined)
     try:
-        engine = get_engine(method)
+        engine = get_engine(unit.method)
         start = time.perf_counter()
-        hess = engine.hessian(case, variant, dtype)
+        hess = engine.hessian(unit.case, unit.variant, unit.dtype)
         values["prepare_s"] = time.perf_counter() - start
     except Skip as exc:
-        return _row(case, method, variant, dtype, device, 2, status="skipped", diagnosis=str(exc), **values)
+        return unit.row(status=Status.SKIPPED, diagnosis=str(exc), cause=Cause.NOT_APPLICABLE, **values)
     except NoGradient as exc:
-        if ref is not None and (ref.undefined or ref.order2_undefined):
-            return _row(case, method, variant, dtype, device, 2, status="undefined",
-                        diagnosis=f"the true Hessian does not exist here: {ref.undefined or ref.order2_undefined}",
-                        **values)
-        return _row(case, method, variant, dtype, device, 2, status="none", diagnosis=str(exc), **values)
+        if no_hessian:
+            return unit.row(status=Status.UNDEFINED, cause=Cause.NO_DERIVATIVE, **values,
+                            diagnosis=f"the true Hessian does not exist here: {ref.undefined or ref.order2_undefined}")
+        return unit.row(status=Status.NONE, diagnosis=str(exc), cause=Cause.NO_GRADIENT, **values)
     except UnitTimeout:
         raise
     except ImportError as exc:
-        return _row(case, method, variant, dtype, device, 2, status="skipped", diagnosis=str(exc), **values)
+        return unit.row(status=Status.SKIPPED, diagnosis=str(exc), cause=Cause.NOT_APPLICABLE, **values)
     except Exception as exc:  # noqa: BLE001
-        return _row(case, method, variant, dtype, device, 2, status="error", diagnosis=_message(exc), **values)
+        return unit.error(exc, **values)
     if ref is None:
-        status = "error" if ref_note and ref_note.startswith(CASE_ERROR) else "skipped"
-        return _row(case, method, variant, dtype, device, 2, status=status,
-                    diagnosis=ref_note if status == "error" else f"accuracy not checked: no reference ({ref_note})",
-                    **values)
-    if ref.undefined or ref.order2_undefined:
-        verdict = judge(case, method, variant, dtype, hess, ref, order=2)
-        return _row(case, method, variant, dtype, device, 2, status=verdict.status, diagnosis=verdict.diagnosis,
-                    **values)
+        if missing is not None and missing.cause == Cause.CASE_FAILS:
+            return unit.row(status=Status.ERROR, diagnosis=missing.text, cause=Cause.CASE_FAILS, **values)
+        return unit.row(status=Status.SKIPPED, diagnosis=f"accuracy not checked: no reference ({missing})",
+                        cause=Cause.NO_REFERENCE, **values)
+    if no_hessian:
+        verdict = judge(unit.case, unit.method, unit.variant, unit.dtype, hess, ref, order=2)
+        return unit.row(status=verdict.status, diagnosis=verdict.diagnosis, cause=verdict.cause, **values)
     try:
-        ref_hess = reference_module.reference_hessian(case, dtype)
+        ref_hess = reference_module.reference_hessian(unit.case, unit.dtype)
     except Exception as exc:  # noqa: BLE001
-        return _row(case, method, variant, dtype, device, 2, status="skipped",
-                    diagnosis=f"accuracy not checked: no reference Hessian ({_message(exc)})", **values)
-    verdict = judge(case, method, variant, dtype, hess, ref, order=2, reference_hessian=ref_hess)
+        return unit.row(status=Status.SKIPPED, cause=Cause.NO_REFERENCE,
+                        diagnosis=f"accuracy not checked: no reference Hessian ({_message(exc)})", **values)
+    verdict = judge(unit.case, unit.method, unit.variant, unit.dtype, hess, ref, order=2, reference_hessian=ref_hess)
     values.update(status=verdict.status, rel_error=verdict.rel_error, max_error_eps=verdict.max_error_eps,
-                  diagnosis=verdict.diagnosis)
-    return _row(case, method, variant, dtype, device, 2, **values)
+                  diagnosis=verdict.diagnosis, cause=verdict.cause)
+    return unit.row(**values)
 
 
 def run(cases: Sequence[Case], methods: Sequence[str] | None = None, dtypes: Sequence[str] | None = None, *,
@@ -489,7 +514,7 @@ def run(cases: Sequence[Case], methods: Sequence[str] | None = None, dtypes: Seq
 
     for one in cases:
         measure_case(one, config, keep)
-    return finish(pd.DataFrame(rows, columns=COLUMNS))
+    return finish(pd.DataFrame([as_record(r) for r in rows], columns=COLUMNS))
 
 
 def make_config(methods: Sequence[str] | None, dtypes: Sequence[str] | None,
@@ -527,13 +552,19 @@ def finish(df: "Any") -> "Any":
     if df.empty:
         return df
     df = df.copy()
-    for index, row in df[(df["status"] == "inaccurate") & (df["dtype"] == "float32")].iterrows():
+    for index, row in df[(df["status"] == Status.INACCURATE) & (df["dtype"] == "float32")].iterrows():
         twin = df[(df["case"] == row["case"]) & (df["method"] == row["method"]) & (df["variant"] == row["variant"])
                   & (df["dtype"] == "float64") & (df["order"] == row["order"]) & (df["device"] == row["device"])]
-        if len(twin) and twin.iloc[0]["status"] == "ok" and "float64" not in str(row["diagnosis"]):
+        if len(twin) and twin.iloc[0]["status"] == Status.OK and not _weighs_float64(row):
             df.at[index, "diagnosis"] = f"{row['diagnosis']}. In float64 the same method is ok " \
                                         f"(relative error {twin.iloc[0]['rel_error']:.2g})"
     return df
+
+
+def _weighs_float64(row: Any) -> bool:
+    """Whether a float32 row's diagnosis already weighed float64 (the cancellation advice, and finite
+    differences, whose alternatives include float64), so the twin's note would repeat it."""
+    return row.get("cause") in (Cause.CANCELLATION, *FD_CAUSES)
 
 
 def _isnan(value: Any) -> bool:

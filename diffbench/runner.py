@@ -34,7 +34,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from .case import Case
-from .harness import COLUMNS, Config, _row, key_of
+from .harness import Config, key_of
+from .results import COLUMNS, Cause, Missing, Status, case_note, row_of
 
 #: extra seconds beyond --timeout before a worker is killed: only the lag of its ``start``
 #: event through the queue, since no timer runs inside the worker
@@ -274,9 +275,8 @@ def _worker(wid: tuple[int, int], tasks: Any, connection: Any, config: Config, p
         one = loaded[file].get(name)
         if one is None:  # the file changed since the parent read it
             gone = Case(name=name, func=None, source_file=file)
-            events.put(("row", wid, _row(gone, "case", "load", "-", "-", 1, status="error",
-                                         diagnosis=f"{file} no longer defines a valid case {name!r} (was it "
-                                                   "edited during the run?)")))
+            events.put(("row", wid, case_note(gone, "load", f"{file} no longer defines a valid case {name!r} (was "
+                                                            "it edited during the run?)")))
             events.put(("done", wid, name))
             continue
         if isinstance(skip, ScaleTask):
@@ -350,7 +350,7 @@ def _problem_rows(cases: list[Case]) -> list[dict[str, Any]]:
     rows = []
     for name, group in by_name.items():
         text = "; ".join(dict.fromkeys(one.problem or "no function" for one in group))
-        rows.append(_row(group[0], "case", "load", "-", "-", 1, status="error", diagnosis=text))
+        rows.append(case_note(group[0], "load", text))
     return rows
 
 
@@ -500,10 +500,10 @@ def run_isolated(cases: list[Case], config: Config, jobs: int, on_rows: Callable
                     if early_deaths.get(name, 0) >= 2:
                         # it dies before measuring anything (loading the file, starting up): do not loop
                         what = "died" if died else "was stopped after hanging"
-                        on_rows([_row(measured[name], "case", "load", "-", "-", 1, status="error",
-                                      diagnosis=f"the worker process {what} twice (exit code "
-                                                f"{slot.process.exitcode}) before measuring this case: loading "
-                                                "it crashes or hangs the interpreter")])
+                        on_rows([case_note(measured[name], "load", f"the worker process {what} twice (exit code "
+                                                                   f"{slot.process.exitcode}) before measuring this "
+                                                                   "case: loading it crashes or hangs the interpreter",
+                                           Cause.RAISED if died else Cause.TIME_BUDGET)])
                         if progress:
                             progress(name)
                     else:
@@ -547,10 +547,10 @@ def _recover(slot: _Slot, died: bool, config: Config, pending: deque[tuple[Any, 
     key = slot.key
     code = slot.process.exitcode
     if died:
-        status, reason = "error", (f"the worker process died (exit code {code}) — a crash in native code or "
+        status, reason = Status.ERROR, (f"the worker process died (exit code {code}) — a crash in native code or "
                                    "the interpreter")
     else:
-        status, reason = "timeout", f"ran past --timeout {config.timeout_s:g} s and was stopped"
+        status, reason = Status.TIMEOUT, f"ran past --timeout {config.timeout_s:g} s and was stopped"
     if key is not None and key[1] == "sweep":
         # every row of the case is in; only the step-size sweep (an illustration) is missing
         print(f"diffbench: case {name!r}: the step-size sweep {reason}; the report shows no sweep for it",
@@ -561,15 +561,17 @@ def _recover(slot: _Slot, died: bool, config: Config, pending: deque[tuple[Any, 
     skip = set(skip) | slot.done_keys
     failed = dict(failed)
     if key is None or key[1] == "reference":
-        ref_problem = f"the certified reference {reason}" if key is not None else ref_problem
+        ref_problem = Missing(f"the certified reference {reason}", Cause.RAISED if died else Cause.TIME_BUDGET) \
+            if key is not None else ref_problem
         if key is None:
             failed = {m: (status, f"the case {reason} while starting") for m in config.methods}
         else:
-            failed["symbolic"] = (status, ref_problem)
+            failed["symbolic"] = (status, ref_problem.text)
     else:
         _, method, variant, dtype, device, order = key
-        row = _row(case, method, variant, dtype, device, order, status=status,
-                   diagnosis=f"{method}/{variant} in {dtype} {reason}; raise --timeout or fix the case")
+        row = row_of(case, method, variant, dtype, device, order, status=status,
+                     cause=Cause.RAISED if died else Cause.TIME_BUDGET,
+                     diagnosis=f"{method}/{variant} in {dtype} {reason}; raise --timeout or fix the case")
         on_rows([row])
         skip.add(key)
         failed[method] = (status, f"{method}/{variant} in {dtype} {reason}")

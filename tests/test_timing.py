@@ -25,11 +25,24 @@ def test_unstable_when_a_sample_is_under_a_millisecond():
     assert not summarise([1e-7] * 5, loops=100_000).unstable
 
 
-def test_measure_calibrates_loops_to_the_minimum_sample():
+def test_measure_calibrates_loops_to_the_minimum_sample(monkeypatch):
+    # a clock that advances 0.5 ms per call of the timed function: the calibration is then known by hand
+    # (0.5 ms × 8 loops = 4 ms, the first power of two to fill a 4 ms sample) and no machine load can move it
+    clock = [0.0]
+
+    def tick():
+        clock[0] += 0.0005
+
+    monkeypatch.setattr("diffbench.timing.time.perf_counter", lambda: clock[0])
     profile = Profile("test", min_sample_s=0.004, samples=5, warmups=1, budget_s=1.0)
-    t = measure(lambda: time.sleep(0.0005), profile)
-    assert t.loops >= 4 and t.repeats >= 5
-    assert 0.0004 < t.median_s < 0.01
+    t = measure(tick, profile)
+    assert t.loops == 8 and t.repeats == 5
+    assert t.median_s == pytest.approx(0.0005)
+
+
+def test_measure_times_real_work_in_its_order_of_magnitude():
+    t = measure(lambda: time.sleep(0.0005), Profile("test", min_sample_s=0.004, samples=5, warmups=1, budget_s=1.0))
+    assert t.repeats >= 5 and t.median_s >= 0.0004  # sleep never returns early; load only makes it longer
 
 
 def test_profiles_exist():
