@@ -49,7 +49,7 @@ def gradient(case: Case, method: str = "tape", dtype: str = "float64") -> dict[s
 
         return {k: v.copy() for k, v in reference(case).values.items()}
     engine = get_engine(name)
-    prepared = engine.prepare(case, variant or engine.variants()[0 if name != "finite" else 1], dtype, "CPU")
+    prepared = engine.prepare(case, variant or engine.info.default_variant, dtype, "CPU")
     return prepared.gradient()
 
 
@@ -70,7 +70,7 @@ def hessian(case: Case, method: str = "tape", dtype: str = "float64") -> np.ndar
 
         return reference_hessian(case)
     engine = get_engine(name)
-    return engine.hessian(case, variant or engine.variants()[0], dtype)
+    return engine.hessian(case, variant or engine.info.default_variant, dtype)
 
 
 def assert_gradients(fn: Any, inputs: dict[str, Any], *, reference: Any = None, rtol: float | None = None,

@@ -22,7 +22,6 @@ EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT); SIGTERM gives 143 (128 + SIGTER
 SCALING_CASE = "rosenbrock"
 SCALING_SIZES = (10, 100, 1000)
 SCALING_BUDGET_S = 4.0
-SCALING_VARIANTS = (("symbolic", ("numpy",)), ("tape", ("function", "xla")), ("finite", ("central",)))
 
 
 def _usage_error(message: str) -> NoReturn:
@@ -147,6 +146,7 @@ def _run_locked(args: argparse.Namespace, config: Any, out: Path) -> int:
 
     from . import report
     from .case import matches
+    from .engines import run_scaling_variants
     from .harness import COLUMNS, finish, key_of
     from .results import as_record
     from .progress import RunProgress
@@ -186,7 +186,7 @@ def _run_locked(args: argparse.Namespace, config: Any, out: Path) -> int:
     sized = [c for c in cases if c.name == SCALING_CASE and c.sizes and not c.problem]
     if sized and not args.no_scale:
         scaling = (sized[0], ScaleTask(SCALING_SIZES, tuple(m for m in config.methods), SCALING_BUDGET_S,
-                                       SCALING_VARIANTS))
+                                       run_scaling_variants(config.methods)))
     began = time.perf_counter()
     bar = RunProgress(_planned_rows(cases, config, set(rows)), extra_tasks=int(scaling is not None))
 

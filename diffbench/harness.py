@@ -23,15 +23,13 @@ import numpy as np
 
 from .case import Case
 from .diagnose import judge
-from .engines import DEFAULT_METHODS, NoGradient, Prepared, Skip, flatten, get_engine
+from .engines import NoGradient, Prepared, Skip, default_methods, engine_info, flatten, get_engine
 from .namespaces import UnsupportedFunction
 from .results import COLUMNS, FD_CAUSES, KEY, Cause, Missing, Row, Status, as_record, case_note, row_of, sweep_point
 from .timing import PROFILES, measure
 
 #: second-order rows are computed for cases with at most this many scalar inputs
 ORDER2_MAX_INPUTS = 8
-#: the variant that carries second-order rows for each method
-ORDER2_VARIANT = {"symbolic": "numpy", "tape": "eager", "finite": "central", "jax": "jit", "torch": "eager"}
 DEFAULT_DTYPES = ("float32", "float64")
 DEFAULT_TIMEOUT_S = 120.0
 #: how a reference failure caused by the case itself (it raised, or returned a non-scalar) begins
@@ -42,7 +40,7 @@ CASE_ERROR = "the case fails when evaluated for the reference: "
 class Config:
     """What to measure and how hard to try."""
 
-    methods: tuple[str, ...] = DEFAULT_METHODS
+    methods: tuple[str, ...] = field(default_factory=default_methods)
     dtypes: tuple[str, ...] = DEFAULT_DTYPES
     variants: dict[str, tuple[str, ...]] = field(default_factory=dict)
     profile: str = "quick"
@@ -144,7 +142,7 @@ def warm_up(config: Config) -> None:
                         prepared = engine.prepare(probe, variant, dtype, device)
                         prepared.gradient()
                         prepared.timed()
-            second = ORDER2_VARIANT.get(method)
+            second = engine.info.order2_variant
             if config.order2 and second in variants and (method, second, dtype, "CPU", 2) not in _warmed:
                 _warmed.add((method, second, dtype, "CPU", 2))
                 with contextlib.suppress(Exception), np.errstate(all="ignore"), warnings.catch_warnings():
@@ -178,9 +176,17 @@ def plan(case: Case, config: Config, devices: dict[str, list[str]]) -> list[tupl
     if config.order2 and case.size <= ORDER2_MAX_INPUTS:
         for dtype in config.dtypes:
             for method in config.methods:
-                if method in ORDER2_VARIANT and ORDER2_VARIANT[method] in config.variants_of(method):
-                    units.append((method, ORDER2_VARIANT[method], dtype, "CPU", 2))
+                second = _order2_variant(method)
+                if second is not None and second in config.variants_of(method):
+                    units.append((method, second, dtype, "CPU", 2))
     return units
+
+
+def _order2_variant(method: str) -> str | None:
+    try:
+        return engine_info(method).order2_variant
+    except Exception:  # noqa: BLE001 - an engine that cannot load gets its rows (and their errors) at order 1
+        return None
 
 
 def engine_devices(config: Config) -> dict[str, list[str]]:
@@ -340,9 +346,10 @@ def _prepare(unit: Unit, base: dict[str, Any]) -> Any:
     try:
         engine = get_engine(unit.method)
     except ImportError as exc:
+        extra = engine_info(unit.method).extra or unit.method
         return unit.row(status=Status.SKIPPED, cause=Cause.NOT_APPLICABLE, **base,
                         diagnosis=f"the {unit.method} engine needs a package that is not installed ({exc}); "
-                                  f"pip install -e \".[{unit.method}]\"")
+                                  f"pip install -e \".[{extra}]\"")
     try:
         return engine.prepare(unit.case, unit.variant, unit.dtype, unit.device)
     except Skip as exc:
@@ -523,7 +530,7 @@ def make_config(methods: Sequence[str] | None, dtypes: Sequence[str] | None,
     """Validate options and build a Config (raises KeyError/ValueError naming the bad option)."""
     from .engines import REGISTRY
 
-    methods = tuple(methods or DEFAULT_METHODS)
+    methods = tuple(methods or default_methods())
     for method in methods:
         if method not in REGISTRY:
             raise KeyError(f"unknown method {method!r}; known methods: {', '.join(REGISTRY)}")

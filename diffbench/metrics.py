@@ -45,27 +45,24 @@ from typing import Any
 import numpy as np
 
 from .case import Case
-
-EXACT_METHODS = ("symbolic", "tape", "jax", "torch")
-FD_EXPONENT = {"forward": 1 / 2, "central": 2 / 3, "richardson": 4 / 5}
-
+from .engines import known_info
 
 def tolerance(method: str, variant: str, dtype: str, order: int = 1) -> float:
     """The largest error, relative to the scale it is judged at, that still counts as ``ok``
-    (see module docstring)."""
+    (see module docstring). Approximate engines declare their exponents (``EngineInfo``)."""
     eps = float(np.finfo(dtype).eps)
-    if is_exact(method, variant):
-        return (1e3 if order == 1 else 1e4) * eps
-    if method == "finite":
-        if order == 2:
-            return 100 * eps**0.5
-        return 100 * eps ** FD_EXPONENT.get(variant, 2 / 3)
-    return 1e3 * eps
+    info = known_info(method)
+    if info is None or info.is_exact(variant):
+        return (1e3 if order == 1 or info is None else 1e4) * eps
+    if order == 2:
+        return 100 * eps**info.order2_exponent
+    return 100 * eps ** info.error_exponents.get(variant, 2 / 3)
 
 
 def is_exact(method: str, variant: str) -> bool:
-    """Whether a method evaluates an exact formula (its only error is rounding)."""
-    return method in EXACT_METHODS or (method == "finite" and variant == "complex_step")
+    """Whether a method evaluates an exact formula (its only error is rounding), as its engine declares."""
+    info = known_info(method)
+    return info is not None and info.is_exact(variant)
 
 
 def _norm(values: np.ndarray) -> float:

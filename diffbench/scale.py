@@ -24,8 +24,6 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-DEFAULT_VARIANTS = {"symbolic": ("numpy", "numpy-nocse"), "tape": ("eager", "function", "xla"),
-                    "finite": ("central",), "jax": ("jit",), "torch": ("eager",)}
 SCALE_COLUMNS = ["case", "n", "method", "variant", "dtype", "device", "status", "prepare_s", "time_median_s",
                  "time_iqr_s", "f_time_s", "grad_over_f", "expr_ops", "grad_ops_cse", "grad_ops_nocse", "rel_error",
                  "reference", "diagnosis"]
@@ -59,7 +57,7 @@ def study(case: Any, sizes: list[int], methods: list[str], dtype: str = "float64
                 rows.append(dict(case=case.name, n=n, method=method, variant="-", dtype=dtype, device="CPU",
                                  status="skipped", diagnosis=f"{method} is not installed ({exc})"))
                 continue
-            for variant in (variants or {}).get(method) or DEFAULT_VARIANTS.get(method, engine.variants()):
+            for variant in (variants or {}).get(method) or (engine.info.scaling_variants or engine.variants()):
                 for device in engine.devices():
                     key = (method, variant, device)
                     row: dict[str, Any] = dict(case=case.name, n=n, method=method, variant=variant, dtype=dtype,

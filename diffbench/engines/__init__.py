@@ -1,8 +1,12 @@
 """Differentiation engines: one module per method, one small interface.
 
 An engine turns a case into a :class:`Prepared` gradient (``prepare``, timed once as
-``prepare_s``) that can then be evaluated many times. Adding a method is one module
-here plus one line in ``REGISTRY``. Engines know nothing about reports.
+``prepare_s``) that can then be evaluated many times. Each engine class *declares*, in
+its ``info`` attribute (an :class:`EngineInfo`), everything the rest of diffbench needs
+to know about it: its variants, whether it is exact, which variant carries second-order
+rows, which variants the scaling study times, its input budgets and its devices. Adding
+a method is one module here plus one line in ``REGISTRY`` (tests/test_engines.py
+registers a toy engine that way). Engines know nothing about reports.
 """
 
 from __future__ import annotations
@@ -24,8 +28,42 @@ REGISTRY: dict[str, str] = {
     "torch": "diffbench.engines.torch_engine:TorchEngine",
 }
 
-#: the methods a plain ``run`` uses
-DEFAULT_METHODS = ("symbolic", "tape", "finite")
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    """What an engine declares about itself.
+
+    ``exact``: the engine evaluates an exact formula, so its only error is rounding and it is
+    judged componentwise at 1000·eps of each component's scale; ``exact_variants`` names the
+    variants of an approximate engine that are exact all the same (the complex step).
+    ``error_exponents``: for an approximate engine, variant -> p in its tolerance 100·eps^p
+    (``order2_exponent`` for its Hessians). ``default_variant``: what ``gradient(case, method)``
+    uses. ``order2_variant``: the variant whose rows carry second derivatives (None: no
+    Hessians). ``scaling_variants``: the variants ``scale`` times by default;
+    ``run_scaling_variants``: those in the default run's small scaling section.
+    ``max_hessian_inputs``: the largest case (scalar inputs) the engine forms Hessians for.
+    ``default``: part of a plain ``run``. ``extra``: the pip extra that installs it. ``gpu``: it
+    runs on a GPU where its framework sees one (``devices()`` says where, here and now).
+    """
+
+    variants: tuple[str, ...]
+    default_variant: str
+    exact: bool = True
+    exact_variants: tuple[str, ...] = ()
+    error_exponents: dict[str, float] = field(default_factory=dict)
+    order2_exponent: float = 0.5
+    order2_variant: str | None = None
+    scaling_variants: tuple[str, ...] = ()
+    run_scaling_variants: tuple[str, ...] = ()
+    max_hessian_inputs: int | None = None
+    default: bool = False
+    extra: str | None = None
+    gpu: bool = False
+
+    def is_exact(self, variant: str) -> bool:
+        """Whether ``variant`` evaluates an exact formula (its only error is rounding)."""
+        return self.exact or variant in self.exact_variants
 
 
 class Skip(Exception):
@@ -65,6 +103,7 @@ class Engine(Protocol):
     """What every engine provides."""
 
     name: str
+    info: EngineInfo
 
     def variants(self) -> tuple[str, ...]:
         """All variant names, in report order."""
@@ -82,14 +121,46 @@ class Engine(Protocol):
 _instances: dict[str, Engine] = {}
 
 
+def engine_class(method: str) -> Any:
+    """The class registered as ``method`` (its module is imported; its framework is not)."""
+    if method not in REGISTRY:
+        raise KeyError(f"unknown method {method!r}; known methods: {', '.join(REGISTRY)}")
+    module_name, class_name = REGISTRY[method].split(":")
+    return getattr(importlib.import_module(module_name), class_name)
+
+
+def engine_info(method: str) -> EngineInfo:
+    """What the engine registered as ``method`` declares (cheap: nothing heavy is imported)."""
+    return engine_class(method).info
+
+
+def known_info(method: str) -> EngineInfo | None:
+    """``engine_info`` for a registered method, None for any other name (rows of unknown origin)."""
+    return engine_info(method) if method in REGISTRY else None
+
+
+def run_scaling_variants(methods: tuple[str, ...] | list[str]) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """(method, variants) for the default run's small scaling section, as each engine declares."""
+    out = []
+    for method in methods:
+        info = known_info(method)
+        if info is not None:
+            out.append((method, info.run_scaling_variants or info.scaling_variants))
+    return tuple(out)
+
+
+def default_methods() -> tuple[str, ...]:
+    """The methods a plain ``run`` uses, in registry order."""
+    return tuple(m for m in REGISTRY if engine_info(m).default)
+
+
 def get_engine(method: str) -> Engine:
     """Return the engine registered as ``method``; raises KeyError naming the known methods,
     or ImportError when the engine's framework is not installed."""
     if method not in REGISTRY:
         raise KeyError(f"unknown method {method!r}; known methods: {', '.join(REGISTRY)}")
     if method not in _instances:
-        module_name, class_name = REGISTRY[method].split(":")
-        _instances[method] = getattr(importlib.import_module(module_name), class_name)()
+        _instances[method] = engine_class(method)()
     return _instances[method]
 
 

@@ -81,7 +81,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..case import Case
-from . import Prepared, Skip, check_scalar, flatten, unflatten
+from . import EngineInfo, Prepared, Skip, check_scalar, flatten, unflatten
 
 #: exponent p in c = eps**p for each fixed-step scheme (see the module docstring);
 #: for ``richardson``, the exponent of the step a single two-level extrapolation would balance at
@@ -599,9 +599,14 @@ class FiniteEngine:
     """Finite differences of the case's NumPy evaluation."""
 
     name = "finite"
+    info = EngineInfo(variants=("forward", "central", "complex_step", "richardson"), default_variant="central",
+                      exact=False, exact_variants=("complex_step",),
+                      error_exponents={"forward": 1 / 2, "central": 2 / 3, "richardson": 4 / 5}, order2_exponent=1 / 2,
+                      order2_variant="central", scaling_variants=("central",), run_scaling_variants=("central",),
+                      max_hessian_inputs=MAX_HESSIAN_INPUTS, default=True)
 
     def variants(self) -> tuple[str, ...]:
-        return ("forward", "central", "complex_step", "richardson")
+        return self.info.variants
 
     def devices(self) -> list[str]:
         return ["CPU"]

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..case import Case
-from . import Prepared, Skip, check_scalar
+from . import EngineInfo, Prepared, Skip, check_scalar
 
 
 def _jax() -> Any:
@@ -43,12 +43,14 @@ class JaxEngine:
     """``jax.grad`` (reverse mode) of the case written against ``jax.numpy``."""
 
     name = "jax"
+    info = EngineInfo(variants=("eager", "jit"), default_variant="eager", order2_variant="jit",
+                      scaling_variants=("jit",), extra="jax", gpu=True)
 
     def __init__(self) -> None:
         _jax()  # ImportError here reports the engine as not installed
 
     def variants(self) -> tuple[str, ...]:
-        return ("eager", "jit")
+        return self.info.variants
 
     def devices(self) -> list[str]:
         jax = _jax()

@@ -17,7 +17,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..case import Case, per_case
-from . import Prepared, Skip, check_scalar, unflatten
+from . import EngineInfo, Prepared, Skip, check_scalar, unflatten
 
 #: largest number of scalar inputs the symbolic method differentiates
 MAX_INPUTS = 2000
@@ -127,9 +127,12 @@ class SymbolicEngine:
     """SymPy ``diff`` then ``lambdify``; variants differ in what the derivative is compiled to."""
 
     name = "symbolic"
+    info = EngineInfo(variants=("numpy", "numpy-nocse", "tensorflow"), default_variant="numpy",
+                      order2_variant="numpy", scaling_variants=("numpy", "numpy-nocse"),
+                      run_scaling_variants=("numpy",), max_hessian_inputs=MAX_HESSIAN_INPUTS, default=True)
 
     def variants(self) -> tuple[str, ...]:
-        return ("numpy", "numpy-nocse", "tensorflow")
+        return self.info.variants
 
     def devices(self) -> list[str]:
         return ["CPU"]

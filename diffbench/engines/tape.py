@@ -17,7 +17,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..case import Case
-from . import NoGradient, Prepared, Skip, check_scalar
+from . import EngineInfo, NoGradient, Prepared, Skip, check_scalar
 
 #: forward mode needs one forward pass per scalar input (N eager passes per gradient, where
 #: reverse mode needs one); past this many inputs the variant is skipped to keep runs short
@@ -134,9 +134,13 @@ class TapeEngine:
     """``tf.GradientTape`` in its execution modes."""
 
     name = "tape"
+    info = EngineInfo(variants=("eager", "function", "xla", "forward"), default_variant="eager",
+                      order2_variant="eager", scaling_variants=("eager", "function", "xla"),
+                      run_scaling_variants=("function", "xla"), max_hessian_inputs=MAX_HESSIAN_INPUTS, default=True,
+                      gpu=True)
 
     def variants(self) -> tuple[str, ...]:
-        return ("eager", "function", "xla", "forward")
+        return self.info.variants
 
     def devices(self) -> list[str]:
         return ["CPU", *gpu_devices()]

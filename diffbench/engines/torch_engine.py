@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..case import Case
-from . import NoGradient, Prepared, Skip, check_scalar
+from . import EngineInfo, NoGradient, Prepared, Skip, check_scalar
 
 
 def _torch() -> Any:
@@ -27,12 +27,14 @@ class TorchEngine:
     """``torch.autograd.grad`` of the case written against the array-API torch namespace."""
 
     name = "torch"
+    info = EngineInfo(variants=("eager",), default_variant="eager", order2_variant="eager",
+                      scaling_variants=("eager",), extra="torch", gpu=True)
 
     def __init__(self) -> None:
         _torch()  # ImportError here reports the engine as not installed
 
     def variants(self) -> tuple[str, ...]:
-        return ("eager",)
+        return self.info.variants
 
     def devices(self) -> list[str]:
         torch = _torch()
