@@ -85,9 +85,7 @@ def outcome(tree: Node, name: str, point: list[float], timeout: float) -> tuple[
 
     config = make_config(["symbolic", "tape", "finite"], ["float64"],
                          {"symbolic": ["numpy"], "tape": ["eager"], "finite": ["central"]}, order2=False,
-                         timeout=timeout, timing=False)
-    config.sweep = False
-    config.devices = ("CPU",)
+                         timeout=timeout, timing=False, sweep=False, devices=("CPU",))
     rows: list[dict[str, Any]] = []
     measure_case(make(tree, name, point), config, rows.append)
     return rows, unexplained(rows)

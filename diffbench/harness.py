@@ -36,9 +36,10 @@ DEFAULT_TIMEOUT_S = 120.0
 CASE_ERROR = "the case fails when evaluated for the reference: "
 
 
-@dataclass
+@dataclass(frozen=True)
 class Config:
-    """What to measure and how hard to try."""
+    """What to measure and how hard to try (immutable: derive a changed one with ``dataclasses.replace``
+    or the keyword options of :func:`make_config`)."""
 
     methods: tuple[str, ...] = field(default_factory=default_methods)
     dtypes: tuple[str, ...] = DEFAULT_DTYPES
@@ -526,8 +527,9 @@ def run(cases: Sequence[Case], methods: Sequence[str] | None = None, dtypes: Seq
 
 def make_config(methods: Sequence[str] | None, dtypes: Sequence[str] | None,
                 variants: dict[str, Sequence[str]] | None, profile: str = "quick", order2: bool = True,
-                timeout: float | None = DEFAULT_TIMEOUT_S, timing: bool = True) -> Config:
-    """Validate options and build a Config (raises KeyError/ValueError naming the bad option)."""
+                timeout: float | None = DEFAULT_TIMEOUT_S, timing: bool = True, **options: Any) -> Config:
+    """Validate options and build a Config (raises KeyError/ValueError naming the bad option).
+    ``options`` sets the remaining fields (``devices``, ``sweep``, ``keep_gradients``)."""
     from .engines import REGISTRY
 
     methods = tuple(methods or default_methods())
@@ -551,7 +553,7 @@ def make_config(methods: Sequence[str] | None, dtypes: Sequence[str] | None,
         if unknown:
             raise ValueError(f"unknown {method} variant(s) {', '.join(map(repr, unknown))}; known: {', '.join(known)}")
     return Config(methods=methods, dtypes=dtypes, variants={k: tuple(v) for k, v in (variants or {}).items()},
-                  profile=profile, order2=order2, timeout_s=timeout or 0.0, timing=timing)
+                  profile=profile, order2=order2, timeout_s=timeout or 0.0, timing=timing, **options)
 
 
 def finish(df: "Any") -> "Any":
@@ -584,8 +586,8 @@ def _isnan(value: Any) -> bool:
 def measure_one(case: Case, method: str, variant: str, dtype: str, *, timeout: float | None = DEFAULT_TIMEOUT_S,
                 timing: bool = False) -> dict[str, Any]:
     """The result row of one (method, variant, dtype) on the CPU, order 1, measured in process."""
-    config = make_config([method], [dtype], {method: [variant]}, order2=False, timeout=timeout, timing=timing)
-    config.devices, config.sweep = ("CPU",), False
+    config = make_config([method], [dtype], {method: [variant]}, order2=False, timeout=timeout, timing=timing,
+                         devices=("CPU",), sweep=False)
     rows: list[dict[str, Any]] = []
     measure_case(case, config, rows.append)
     return rows[0]

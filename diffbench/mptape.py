@@ -30,6 +30,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .engines import split
+
 __all__ = ["Var", "Switch", "Evaluation", "evaluate"]
 
 
@@ -562,13 +564,9 @@ def evaluate(func: Callable[..., Any], shapes: list[tuple[int, ...]], flat: list
     try:
         with mpmath.workprec(prec):
             inputs = [Var(mpmath.mpf(v)) for v in flat]
-            args, start = [], 0
-            for shape in shapes:
-                size = int(np.prod(shape, dtype=int))
-                array = np.empty(shape, dtype=object)
-                array.reshape(-1)[:] = inputs[start:start + size]
-                start += size
-                args.append(array.view(ObjectArray))
+            vector = np.empty(len(inputs), dtype=object)
+            vector[:] = inputs
+            args = [piece.copy().view(ObjectArray) for piece in split(vector, shapes)]
             out = func(*args, xp=namespace())
             if check is not None:
                 check(out)

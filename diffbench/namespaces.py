@@ -34,6 +34,11 @@ LINALG = ("norm", "det", "solve", "inv")
 FUNCTIONS = UNARY + BINARY + REDUCTIONS + OTHER
 
 
+#: array-API names -> the NumPy-style names some modules use instead
+ARRAY_API_ALIASES = {"pow": "power", "concat": "concatenate", "asin": "arcsin", "acos": "arccos", "atan": "arctan",
+                     "asinh": "arcsinh", "acosh": "arccosh", "atanh": "arctanh", "atan2": "arctan2"}
+
+
 class UnsupportedFunction(AttributeError):
     """A case called ``xp.NAME`` and the namespace has no such function."""
 
@@ -450,8 +455,7 @@ class _NumpyNamespace(_Namespace):
     def ones(self, shape: Any, dtype: Any = None) -> Any:
         return np.ones(shape, dtype=dtype or self.dtype)
 
-    _aliases = {"pow": "power", "concat": "concatenate", "asin": "arcsin", "acos": "arccos", "atan": "arctan",
-                "asinh": "arcsinh", "acosh": "arccosh", "atanh": "arctanh", "atan2": "arctan2"}
+    _aliases = ARRAY_API_ALIASES
     pi, e, inf = math.pi, math.e, math.inf
 
     def __getattr__(self, name: str) -> Any:
@@ -609,8 +613,7 @@ class ComplexSafeArray(np.ndarray):
 class _ArrayApiNamespace(_Namespace):
     """An array-API library (jax.numpy, array_api_compat.torch) under diffbench's names."""
 
-    _aliases = {"pow": "power", "concat": "concatenate", "asin": "arcsin", "acos": "arccos", "atan": "arctan",
-                "asinh": "arcsinh", "acosh": "arccosh", "atanh": "arctanh", "atan2": "arctan2"}
+    _aliases = ARRAY_API_ALIASES
 
     def __init__(self, module: Any, label: str, dtype: Any, extras: dict[str, Any] | None = None) -> None:
         self._module, self.label, self._dtype = module, label, dtype

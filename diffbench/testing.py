@@ -62,11 +62,8 @@ def _config(methods: list[str] | None, dtypes: list[str] | None, variants: dict[
     """The harness configuration of snapshot and check: order 1, CPU, gradients kept, no step sweep."""
     from .harness import make_config
 
-    config = make_config(methods, dtypes, variants, profile, False, timeout, timing)
-    config.devices = ("CPU",)
-    config.keep_gradients = True
-    config.sweep = False
-    return config
+    return make_config(methods, dtypes, variants, profile, False, timeout, timing, devices=("CPU",),
+                       keep_gradients=True, sweep=False)
 
 
 def _baseline_row(row: dict[str, Any]) -> dict[str, Any]:

@@ -13,8 +13,7 @@ CASES = load_cases(ROOT / "cases")
 @pytest.mark.parametrize("one", CASES, ids=[c.name for c in CASES])
 def test_case_statuses(one):
     config = make_config(["symbolic", "tape"], ["float32", "float64"],
-                         {"symbolic": ["numpy"], "tape": ["eager", "function"]}, timing=False)
-    config.devices, config.sweep = ("CPU",), False
+                         {"symbolic": ["numpy"], "tape": ["eager", "function"]}, timing=False, devices=("CPU",), sweep=False)
     rows = []
     measure_case(one, config, rows.append)
     assert rows

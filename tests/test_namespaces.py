@@ -77,8 +77,7 @@ def test_reference_matches_the_hand_derived_gradient(one, truth):
 
 @pytest.mark.parametrize("one, truth", CASES, ids=[c.name for c, _ in CASES])
 def test_every_method_runs_them(one, truth):
-    config = make_config(None, ["float64"], None, order2=False, timing=False)
-    config.devices, config.sweep = ("CPU",), False
+    config = make_config(None, ["float64"], None, order2=False, timing=False, devices=("CPU",), sweep=False)
     rows = []
     measure_case(one, config, rows.append)
     bad = [(r["method"], r["variant"], r["status"], r["diagnosis"]) for r in rows
@@ -113,8 +112,7 @@ def test_scalars_and_zero_dimensional_arrays_mix():
 @pytest.mark.parametrize("one, truth", CASES, ids=[c.name for c, _ in CASES])
 def test_the_optional_engines_run_them(engine, one, truth):
     pytest.importorskip(engine)
-    config = make_config([engine], ["float64"], None, order2=False, timing=False)
-    config.devices, config.sweep = ("CPU",), False
+    config = make_config([engine], ["float64"], None, order2=False, timing=False, devices=("CPU",), sweep=False)
     rows = []
     measure_case(one, config, rows.append)
     assert rows and all(r["status"] == "ok" for r in rows), [(r["variant"], r["status"], r["diagnosis"]) for r in rows]

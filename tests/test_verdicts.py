@@ -19,8 +19,7 @@ from diffbench.reference import reference
 
 
 def rows_of(one, methods=("symbolic", "tape", "finite"), dtypes=("float64",), order2=False, variants=None):
-    config = make_config(list(methods), list(dtypes), variants, order2=order2, timing=False)
-    config.devices, config.sweep = ("CPU",), False
+    config = make_config(list(methods), list(dtypes), variants, order2=order2, timing=False, devices=("CPU",), sweep=False)
     out = []
     measure_case(one, config, out.append)
     return out

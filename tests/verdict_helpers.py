@@ -23,8 +23,7 @@ def row(c, method, variant, dtype="float64"):
 
 
 def order2_rows(c, methods=("symbolic", "tape")):
-    config = make_config(list(methods), ["float64"], None, order2=True, timing=False)
-    config.devices, config.sweep = ("CPU",), False
+    config = make_config(list(methods), ["float64"], None, order2=True, timing=False, devices=("CPU",), sweep=False)
     out = []
     measure_case(c, config, out.append)
     return [r for r in out if r["order"] == 2]

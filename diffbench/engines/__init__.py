@@ -170,13 +170,24 @@ def flatten(values: dict[str, np.ndarray], order: list[str]) -> np.ndarray:
         if order else np.zeros(0)
 
 
+def split(flat: Any, shapes: list[tuple[int, ...]], reshape: Callable[[Any, tuple[int, ...]], Any] | None = None
+          ) -> list[Any]:
+    """Cut a flat vector (NumPy, mpmath objects, a framework's tensor) into consecutive pieces of
+    ``shapes``, in parameter order; ``reshape(piece, shape)`` defaults to ``piece.reshape(shape)``.
+    The one place where flat vectors become named arrays (``flatten`` is the other way)."""
+    out, start = [], 0
+    for shape in shapes:
+        size = int(np.prod(shape, dtype=int))
+        piece = flat[start:start + size]
+        out.append(piece.reshape(shape) if reshape is None else reshape(piece, shape))
+        start += size
+    return out
+
+
 def unflatten(flat: np.ndarray, like: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Split a flat vector back into arrays shaped like ``like``."""
-    out, start = {}, 0
-    for name, array in like.items():
-        out[name] = np.asarray(flat[start:start + array.size]).reshape(array.shape)
-        start += array.size
-    return out
+    pieces = split(np.asarray(flat), [np.shape(a) for a in like.values()])
+    return dict(zip(like, pieces))
 
 
 def check_scalar(case: Case, value: Any, where: str) -> None:

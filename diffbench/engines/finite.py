@@ -81,7 +81,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..case import Case
-from . import EngineInfo, Prepared, Skip, check_scalar, flatten, unflatten
+from . import EngineInfo, Prepared, Skip, check_scalar, flatten, split, unflatten
 
 #: exponent p in c = eps**p for each fixed-step scheme (see the module docstring);
 #: for ``richardson``, the exponent of the step a single two-level extrapolation would balance at
@@ -112,16 +112,10 @@ def function_of(case: Case, dtype: str) -> Callable[[np.ndarray], Any]:
     from ..namespaces import ComplexSafeArray, numpy_namespace
 
     xp = numpy_namespace(dtype)
-    shapes = [(name, v.shape, v.size) for name, v in case.inputs.items()]
+    shapes = [v.shape for v in case.inputs.values()]
 
     def f(flat: np.ndarray) -> Any:
-        args, start = [], 0
-        for _, shape, size in shapes:
-            part = flat[start:start + size].reshape(shape)
-            if np.iscomplexobj(part):
-                part = part.view(ComplexSafeArray)
-            args.append(part)
-            start += size
+        args = [part.view(ComplexSafeArray) if np.iscomplexobj(part) else part for part in split(flat, shapes)]
         out = case.func(*args, xp=xp)
         check_scalar(case, out, "NumPy namespace")
         value = np.asarray(out).reshape(())

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..case import Case
-from . import EngineInfo, Prepared, Skip, check_scalar
+from . import EngineInfo, Prepared, Skip, check_scalar, split
 
 
 def _jax() -> Any:
@@ -98,15 +98,10 @@ class JaxEngine:
         jax, f, args, _ = self._setup(case, dtype, "CPU")
         import jax.numpy as jnp
 
-        sizes = [int(np.prod(a.shape, dtype=int)) for a in args]
-        shapes = [a.shape for a in args]
+        shapes = [tuple(a.shape) for a in args]
 
         def flat_f(v: Any) -> Any:
-            parts, start = [], 0
-            for size, shape in zip(sizes, shapes):
-                parts.append(jnp.reshape(v[start:start + size], shape))
-                start += size
-            return f(*parts)
+            return f(*split(v, shapes, jnp.reshape))
 
         point = jnp.concatenate([jnp.ravel(a) for a in args])
         hess = jax.hessian(flat_f)

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..case import Case
-from . import EngineInfo, NoGradient, Prepared, Skip, check_scalar
+from . import EngineInfo, NoGradient, Prepared, Skip, check_scalar, split
 
 
 def _torch() -> Any:
@@ -117,15 +117,10 @@ class TorchEngine:
         torch, xp, args, _ = self._setup(case, dtype, "CPU")
         if case.integer_inputs:
             raise Skip("torch Hessians need every input to be a float")
-        shapes = [a.shape for a in args]
-        sizes = [a.numel() for a in args]
+        shapes = [tuple(a.shape) for a in args]
 
         def flat_f(v: Any) -> Any:
-            parts, start = [], 0
-            for size, shape in zip(sizes, shapes):
-                parts.append(v[start:start + size].reshape(shape))
-                start += size
-            return case.func(*parts, xp=xp).reshape(())
+            return case.func(*split(v, shapes), xp=xp).reshape(())
 
         point = torch.cat([a.detach().reshape(-1) for a in args])
         return torch.autograd.functional.hessian(flat_f, point).detach().cpu().numpy()
