@@ -72,6 +72,7 @@ truncation series in even powers of the step, so the same table applies.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 import warnings
@@ -293,6 +294,8 @@ class _Evaluator:
         self.value_dtype: np.dtype | None = None
         self.collecting = False
         self.missed = False
+        self.misses = 0
+        self._unknown = np.full(x.shape, np.nan)
         self.pending: dict[tuple[tuple[int, float], ...], np.ndarray] = {}
 
     def at(self, *shifts: tuple[int, float]) -> tuple[float, np.ndarray]:
@@ -305,7 +308,8 @@ class _Evaluator:
             if self.collecting:
                 self.pending[key] = p
                 self.missed = True
-                return math.nan, p.astype(np.float64) - self.x.astype(np.float64)
+                self.misses += 1
+                return math.nan, self._unknown
             self._store(key, p, self.f(p))
         return self.cache[key]
 
@@ -409,6 +413,7 @@ def _asymptotic(d: list[tuple[float, float]]) -> bool:
     return 2.0 <= ratio <= 8.0
 
 
+@functools.lru_cache(maxsize=None)
 def _check_weights(powers: tuple[float, float]) -> np.ndarray:
     """Weights w with Σ w_k·D(h/2^k) = P(h·``CHECK_STEP``), P the fit D₀ + a·h^p₁ + b·h^p₂ through three levels."""
     nodes = np.array([1.0, 0.5, 0.25])
@@ -430,6 +435,22 @@ def _consistent(levels: list[tuple[float, float]], check: tuple[float, float], w
     return abs(check[0] - predicted) <= abs(levels[0][0] - levels[1][0]) + 4 * rounding
 
 
+def _remembered(ev: _Evaluator, level: Callable[[float], tuple[float, float]]) -> Callable[[float], tuple[float, float]]:
+    """``level``, computed once per step where all its points were known."""
+    memo: dict[float, tuple[float, float]] = {}
+
+    def known(h: float) -> tuple[float, float]:
+        if h not in memo:
+            misses = ev.misses
+            value = level(h)
+            if ev.misses != misses:
+                return value
+            memo[h] = value
+        return memo[h]
+
+    return known
+
+
 def _extrapolate(ev: _Evaluator, level: Callable[[float], tuple[float, float]], h0: float, powers: list[float],
                  floor: float) -> tuple[float, float, float, float, str | None]:
     """Extrapolate ``level(h) -> (estimate, rounding)`` to h → 0 from a start of h0.
@@ -442,10 +463,14 @@ def _extrapolate(ev: _Evaluator, level: Callable[[float], tuple[float, float]], 
     """
     ratio_power = [2.0**p for p in powers]
     weights = _check_weights((powers[0], powers[1]))
+    if ev.collecting:
+        level = _remembered(ev, level)
     h, reason = h0, None
     for _ in range(MAX_SHRINKS + 1):
-        if ev.collecting:  # one round for the start's three levels and its check
-            for k in range(3):
+        if ev.collecting:
+            # one round for the start's three levels, its check and the rows that may be added: in rounds,
+            # a round costs more than the points a table may not need
+            for k in range(3 + MAX_EXTRA_ROWS):
                 level(h / 2**k)
             level(h * CHECK_STEP)
             ev.sync()
