@@ -466,6 +466,8 @@ def _measure_order2(unit: Unit, config: Config, ref: Any, missing: Missing | Non
         start = time.perf_counter()
         hess = engine.hessian(unit.case, unit.variant, unit.dtype)
         values["prepare_s"] = time.perf_counter() - start
+        # an engine may say how it formed its last Hessian (columns such as ``evaluation``)
+        values.update({k: v for k, v in getattr(engine, "last_hessian_info", {}).items() if k in COLUMNS})
     except Skip as exc:
         return unit.row(status=Status.SKIPPED, diagnosis=str(exc), cause=Cause.NOT_APPLICABLE, **values)
     except NoGradient as exc:

@@ -148,6 +148,7 @@ class Row:
     source_hash: str | None = None
     time_samples_s: str | None = None
     cause: str | None = None
+    evaluation: str | None = None
     gradient: Any = field(default=None, metadata={"column": False})
 
     # ------------------------------------------------------------------ mapping access

@@ -22,7 +22,7 @@ lower-order entries it was built from (the truncation still in it) plus its roun
 eps·|f|/h_k carried through the same recurrence. The entry with the smallest estimate is
 the result and its estimate is ``error_estimate``; rows are added until the estimates
 grow again (rounding has taken over), reach 8·eps or ``MAX_EXTRA_ROWS`` rows are added to
-the first three (at most 7 rows, 14 calls of f per element). The start h₀ = c₀·s with
+the first three (at most 7 rows and the check below, 16 calls of f per element). The start h₀ = c₀·s with
 c₀ = 2⁻² is deliberately large: the rounding of T[k][j] is about eps·|f|/h_k, so a large
 step that high order makes accurate leaves an error near 10·eps·|f|/(|f'|·s), in
 float64 ~1e-15 where |f| ~ |f'|·s, instead of central differences' eps^(2/3). Where the
@@ -68,10 +68,33 @@ Hessians (every variant): second differences extrapolated the same way. The diag
 [f(x+u) + f(x−u) − f(x+v) − f(x−v) − f(x+w) − f(x−w) + 2f(x)] / (2h_i·h_j) with
 u = v + w, v = h_i·e_i, w = h_j·e_j, which reuses the diagonal's points; both have
 truncation series in even powers of the step, so the same table applies.
+
+Aliasing: steps that halve from near a multiple of f's period stay near multiples (sin 50x at x = 3
+from h = 0.5 ≈ 4 periods: 25, 12.5, 6.25 radians, each just short of a multiple of 2π), and their three
+differences shrink by 4 as a smooth function's do, towards a wrong limit. So a start is accepted only
+where the difference at ``CHECK_STEP``·h = h/√2 (an irrational fraction, not near a multiple there) lies
+on the series fitted through the three levels; otherwise the start is divided by 16 as above. The check
+costs one more level (2 calls) per start.
+
+Cost of a Hessian: N diagonal and N(N−1)/2 off-diagonal entries, each usually 3 levels, the check and up
+to 3 extra rows, 2 new calls of f per level: about 14·N(N+1)/2 = 7·N(N+1) calls (70,701 measured for
+Rosenbrock at N = 100, ~1–3 s here), more where starts shrink. ``MAX_HESSIAN_INPUTS`` = 128 keeps that
+near 10⁵ calls; ``FiniteEngine.hessian`` raises Skip beyond it.
+
+Evaluation: by default every point is one call of the case's NumPy function. With a ``batch`` function
+(``BatchedFunction``: ``jax.jit(jax.vmap(case))`` under ``jax.numpy`` in float64, checked once per case
+against NumPy by ``batched_function``) the work runs in rounds (``_each``): every element's (every
+Hessian entry's) next stencil points are gathered and evaluated in one call, the first round taking a
+start's three levels, its check and the rows that may be added, then the tables are built as before. The
+results are those of the same algorithm on values that differ from NumPy's in their last bits (JAX
+sums in another order and has its own exp/sin/log); a case that raises under JAX (NumPy calls, in-place
+updates, Python branches on values) or differs by more than ``BATCH_ULPS`` is evaluated per point. The
+complex step is never batched: it relies on the complex-safe NumPy namespace.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 import warnings
@@ -94,7 +117,14 @@ MAX_EXTRA_ROWS = 3
 #: how often the start is divided by ``SHRINK`` before giving up on a two-sided stencil
 MAX_SHRINKS = 6
 SHRINK = 16.0
-MAX_HESSIAN_INPUTS = 40
+#: the step, relative to a start h, at which the three levels h, h/2, h/4 are checked against their own fit
+#: (irrational, so that steps aliased to a period of f by halving are not aliased there too)
+CHECK_STEP = math.sqrt(0.5)
+#: new points per Hessian entry in the usual case: levels h, h/2, h/4, the check step and three extra rows,
+#: two new points each (the diagonal's f(x ± hᵢ) are shared with the off-diagonal stencils)
+HESSIAN_CALLS_PER_ENTRY = 14
+#: the finite-difference Hessian's input budget: ~7·N(N+1) ≈ 1.2·10⁵ calls of f at N = 128
+MAX_HESSIAN_INPUTS = 128
 
 
 def step_scale(scheme: str, dtype: str) -> float:
@@ -128,6 +158,115 @@ def function_of(case: Case, dtype: str) -> Callable[[np.ndarray], Any]:
     return f
 
 
+#: how the case is evaluated at a stencil's points (the ``evaluation`` of a row): one NumPy call per point,
+#: or one ``jax.vmap`` call (under ``jax.numpy``, float64 in x64 mode) for all the points of a round
+PER_POINT, BATCHED = "numpy", "jax.vmap"
+#: the largest difference, in units in the last place of f, that batched values may show from NumPy's at
+#: the check points (JAX sums in another order and has its own exp/sin/log: 1 to 4 ulps measured; see
+#: benchmarks/RESULTS.md)
+BATCH_ULPS = 4
+#: batches are padded to a power of two (at least ``MIN_BATCH``) and cut at ``MAX_BATCH`` points, so
+#: that a case is compiled for a few batch sizes only
+MIN_BATCH, MAX_BATCH = 16, 4096
+
+
+class BatchedFunction:
+    """The case at a batch of flat points in one call: ``jax.jit(jax.vmap(case))`` under ``jax.numpy``, on the CPU.
+
+    Call it with a (B, N) array of points; it returns their B values (NumPy, in the run's dtype).
+    ``calls`` counts the compiled calls made (a batch past ``MAX_BATCH`` takes several).
+    """
+
+    def __init__(self, case: Case, dtype: str):
+        import jax
+
+        jax.config.update("jax_enable_x64", True)
+        import jax.numpy as jnp
+
+        from ..namespaces import array_api_namespace
+
+        xp = array_api_namespace(jnp, "JAX (jax.numpy)", getattr(jnp, dtype))
+        shapes = [(v.shape, v.size) for v in case.inputs.values()]
+        func = case.func
+
+        def one(flat: Any) -> Any:
+            args, start = [], 0
+            for shape, size in shapes:
+                args.append(jnp.reshape(flat[start:start + size], shape))
+                start += size
+            return jnp.reshape(func(*args, xp=xp), ())
+
+        self._jax, self._device = jax, jax.devices("cpu")[0]
+        self._f = jax.jit(jax.vmap(one))
+        self.dtype = np.dtype(dtype)
+        self.calls = 0
+
+    def __call__(self, points: np.ndarray) -> np.ndarray:
+        out = []
+        for start in range(0, len(points), MAX_BATCH):
+            chunk = points[start:start + MAX_BATCH]
+            size = max(MIN_BATCH, 1 << (len(chunk) - 1).bit_length())
+            padded = np.concatenate([chunk, np.repeat(chunk[:1], size - len(chunk), axis=0)])
+            with self._jax.default_device(self._device):
+                values = np.asarray(self._f(padded))
+            self.calls += 1
+            out.append(values[:len(chunk)])
+        return np.concatenate(out)
+
+
+_BATCHED: dict[tuple[Any, ...], tuple[BatchedFunction | None, str]] = {}
+
+
+def batched_function(case: Case, dtype: str) -> tuple[BatchedFunction | None, str]:
+    """The case batched (``BatchedFunction``) and "", or None and why batched evaluation does not apply.
+
+    Checked once per case, dtype and point: the batched values at x and at three points around it must be
+    NumPy's, within ``BATCH_ULPS`` units in the last place (and non-finite exactly where NumPy's are). A
+    case that raises under ``jax.numpy`` or ``jax.vmap`` (NumPy calls on its input, in-place updates,
+    Python branches on values), takes integer inputs, or differs beyond that gets None.
+    """
+    x = flatten(case.inputs, list(case.inputs)).astype(dtype)
+    key = (case.name, case.source_hash if case.func else "", dtype, x.tobytes())
+    if key not in _BATCHED:
+        _BATCHED[key] = _checked_batch(case, dtype, x)
+    return _BATCHED[key]
+
+
+def _checked_batch(case: Case, dtype: str, x: np.ndarray) -> tuple[BatchedFunction | None, str]:
+    if np.dtype(dtype).kind != "f":
+        return None, f"batched evaluation is real only ({dtype})"
+    if case.integer_inputs:
+        return None, "the case has integer inputs"
+    try:
+        batch = BatchedFunction(case, dtype)
+    except ImportError:
+        return None, "JAX is not installed"
+    f = function_of(case, dtype)
+    h = _power_of_two(2.0**-4 * max(float(np.max(np.abs(x.astype(np.float64)), initial=0.0)), 1.0))
+    signs = np.where(np.arange(x.size) % 2 == 0, 1.0, -1.0)
+    points = np.stack([x, x + (h * (np.arange(x.size) == 0)).astype(x.dtype),
+                       x - (h * (np.arange(x.size) == x.size - 1)).astype(x.dtype), x + (h * signs).astype(x.dtype)])
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            want = np.array([float(np.real(f(p))) for p in points])
+        except Exception as exc:  # noqa: BLE001 - the per-point path reports it
+            return None, f"the case raises in NumPy ({type(exc).__name__})"
+        try:
+            got = batch(points).astype(np.float64)
+        except Exception as exc:  # noqa: BLE001 - any failure under JAX means: evaluate per point
+            return None, f"the case does not run batched under jax.numpy ({type(exc).__name__}: {str(exc)[:120]})"
+        finite = np.isfinite(want)
+        if got.shape != want.shape or not np.array_equal(finite, np.isfinite(got)) \
+                or not np.array_equal(want[~finite], got[~finite], equal_nan=True):
+            return None, "jax.numpy and NumPy disagree on where the case is finite"
+        ulps = np.abs(got[finite] - want[finite]) / np.spacing(np.maximum(np.abs(got[finite]), np.abs(want[finite])).astype(dtype)).astype(np.float64)
+    worst = float(np.max(ulps, initial=0.0))
+    if worst > BATCH_ULPS:
+        return None, f"jax.numpy's values differ from NumPy's by {worst:.3g} units in the last place"
+    return batch, ""
+
+
 @dataclass
 class FiniteResult:
     """A finite-difference derivative with what it cost and what happened on the way.
@@ -144,16 +283,36 @@ class FiniteResult:
     notes: list[str] = field(default_factory=list)
     evaluations: int = 0
     value_dtype: np.dtype | None = None
+    #: batched calls (0 where every point was one call of f)
+    batches: int = 0
+
+
+class _Missing(Exception):
+    """The work asked for points that the current round of batched evaluation has not evaluated yet."""
 
 
 class _Evaluator:
-    """f at x shifted along coordinates, cached per shift, counted, in float64 for the arithmetic."""
+    """f at x shifted along coordinates, cached per shift, counted, in float64 for the arithmetic.
 
-    def __init__(self, f: Callable[[np.ndarray], Any], x: np.ndarray):
-        self.f, self.x = f, x
+    With ``batch`` (a function of a (B, N) array of points returning their B values), the work runs in
+    rounds (``_each``): in a round, a point not yet evaluated is recorded and a NaN stands in for it; at
+    the next ``sync`` the work stops, and once every task has stopped or finished, the recorded points
+    are evaluated in one batched call and the unfinished tasks run again from the start, now reading the
+    cache. Without ``batch``, every point is one call of f and ``sync`` does nothing.
+    """
+
+    def __init__(self, f: Callable[[np.ndarray], Any], x: np.ndarray,
+                 batch: Callable[[np.ndarray], np.ndarray] | None = None):
+        self.f, self.x, self.batch = f, x, batch
         self.cache: dict[tuple[tuple[int, float], ...], tuple[float, np.ndarray]] = {}
         self.evaluations = 0
+        self.batches = 0
         self.value_dtype: np.dtype | None = None
+        self.collecting = False
+        self.missed = False
+        self.misses = 0
+        self._unknown = np.full(x.shape, np.nan)
+        self.pending: dict[tuple[tuple[int, float], ...], np.ndarray] = {}
 
     def at(self, *shifts: tuple[int, float]) -> tuple[float, np.ndarray]:
         """(f(p), p − x as the dtype holds p, in float64) for p = x + Σ h·e_i over ``shifts``."""
@@ -162,13 +321,68 @@ class _Evaluator:
             p = self.x.copy()
             for i, h in shifts:
                 p[i] += h
-            value = self.f(p)
-            self.evaluations += 1
-            if self.value_dtype is None:
-                self.value_dtype = np.asarray(value).dtype
-            offset = p.astype(np.float64) - self.x.astype(np.float64)
-            self.cache[key] = (float(np.real(value)), offset)
+            if self.collecting:
+                self.pending[key] = p
+                self.missed = True
+                self.misses += 1
+                return math.nan, self._unknown
+            self._store(key, p, self.f(p))
         return self.cache[key]
+
+    def _store(self, key: tuple[tuple[int, float], ...], p: np.ndarray, value: Any) -> None:
+        self.evaluations += 1
+        if self.value_dtype is None:
+            self.value_dtype = np.asarray(value).dtype
+        offset = p.astype(np.float64) - self.x.astype(np.float64)
+        self.cache[key] = (float(np.real(value)), offset)
+
+    def sync(self) -> None:
+        """Stop the work here if it asked for points this round has not evaluated (batched evaluation only)."""
+        if self.missed:
+            self.missed = False
+            raise _Missing
+
+    def flush(self) -> None:
+        """Evaluate every point recorded in this round in one batched call."""
+        if not self.pending:
+            return
+        keys = list(self.pending)
+        points = np.stack([self.pending[k] for k in keys])
+        values = self.batch(points)
+        self.batches += 1
+        for key, point, value in zip(keys, points, values):
+            self._store(key, point, value)
+        self.pending.clear()
+
+
+def _each(ev: _Evaluator, tasks: list[Callable[[], Any]]) -> list[Any]:
+    """Every task's result: one after the other, or with batched evaluation, in rounds (see ``_Evaluator``).
+
+    A task must read f only through ``ev`` and have no effect but its result, so that it can run again.
+    """
+    if ev.batch is None:
+        return [task() for task in tasks]
+    results: list[Any] = [None] * len(tasks)
+    todo = list(range(len(tasks)))
+    ev.collecting = True
+    try:
+        while todo:
+            left = []
+            for index in todo:
+                ev.missed = False
+                try:
+                    results[index] = tasks[index]()
+                    ev.sync()
+                except _Missing:
+                    left.append(index)
+            if left and not ev.pending:
+                raise RuntimeError("batched finite differences made no progress")  # a task that never syncs
+            ev.flush()
+            todo = left
+    finally:
+        ev.collecting, ev.missed = False, False
+        ev.pending.clear()
+    return results
 
 
 def _power_of_two(h: float) -> float:
@@ -215,17 +429,67 @@ def _asymptotic(d: list[tuple[float, float]]) -> bool:
     return 2.0 <= ratio <= 8.0
 
 
-def _extrapolate(level: Callable[[float], tuple[float, float]], h0: float, powers: list[float],
+@functools.lru_cache(maxsize=None)
+def _check_weights(powers: tuple[float, float]) -> np.ndarray:
+    """Weights w with Σ w_k·D(h/2^k) = P(h·``CHECK_STEP``), P the fit D₀ + a·h^p₁ + b·h^p₂ through three levels."""
+    nodes = np.array([1.0, 0.5, 0.25])
+    basis = np.vstack([np.ones(3), nodes ** powers[0], nodes ** powers[1]])
+    return np.linalg.solve(basis, np.array([1.0, CHECK_STEP ** powers[0], CHECK_STEP ** powers[1]]))
+
+
+def _consistent(levels: list[tuple[float, float]], check: tuple[float, float], weights: np.ndarray) -> bool:
+    """Whether D at the check step is where the truncation series fitted through the three levels puts it.
+
+    In the asymptotic regime the fit misses it by the next term of the series, about 0.05 of the first
+    difference D(h) − D(h/2) (at most; the weights are those of ``CHECK_STEP``). Steps near multiples of a
+    period of f alias: halving them keeps them near multiples, and the three levels look asymptotic (sin 50x
+    at x = 3 from h = 0.5 ≈ 4 periods: ratio 4.0, limit −0.19 against f' = 35), but the check step, an
+    irrational fraction of h, is not near one, and D there lies far off the fit.
+    """
+    predicted = float(weights @ np.array([d for d, _ in levels]))
+    rounding = float(np.abs(weights) @ np.array([n for _, n in levels])) + check[1]
+    return abs(check[0] - predicted) <= abs(levels[0][0] - levels[1][0]) + 4 * rounding
+
+
+def _remembered(ev: _Evaluator, level: Callable[[float], tuple[float, float]]) -> Callable[[float], tuple[float, float]]:
+    """``level``, computed once per step where all its points were known."""
+    memo: dict[float, tuple[float, float]] = {}
+
+    def known(h: float) -> tuple[float, float]:
+        if h not in memo:
+            misses = ev.misses
+            value = level(h)
+            if ev.misses != misses:
+                return value
+            memo[h] = value
+        return memo[h]
+
+    return known
+
+
+def _extrapolate(ev: _Evaluator, level: Callable[[float], tuple[float, float]], h0: float, powers: list[float],
                  floor: float) -> tuple[float, float, float, float, str | None]:
     """Extrapolate ``level(h) -> (estimate, rounding)`` to h → 0 from a start of h0.
 
     Returns (value, error estimate, the step of the chosen row, the start actually used,
     why the start was shrunk: ``"nonfinite"``, ``"slow"`` or None). ``floor`` is the
-    relative accuracy below which more rows cannot help (a few eps).
+    relative accuracy below which more rows cannot help (a few eps). A start is accepted when its
+    three levels look asymptotic (``_asymptotic``) and D at ``CHECK_STEP``·h agrees with them
+    (``_consistent``).
     """
     ratio_power = [2.0**p for p in powers]
+    weights = _check_weights((powers[0], powers[1]))
+    if ev.collecting:
+        level = _remembered(ev, level)
     h, reason = h0, None
     for _ in range(MAX_SHRINKS + 1):
+        if ev.collecting:
+            # one round for the start's three levels, its check and the rows that may be added: in rounds,
+            # a round costs more than the points a table may not need
+            for k in range(3 + MAX_EXTRA_ROWS):
+                level(h / 2**k)
+            level(h * CHECK_STEP)
+            ev.sync()
         levels: list[tuple[float, float]] = []
         for k in range(3):
             est = level(h / 2**k)
@@ -235,7 +499,10 @@ def _extrapolate(level: Callable[[float], tuple[float, float]], h0: float, power
         if len(levels) < 3:
             reason = reason or "nonfinite"
         elif _asymptotic(levels):
-            break
+            check = level(h * CHECK_STEP)
+            if _finite(*check) and _consistent(levels, check, weights):
+                break
+            reason = reason or "slow"
         else:
             reason = reason or "slow"
         h /= SHRINK
@@ -247,6 +514,7 @@ def _extrapolate(level: Callable[[float], tuple[float, float]], h0: float, power
     extra = 0
     while extra < MAX_EXTRA_ROWS and err > floor * abs(best):
         est = level(h / 2 ** len(levels))
+        ev.sync()
         if not _finite(*est):
             break
         levels.append(est)
@@ -304,31 +572,37 @@ _NOTE_SLOW = "the differences did not converge at the first step (the function v
 
 def _richardson(ev: _Evaluator, x: np.ndarray, c0: float, eps: float, floor: float,
                 names: Callable[[int], str]) -> FiniteResult:
-    n = x.size
-    grad = np.empty(n)
-    err = np.empty(n)
-    steps = np.empty(n)
-    notes: list[str] = []
-    for i in range(n):
+    def element(i: int) -> tuple[float, float, float, str | None]:
         h0 = _power_of_two(c0 * max(abs(float(x[i])), 1.0))
-        value, error, step, start, why = _extrapolate(_central_level(ev, i, eps, centre=True), h0,
+        value, error, step, start, why = _extrapolate(ev, _central_level(ev, i, eps, centre=True), h0,
                                                       [2.0 * j for j in range(1, 12)], floor)
-        if not math.isfinite(value) and _finite(ev.at()[0]):
+        note = None
+        f0, _ = ev.at()
+        ev.sync()
+        if not math.isfinite(value) and _finite(f0):
             # no two-sided stencil stays finite: difference on the side where f is
-            right = _finite(ev.at((i, start))[0])
+            right_value, _ = ev.at((i, start))
+            ev.sync()
+            right = _finite(right_value)
             sign = 1.0 if right else -1.0
-            value, error, step, _, _ = _extrapolate(_one_sided_level(ev, i, eps, sign), h0,
+            value, error, step, _, _ = _extrapolate(ev, _one_sided_level(ev, i, eps, sign), h0,
                                                     [float(j) for j in range(1, 12)], floor)
-            notes.append(f"{names(i)}: f is not finite on the {'left' if right else 'right'} of x (outside its "
-                         f"domain), so one-sided {'forward' if right else 'backward'} differences were extrapolated "
-                         f"(step {step:.2g})")
+            note = (f"{names(i)}: f is not finite on the {'left' if right else 'right'} of x (outside its "
+                    f"domain), so one-sided {'forward' if right else 'backward'} differences were extrapolated "
+                    f"(step {step:.2g})")
         elif why == "nonfinite":
-            notes.append(f"{names(i)}: {_NOTE_NONFINITE} at h = {h0:.2g}; the step was shrunk to {start:.2g}")
+            note = f"{names(i)}: {_NOTE_NONFINITE} at h = {h0:.2g}; the step was shrunk to {start:.2g}"
         elif why == "slow" and start <= h0 / SHRINK**2:
-            notes.append(f"{names(i)}: {_NOTE_SLOW} h = {h0:.2g}; the step was shrunk to {start:.2g} (a pole, "
-                         "boundary or kink is near)")
+            note = (f"{names(i)}: {_NOTE_SLOW} h = {h0:.2g}; the step was shrunk to {start:.2g} (a pole, "
+                    "boundary or kink is near)")
         # the result is stored in the run's dtype: its own rounding
-        grad[i], err[i], steps[i] = value, error + eps * abs(value), step
+        return value, error + eps * abs(value), step, note
+
+    results = _each(ev, [lambda i=i: element(i) for i in range(x.size)])
+    grad = np.array([r[0] for r in results], dtype=np.float64)
+    err = np.array([r[1] for r in results], dtype=np.float64)
+    steps = np.array([r[2] for r in results], dtype=np.float64)
+    notes = [r[3] for r in results if r[3]]
     return FiniteResult(grad.astype(x.dtype), err, steps, notes)
 
 
@@ -378,13 +652,13 @@ def _fixed_estimate(ev: _Evaluator, i: int, h: float, scheme: str, value: float,
     """
     f0, _ = ev.at()
     around = [ev.at((i, k * h))[0] if k else f0 for k in (-2, -1, 0, 1, 2)]
+    other, _ = _central_level(ev, i, eps)(h if scheme == "forward" else 2 * h)
+    ev.sync()
     sigma = max(_resolution(eps, tiny, *around), 0.0 if math.isnan(noise := noise_level(around)) else noise)
     if scheme == "forward":
-        other, _ = _central_level(ev, i, eps)(h)
         truncation = abs(value - other)
         noise = 2 * math.sqrt(2) * sigma / h
     else:
-        other, _ = _central_level(ev, i, eps)(2 * h)
         truncation = abs(value - other) / 3
         noise = math.sqrt(2) * sigma / h
     if not math.isfinite(truncation):
@@ -394,35 +668,40 @@ def _fixed_estimate(ev: _Evaluator, i: int, h: float, scheme: str, value: float,
 
 
 def _fixed_step(f: Callable[[np.ndarray], Any], x: np.ndarray, scheme: str, c: float, eps: float,
-                names: Callable[[int], str], estimate: bool) -> FiniteResult:
+                names: Callable[[int], str], estimate: bool,
+                batch: Callable[[np.ndarray], np.ndarray] | None = None) -> FiniteResult:
     """Forward or central differences at h = c·max(|x|, 1), halving h while a stencil point is not finite."""
-    ev = _Evaluator(f, x)
+    ev = _Evaluator(f, x, batch)
     tiny = float(np.finfo(x.dtype).smallest_subnormal)
-    n = x.size
-    grad = np.empty(n)
-    err = np.full(n, np.nan)
-    steps = np.empty(n)
-    notes: list[str] = []
-    for i in range(n):
+
+    def element(i: int) -> tuple[float, float, float, str | None]:
         h0 = c * max(abs(float(x[i])), 1.0)
         value, rounding, sides = _fixed_level(ev, i, h0, scheme, eps)
+        ev.sync()
         h = h0
         if not math.isfinite(value) and any(_finite(v) for v in sides):
             # one side of the stencil left the domain: shrink towards the side where f is defined
             for _ in range(20):
                 smaller, smaller_rounding, sides = _fixed_level(ev, i, h / 2, scheme, eps)
+                ev.sync()
                 h /= 2
                 if math.isfinite(smaller):
                     value, rounding = smaller, smaller_rounding
                     break
             else:
                 h = h0
+        note = None
         if h < h0 and math.isfinite(value):
-            notes.append(f"{names(i)}: {_NOTE_NONFINITE} at h = {h0:.2g}; the step was shrunk to {h:.2g}")
-        grad[i], steps[i] = value, h
-        if estimate:
-            err[i] = _fixed_estimate(ev, i, h, scheme, value, eps, tiny)
-    return FiniteResult(grad.astype(x.dtype), err, steps, notes, ev.evaluations, ev.value_dtype)
+            note = f"{names(i)}: {_NOTE_NONFINITE} at h = {h0:.2g}; the step was shrunk to {h:.2g}"
+        err = _fixed_estimate(ev, i, h, scheme, value, eps, tiny) if estimate else math.nan
+        return value, h, err, note
+
+    results = _each(ev, [lambda i=i: element(i) for i in range(x.size)])
+    grad = np.array([r[0] for r in results], dtype=np.float64)
+    steps = np.array([r[1] for r in results], dtype=np.float64)
+    err = np.array([r[2] for r in results], dtype=np.float64)
+    notes = [r[3] for r in results if r[3]]
+    return FiniteResult(grad.astype(x.dtype), err, steps, notes, ev.evaluations, ev.value_dtype, ev.batches)
 
 
 def _complex_level(f: Callable[[np.ndarray], Any], x: np.ndarray, i: int, shift: float, h: float,
@@ -482,13 +761,17 @@ def _complex_step(f: Callable[[np.ndarray], Any], x: np.ndarray, c: float, eps: 
 
 
 def differentiate(f: Callable[[np.ndarray], Any], x: np.ndarray, scheme: str, c: float | None = None, *,
-                  estimate: bool = True, names: Callable[[int], str] | None = None) -> FiniteResult:
+                  estimate: bool = True, names: Callable[[int], str] | None = None,
+                  batch: Callable[[np.ndarray], np.ndarray] | None = None) -> FiniteResult:
     """The finite-difference gradient of ``f`` at ``x`` by ``scheme``, with its error estimate and notes.
 
     ``c`` is the relative step (``step_scale`` by default). ``estimate=False`` skips the
     extra evaluations the fixed-step schemes and the complex step need for an error
-    estimate (``richardson`` gets its estimate from its own table). Raises ValueError for an unknown scheme,
-    Skip where the complex step does not apply, and whatever ``f`` raises.
+    estimate (``richardson`` gets its estimate from its own table). ``batch``, a function of a (B, N)
+    array of points returning their B values (``batched_function``), evaluates the points of every
+    element's stencil in one call per round instead of one call per point; the complex step ignores
+    it. Raises ValueError for an unknown scheme, Skip where the complex step does not apply, and
+    whatever ``f`` (or ``batch``) raises.
     """
     dtype = x.dtype
     eps = float(np.finfo(dtype).eps)
@@ -497,12 +780,12 @@ def differentiate(f: Callable[[np.ndarray], Any], x: np.ndarray, scheme: str, c:
     if scheme == "complex_step":
         return _complex_step(f, x, c, eps, estimate)
     if scheme in ("forward", "central"):
-        return _fixed_step(f, x, scheme, c, eps, label, estimate)
+        return _fixed_step(f, x, scheme, c, eps, label, estimate, batch)
     if scheme != "richardson":
         raise ValueError(f"unknown finite-difference scheme {scheme!r}")
-    ev = _Evaluator(f, x)
+    ev = _Evaluator(f, x, batch)
     result = _richardson(ev, x, c, eps, 8 * eps, label)
-    result.evaluations, result.value_dtype = ev.evaluations, ev.value_dtype
+    result.evaluations, result.value_dtype, result.batches = ev.evaluations, ev.value_dtype, ev.batches
     return result
 
 
@@ -526,16 +809,17 @@ def _element_names(case: Case) -> Callable[[int], str]:
     return lambda i: labels[i] if i < len(labels) else f"x[{i}]"
 
 
-def hessian_matrix(f: Callable[[np.ndarray], Any], x: np.ndarray, c0: float = RICHARDSON_START) -> FiniteResult:
+def hessian_matrix(f: Callable[[np.ndarray], Any], x: np.ndarray, c0: float = RICHARDSON_START, *,
+                   batch: Callable[[np.ndarray], np.ndarray] | None = None) -> FiniteResult:
     """Richardson-extrapolated second differences of ``f`` at ``x``: the (N, N) Hessian in float64.
 
     Steps start at c0·max(|x_i|, 1) and shrink where the differences are not yet
-    asymptotic or a stencil point is not finite (see the module docstring). Raises what
-    ``f`` raises.
+    asymptotic or a stencil point is not finite (see the module docstring). ``batch`` as in
+    :func:`differentiate`. Raises what ``f`` raises.
     """
     eps = float(np.finfo(x.dtype).eps)
     floor = 64 * eps
-    ev = _Evaluator(f, x)
+    ev = _Evaluator(f, x, batch)
     n = x.size
     out = np.empty((n, n))
     err = np.empty((n, n))
@@ -573,24 +857,39 @@ def hessian_matrix(f: Callable[[np.ndarray], Any], x: np.ndarray, c0: float = RI
 
         return level
 
+    def diagonal_entry(i: int) -> tuple[float, float, float, str | None]:
+        value, error, t, _, why = _extrapolate(ev, diagonal(i), 1.0, powers, floor)
+        note = None
+        if why:
+            note = (f"x[{i}]: {_NOTE_NONFINITE if why == 'nonfinite' else _NOTE_SLOW}; second-difference step "
+                    f"shrunk to {t * scale[i]:.2g}")
+        return value, error, t * scale[i], note
+
+    def cross_entry(i: int, j: int) -> tuple[float, float, float, None]:
+        value, error, t, _, _ = _extrapolate(ev, cross(i, j), 1.0, powers, floor)
+        return value, error, t, None
+
+    pairs = [(i, i) for i in range(n)] + [(i, j) for i in range(n) for j in range(i + 1, n)]
+    tasks = [(lambda i=i: diagonal_entry(i)) if i == j else (lambda i=i, j=j: cross_entry(i, j)) for i, j in pairs]
     with np.errstate(all="ignore"):
-        for i in range(n):
-            value, error, t, _, note = _extrapolate(diagonal(i), 1.0, powers, floor)
-            out[i, i], err[i, i], steps[i, i] = value, error, t * scale[i]
-            if note:
-                notes.append(f"x[{i}]: {_NOTE_NONFINITE if note == 'nonfinite' else _NOTE_SLOW}; second-difference "
-                             f"step shrunk to {t * scale[i]:.2g}")
-        for i in range(n):
-            for j in range(i + 1, n):
-                value, error, t, _, _ = _extrapolate(cross(i, j), 1.0, powers, floor)
-                out[i, j] = out[j, i] = value
-                err[i, j] = err[j, i] = error
-                steps[i, j] = steps[j, i] = t
-    return FiniteResult(out, err, steps, notes, ev.evaluations, ev.value_dtype)
+        results = _each(ev, tasks)
+    for (i, j), (value, error, step, note) in zip(pairs, results):
+        out[i, j] = out[j, i] = value
+        err[i, j] = err[j, i] = error
+        steps[i, j] = steps[j, i] = step
+        if note:
+            notes.append(note)
+    return FiniteResult(out, err, steps, notes, ev.evaluations, ev.value_dtype, ev.batches)
 
 
 class FiniteEngine:
-    """Finite differences of the case's NumPy evaluation."""
+    """Finite differences of the case's NumPy evaluation.
+
+    ``evaluation`` is ``PER_POINT`` (the default: one NumPy call per point) or ``BATCHED`` (one ``jax.vmap``
+    call per round where ``batched_function`` accepts the case, per point otherwise, with a note saying
+    why). Each row's ``info["evaluation"]`` says which was used; ``last_hessian_info`` does for the last
+    ``hessian``.
+    """
 
     name = "finite"
     info = EngineInfo(variants=("forward", "central", "complex_step", "richardson"), default_variant="central",
@@ -598,12 +897,28 @@ class FiniteEngine:
                       error_exponents={"forward": 1 / 2, "central": 2 / 3, "richardson": 4 / 5}, order2_exponent=1 / 2,
                       order2_variant="central", scaling_variants=("central",), run_scaling_variants=("central",),
                       max_hessian_inputs=MAX_HESSIAN_INPUTS, default=True)
+    evaluation = PER_POINT
+
+    def __init__(self) -> None:
+        self.last_hessian_info: dict[str, Any] = {}
 
     def variants(self) -> tuple[str, ...]:
         return self.info.variants
 
     def devices(self) -> list[str]:
         return ["CPU"]
+
+    def _batch(self, case: Case, variant: str, dtype: str) -> tuple[BatchedFunction | None, dict[str, Any], str]:
+        """(the batched case or None, the row's evaluation columns, a note where batching was refused)."""
+        if self.evaluation != BATCHED:
+            return None, {"evaluation": PER_POINT}, ""
+        if variant == "complex_step":
+            return None, {"evaluation": PER_POINT}, ("batched evaluation not used: the complex step needs the "
+                                                     "complex-safe NumPy namespace (abs, comparisons on real parts)")
+        batch, why = batched_function(case, dtype)
+        if batch is None:
+            return None, {"evaluation": PER_POINT}, f"batched evaluation not used: {why}"
+        return batch, {"evaluation": BATCHED}, ""
 
     def prepare(self, case: Case, variant: str, dtype: str, device: str = "CPU") -> Prepared:
         if variant not in self.variants():
@@ -613,10 +928,11 @@ class FiniteEngine:
         c = step_scale(variant, dtype)
         names = _element_names(case)
         start = time.perf_counter()
+        batch, evaluation, refused = self._batch(case, variant, dtype)
         with np.errstate(all="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
-                result = differentiate(f, x, variant, c, names=names)
+                result = differentiate(f, x, variant, c, names=names, batch=batch)
             except (TypeError, ValueError, AttributeError) as exc:
                 if variant != "complex_step":
                     raise
@@ -625,15 +941,19 @@ class FiniteEngine:
                            "central or richardson") from None
         prepare_s = time.perf_counter() - start
         grad = result.value
-        info: dict[str, Any] = {"step": c if variant != "richardson" else _relative_step(result.steps, x)}
+        info: dict[str, Any] = {"step": c if variant != "richardson" else _relative_step(result.steps, x),
+                                **evaluation}
         norm = float(np.linalg.norm(grad.astype(np.float64)))
         est = float(np.linalg.norm(result.error))
         # ‖g − r‖ ≤ est and ‖r‖ ≥ ‖g‖ − est bound the relative error; no bound where est ≥ ‖g‖
         info["error_estimate"] = est / (norm - est) if norm > est else (math.inf if est > 0 else 0.0)
         notes = list(result.notes)
-        if result.value_dtype is not None and result.value_dtype != np.dtype(dtype) and result.value_dtype.kind == "f":
-            notes.insert(0, f"the function returned {result.value_dtype} in a {dtype} run (a constant of another "
+        value_dtype = result.value_dtype if batch is None else np.asarray(f(x)).dtype
+        if value_dtype is not None and value_dtype != np.dtype(dtype) and value_dtype.kind == "f":
+            notes.insert(0, f"the function returned {value_dtype} in a {dtype} run (a constant of another "
                             "dtype promoted it; create constants with xp.asarray)")
+        if refused:
+            notes.append(refused)
         if notes:
             info["note"] = "; ".join(notes)
 
@@ -642,7 +962,7 @@ class FiniteEngine:
 
         def timed() -> Any:
             with np.errstate(all="ignore"):
-                return differentiate(f, x, variant, c, estimate=False).value
+                return differentiate(f, x, variant, c, estimate=False, batch=batch).value
 
         def f_timed() -> Any:
             with np.errstate(all="ignore"):
@@ -652,15 +972,27 @@ class FiniteEngine:
                         f_key="numpy")
 
     def hessian(self, case: Case, variant: str, dtype: str) -> np.ndarray:
-        """Richardson-extrapolated second differences (every variant uses this scheme)."""
+        """Richardson-extrapolated second differences (every variant uses this scheme).
+
+        Raises Skip past ``MAX_HESSIAN_INPUTS`` inputs (the cost argument is in the module docstring).
+        """
         n = case.size
         if n > MAX_HESSIAN_INPUTS:
-            raise Skip(f"{n} inputs exceed the finite-difference Hessian budget of {MAX_HESSIAN_INPUTS}")
+            raise Skip(f"{n} inputs exceed the finite-difference Hessian budget of {MAX_HESSIAN_INPUTS} (about "
+                       f"{HESSIAN_CALLS_PER_ENTRY}·N(N+1)/2 evaluations of f: {_hessian_calls(n):.2g} here)")
         f = function_of(case, dtype)
         x = flatten(case.inputs, list(case.inputs)).astype(dtype)
+        batch, evaluation, refused = self._batch(case, "richardson", dtype)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return hessian_matrix(f, x).value
+            result = hessian_matrix(f, x, batch=batch)
+        self.last_hessian_info = {**evaluation, "evaluations": result.evaluations, **({"note": refused} if refused
+                                                                                     else {})}
+        return result.value
+
+
+def _hessian_calls(n: int) -> int:
+    return HESSIAN_CALLS_PER_ENTRY * n * (n + 1) // 2
 
 
 def _relative_step(steps: np.ndarray, x: np.ndarray) -> float:
