@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import math
 import signal
 import threading
@@ -26,7 +27,7 @@ from .diagnose import judge
 from .engines import NoGradient, Prepared, Skip, default_methods, engine_info, flatten, get_engine
 from .namespaces import UnsupportedFunction
 from .results import COLUMNS, FD_CAUSES, KEY, Cause, Missing, Row, Status, as_record, case_note, row_of, sweep_point
-from .timing import PROFILES, measure
+from .timing import PROFILES, Timing, measure_interleaved, paired_ratio
 
 #: second-order rows are computed for cases with at most this many scalar inputs
 ORDER2_MAX_INPUTS = 8
@@ -244,31 +245,35 @@ def measure_case(case: Case, config: Config, emit: Callable[[dict[str, Any]], No
             emit(row)
         return
     timed_out: dict[str, tuple[str, str]] = dict(failed or {})
-    f_times: dict[tuple[Any, ...], float] = {}  # variants that evaluate the same function share its timing
+    held: list[Measured] = []  # rows in plan order, emitted once the case's timings are in
     for method, variant, dtype, device, order in units:
         key = (case.name, method, variant, dtype, device, order)
         if key in skip:
             continue
         if method in timed_out:
             status, reason = timed_out[method]
-            emit(row_of(case, method, variant, dtype, device, order, status=status, diagnosis=f"not run: {reason}",
-                        cause=Cause.TIME_BUDGET if status == Status.TIMEOUT else Cause.RAISED))
+            held.append(Measured(row_of(case, method, variant, dtype, device, order, status=status,
+                                        diagnosis=f"not run: {reason}",
+                                        cause=Cause.TIME_BUDGET if status == Status.TIMEOUT else Cause.RAISED)))
             continue
         if on_start:
             on_start(key)
+        unit = Unit(case, method, variant, dtype, device, order)
         try:
             with budget(config.timeout_s), np.errstate(all="ignore"), warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)
-                unit = Unit(case, method, variant, dtype, device, order)
-                row = (_measure_unit if order == 1 else _measure_order2)(unit, config, refs.get(dtype),
-                                                                          notes.get(dtype), f_times)
+                if order == 1:
+                    held.append(_measure_unit(unit, config, refs.get(dtype), notes.get(dtype)))
+                else:
+                    held.append(Measured(_measure_order2(unit, config, refs.get(dtype), notes.get(dtype))))
         except UnitTimeout as exc:
-            row = row_of(case, method, variant, dtype, device, order, status=Status.TIMEOUT,
-                         diagnosis=f"{method}/{variant} {exc}; raise --timeout or shrink the case",
-                         cause=Cause.TIME_BUDGET)
+            held.append(Measured(_timeout_row(unit, exc)))
             timed_out[method] = ("timeout", f"{method}/{variant} in {dtype} ran past the time budget of "
                                             f"{config.timeout_s:g} s")
-        emit(row)
+    if config.timing:
+        _time_interleaved(case, held, config, on_start)
+    for measured in held:
+        emit(measured.finished())
     ref = next((r for r in refs.values() if r is not None), None)
     if config.sweep and "sweep" in case.tags and ref is not None and not ref.undefined and "finite" in config.methods:
         if on_start:
@@ -361,24 +366,123 @@ def _prepare(unit: Unit, base: dict[str, Any]) -> Any:
         return unit.error(exc, **base)
 
 
-def _time(unit: Unit, config: Config, prepared: Prepared, values: dict[str, Any],
-          f_times: dict[tuple[Any, ...], float]) -> str | None:
-    """Time the gradient (and the function, once per shared key) into ``values``; return a note on
-    instability. Raises what the timed code raises."""
-    profile = PROFILES[config.profile]
-    timing = measure(prepared.timed, profile)
-    values.update(timing.as_row())
-    if prepared.f_timed is not None:
-        shared = (unit.method, prepared.f_key or unit.variant, unit.dtype, unit.device)
-        if shared not in f_times:
-            f_times[shared] = measure(prepared.f_timed, profile).median_s
-        values["f_time_s"] = f_times[shared]
-        if values["f_time_s"] > 0:
-            values["grad_over_f"] = timing.median_s / values["f_time_s"]
-    unstable_note = prepared.check_stable() if prepared.check_stable else None
-    if unstable_note:
-        values["unstable"] = True
-    return unstable_note
+@dataclass
+class Measured:
+    """A unit's row, and what its timing needs: the prepared gradient (None: nothing to time), the
+    values the row falls back to if timing fails, and a note for the diagnosis."""
+
+    row: Row
+    prepared: Prepared | None = None
+    untimed: dict[str, Any] = field(default_factory=dict)
+    note: str | None = None
+    judged: bool = False
+
+    def timing_failed(self, row: Row) -> None:
+        self.row, self.prepared, self.note = row, None, None
+
+    def finished(self) -> Row:
+        """The row, with the note appended to the diagnosis of a judged row."""
+        if self.note and self.judged:
+            text = self.row.diagnosis
+            self.row.diagnosis = f"{text}. Note: {self.note}" if text else self.note
+            self.note = None
+        return self.row
+
+
+def _timeout_row(unit: Unit, exc: BaseException) -> Row:
+    return unit.row(status=Status.TIMEOUT, diagnosis=f"{unit.method}/{unit.variant} {exc}; raise --timeout or "
+                                                      "shrink the case", cause=Cause.TIME_BUDGET)
+
+
+def _time_interleaved(case: Case, held: list[Measured], config: Config,
+                      on_start: Callable[[tuple[Any, ...]], None] | None) -> None:
+    """Time every prepared gradient of the case, the functions they are compared with, and the case's
+    NumPy function, all interleaved round-robin (``timing.measure_interleaved``), and fill in the
+    timing columns with ratios taken sample by sample within each round, where drift cancels:
+    ``grad_over_f`` (to the method's own function), ``time_over_f`` (to the case's NumPy function
+    in the same dtype) and ``time_over_fastest`` (to the fastest exact method of the case in the same
+    dtype and device). A unit whose timing raises or runs past its budget becomes an error or timeout
+    row, and the others are timed again without it."""
+    from .engines import finite
+
+    fns: dict[tuple[Any, ...], Callable[[], Any]] = {}
+    for i, measured in enumerate(held):
+        prepared = measured.prepared
+        if prepared is None:
+            continue
+        fns[("gradient", i)] = prepared.timed
+        if prepared.f_timed is not None:
+            fns.setdefault(_f_key(measured), prepared.f_timed)
+    for dtype in dict.fromkeys(m.row.dtype for m in held if m.prepared is not None):
+        with contextlib.suppress(Exception), np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            f, x = finite.function_of(case, dtype), flatten(case.inputs, list(case.inputs)).astype(dtype)
+            f(x)  # a case NumPy cannot evaluate has no such ratio
+            fns[("case", dtype)] = functools.partial(f, x)
+
+    @contextlib.contextmanager
+    def around(key: tuple[Any, ...]) -> Iterator[None]:
+        if key[0] == "gradient" and on_start:
+            on_start(held[key[1]].row.key)
+        with budget(config.timeout_s), np.errstate(all="ignore"):
+            yield
+
+    timings: dict[tuple[Any, ...], Timing] = {}
+    while fns:
+        try:
+            timings = measure_interleaved(fns, PROFILES[config.profile], around)
+            break
+        except Exception as exc:  # noqa: BLE001 - the unit that raised becomes its row; the rest are timed again
+            key = getattr(exc, "key", None)
+            if key is None or key not in fns:
+                raise
+            del fns[key]
+            if key[0] == "gradient":
+                measured = held[key[1]]
+                unit = Unit(case, *measured.row.key[1:])
+                measured.timing_failed(_timeout_row(unit, exc) if isinstance(exc, UnitTimeout)
+                                       else unit.error(exc, **measured.untimed))
+    _timing_columns(held, timings)
+
+
+def _f_key(measured: Measured) -> tuple[Any, ...]:
+    """Variants of one method whose function is the same computation share its timing."""
+    row, prepared = measured.row, measured.prepared
+    return ("function", row.method, prepared.f_key or row.variant, row.dtype, row.device)  # type: ignore[union-attr]
+
+
+def _timing_columns(held: list[Measured], timings: dict[tuple[Any, ...], Timing]) -> None:
+    from .metrics import is_exact
+
+    fastest: dict[tuple[str, str], Timing] = {}
+    for i, measured in enumerate(held):
+        t = timings.get(("gradient", i))
+        row = measured.row
+        if t is not None and is_exact(row.method, row.variant):
+            group = (row.dtype, row.device)
+            if group not in fastest or t.median_s < fastest[group].median_s:
+                fastest[group] = t
+    for i, measured in enumerate(held):
+        t = timings.get(("gradient", i))
+        if t is None or measured.prepared is None:
+            continue
+        row, prepared = measured.row, measured.prepared
+        row.update(t.as_row())
+        f = timings.get(_f_key(measured)) if prepared.f_timed is not None else None
+        if f is not None:
+            row.f_time_s = f.median_s
+            if f.median_s > 0:
+                row.grad_over_f = paired_ratio(t, f)
+        case_f = timings.get(("case", row.dtype))
+        if case_f is not None:
+            row.time_over_f = paired_ratio(t, case_f)
+        best = fastest.get((row.dtype, row.device))
+        if best is not None:
+            row.time_over_fastest = paired_ratio(t, best)
+        unstable_note = prepared.check_stable() if prepared.check_stable else None
+        if unstable_note:
+            row.unstable = True
+            measured.note = f"{measured.note}; {unstable_note}" if measured.note else unstable_note
 
 
 def _without_reference(unit: Unit, flat: np.ndarray, missing: Missing | None, values: dict[str, Any]) -> Row:
@@ -394,12 +498,12 @@ def _without_reference(unit: Unit, flat: np.ndarray, missing: Missing | None, va
                            diagnosis=f"accuracy not checked: no reference gradient ({missing})"))
 
 
-def _measure_unit(unit: Unit, config: Config, ref: Any, missing: Missing | None,
-                  f_times: dict[tuple[Any, ...], float]) -> Row:
+def _measure_unit(unit: Unit, config: Config, ref: Any, missing: Missing | None) -> Measured:
+    """Prepare, evaluate and judge one gradient; its timing follows with the case's others."""
     base = dict(reference=_reference_label(ref))
     prepared = _prepare(unit, base)
     if isinstance(prepared, Row):
-        return prepared
+        return Measured(prepared)
     values: dict[str, Any] = dict(base, prepare_s=prepared.prepare_s)
     info = dict(prepared.info)
     note = info.pop("note", None)
@@ -419,32 +523,22 @@ def _measure_unit(unit: Unit, config: Config, ref: Any, missing: Missing | None,
     except UnitTimeout:
         raise
     except Exception as exc:  # noqa: BLE001
-        return unit.error(exc, **values)
-    if config.timing:
-        with np.errstate(all="ignore"):
-            try:
-                unstable_note = _time(unit, config, prepared, values, f_times)
-            except UnitTimeout:
-                raise
-            except Exception as exc:  # noqa: BLE001 - a failure while timing is still an error row
-                return unit.error(exc, **values)
-            if unstable_note:
-                note = f"{note}; {unstable_note}" if note else unstable_note
+        return Measured(unit.error(exc, **values))
+    timed = prepared if config.timing else None
+    untimed = dict(values)  # what the row says if timing then fails
     if gradient is None:
-        return unit.row(**values)
+        return Measured(unit.row(**values), timed, untimed)
     if config.keep_gradients:
         values["gradient"] = gradient
     flat = flatten(gradient, list(unit.case.inputs))
     if ref is None:
-        return _without_reference(unit, flat, missing, values)
+        return Measured(_without_reference(unit, flat, missing, values), timed, untimed)
     verdict = judge(unit.case, unit.method, unit.variant, unit.dtype, flat, ref, step=values.get("step"))
     values.update(status=verdict.status, rel_error=verdict.rel_error, max_error_eps=verdict.max_error_eps,
                   diagnosis=verdict.diagnosis, cause=verdict.cause)
     if verdict.status not in (Status.NAN, Status.INF, Status.UNDEFINED):
         values["taylor_order"] = verdict.taylor_order
-    if note:
-        values["diagnosis"] = f"{values['diagnosis']}. Note: {note}" if values.get("diagnosis") else note
-    return unit.row(**values)
+    return Measured(unit.row(**values), timed, untimed, note or None, judged=True)
 
 
 def _none_diagnosis(case: Case, exc: NoGradient, ref: Any) -> str:

@@ -149,6 +149,8 @@ class Row:
     time_samples_s: str | None = None
     cause: str | None = None
     evaluation: str | None = None
+    time_over_f: float | None = None
+    time_over_fastest: float | None = None
     gradient: Any = field(default=None, metadata={"column": False})
 
     # ------------------------------------------------------------------ mapping access

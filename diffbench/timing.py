@@ -12,11 +12,13 @@ least 10% of the mean, or a sample lasted less than 1 ms.
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import math
 import statistics
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,70 @@ def measure(fn: Callable[[], Any], profile: Profile = PROFILES["quick"]) -> Timi
         if enabled:
             gc.enable()
     return summarise(samples, loops)
+
+
+def measure_interleaved(fns: dict[Any, Callable[[], Any]], profile: Profile = PROFILES["quick"],
+                        around: Callable[[Any], Any] | None = None) -> dict[Any, Timing]:
+    """Time several functions with their samples interleaved, round-robin, so that a drift of the
+    machine (another process, a frequency change) hits them alike and their ratios hold still.
+
+    Each function is warmed up and calibrated (loops per sample) as :func:`measure` does; then each
+    round takes one sample of every function, starting one further along each round so that no
+    function always follows the same one. Rounds stop at the profile's sample count, or when
+    the profile's budget times the number of functions is spent (at least 5 rounds are taken).
+    ``around(key)`` is entered around everything done for one function (a time budget, a
+    progress event); whatever it or a function raises propagates with the key in ``exc.key``.
+    """
+    keys = list(fns)
+    if not keys:
+        return {}
+    enter = around or (lambda key: contextlib.nullcontext())
+    loops: dict[Any, int] = {}
+    samples: dict[Any, list[float]] = {k: [] for k in keys}
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        began = time.perf_counter()
+        for key in keys:
+            with _keyed(key), enter(key):
+                for _ in range(profile.warmups):
+                    fns[key]()
+                first = _sample(fns[key], 1)
+            n = 1
+            while first * n < profile.min_sample_s and n < 1 << 20:
+                n *= 2
+            loops[key] = n
+        budget = profile.budget_s * len(keys)
+        for r in range(profile.samples):
+            for i in range(len(keys)):
+                key = keys[(i + r) % len(keys)]
+                with _keyed(key), enter(key):
+                    samples[key].append(_sample(fns[key], loops[key]))
+            if r + 1 >= 5 and time.perf_counter() - began > budget:
+                break
+    finally:
+        if enabled:
+            gc.enable()
+    return {k: summarise(samples[k], loops[k]) for k in keys}
+
+
+@contextlib.contextmanager
+def _keyed(key: Any) -> Iterator[None]:
+    """Attach ``key`` to an exception leaving the block (which of the interleaved functions raised)."""
+    try:
+        yield
+    except BaseException as exc:
+        if not hasattr(exc, "key"):
+            with contextlib.suppress(Exception):
+                exc.key = key  # type: ignore[attr-defined]
+        raise
+
+
+def paired_ratio(a: Timing, b: Timing) -> float:
+    """The median over rounds of a's sample over b's sample of the same round (interleaved timings):
+    the ratio drift cancels out of. NaN where either has no samples."""
+    pairs = [x / y for x, y in zip(a.samples, b.samples) if y > 0]
+    return statistics.median(pairs) if pairs else math.nan
 
 
 def summarise(samples: list[float], loops: int) -> Timing:

@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from diffbench.timing import PROFILES, Profile, measure, summarise
+from diffbench.timing import PROFILES, Profile, measure, measure_interleaved, paired_ratio, summarise
 
 
 def test_summary_of_known_samples():
@@ -48,3 +48,53 @@ def test_measure_times_real_work_in_its_order_of_magnitude():
 def test_profiles_exist():
     assert set(PROFILES) == {"quick", "full"}
     assert PROFILES["full"].min_sample_s > PROFILES["quick"].min_sample_s
+
+
+def test_interleaved_samples_rotate_round_robin(monkeypatch):
+    # every call advances a fake clock by the function's own cost, so each sample is known by hand
+    clock = [0.0]
+    calls = []
+
+    def work(name, cost):
+        def run():
+            calls.append(name)
+            clock[0] += cost
+        return run
+
+    monkeypatch.setattr("diffbench.timing.time.perf_counter", lambda: clock[0])
+    profile = Profile("test", min_sample_s=0.004, samples=6, warmups=0, budget_s=100.0)
+    timings = measure_interleaved({"a": work("a", 0.001), "b": work("b", 0.002), "c": work("c", 0.004)}, profile)
+    assert timings["a"].loops == 4 and timings["b"].loops == 2 and timings["c"].loops == 1
+    assert timings["a"].median_s == pytest.approx(0.001) and timings["c"].median_s == pytest.approx(0.004)
+    assert all(t.repeats == 6 for t in timings.values())
+    # after calibration (one call each), round r starts at function r mod 3
+    rounds, rest = [], calls[3:]
+    for _ in range(6):
+        first = rest[0]
+        rounds.append(first)
+        run = {"a": 4, "b": 2, "c": 1}
+        order = ["a", "b", "c"]
+        start = order.index(first)
+        n = sum(run[order[(start + i) % 3]] for i in range(3))
+        rest = rest[n:]
+    assert rounds == ["a", "b", "c", "a", "b", "c"]
+    assert paired_ratio(timings["c"], timings["a"]) == pytest.approx(4.0)
+
+
+def test_paired_ratio_takes_the_median_of_per_round_ratios():
+    # the machine slows by 2× from round 3 on: every per-round ratio is still 2
+    a = summarise([2.0, 2.0, 4.0, 4.0, 4.0], loops=1)
+    b = summarise([1.0, 1.0, 2.0, 2.0, 2.0], loops=1)
+    assert paired_ratio(a, b) == 2.0
+    c = summarise([3.0, 9.0, 1.0], loops=1)
+    d = summarise([1.0, 1.0, 1.0], loops=1)
+    assert paired_ratio(c, d) == 3.0  # median of 3, 9, 1
+
+
+def test_interleaved_names_the_function_that_raised():
+    def bad():
+        raise ValueError("broken")
+
+    with pytest.raises(ValueError) as info:
+        measure_interleaved({"good": lambda: None, "bad": bad}, Profile("t", 0.0, 5, 0, 1.0))
+    assert info.value.key == "bad"
