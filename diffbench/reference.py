@@ -68,6 +68,10 @@ ROUNDING_SAMPLES = 3
 DIGITS = 50  # the precision named in reports: the first certified evaluation has at least this many
 
 
+#: the certified Hessian costs 4 high-precision gradients per input (central differences at two precisions):
+#: about a minute for Rosenbrock with 100 inputs on 2 cores; past this many inputs it is not formed
+MAX_HESSIAN_INPUTS = 128
+
 class ReferenceUnavailable(Exception):
     """No reference could be computed; the message says why."""
 
@@ -594,6 +598,9 @@ def _hessian_column(run: Callable[[list[Any], int], Any], x: list[Any], j: int, 
 def _reference_hessian(case: Case, dtype: str) -> np.ndarray:
     import mpmath
 
+    if case.size > MAX_HESSIAN_INPUTS:
+        raise ReferenceUnavailable(f"the certified Hessian is formed for at most {MAX_HESSIAN_INPUTS} inputs "
+                                   f"(4 gradients in high precision per input); this case has {case.size}")
     x = point(case, dtype)
     run = _tape_function(case, dtype)
     low = _hessian_at(run, x, PRECISIONS[0])

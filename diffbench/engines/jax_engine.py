@@ -44,7 +44,7 @@ class JaxEngine:
 
     name = "jax"
     info = EngineInfo(variants=("eager", "jit"), default_variant="eager", order2_variant="jit",
-                      scaling_variants=("jit",), extra="jax", gpu=True)
+                      scaling_variants=("jit",), max_hessian_inputs=400, extra="jax", gpu=True)
 
     def __init__(self) -> None:
         _jax()  # ImportError here reports the engine as not installed

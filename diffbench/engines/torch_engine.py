@@ -28,7 +28,7 @@ class TorchEngine:
 
     name = "torch"
     info = EngineInfo(variants=("eager",), default_variant="eager", order2_variant="eager",
-                      scaling_variants=("eager",), extra="torch", gpu=True)
+                      scaling_variants=("eager",), max_hessian_inputs=400, extra="torch", gpu=True)
 
     def __init__(self) -> None:
         _torch()  # ImportError here reports the engine as not installed
