@@ -24,6 +24,7 @@ import numpy as np
 from .case import Case
 from .diagnose import judge
 from .engines import DEFAULT_METHODS, NoGradient, Skip, flatten, get_engine
+from .errors import UnitTimeout
 from .namespaces import UnsupportedFunction
 from .timing import PROFILES, measure
 
@@ -61,10 +62,6 @@ class Config:
 
     def variants_of(self, method: str) -> tuple[str, ...]:
         return self.variants.get(method) or get_engine(method).variants()
-
-
-class UnitTimeout(Exception):
-    """One measurement ran past its time budget."""
 
 
 #: how long an expired budget waits, each time, for an import in progress to finish

@@ -20,6 +20,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .errors import UnsupportedFunction
+
 #: Names every namespace provides (besides the constants ``pi``, ``e`` and ``inf``).
 UNARY = ("exp", "expm1", "log", "log1p", "log2", "log10", "sqrt", "square", "abs", "sign", "sin", "cos",
          "tan", "asin", "acos", "atan", "sinh", "cosh", "tanh", "asinh", "acosh", "atanh", "floor", "ceil",
@@ -32,10 +34,6 @@ OTHER = ("where", "clip", "matmul", "vecdot", "tensordot", "reshape", "stack", "
 #: ``xp.linalg.<name>``
 LINALG = ("norm", "det", "solve", "inv")
 FUNCTIONS = UNARY + BINARY + REDUCTIONS + OTHER
-
-
-class UnsupportedFunction(AttributeError):
-    """A case called ``xp.NAME`` and the namespace has no such function."""
 
 
 def unsupported_message(name: str) -> str:

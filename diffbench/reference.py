@@ -41,6 +41,7 @@ import numpy as np
 
 from .case import Case, per_case
 from .engines import check_scalar, unflatten
+from .errors import ReferenceUnavailable
 
 #: working precisions in bits, raised in this order while components disagree (≈ 58 … 925 digits)
 PRECISIONS = (192, 384, 768, 1536, 3072)
@@ -66,10 +67,6 @@ RANDOM_PROBES = 4
 ROUNDING_SAMPLES = 3
 
 DIGITS = 50  # the precision named in reports: the first certified evaluation has at least this many
-
-
-class ReferenceUnavailable(Exception):
-    """No reference could be computed; the message says why."""
 
 
 @dataclass

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from .case import Case
+from .errors import FolderLocked
 from .harness import COLUMNS, Config, _row, key_of
 
 #: extra seconds beyond --timeout before a worker is killed: only the lag of its ``start``
@@ -49,10 +50,6 @@ LOCK_NAME = ".diffbench.lock"
 MANIFEST_NAME = "run.json"
 #: version of run.json; history: 1 = {"schema_version", "cases"} (the resolved --cases path)
 MANIFEST_VERSION = 1
-
-
-class FolderLocked(RuntimeError):
-    """Another live run holds the out folder; the message names its pid."""
 
 
 class Interrupts:

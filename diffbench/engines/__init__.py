@@ -14,6 +14,7 @@ from typing import Any, Callable, Protocol
 import numpy as np
 
 from ..case import Case
+from ..errors import NoGradient, Skip
 
 #: method name -> "module:class" (imported only when the method is used)
 REGISTRY: dict[str, str] = {
@@ -26,19 +27,6 @@ REGISTRY: dict[str, str] = {
 
 #: the methods a plain ``run`` uses
 DEFAULT_METHODS = ("symbolic", "tape", "finite")
-
-
-class Skip(Exception):
-    """This method/variant does not apply to the case; the message says why (status ``skipped``)."""
-
-
-class NoGradient(Exception):
-    """TensorFlow returned ``None`` for some inputs (status ``none``); ``inputs`` names them."""
-
-    def __init__(self, message: str, inputs: list[str], partial: dict[str, np.ndarray | None]):
-        super().__init__(message)
-        self.inputs = inputs
-        self.partial = partial
 
 
 @dataclass
