@@ -18,8 +18,11 @@ from typing import Any, Callable
 import numpy as np
 
 from .baseline import SCHEMA_VERSION, BaselineError, read_baseline
-from .harness import DEFAULT_TIMEOUT_S, make_config
-from .slowdown import SlowerCheck
+from .case import load_cases, make_case, matches
+from .diagnose import judge
+from .harness import DEFAULT_TIMEOUT_S, budget, make_config
+from .metrics import describe_inputs, tolerance
+from .slowdown import SlowerCheck, calibration_s, machine_drift
 
 __all__ = ["SCHEMA_VERSION", "BaselineError", "read_baseline", "write_baseline", "compare", "assert_gradients"]
 
@@ -97,8 +100,6 @@ def measure_isolated(cases: list[Any], config: Any, jobs: int = 2) -> dict[str, 
 
 
 def _reference_worker(todo: list[tuple[str, str]], timeout: float, results: Any) -> None:
-    from .case import load_cases
-    from .harness import budget
     from .reference import reference
 
     loaded: dict[str, dict[str, Any]] = {}
@@ -184,7 +185,6 @@ def write_baseline(cases: list[Any], path: Path, methods: list[str] | None = Non
     if measured is None:
         return None
     refs = references(cases, timeout)
-    from .slowdown import calibration_s
 
     data = {"schema_version": SCHEMA_VERSION, "environment": dict(environment([], profile),
                                                                   calibration_s=calibration_s() if timing else None),
@@ -226,8 +226,6 @@ def _worst_elements(expected: np.ndarray, got: np.ndarray, delta: np.ndarray, sh
 
 def _gradient_changes(old: dict[str, Any], row: dict[str, Any], shapes: dict[str, list[int]]) -> list[str]:
     """How the row's gradient moved from the baseline's beyond the method's tolerance, per input."""
-    from .metrics import tolerance
-
     if old.get("gradient") is None or row.get("gradient") is None:
         return []
     tol = tolerance(row["method"], row["variant"], row["dtype"])
@@ -290,8 +288,6 @@ def compare(baseline: dict[str, Any], current: dict[str, dict[str, Any]], slower
     Times are compared after dividing out the machine's own drift between snapshot and check
     (:func:`diffbench.slowdown.machine_drift`; ``calibration`` is this check's calibration time).
     """
-    from .case import matches
-
     regressions: list[str] = []
     uncovered: list[str] = []
     slowdowns: list[str] = []
@@ -369,8 +365,6 @@ def compare(baseline: dict[str, Any], current: dict[str, dict[str, Any]], slower
     if slower is not None and timings:
         import statistics
 
-        from .slowdown import machine_drift
-
         drift, how = machine_drift([statistics.median(after) / statistics.median(before)
                                     for _, _, before, after in timings if statistics.median(before) > 0],
                                    (baseline.get("environment") or {}).get("calibration_s"), calibration)
@@ -432,10 +426,6 @@ def assert_gradients(fn: Callable[..., Any], inputs: dict[str, Any], *, referenc
     On failure the message names the input, the worst elements with their indices,
     both values, the relative error and the cause, in the same words as ``run``.
     """
-    from .case import make_case
-    from .diagnose import judge
-    from .metrics import describe_inputs
-
     dtype = _dtype_of(inputs)
     arrays = {k: np.asarray(v.numpy() if hasattr(v, "numpy") else v, dtype=np.float64) for k, v in inputs.items()}
     names = list(arrays)

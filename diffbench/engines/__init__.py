@@ -14,7 +14,7 @@ from typing import Any, Callable, Protocol
 import numpy as np
 
 from ..case import Case
-from ..errors import NoGradient, Skip
+from ..errors import NoGradient, Skip  # noqa: F401 - the engines and their callers import them from here
 
 #: method name -> "module:class" (imported only when the method is used)
 REGISTRY: dict[str, str] = {
