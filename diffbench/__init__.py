@@ -7,6 +7,7 @@ Public API (everything else is internal):
 - :func:`run`: measure cases, get the tidy results table.
 - :func:`assert_gradients`: check a TensorFlow function's gradient in a test.
 - :func:`keras_case`: a case from a Keras model and a loss, differentiated with respect to its weights.
+- :class:`DiffbenchError`: the base class of every error diffbench raises on purpose (see :mod:`diffbench.errors`).
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ from typing import Any
 
 import numpy as np
 
-from .case import Case, CaseError, case, load_cases, uniform
+from .case import Case, case, load_cases, uniform
+from .errors import CaseError, DiffbenchError
 from .harness import run
 from .keras_cases import keras_case
 
-__all__ = ["case", "Case", "CaseError", "load_cases", "uniform", "gradient", "hessian", "run",
+__all__ = ["case", "Case", "CaseError", "DiffbenchError", "load_cases", "uniform", "gradient", "hessian", "run",
            "assert_gradients", "keras_case", "__version__"]
 __version__ = "0.1.0"
 

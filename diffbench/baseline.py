@@ -26,14 +26,11 @@ from typing import Any
 import jsonschema
 
 from .case import STATUSES
+from .errors import BaselineError
 
 SCHEMA_VERSION = 2
 #: integers longer than this cannot be a float's value; they are refused rather than parsed
 MAX_INTEGER_DIGITS = 308
-
-
-class BaselineError(Exception):
-    """The baseline cannot be used (missing, unreadable, malformed, unknown schema, stale)."""
 
 
 _NUMBER = {"type": "number"}

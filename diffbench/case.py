@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from .errors import CaseError
+
 if TYPE_CHECKING:
     from .keywords import KeywordExpression
 
@@ -26,10 +28,6 @@ __all__ = ["Case", "case", "load_cases", "uniform", "CaseError", "STATUSES"]
 
 #: Every status a result row can carry (see DESIGN.md, "Truth and accuracy").
 from .results import STATUSES  # noqa: E402 - re-exported: the statuses a case may expect
-
-
-class CaseError(ValueError):
-    """A case cannot be evaluated as written; the message names the case and the fix."""
 
 
 def uniform(shape: int | Sequence[int], low: float = -1.0, high: float = 1.0, *, seed: int = 0) -> np.ndarray:

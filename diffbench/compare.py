@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .harness import KEY
-from .report import _time, correct_digits, parse_samples, read_results
+from .report import correct_digits, format_seconds, parse_samples, read_results
 from .slowdown import DEFAULT_ALPHA, mann_whitney_greater
 
 #: default: medians must differ by more than this fraction (runs minutes apart drift by tens of percent on a
@@ -123,7 +123,8 @@ def compare_runs(run_a: str | Path, run_b: str | Path, threshold: float = DEFAUL
     lines += ["", f"Speed: {len(changes)} significant change(s) of {len(timed)} timed row(s) ({rule})"]
     for change in sorted(changes, key=lambda c: c.ratio, reverse=True):
         word = f"{change.ratio:.2f}x slower" if change.ratio > 1 else f"{1 / change.ratio:.2f}x faster"
-        lines.append(f"  {change.label}: {_time(change.before_s)} -> {_time(change.after_s)}: {word} ({change.how})")
+        lines.append(f"  {change.label}: {format_seconds(change.before_s)} -> {format_seconds(change.after_s)}: "
+                     f"{word} ({change.how})")
     lines.append(f"  not significant: {len(timed) - len(changes)} row(s)")
 
     only_a, only_b = int((merged["_merge"] == "left_only").sum()), int((merged["_merge"] == "right_only").sum())

@@ -10,9 +10,7 @@ ready-to-paste case.
 
 from __future__ import annotations
 
-import argparse
 import random
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -176,28 +174,3 @@ def fuzz(n: int, seed: int, out: Path, timeout: float = 30.0,
     atomic_write(out / "fuzz.md", "\n".join(lines) + "\n")
     atomic_write(out / "findings.py", "\n".join(source) + "\n")
     return {"n": n, "findings": len(findings), "explained": explained, "crashes": crashes}
-
-
-def cmd_fuzz(args: argparse.Namespace) -> int:
-    """Run the differential fuzzer."""
-    out = Path(args.out)
-
-    def progress(done: int, total: int) -> None:
-        if done % 50 == 0 or done == total:
-            print(f"  {done}/{total}", file=sys.stderr, flush=True)
-
-    summary = fuzz(args.n, args.seed, out, args.timeout, progress)
-    print(f"diffbench fuzz: {summary['n']} expressions, {summary['findings']} findings, {summary['explained']} "
-          f"explained, {summary['crashes']} harness crashes; report: {out / 'fuzz.md'}")
-    return 1 if summary["crashes"] else 0
-
-
-def add_command(sub: Any) -> None:
-    """Register ``fuzz`` on the CLI."""
-    parser = sub.add_parser("fuzz", help="differential fuzzing of the methods on random expressions")
-    parser.add_argument("--n", type=int, default=100, help="number of expressions (default 100)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    parser.add_argument("--out", default="reports/fuzz", metavar="DIR", help="output folder (default reports/fuzz)")
-    parser.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS",
-                        help="time budget per measurement (default 30)")
-    parser.set_defaults(func=cmd_fuzz)

@@ -25,6 +25,7 @@ import numpy as np
 from .case import Case
 from .diagnose import judge
 from .engines import NoGradient, Prepared, Skip, default_methods, engine_info, flatten, get_engine
+from .errors import UnitTimeout
 from .namespaces import UnsupportedFunction
 from .results import COLUMNS, FD_CAUSES, KEY, Cause, Missing, Row, Status, as_record, case_note, row_of, sweep_point
 from .timing import PROFILES, Timing, measure_interleaved, paired_ratio
@@ -53,10 +54,6 @@ class Config:
 
     def variants_of(self, method: str) -> tuple[str, ...]:
         return self.variants.get(method) or get_engine(method).variants()
-
-
-class UnitTimeout(Exception):
-    """One measurement ran past its time budget."""
 
 
 #: how long an expired budget waits, each time, for an import in progress to finish

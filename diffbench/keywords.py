@@ -19,12 +19,10 @@ import re
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
+from .errors import KeywordError
+
 _TOKEN = re.compile(r"\s*(?:(\()|(\))|([^\s()]+))")
 _OPERATORS = ("and", "or", "not")
-
-
-class KeywordError(ValueError):
-    """A ``-k`` expression that cannot be parsed; the message names the position and what was expected."""
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .errors import UnsupportedFunction
+
 #: Names every namespace provides (besides the constants ``pi``, ``e`` and ``inf``).
 UNARY = ("exp", "expm1", "log", "log1p", "log2", "log10", "sqrt", "square", "abs", "sign", "sin", "cos",
          "tan", "asin", "acos", "atan", "sinh", "cosh", "tanh", "asinh", "acosh", "atanh", "floor", "ceil",
@@ -37,10 +39,6 @@ FUNCTIONS = UNARY + BINARY + REDUCTIONS + OTHER
 #: array-API names -> the NumPy-style names some modules use instead
 ARRAY_API_ALIASES = {"pow": "power", "concat": "concatenate", "asin": "arcsin", "acos": "arccos", "atan": "arctan",
                      "asinh": "arcsinh", "acosh": "arccosh", "atanh": "arctanh", "atan2": "arctan2"}
-
-
-class UnsupportedFunction(AttributeError):
-    """A case called ``xp.NAME`` and the namespace has no such function."""
 
 
 def unsupported_message(name: str) -> str:

@@ -14,6 +14,8 @@ from typing import Any, Iterator
 
 import pytest
 
+from .errors import CaseFailure
+
 
 def pytest_addoption(parser: Any) -> None:
     group = parser.getgroup("diffbench", "gradient checks with diffbench")
@@ -63,10 +65,6 @@ class CaseFile(pytest.File):
                     for dtype in dtypes:
                         yield CaseItem.from_parent(self, name=f"{case.name}[{method}-{variant}-{dtype}]", case=case,
                                                    unit=(method, variant, dtype))
-
-
-class CaseFailure(Exception):
-    """A case's row did not have the status the case expects."""
 
 
 class CaseItem(pytest.Item):

@@ -41,6 +41,7 @@ import numpy as np
 
 from .case import Case, per_case
 from .engines import check_scalar, unflatten
+from .errors import ReferenceUnavailable
 
 #: working precisions in bits, raised in this order while components disagree (≈ 58 … 925 digits)
 PRECISIONS = (192, 384, 768, 1536, 3072)
@@ -71,9 +72,6 @@ DIGITS = 50  # the precision named in reports: the first certified evaluation ha
 #: the certified Hessian costs 4 high-precision gradients per input (central differences at two precisions):
 #: about a minute for Rosenbrock with 100 inputs on 2 cores; past this many inputs it is not formed
 MAX_HESSIAN_INPUTS = 128
-
-class ReferenceUnavailable(Exception):
-    """No reference could be computed; the message says why."""
 
 
 @dataclass

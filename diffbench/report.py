@@ -21,8 +21,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .case import matches
+from .engines.finite import step_scale
+from .results import COLUMNS, STATUSES
+from .metrics import is_exact
+from .timing import resolution
+
 ENV_PREFIX = "env_"
-STATUS_ORDER = ["ok", "inaccurate", "nan", "inf", "none", "error", "timeout", "skipped", "undefined", "uncertain"]
+STATUS_ORDER = list(STATUSES)
 
 
 # --------------------------------------------------------------------------- environment
@@ -59,8 +65,6 @@ def _git_commit(where: Path) -> str:
 
 def environment(gpus: list[str] | None, profile: str, where: Path | None = None) -> dict[str, str]:
     """Facts about this machine and run, for the report header (``env_*`` columns)."""
-    from .timing import resolution
-
     return {
         "date": _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
         "commit": _git_commit(where or Path(__file__).resolve().parent.parent),
@@ -116,7 +120,8 @@ def _num(value: Any, digits: int = 2) -> str:
     return f"{v:.{digits}g}" if 1e-3 <= abs(v) < 1e4 else f"{v:.{digits - 1}e}"
 
 
-def _time(seconds: Any) -> str:
+def format_seconds(seconds: Any) -> str:
+    """``seconds`` with a unit that keeps three significant digits (``1.23 ms``); empty for a missing value."""
     try:
         s = float(seconds)
     except (TypeError, ValueError):
@@ -135,8 +140,6 @@ def _label(row: pd.Series) -> str:
 
 def read_results(path: str | Path) -> pd.DataFrame:
     """Read a results.csv written by diffbench (raises ValueError if it is not one)."""
-    from .harness import COLUMNS
-
     header = pd.read_csv(path, nrows=0).columns
     # the machine's facts are text ("1.0e-09", a commit hash of digits): keep them as written
     # and a status of "nan" is a word, not a missing value: only empty cells are missing
@@ -196,7 +199,7 @@ def _runtime_tables(df: pd.DataFrame, dtype: str, cases: list[str], labels: list
         return []
 
     def cell(r: pd.Series) -> str:
-        text = _time(r["time_median_s"])
+        text = format_seconds(r["time_median_s"])
         if pd.notna(r.get("grad_over_f")):
             text += f" ({float(r['grad_over_f']):.3g}×)"
         if str(r.get("unstable")) in ("True", "true", "1"):
@@ -272,8 +275,6 @@ def _problems(df: pd.DataFrame) -> str:
 def _expected_mismatches(df: pd.DataFrame) -> pd.DataFrame:
     if "expected" not in df.columns:
         return df.iloc[0:0]
-    from .case import matches
-
     mismatch = [not matches(str(st), str(ex)) for st, ex in zip(df["status"], df["expected"])]
     return df[df["expected"].notna() & pd.Series(mismatch, index=df.index) & (df["method"] != "sweep")]
 
@@ -362,8 +363,6 @@ def _first_order(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _exact(method: Any, variant: Any) -> bool:
-    from .metrics import is_exact
-
     return is_exact(str(method), str(variant))
 
 
@@ -546,8 +545,6 @@ def sweep_plots(df: pd.DataFrame, plot_dir: Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .engines.finite import step_scale
-
     plot_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for dtype, part in sweep.groupby("dtype"):
@@ -578,6 +575,39 @@ def sweep_plots(df: pd.DataFrame, plot_dir: Path) -> list[Path]:
 #: the first-screen figures, relative to the report's folder
 HEATMAP_PNG = "plots/accuracy.png"
 COST_PNG = "plots/cost.png"
+
+
+# --------------------------------------------------------------------------- scaling
+def slopes(df: pd.DataFrame, column: str = "time_median_s") -> pd.DataFrame:
+    """Least-squares slope of log(column) against log(n) per method/variant/device (needs ≥ 2 sizes)."""
+    out = []
+    for (method, variant, device), part in df[df["status"] == "ok"].groupby(["method", "variant", "device"]):
+        part = part[part[column].notna() & (part[column] > 0)]
+        if part["n"].nunique() < 2:
+            continue
+        slope = np.polyfit(np.log(part["n"].astype(float)), np.log(part[column].astype(float)), 1)[0]
+        out.append(dict(method=method, variant=variant, device=device, slope=float(slope),
+                        sizes=f"{int(part['n'].min())}–{int(part['n'].max())}"))
+    return pd.DataFrame(out, columns=["method", "variant", "device", "slope", "sizes"])
+
+
+def scaling_section(df: pd.DataFrame) -> str:
+    """The default report's small scaling section from a scaling study's rows: median gradient time by n, and slopes."""
+    if "n" not in df.columns or df["n"].isna().all():
+        return "## Scaling\n\nThe scaling study did not run: " + md(" ".join(map(str, df.get("diagnosis", []))))
+    name = str(df["case"].iloc[0])
+    table = df.assign(label=df["method"] + "/" + df["variant"],
+                      cell=df.apply(lambda r: format_seconds(r["time_median_s"]) if r["status"] == "ok" else r["status"],
+                                    axis=1))
+    pivot = table.pivot_table(index="n", columns="label", values="cell", aggfunc="first", sort=False)
+    slope_table = slopes(df)
+    lines = [f"## Scaling ({md(name)}, float64, CPU)", "",
+             "Median seconds per gradient against problem size n (`skipped` once a variant's small budget is spent; "
+             f"the full study: `python -m diffbench scale {md(name)}`):", "", pivot.fillna("").to_markdown()]
+    if len(slope_table):
+        lines += ["", "Log-log slopes of time against n:", "",
+                  slope_table.drop(columns=["device"]).to_markdown(index=False, floatfmt=".2f")]
+    return "\n".join(lines)
 
 
 def render(df: pd.DataFrame, plots: list[str] | None = None, title: str = "diffbench report",
@@ -621,9 +651,7 @@ def render(df: pd.DataFrame, plots: list[str] | None = None, title: str = "diffb
     if hess:
         out += ["## Second derivatives (Hessians; status and relative error)", "", hess, ""]
     if scale is not None and len(scale):
-        from .scale import section
-
-        out += [section(scale), ""]
+        out += [scaling_section(scale), ""]
     if plots:
         out += ["## Finite-difference step sweep", "",
                 "Error against the relative step c for forward and central differences: truncation error falls "

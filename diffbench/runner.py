@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from .case import Case
+from .errors import FolderLocked
 from .harness import Config, key_of
 from .results import COLUMNS, Cause, Missing, Status, case_note, row_of
 
@@ -50,10 +51,6 @@ LOCK_NAME = ".diffbench.lock"
 MANIFEST_NAME = "run.json"
 #: version of run.json; history: 1 = {"schema_version", "cases"} (the resolved --cases path)
 MANIFEST_VERSION = 1
-
-
-class FolderLocked(RuntimeError):
-    """Another live run holds the out folder; the message names its pid."""
 
 
 class Interrupts:

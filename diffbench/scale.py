@@ -14,15 +14,20 @@ size (column ``reference`` says so).
 
 from __future__ import annotations
 
-import argparse
 import math
-import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
+
+from .case import Case
+from .errors import UsageError
+from .report import atomic_write, format_seconds, md, scaling_section, slopes
+
+#: the default report's scaling section is the report's (with :func:`slopes`); kept here under its old name
+section = scaling_section
 
 SCALE_COLUMNS = ["case", "n", "method", "variant", "dtype", "device", "status", "prepare_s", "time_median_s",
                  "time_iqr_s", "f_time_s", "grad_over_f", "expr_ops", "grad_ops_cse", "grad_ops_nocse", "rel_error",
@@ -117,19 +122,6 @@ def _predict(history: list[tuple[int, float]], n: int) -> float:
     return t1 * (n / n1) ** exponent
 
 
-def slopes(df: pd.DataFrame, column: str = "time_median_s") -> pd.DataFrame:
-    """Least-squares slope of log(column) against log(n) per method/variant/device (needs ≥ 2 sizes)."""
-    out = []
-    for (method, variant, device), part in df[df["status"] == "ok"].groupby(["method", "variant", "device"]):
-        part = part[part[column].notna() & (part[column] > 0)]
-        if part["n"].nunique() < 2:
-            continue
-        slope = np.polyfit(np.log(part["n"].astype(float)), np.log(part[column].astype(float)), 1)[0]
-        out.append(dict(method=method, variant=variant, device=device, slope=float(slope),
-                        sizes=f"{int(part['n'].min())}–{int(part['n'].max())}"))
-    return pd.DataFrame(out, columns=["method", "variant", "device", "slope", "sizes"])
-
-
 def plots(df: pd.DataFrame, out: Path, name: str) -> list[Path]:
     """time-vs-n and expression-size-vs-n PNGs."""
     import matplotlib
@@ -169,35 +161,15 @@ def plots(df: pd.DataFrame, out: Path, name: str) -> list[Path]:
     return written
 
 
-def section(df: pd.DataFrame) -> str:
-    """The default report's small scaling section: median gradient time by n, and slopes."""
-    from .report import _time, md
-
-    if "n" not in df.columns or df["n"].isna().all():
-        return "## Scaling\n\nThe scaling study did not run: " + md(" ".join(map(str, df.get("diagnosis", []))))
-    name = str(df["case"].iloc[0])
-    table = df.assign(label=df["method"] + "/" + df["variant"],
-                      cell=df.apply(lambda r: _time(r["time_median_s"]) if r["status"] == "ok" else r["status"], axis=1))
-    pivot = table.pivot_table(index="n", columns="label", values="cell", aggfunc="first", sort=False)
-    slope_table = slopes(df)
-    lines = [f"## Scaling ({md(name)}, float64, CPU)", "",
-             "Median seconds per gradient against problem size n (`skipped` once a variant's small budget is spent; "
-             f"the full study: `python -m diffbench scale {md(name)}`):", "", pivot.fillna("").to_markdown()]
-    if len(slope_table):
-        lines += ["", "Log-log slopes of time against n:", "",
-                  slope_table.drop(columns=["device"]).to_markdown(index=False, floatfmt=".2f")]
-    return "\n".join(lines)
-
-
 def render(df: pd.DataFrame, slope_table: pd.DataFrame, images: list[str], name: str) -> str:
     """The markdown scaling report."""
-    from .report import _time, md
-
     table = df.assign(label=df["method"] + "/" + df["variant"] + df["device"].map(lambda d: "" if d == "CPU" else f" {d}"),
-                      cell=df.apply(lambda r: _time(r["time_median_s"]) if r["status"] == "ok" else r["status"], axis=1))
+                      cell=df.apply(lambda r: format_seconds(r["time_median_s"]) if r["status"] == "ok" else r["status"],
+                                    axis=1))
     pivot = table.pivot_table(index="n", columns="label", values="cell", aggfunc="first", sort=False)
-    prep = table.assign(cell=df["prepare_s"].map(_time)).pivot_table(index="n", columns="label", values="cell",
-                                                                     aggfunc="first", sort=False)
+    prep = table.assign(cell=df["prepare_s"].map(format_seconds)).pivot_table(index="n", columns="label",
+                                                                              values="cell", aggfunc="first",
+                                                                              sort=False)
     lines = [f"# Scaling of {md(name)}", "", "Median seconds per gradient by size n (float64, CPU unless a device "
              "is named):", "", pivot.fillna("").to_markdown(), "", "One-off preparation (symbolic diff + lambdify, "
              "tf.function trace, XLA compile):", "", prep.fillna("").to_markdown(), ""]
@@ -217,46 +189,28 @@ def render(df: pd.DataFrame, slope_table: pd.DataFrame, images: list[str], name:
     return "\n".join(lines) + "\n"
 
 
-def cmd_scale(args: argparse.Namespace) -> int:
-    """Run the scaling study for one case."""
-    from .case import default_cases_path, load_cases
-    from .report import atomic_write
+def sized_case(cases: list[Case], name: str) -> Case:
+    """The case called ``name`` among ``cases``, to be studied across sizes.
 
-    cases = {c.name: c for c in load_cases(Path(args.cases) if args.cases else default_cases_path())}
-    if args.case not in cases:
-        sized = sorted(n for n, c in cases.items() if c.sizes)
-        raise SystemExit(f"diffbench: no case {args.case!r}; size-parameterised cases: {', '.join(sized)}")
-    case = cases[args.case]
-    if case.sizes is None:
-        raise SystemExit(f"diffbench: case {args.case!r} has no sizes=; give @case(sizes=lambda n: {{...}})")
-    try:
-        sizes = [int(float(s)) for s in args.sizes.split(",") if s.strip()]
-    except ValueError:
-        raise SystemExit(f"diffbench: --sizes takes integers like 10,100,1000, got {args.sizes!r}") from None
-    methods = [m.strip() for m in args.methods.split(",")]
-    out = Path(args.out or f"reports/latest/scale-{case.name}")  # git-ignored, like run's default
-    df = study(case, sizes, methods, args.dtype, args.budget, args.profile,
-               progress=lambda text: print(f"  {text}", file=sys.stderr, flush=True))
+    Raises UsageError when there is no such case or it has no ``sizes=``.
+    """
+    by_name = {c.name: c for c in cases}
+    if name not in by_name:
+        sized = sorted(n for n, c in by_name.items() if c.sizes)
+        raise UsageError(f"no case {name!r}; size-parameterised cases: {', '.join(sized)}")
+    if by_name[name].sizes is None:
+        raise UsageError(f"case {name!r} has no sizes=; give @case(sizes=lambda n: {{...}})")
+    return by_name[name]
+
+
+def write_study(case: Case, sizes: list[int], methods: list[str], out: Path, dtype: str = "float64",
+                budget_s: float = 20.0, profile: str = "quick",
+                progress: Callable[[str], None] | None = None) -> Path:
+    """Run :func:`study` and write scale.csv, report.md and the plots into ``out``; return the report's path."""
+    df = study(case, sizes, methods, dtype, budget_s, profile, progress=progress)
     slope_table = slopes(df)
     images = [str(p.relative_to(out)) for p in plots(df, out / "plots", case.name)]
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "scale.csv", df.to_csv(index=False))
     atomic_write(out / "report.md", render(df, slope_table, images, case.name))
-    print(f"diffbench: scaling report written to {out / 'report.md'}")
-    return 0
-
-
-def add_command(sub: Any, add_case_options: Callable[[argparse.ArgumentParser], None]) -> None:
-    """Register ``scale`` on the CLI."""
-    parser = sub.add_parser("scale", help="time every method against problem size for one case")
-    parser.add_argument("case", help="a case with sizes= (e.g. rosenbrock, softplus_sum, logsumexp_stable, mlp_tanh)")
-    parser.add_argument("--cases", metavar="PATH", help="case file or folder (default: the repository's cases/)")
-    parser.add_argument("--sizes", default="10,100,1000", help="comma-separated sizes n (default 10,100,1000)")
-    parser.add_argument("--methods", default="symbolic,tape,finite", help="methods (also jax, torch)")
-    parser.add_argument("--dtype", default="float64", choices=["float32", "float64"])
-    parser.add_argument("--budget", type=float, default=20.0, metavar="SECONDS",
-                        help="per method/variant: a size is skipped when the time spent plus its predicted time "
-                             "(extrapolated from smaller sizes) exceeds this (default 20)")
-    parser.add_argument("--profile", choices=["quick", "full"], default="quick")
-    parser.add_argument("--out", metavar="DIR", help="output folder (default reports/latest/scale-CASE, git-ignored)")
-    parser.set_defaults(func=cmd_scale)
+    return out / "report.md"

@@ -9,19 +9,21 @@ measured, or a selection the baseline cannot be compared with, is never a pass.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import math
-import os
-import sys
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
 from .baseline import SCHEMA_VERSION, BaselineError, read_baseline
-from .slowdown import SlowerCheck
+from .case import load_cases, make_case, matches
+from . import results
+from .diagnose import judge
+from .harness import DEFAULT_TIMEOUT_S, budget, make_config
+from .metrics import describe_inputs, tolerance
+from .slowdown import SlowerCheck, calibration_s, machine_drift
 
 __all__ = ["SCHEMA_VERSION", "BaselineError", "read_baseline", "write_baseline", "compare", "assert_gradients"]
 
@@ -34,9 +36,9 @@ CHECK_EXIT_CODES = ("exit status: 0 every selected row matches the baseline; 1 a
                     "or there is nothing to compare for part of the selection, or an option is bad; 3 only "
                     "significant slowdowns (--fail-slower); 130 interrupted")
 #: statuses whose rows carry no gradient; for the others a baseline row without one compares nothing
-NO_GRADIENT_STATUSES = frozenset({"none", "error", "timeout", "skipped"})
+NO_GRADIENT_STATUSES = results.NO_GRADIENT_STATUSES
 #: statuses meaning the row could not be measured at all
-UNMEASURED_STATUSES = frozenset({"error", "timeout"})
+UNMEASURED_STATUSES = results.UNMEASURED_STATUSES
 ROW_FIELDS = ("method", "variant", "dtype", "status", "rel_error", "gradient", "time_median_s", "time_min_s",
               "time_samples_s")
 
@@ -57,11 +59,12 @@ def _as_list(array: Any) -> Any:
     return [_clean(v) for v in np.asarray(array, dtype=np.float64).ravel()]
 
 
-def _config(methods: list[str] | None, dtypes: list[str] | None, variants: dict[str, list[str]] | None,
-            timing: bool, timeout: float, profile: str = "quick") -> Any:
-    """The harness configuration of snapshot and check: order 1, CPU, gradients kept, no step sweep."""
-    from .harness import make_config
+def gate_config(methods: list[str] | None, dtypes: list[str] | None, variants: dict[str, list[str]] | None,
+                timing: bool, timeout: float, profile: str = "quick") -> Any:
+    """The harness configuration of snapshot and check: order 1, CPU, gradients kept, no step sweep.
 
+    Raises KeyError or ValueError for an unknown method, variant or dtype.
+    """
     return make_config(methods, dtypes, variants, profile, False, timeout, timing, devices=("CPU",),
                        keep_gradients=True, sweep=False)
 
@@ -95,8 +98,6 @@ def measure_isolated(cases: list[Any], config: Any, jobs: int = 2) -> dict[str, 
 
 
 def _reference_worker(todo: list[tuple[str, str]], timeout: float, results: Any) -> None:
-    from .case import load_cases
-    from .harness import budget
     from .reference import reference
 
     loaded: dict[str, dict[str, Any]] = {}
@@ -169,7 +170,7 @@ def case_entry(case: Any, rows: list[dict[str, Any]],
 
 
 def write_baseline(cases: list[Any], path: Path, methods: list[str] | None = None, dtypes: list[str] | None = None,
-                   variants: dict[str, list[str]] | None = None, timing: bool = True, timeout: float = 120.0,
+                   variants: dict[str, list[str]] | None = None, timing: bool = True, timeout: float = DEFAULT_TIMEOUT_S,
                    profile: str = "quick", jobs: int = 2) -> dict[str, Any] | None:
     """Measure ``cases`` in worker processes and write the baseline JSON to ``path``.
 
@@ -178,11 +179,10 @@ def write_baseline(cases: list[Any], path: Path, methods: list[str] | None = Non
     """
     from .report import atomic_write, environment
 
-    measured = measure_isolated(cases, _config(methods, dtypes, variants, timing, timeout, profile), jobs)
+    measured = measure_isolated(cases, gate_config(methods, dtypes, variants, timing, timeout, profile), jobs)
     if measured is None:
         return None
     refs = references(cases, timeout)
-    from .slowdown import calibration_s
 
     data = {"schema_version": SCHEMA_VERSION, "environment": dict(environment([], profile),
                                                                   calibration_s=calibration_s() if timing else None),
@@ -224,8 +224,6 @@ def _worst_elements(expected: np.ndarray, got: np.ndarray, delta: np.ndarray, sh
 
 def _gradient_changes(old: dict[str, Any], row: dict[str, Any], shapes: dict[str, list[int]]) -> list[str]:
     """How the row's gradient moved from the baseline's beyond the method's tolerance, per input."""
-    from .metrics import tolerance
-
     if old.get("gradient") is None or row.get("gradient") is None:
         return []
     tol = tolerance(row["method"], row["variant"], row["dtype"])
@@ -262,6 +260,16 @@ def _labels(rows: Any, limit: int = 6) -> str:
     return (", ".join(names[:limit]) + more) if names else "no rows"
 
 
+def unmeasured_note(data: dict[str, Any]) -> str | None:
+    """One sentence naming the rows of baseline ``data`` that could not be measured, or None when every row was."""
+    unmeasured = [f"{name} {_label(r)}" for name, entry in data["cases"].items() for r in entry["rows"]
+                  if r["status"] in UNMEASURED_STATUSES]
+    if not unmeasured:
+        return None
+    return (f"{len(unmeasured)} rows could not be measured and are recorded as such: {_labels(unmeasured)}; "
+            "check fails on them until they measure (or the case expects it)")
+
+
 def _number(value: Any) -> str:
     return "-" if value is None else (value if isinstance(value, str) else f"{value:.2g}")
 
@@ -278,8 +286,6 @@ def compare(baseline: dict[str, Any], current: dict[str, dict[str, Any]], slower
     Times are compared after dividing out the machine's own drift between snapshot and check
     (:func:`diffbench.slowdown.machine_drift`; ``calibration`` is this check's calibration time).
     """
-    from .case import matches
-
     regressions: list[str] = []
     uncovered: list[str] = []
     slowdowns: list[str] = []
@@ -357,8 +363,6 @@ def compare(baseline: dict[str, Any], current: dict[str, dict[str, Any]], slower
     if slower is not None and timings:
         import statistics
 
-        from .slowdown import machine_drift
-
         drift, how = machine_drift([statistics.median(after) / statistics.median(before)
                                     for _, _, before, after in timings if statistics.median(before) > 0],
                                    (baseline.get("environment") or {}).get("calibration_s"), calibration)
@@ -388,170 +392,6 @@ def compare(baseline: dict[str, Any], current: dict[str, dict[str, Any]], slower
         return EXIT_SLOWER, lines
     return EXIT_OK, [f"diffbench check: {len(current)} cases match the baseline ({compared} rows compared"
                      f"{f', {timed} timed' if slower else ''})"]
-
-
-# --------------------------------------------------------------------------- commands
-def _seconds(text: str) -> float:
-    """argparse type= for --timeout: a positive, finite number of seconds."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"takes a number of seconds, got {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"takes a positive number of seconds, got {text!r}")
-    return value
-
-
-def _jobs(text: str) -> int:
-    """argparse type= for --jobs: a whole number of worker processes, at least 1."""
-    if not text.strip().isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"takes a whole number of worker processes, at least 1, got {text!r}")
-    return int(text)
-
-
-#: the line a clean load of the case files ends with (see _probe_case_files)
-_LOADED = "diffbench: case files loaded"
-
-
-def _probe_case_files(path: Path, timeout: float) -> None:
-    """Load the case files once in a child process first: a file that ends the process while it is
-    imported (os._exit, a crash in native code) must fail the gate, not end it with exit 0."""
-    import subprocess
-
-    code = ("import sys\nfrom diffbench.case import load_cases\nload_cases(sys.argv[1])\n"
-            f"print({_LOADED!r}, flush=True)\n")
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    try:
-        done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, env=env,
-                              timeout=timeout, stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired:
-        raise SystemExit(f"diffbench: loading the case files in {path} took longer than {timeout:g} s; "
-                         "a case file hangs at import") from None
-    if _LOADED not in done.stdout:
-        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        raise SystemExit(f"diffbench: loading the case files in {path} ended the process (exit code "
-                         f"{done.returncode}: {tail}) before they were loaded; a case file exits or crashes at "
-                         "import. Fix it: nothing can be compared until it loads")
-
-
-def _selection(args: argparse.Namespace, timing: bool) -> tuple[list[Any], Any]:
-    """The cases and harness configuration the options select; raises SystemExit(message) for bad ones."""
-    from .case import default_cases_path
-    from .cli import _load, _split, _variants
-
-    _probe_case_files(Path(args.cases) if args.cases else default_cases_path(),
-                      max(float(args.timeout or 0), 0.0) + 300.0)
-    cases = _load(args)
-    try:
-        config = _config(_split(args.methods), _split(args.dtypes), _variants(args.variants), timing, args.timeout,
-                         args.profile)
-    except (KeyError, ValueError) as exc:
-        raise SystemExit(f"diffbench: {exc.args[0] if exc.args else exc}") from None
-    return cases, config
-
-
-def _unwritable(path: Path) -> str | None:
-    """Why a file cannot be written at ``path`` (checked before the work, not after), or None."""
-    if path.is_dir():
-        return "it is a folder"
-    for parent in path.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                return f"{parent} is not a folder"
-            return None if os.access(parent, os.W_OK | os.X_OK) else f"{parent} is not writable"
-    return None
-
-
-def cmd_snapshot(args: argparse.Namespace) -> int:
-    """Write a baseline for the selected cases; exit 0, 2 for bad options, 130 when interrupted."""
-    try:
-        cases, config = _selection(args, not args.no_timing)
-    except SystemExit as exc:
-        print(exc, file=sys.stderr)
-        return EXIT_BASELINE
-    path = Path(args.baseline)
-    problem = _unwritable(path)
-    if problem:
-        print(f"diffbench snapshot: cannot write the baseline to {path}: {problem}; pass another --baseline",
-              file=sys.stderr)
-        return EXIT_BASELINE
-    data = write_baseline(cases, path, methods=list(config.methods), dtypes=list(config.dtypes),
-                          variants={m: list(v) for m, v in config.variants.items()}, timing=config.timing,
-                          timeout=args.timeout, profile=args.profile, jobs=args.jobs)
-    if data is None:
-        print("diffbench: interrupted; no baseline written", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    print(f"diffbench: baseline for {len(cases)} cases written to {path}")
-    unmeasured = [f"{name} {_label(r)}" for name, entry in data["cases"].items() for r in entry["rows"]
-                  if r["status"] in UNMEASURED_STATUSES]
-    if unmeasured:
-        print(f"diffbench: {len(unmeasured)} rows could not be measured and are recorded as such: "
-              f"{_labels(unmeasured)}; check fails on them until they measure (or the case expects it)",
-              file=sys.stderr)
-    return EXIT_OK
-
-
-def cmd_check(args: argparse.Namespace) -> int:
-    """Measure and compare with the baseline; exit 0 (match), 1 (regression), 2 (nothing comparable), 3 (slower)."""
-    try:
-        baseline = read_baseline(Path(args.baseline))
-        cases, config = _selection(args, args.fail_slower is not None)
-    except BaselineError as exc:
-        print(f"diffbench check: {exc}", file=sys.stderr)
-        return EXIT_BASELINE
-    except SystemExit as exc:
-        print(exc, file=sys.stderr)
-        return EXIT_BASELINE
-    measured = measure_isolated(cases, config, args.jobs)
-    if measured is None:
-        print("diffbench check: interrupted; nothing was compared", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    current = {c.name: case_entry(c, measured.get(c.name, [])) for c in cases}
-
-    def selected(method: str, variant: str, dtype: str) -> bool:
-        return method in config.methods and dtype in config.dtypes and variant in config.variants_of(method)
-
-    from .slowdown import calibration_s
-
-    calibration = calibration_s() if args.fail_slower is not None else None
-    code, lines = compare(baseline, current, args.fail_slower, selected, calibration)
-    text = "\n".join(lines).rstrip("\n") + "\n"
-    print(text, end="")
-    if args.summary:
-        try:
-            Path(args.summary).write_text(text, encoding="utf-8")
-        except OSError as exc:
-            print(f"diffbench check: cannot write --summary {args.summary}: {exc.strerror or exc}", file=sys.stderr)
-            return code or EXIT_BASELINE
-    return code
-
-
-def add_commands(sub: Any, add_case_options: Callable[[argparse.ArgumentParser], None]) -> None:
-    """Register ``snapshot`` and ``check`` on the CLI."""
-    for name, func, text in (("snapshot", cmd_snapshot, "write a baseline of every case's gradients"),
-                             ("check", cmd_check, "compare gradients with the baseline (exit 0 match, 1 regression, "
-                                                  "2 baseline unusable or nothing to compare, 3 slower)")):
-        parser = sub.add_parser(name, help=text, epilog=CHECK_EXIT_CODES if name == "check" else None)
-        add_case_options(parser)
-        parser.add_argument("--baseline", default=str(DEFAULT_BASELINE), metavar="FILE",
-                            help=f"baseline file (default {DEFAULT_BASELINE}, relative to the current folder)")
-        parser.add_argument("--methods", metavar="M1,M2", help="methods (default symbolic,tape,finite)")
-        parser.add_argument("--dtypes", metavar="D1,D2", help="float32 and/or float64 (default both)")
-        parser.add_argument("--variants", metavar="METHOD=V1,V2", action="append", help="only these variants")
-        parser.add_argument("--timeout", type=_seconds, default=120.0, metavar="SECONDS",
-                            help="time budget per measurement, enforced by stopping the worker (default 120)")
-        parser.add_argument("--jobs", type=_jobs, default=2, metavar="N",
-                            help="worker processes (default 2; use 1 for the least timing interference)")
-        parser.add_argument("--profile", choices=["quick", "full"], default="quick",
-                            help="timing effort (default quick); use the same for snapshot and check")
-        if name == "snapshot":
-            parser.add_argument("--no-timing", action="store_true", help="do not record times (no --fail-slower)")
-        else:
-            parser.add_argument("--fail-slower", metavar="STAT:PERCENT", type=SlowerCheck.parse,
-                                help="also fail (exit 3) when a row's median or min time grew by more than PERCENT "
-                                     "and the slowdown is significant, e.g. median:20%% (needs a timed baseline)")
-            parser.add_argument("--summary", metavar="FILE", help="also write the markdown summary to FILE")
-        parser.set_defaults(func=func)
 
 
 # --------------------------------------------------------------------------- assert_gradients
@@ -584,10 +424,6 @@ def assert_gradients(fn: Callable[..., Any], inputs: dict[str, Any], *, referenc
     On failure the message names the input, the worst elements with their indices,
     both values, the relative error and the cause, in the same words as ``run``.
     """
-    from .case import make_case
-    from .diagnose import judge
-    from .metrics import describe_inputs
-
     dtype = _dtype_of(inputs)
     arrays = {k: np.asarray(v.numpy() if hasattr(v, "numpy") else v, dtype=np.float64) for k, v in inputs.items()}
     names = list(arrays)

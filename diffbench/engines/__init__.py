@@ -18,6 +18,7 @@ from typing import Any, Callable, Protocol
 import numpy as np
 
 from ..case import Case
+from ..errors import NoGradient, Skip  # noqa: F401 - the engines and their callers import them from here
 
 #: method name -> "module:class" (imported only when the method is used)
 REGISTRY: dict[str, str] = {
@@ -64,19 +65,6 @@ class EngineInfo:
     def is_exact(self, variant: str) -> bool:
         """Whether ``variant`` evaluates an exact formula (its only error is rounding)."""
         return self.exact or variant in self.exact_variants
-
-
-class Skip(Exception):
-    """This method/variant does not apply to the case; the message says why (status ``skipped``)."""
-
-
-class NoGradient(Exception):
-    """TensorFlow returned ``None`` for some inputs (status ``none``); ``inputs`` names them."""
-
-    def __init__(self, message: str, inputs: list[str], partial: dict[str, np.ndarray | None]):
-        super().__init__(message)
-        self.inputs = inputs
-        self.partial = partial
 
 
 @dataclass

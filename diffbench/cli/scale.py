@@ -1,0 +1,56 @@
+"""``python -m diffbench scale CASE``: time every method against problem size for one case."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..case import load_cases
+from ..errors import UsageError
+from ..scale import sized_case, write_study
+from ..selection import cases_path
+from .options import EXIT_OK, fail
+
+#: exit status for an unknown case, a case without sizes= or malformed --sizes
+EXIT_BAD_CASE = 1
+
+
+def _sizes(text: str) -> list[int]:
+    """--sizes ``10,100,1e3`` as integers; raises UsageError."""
+    try:
+        return [int(float(s)) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise UsageError(f"--sizes takes integers like 10,100,1000, got {text!r}") from None
+
+
+def cmd_scale(args: argparse.Namespace) -> int:
+    """Run the scaling study for one case; exit 0, or 1 for a case or sizes it cannot study."""
+    try:
+        case = sized_case(load_cases(cases_path(args.cases)), args.case)
+        sizes = _sizes(args.sizes)
+    except UsageError as exc:
+        return fail(str(exc), EXIT_BAD_CASE)
+    methods = [m.strip() for m in args.methods.split(",")]
+    out = Path(args.out or f"reports/latest/scale-{case.name}")  # git-ignored, like run's default
+    path = write_study(case, sizes, methods, out, args.dtype, args.budget, args.profile,
+                       progress=lambda text: print(f"  {text}", file=sys.stderr, flush=True))
+    print(f"diffbench: scaling report written to {path}")
+    return EXIT_OK
+
+
+def add_command(sub: Any) -> None:
+    """Register ``scale``."""
+    parser = sub.add_parser("scale", help="time every method against problem size for one case")
+    parser.add_argument("case", help="a case with sizes= (e.g. rosenbrock, softplus_sum, logsumexp_stable, mlp_tanh)")
+    parser.add_argument("--cases", metavar="PATH", help="case file or folder (default: the repository's cases/)")
+    parser.add_argument("--sizes", default="10,100,1000", help="comma-separated sizes n (default 10,100,1000)")
+    parser.add_argument("--methods", default="symbolic,tape,finite", help="methods (also jax, torch)")
+    parser.add_argument("--dtype", default="float64", choices=["float32", "float64"])
+    parser.add_argument("--budget", type=float, default=20.0, metavar="SECONDS",
+                        help="per method/variant: a size is skipped when the time spent plus its predicted time "
+                             "(extrapolated from smaller sizes) exceeds this (default 20)")
+    parser.add_argument("--profile", choices=["quick", "full"], default="quick")
+    parser.add_argument("--out", metavar="DIR", help="output folder (default reports/latest/scale-CASE, git-ignored)")
+    parser.set_defaults(func=cmd_scale)
