@@ -23,7 +23,7 @@ import pandas as pd
 
 from .case import matches
 from .engines.finite import step_scale
-from .results import COLUMNS, STATUSES
+from .results import COLUMNS, STATUSES, atomic_write
 from .metrics import is_exact
 from .timing import resolution
 
@@ -680,29 +680,6 @@ def _figures(df: pd.DataFrame, out: Path) -> dict[str, str]:
     if cost_plot(df, out / COST_PNG) is not None:
         figures["cost"] = COST_PNG
     return figures
-
-
-def _umask() -> int:
-    # reading the umask means setting it; set it straight back
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write(path: Path, text: str | bytes) -> None:
-    """Write a file so that readers see the old or the new version, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    mode = "wb" if isinstance(text, bytes) else "w"
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        # mkstemp makes the file 0600; give it the mode any new file gets here (0666 less the umask)
-        os.fchmod(fd, 0o666 & ~_umask())
-        with os.fdopen(fd, mode, **({} if isinstance(text, bytes) else {"encoding": "utf-8"})) as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _for_csv(df: pd.DataFrame) -> pd.DataFrame:

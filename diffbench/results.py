@@ -18,8 +18,11 @@ before and ``row["status"] == "ok"`` keeps working. Columns are documented in
 from __future__ import annotations
 
 import dataclasses
+import os
+import tempfile
 from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path
 from typing import Any, Iterator
 
 
@@ -242,3 +245,26 @@ def without_sweep(df: Any) -> Any:
 def sweep_points(df: Any) -> Any:
     """The sweep points of a results table."""
     return df[df["method"] == SWEEP]
+
+
+def _umask() -> int:
+    # reading the umask means setting it; set it straight back
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write(path: Path, text: str | bytes) -> None:
+    """Write a file so that readers see the old or the new version, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mode = "wb" if isinstance(text, bytes) else "w"
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        # mkstemp makes the file 0600; give it the mode any new file gets here (0666 less the umask)
+        os.fchmod(fd, 0o666 & ~_umask())
+        with os.fdopen(fd, mode, **({} if isinstance(text, bytes) else {"encoding": "utf-8"})) as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

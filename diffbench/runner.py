@@ -36,7 +36,7 @@ from typing import Any, Callable, Iterator
 from .case import Case
 from .errors import FolderLocked
 from .harness import Config, key_of
-from .results import COLUMNS, Cause, Missing, Status, case_note, row_of
+from .results import COLUMNS, SWEEP, Cause, Missing, Status, atomic_write, case_note, row_of
 
 #: extra seconds beyond --timeout before a worker is killed: only the lag of its ``start``
 #: event through the queue, since no timer runs inside the worker
@@ -204,7 +204,6 @@ def append_rows(path: Path, rows: list[dict[str, Any]]) -> None:
 
 def rewrite_rows(path: Path, rows: list[dict[str, Any]]) -> None:
     """Replace a JSON-lines file by ``rows``, atomically."""
-    from .report import atomic_write
 
     atomic_write(path, "".join(_line(row) for row in rows))
 
@@ -310,14 +309,16 @@ class ScaleTask:
     methods: tuple[str, ...]
     budget_s: float
     variants: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    #: the study to run, ``diffbench.scale.study`` (given by the caller: the runner sits below it)
+    study: Callable[..., Any] | None = None
 
 
 def _scale_rows(case: Case, task: ScaleTask) -> list[dict[str, Any]]:
-    from .scale import study
-
     try:
-        df = study(case, list(task.sizes), list(task.methods), budget_s=task.budget_s,
-                   variants=dict(task.variants) or None)
+        if task.study is None:
+            raise ValueError("no scaling study was given to run")
+        df = task.study(case, list(task.sizes), list(task.methods), budget_s=task.budget_s,
+                        variants=dict(task.variants) or None)
     except Exception as exc:  # noqa: BLE001 - the section then says why it is missing
         return [{"case": case.name, "status": "error", "diagnosis": f"{type(exc).__name__}: {exc}"}]
     return [{k: _jsonable(v) for k, v in row.items()} for row in df.to_dict("records")]
@@ -354,8 +355,12 @@ def _problem_rows(cases: list[Case]) -> list[dict[str, Any]]:
 def run_isolated(cases: list[Case], config: Config, jobs: int, on_rows: Callable[[list[dict[str, Any]]], None],
                  skip: set[tuple[Any, ...]], progress: Callable[[str], None] | None = None,
                  gpus: list[str] | None = None, scaling: tuple[Case, ScaleTask] | None = None,
-                 on_scale: Callable[[list[dict[str, Any]]], None] | None = None) -> bool:
+                 on_scale: Callable[[list[dict[str, Any]]], None] | None = None,
+                 notify: Callable[[str], None] | None = None) -> bool:
     """Measure ``cases`` in ``jobs`` worker processes; hand rows to ``on_rows`` as they arrive.
+
+    ``notify`` receives one-line notices for people (a worker replaced after a crash, a
+    scaling study that did not finish); the caller decides where they go.
 
     Rows whose key is in ``skip`` are not measured again. Of cases sharing a name, the
     first without a problem is measured and the problems of the others become one
@@ -365,6 +370,7 @@ def run_isolated(cases: list[Case], config: Config, jobs: int, on_rows: Callable
     """
     from multiprocessing.connection import wait
 
+    tell = notify or (lambda message: None)
     context = mp.get_context("spawn")
     pending: deque[tuple[Any, ...]] = deque()
     measured: dict[str, Case] = {}
@@ -412,7 +418,7 @@ def run_isolated(cases: list[Case], config: Config, jobs: int, on_rows: Callable
                 slot.events.close()
                 slot.events = None
             except Exception as exc:  # noqa: BLE001 - a malformed event must not end the run
-                print(f"diffbench: unreadable event from a worker ({type(exc).__name__}: {exc})", file=sys.stderr)
+                tell(f"diffbench: unreadable event from a worker ({type(exc).__name__}: {exc})")
 
     def replace(index: int) -> None:
         old = slots[index]
@@ -486,8 +492,8 @@ def run_isolated(cases: list[Case], config: Config, jobs: int, on_rows: Callable
                         replace(i)
                         continue
                 if (died or overdue) and isinstance(slot.task[2], ScaleTask):
-                    print(f"diffbench: the scaling study of {slot.task[1]!r} did not finish; the report has no "
-                          "scaling section", file=sys.stderr)
+                    tell(f"diffbench: the scaling study of {slot.task[1]!r} did not finish; the report has no "
+                         "scaling section")
                     replace(i)
                     continue
                 if died or overdue:
@@ -504,7 +510,7 @@ def run_isolated(cases: list[Case], config: Config, jobs: int, on_rows: Callable
                         if progress:
                             progress(name)
                     else:
-                        _recover(slot, died, config, pending, on_rows, measured[name], progress)
+                        _recover(slot, died, config, pending, on_rows, measured[name], progress, tell)
                     replace(i)
     except KeyboardInterrupt:
         for slot in slots:
@@ -538,20 +544,19 @@ def _by_wid(slots: list[_Slot], wid: tuple[int, int]) -> _Slot | None:
 
 def _recover(slot: _Slot, died: bool, config: Config, pending: deque[tuple[Any, ...]],
              on_rows: Callable[[list[dict[str, Any]]], None], case: Case,
-             progress: Callable[[str], None] | None) -> None:
+             progress: Callable[[str], None] | None, tell: Callable[[str], None]) -> None:
     """Record what happened to the unit in flight and queue the rest of its case."""
     file, name, skip, ref_problem, failed = slot.task  # type: ignore[misc]
     key = slot.key
     code = slot.process.exitcode
     if died:
-        status, reason = Status.ERROR, (f"the worker process died (exit code {code}) — a crash in native code or "
-                                   "the interpreter")
+        status, reason = Status.ERROR, (f"the worker process died (exit code {code}) — a crash in native code "
+                                        "or the interpreter")
     else:
         status, reason = Status.TIMEOUT, f"ran past --timeout {config.timeout_s:g} s and was stopped"
-    if key is not None and key[1] == "sweep":
+    if key is not None and key[1] == SWEEP:
         # every row of the case is in; only the step-size sweep (an illustration) is missing
-        print(f"diffbench: case {name!r}: the step-size sweep {reason}; the report shows no sweep for it",
-              file=sys.stderr)
+        tell(f"diffbench: case {name!r}: the step-size sweep {reason}; the report shows no sweep for it")
         if progress:
             progress(name)
         return
@@ -573,4 +578,4 @@ def _recover(slot: _Slot, died: bool, config: Config, pending: deque[tuple[Any, 
         skip.add(key)
         failed[method] = (status, f"{method}/{variant} in {dtype} {reason}")
     pending.appendleft((file, name, skip, ref_problem, failed))
-    print(f"diffbench: case {name!r}: {reason}; continuing with a fresh worker", file=sys.stderr)
+    tell(f"diffbench: case {name!r}: {reason}; continuing with a fresh worker")

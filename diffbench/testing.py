@@ -78,7 +78,8 @@ def _baseline_row(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def measure_isolated(cases: list[Any], config: Any, jobs: int = 2) -> dict[str, list[dict[str, Any]]] | None:
+def measure_isolated(cases: list[Any], config: Any, jobs: int = 2, notify: Callable[[str], None] | None = None
+                     ) -> dict[str, list[dict[str, Any]]] | None:
     """Each case's rows (gradients as lists, timing samples, status, diagnosis), measured in worker processes.
 
     A case that hangs, crashes or exits its worker gets ``timeout``/``error`` rows, as in
@@ -93,7 +94,7 @@ def measure_isolated(cases: list[Any], config: Any, jobs: int = 2) -> dict[str, 
             found.setdefault(row["case"], []).append(
                 dict(_baseline_row(row), expected=row.get("expected"), diagnosis=row.get("diagnosis")))
 
-    complete = run_isolated(cases, config, jobs, keep, set())
+    complete = run_isolated(cases, config, jobs, keep, set(), notify=notify)
     return found if complete else None
 
 

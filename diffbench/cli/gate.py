@@ -77,7 +77,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         return EXIT_BASELINE
     except UsageError as exc:
         return fail(str(exc), EXIT_BASELINE)
-    measured = measure_isolated(cases, config, args.jobs)
+    measured = measure_isolated(cases, config, args.jobs, notify=lambda text: print(text, file=sys.stderr))
     if measured is None:
         print("diffbench check: interrupted; nothing was compared", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -62,6 +62,7 @@ def _run_locked(args: argparse.Namespace, config: Any, out: Path) -> int:
     from .. import report
     from ..case import matches
     from ..engines import run_scaling_variants
+    from ..scale import study as scale_study
     from ..harness import finish, key_of
     from ..results import COLUMNS, as_record
     from ..progress import RunProgress
@@ -101,7 +102,7 @@ def _run_locked(args: argparse.Namespace, config: Any, out: Path) -> int:
     sized = [c for c in cases if c.name == SCALING_CASE and c.sizes and not c.problem]
     if sized and not args.no_scale:
         scaling = (sized[0], ScaleTask(SCALING_SIZES, tuple(m for m in config.methods), SCALING_BUDGET_S,
-                                       run_scaling_variants(config.methods)))
+                                       run_scaling_variants(config.methods), study=scale_study))
     began = time.perf_counter()
     bar = RunProgress(_planned_rows(cases, config, set(rows)), extra_tasks=int(scaling is not None))
 
@@ -116,7 +117,7 @@ def _run_locked(args: argparse.Namespace, config: Any, out: Path) -> int:
     try:
         with Interrupts() as interrupts:
             complete = run_isolated(cases, config, args.jobs, keep, set(rows), bar.case_done, gpus, scaling,
-                                    scale_rows.extend)
+                                    scale_rows.extend, notify=lambda text: print(text, file=sys.stderr))
     finally:
         bar.close()
     df = pd.DataFrame([as_record(r) for r in rows.values() if r["case"] in names or r["case"] in done_cases],
