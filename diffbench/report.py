@@ -578,17 +578,34 @@ COST_PNG = "plots/cost.png"
 
 
 # --------------------------------------------------------------------------- scaling
+#: a size's time has left the fixed-overhead floor when it is at least this many times the time at the
+#: smallest size measured: the overhead is then at most a third of it, and the slope measures growth
+FLOOR_FACTOR = 3.0
+
+
 def slopes(df: pd.DataFrame, column: str = "time_median_s") -> pd.DataFrame:
-    """Least-squares slope of log(column) against log(n) per method/variant/device (needs ≥ 2 sizes)."""
+    """Least-squares slope of log(column) against log(n) per method/variant/device, fitted only over the
+    sizes whose time has left the fixed-overhead floor (at least ``FLOOR_FACTOR`` times the time at the
+    smallest size): below it the time is overhead and its slope (near 0) says nothing about growth.
+    ``sizes`` names the sizes fitted; ``floor`` those left out. With fewer than 2 sizes above the
+    floor the slope is NaN and ``floor`` says so."""
     out = []
     for (method, variant, device), part in df[df["status"] == "ok"].groupby(["method", "variant", "device"]):
-        part = part[part[column].notna() & (part[column] > 0)]
+        part = part[part[column].notna() & (part[column] > 0)].sort_values("n")
         if part["n"].nunique() < 2:
             continue
-        slope = np.polyfit(np.log(part["n"].astype(float)), np.log(part[column].astype(float)), 1)[0]
+        base = float(part[column].iloc[0])
+        above = part[part[column] >= FLOOR_FACTOR * base]
+        below = part[part[column] < FLOOR_FACTOR * base]
+        floor = ", ".join(str(int(n)) for n in below["n"])
+        if above["n"].nunique() < 2:
+            out.append(dict(method=method, variant=variant, device=device, slope=math.nan, sizes="",
+                            floor=f"{floor} (time within {FLOOR_FACTOR:g}× of the smallest size's: overhead)"))
+            continue
+        slope = np.polyfit(np.log(above["n"].astype(float)), np.log(above[column].astype(float)), 1)[0]
         out.append(dict(method=method, variant=variant, device=device, slope=float(slope),
-                        sizes=f"{int(part['n'].min())}–{int(part['n'].max())}"))
-    return pd.DataFrame(out, columns=["method", "variant", "device", "slope", "sizes"])
+                        sizes=", ".join(str(int(n)) for n in above["n"]), floor=floor))
+    return pd.DataFrame(out, columns=["method", "variant", "device", "slope", "sizes", "floor"])
 
 
 def scaling_section(df: pd.DataFrame) -> str:
@@ -605,7 +622,9 @@ def scaling_section(df: pd.DataFrame) -> str:
              "Median seconds per gradient against problem size n (`skipped` once a variant's small budget is spent; "
              f"the full study: `python -m diffbench scale {md(name)}`):", "", pivot.fillna("").to_markdown()]
     if len(slope_table):
-        lines += ["", "Log-log slopes of time against n:", "",
+        lines += ["", f"Log-log slopes of time against n, fitted over the sizes (`sizes`) whose time is at least "
+                      f"{FLOOR_FACTOR:g}× that of the smallest size; `floor` lists the sizes left out, where fixed "
+                      "overhead dominates:", "",
                   slope_table.drop(columns=["device"]).to_markdown(index=False, floatfmt=".2f")]
     return "\n".join(lines)
 

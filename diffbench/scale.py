@@ -174,7 +174,9 @@ def render(df: pd.DataFrame, slope_table: pd.DataFrame, images: list[str], name:
              "is named):", "", pivot.fillna("").to_markdown(), "", "One-off preparation (symbolic diff + lambdify, "
              "tf.function trace, XLA compile):", "", prep.fillna("").to_markdown(), ""]
     if len(slope_table):
-        lines += ["Log-log slopes of time against n (1 = linear, 2 = quadratic):", "",
+        lines += ["Log-log slopes of time against n (1 = linear, 2 = quadratic), fitted over the sizes (`sizes`) whose "
+                  "time is at least 3× that of the smallest size; `floor` lists the sizes left out, where fixed "
+                  "overhead dominates:", "",
                   slope_table.to_markdown(index=False, floatfmt=".2f"), ""]
     sym = df[(df["method"] == "symbolic") & df["grad_ops_cse"].notna()].drop_duplicates("n")
     if len(sym):

@@ -199,3 +199,30 @@ def test_a_group_never_shows_one_rows_numbers_for_another():
     assert text.count("- `inaccurate`") == 2
     assert "2e+08" not in text and "1e+05" not in text and "values of size … at step …" in text
     assert "truncation at step 0.004" in text
+
+
+def test_slopes_leave_out_the_fixed_overhead_floor():
+    import math
+
+    import pandas as pd
+
+    from diffbench.report import slopes
+
+    # t = 1 ms + 1 µs·n: the floor (n ≤ 100) is within 3× of t(10); above it t grows like n, slope → 1
+    sizes = [10, 100, 1000, 10_000, 100_000, 1_000_000]
+    rows = [dict(method="tape", variant="eager", device="CPU", status="ok", n=n, time_median_s=1e-3 + 1e-6 * n)
+            for n in sizes]
+    # a variant that never leaves the floor gets no slope
+    rows += [dict(method="tape", variant="xla", device="CPU", status="ok", n=n, time_median_s=1e-4 * (1 + n / 1e7))
+             for n in sizes]
+    table = slopes(pd.DataFrame(rows)).set_index("variant")
+    assert table.loc["eager", "sizes"] == "10000, 100000, 1000000"
+    assert table.loc["eager", "floor"] == "10, 100, 1000"
+    # least squares over log10 n = 4, 5, 6 of log(1e-3 + 1e-6 n), by hand: slope of log(11), log(101), log(1001)
+    xs = [math.log(n) for n in (1e4, 1e5, 1e6)]
+    ys = [math.log(1e-3 + 1e-6 * n) for n in (1e4, 1e5, 1e6)]
+    mx, my = sum(xs) / 3, sum(ys) / 3
+    expected = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+    assert table.loc["eager", "slope"] == expected or abs(table.loc["eager", "slope"] - expected) < 1e-12
+    assert 0.9 < expected < 1.0
+    assert math.isnan(table.loc["xla", "slope"]) and "overhead" in table.loc["xla", "floor"]
