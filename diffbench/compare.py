@@ -18,6 +18,7 @@ from typing import Any
 
 from .harness import KEY
 from .report import correct_digits, format_seconds, parse_samples, read_results
+from .results import Status
 from .slowdown import DEFAULT_ALPHA, mann_whitney_greater
 
 #: default: medians must differ by more than this fraction (runs minutes apart drift by tens of percent on a
@@ -100,7 +101,7 @@ def compare_runs(run_a: str | Path, run_b: str | Path, threshold: float = DEFAUL
         if row["status_a"] != row["status_b"]:
             status_changes.append(f"  {_label(row)}: {row['status_a']} -> {row['status_b']}"
                                   f"{_digits_text(row)}")
-        elif row["status_a"] in ("ok", "inaccurate"):
+        elif row["status_a"] in (Status.OK, Status.INACCURATE):
             d_a, d_b = correct_digits(row["rel_error_a"]), correct_digits(row["rel_error_b"])
             if not (math.isnan(d_a) or math.isnan(d_b)) and abs(d_b - d_a) >= digits:
                 verb = "gained" if d_b > d_a else "lost"

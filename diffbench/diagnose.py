@@ -82,20 +82,20 @@ def judge(case: Case | None, method: str, variant: str, dtype: str, gradient: np
             and not np.any(ref_flat) and not np.any(scale):
         scale = _stationary_scale(ref, flat.size)
     status, rel, max_eps = metrics.classify(flat, ref_flat, method, variant, dtype, scale=scale)
-    if status == "ok" and method == "tape" and native and scale is not None and case is not None:
+    if status == Status.OK and method == "tape" and native and scale is not None and case is not None:
         status = _native_within_rounding(case, variant, dtype, flat, ref_flat, scale)
-    if status in ("ok", "inaccurate") and not certified.all():
+    if status in (Status.OK, Status.INACCURATE) and not certified.all():
         # judged on what is certified only: wrong there is wrong; right there says nothing of the rest
         part, _, _ = metrics.classify(flat[certified], ref_flat[certified], method, variant, dtype,
                                       scale=None if scale is None else scale[certified])
-        status = "uncertain" if part == "ok" else part
+        status = Status.UNCERTAIN if part == Status.OK else part
     taylor = math.nan
     if status not in ("nan", "inf") and case is not None and case.func is not None:
         with contextlib.suppress(Exception):
             taylor = metrics.taylor_order(case, flat, ref)
-    if status == "ok":
+    if status == Status.OK:
         return Verdict(status, rel, max_eps, None, taylor)
-    if status == "uncertain":
+    if status == Status.UNCERTAIN:
         return Verdict(status, rel, max_eps, f"{ref.uncertain}; on the certified components the gradient is within "
                                              "tolerance, so no verdict is given", taylor, Cause.NOT_CERTIFIED)
     cause, text = accuracy_diagnosis(case, method, variant, dtype, status, rel, ref_flat, ref, flat=flat,
@@ -185,7 +185,7 @@ def _judge_hessian(case: Case | None, method: str, variant: str, dtype: str, hes
         # change over the point's scale, which scales with f like the Hessian does
         scale = np.full(hess.size, _hessian_scale(ref) / max(hess.shape[0], 1))
     status, rel, max_eps = metrics.classify(hess, ref_hess, method, variant, dtype, order=2, scale=scale)
-    if status == "ok":
+    if status == Status.OK:
         return Verdict(status, rel, max_eps)
     cause, text = accuracy_diagnosis(case, method, variant, dtype, status, rel, ref_hess.ravel(), ref, order=2,
                                      flat=hess.ravel(), native=native)

@@ -15,6 +15,7 @@ from typing import Any, Iterator
 import pytest
 
 from .errors import CaseFailure
+from .results import Status
 
 
 def pytest_addoption(parser: Any) -> None:
@@ -84,7 +85,7 @@ class CaseItem(pytest.Item):
 
         row = measure_one(self.case, method, variant, dtype)
         expected = self.case.expected_status(method, variant, dtype)
-        if row["status"] == "skipped" and "skipped" not in expected.split("|"):
+        if row["status"] == Status.SKIPPED and Status.SKIPPED not in expected.split("|"):
             pytest.skip(f"{method}/{variant} {dtype}: {row.get('diagnosis')}")
         if not matches(row["status"], expected):
             detail = f"relative error {row['rel_error']:.3g}; " if row.get("rel_error") == row.get("rel_error") and \

@@ -23,7 +23,7 @@ import pandas as pd
 
 from .case import matches
 from .engines.finite import step_scale
-from .results import COLUMNS, STATUSES, atomic_write
+from .results import COLUMNS, STATUSES, Status, atomic_write
 from .metrics import is_exact
 from .timing import resolution
 
@@ -179,7 +179,7 @@ def _by_method(part: pd.DataFrame, cases: list[str], labels: list[str], heading:
 
 
 def _accuracy_cell(r: pd.Series) -> str:
-    if r["status"] in ("ok", "inaccurate", "undefined", "uncertain"):
+    if r["status"] in (Status.OK, Status.INACCURATE, Status.UNDEFINED, Status.UNCERTAIN):
         return f"{r['status']} {_num(r['rel_error'])}".strip()
     return str(r["status"])
 
@@ -252,7 +252,7 @@ def _problems(df: pd.DataFrame) -> str:
     """Non-ok rows grouped by status, method and diagnosis up to its numbers: one entry per group with its
     rows' places and the diagnosis, in full where every row of the group has the same text, otherwise with
     the numbers that differ left out (each row's own text is in results.csv)."""
-    bad = df[df["status"] != "ok"]
+    bad = df[df["status"] != Status.OK]
     if bad.empty:
         return "Every row is `ok`.\n"
     text = bad["diagnosis"].map(lambda d: "" if d is None or (isinstance(d, float) and math.isnan(d)) else str(d))
@@ -384,7 +384,7 @@ def _headline(df: pd.DataFrame) -> list[str]:
 
 
 def _digits_phrase(rows: pd.DataFrame) -> str:
-    judged = rows[rows["status"].isin(["ok", "inaccurate"])]
+    judged = rows[rows["status"].isin([Status.OK, Status.INACCURATE])]
     if judged.empty:
         return "no gradient could be judged"
     parts = []
@@ -400,7 +400,7 @@ def _digits_phrase(rows: pd.DataFrame) -> str:
 
 def _fastest_phrase(rows: pd.DataFrame) -> str:
     exact = pd.Series([_exact(m, v) for m, v in zip(rows["method"], rows["variant"])], index=rows.index, dtype=bool)
-    timed = rows[(rows["status"] == "ok") & rows["time_median_s"].notna() & (rows["device"] == "CPU") & exact]
+    timed = rows[(rows["status"] == Status.OK) & rows["time_median_s"].notna() & (rows["device"] == "CPU") & exact]
     dtype = "float64" if (timed["dtype"] == "float64").any() else "float32"
     timed = timed[timed["dtype"] == dtype]
     if timed.empty:
@@ -413,11 +413,11 @@ def _fastest_phrase(rows: pd.DataFrame) -> str:
 
 
 def _not_ok_phrase(rows: pd.DataFrame) -> str:
-    bad = rows[rows["status"] != "ok"]
+    bad = rows[rows["status"] != Status.OK]
     if bad.empty:
         return "every row ok"
     parts = []
-    for status in [s for s in STATUS_ORDER if s in set(bad["status"]) and s != "ok"]:
+    for status in [s for s in STATUS_ORDER if s in set(bad["status"]) and s != Status.OK]:
         of = bad[bad["status"] == status]
         if status not in BY_CAUSE:
             parts.append(f"`{status}` {len(of)}")
@@ -479,7 +479,7 @@ def accuracy_heatmap(df: pd.DataFrame, path: Path) -> Path | None:
                     continue
                 row = cells.loc[(name, label)]
                 # undefined and uncertain rows have no truth to count digits against: grey, with their mark
-                if row["status"] in ("ok", "inaccurate"):
+                if row["status"] in (Status.OK, Status.INACCURATE):
                     grid[i, j] = correct_digits(row["rel_error"])
                 mark = STATUS_MARKS.get(str(row["status"]), "")
                 if mark:
@@ -590,7 +590,7 @@ def slopes(df: pd.DataFrame, column: str = "time_median_s") -> pd.DataFrame:
     ``sizes`` names the sizes fitted; ``floor`` those left out. With fewer than 2 sizes above the
     floor the slope is NaN and ``floor`` says so."""
     out = []
-    for (method, variant, device), part in df[df["status"] == "ok"].groupby(["method", "variant", "device"]):
+    for (method, variant, device), part in df[df["status"] == Status.OK].groupby(["method", "variant", "device"]):
         part = part[part[column].notna() & (part[column] > 0)].sort_values("n")
         if part["n"].nunique() < 2:
             continue
@@ -614,7 +614,7 @@ def scaling_section(df: pd.DataFrame) -> str:
         return "## Scaling\n\nThe scaling study did not run: " + md(" ".join(map(str, df.get("diagnosis", []))))
     name = str(df["case"].iloc[0])
     table = df.assign(label=df["method"] + "/" + df["variant"],
-                      cell=df.apply(lambda r: format_seconds(r["time_median_s"]) if r["status"] == "ok" else r["status"],
+                      cell=df.apply(lambda r: format_seconds(r["time_median_s"]) if r["status"] == Status.OK else r["status"],
                                     axis=1))
     pivot = table.pivot_table(index="n", columns="label", values="cell", aggfunc="first", sort=False)
     slope_table = slopes(df)

@@ -25,6 +25,7 @@ import pandas as pd
 from .case import Case
 from .errors import UsageError
 from .report import atomic_write, format_seconds, md, scaling_section, slopes
+from .results import Status
 
 #: the default report's scaling section is the report's (with :func:`slopes`); kept here under its old name
 section = scaling_section
@@ -69,7 +70,7 @@ def study(case: Any, sizes: list[int], methods: list[str], dtype: str = "float64
                                                device=device, reference="tape/function float64 cross-check")
                     predicted = _predict(history.get(key, []), n)
                     if spent.get(key, 0.0) + predicted > budget_s:
-                        row.update(status="skipped", diagnosis=(
+                        row.update(status=Status.SKIPPED, diagnosis=(
                             f"smaller sizes took {spent.get(key, 0.0):.1f} s and this size would take about "
                             f"{predicted:.0f} s more, over the budget of {budget_s:g} s (--budget)"))
                         rows.append(row)
@@ -82,7 +83,7 @@ def study(case: Any, sizes: list[int], methods: list[str], dtype: str = "float64
                         timing = measure(prepared.timed, PROFILES[profile])
                         f_timing = measure(prepared.f_timed, PROFILES[profile]) if prepared.f_timed else None
                         grad = flatten(prepared.gradient(), list(sized.inputs))
-                        row.update(status="ok", prepare_s=prepared.prepare_s, time_median_s=timing.median_s,
+                        row.update(status=Status.OK, prepare_s=prepared.prepare_s, time_median_s=timing.median_s,
                                    time_iqr_s=timing.iqr_s)
                         if f_timing is not None:
                             row.update(f_time_s=f_timing.median_s, grad_over_f=timing.median_s / f_timing.median_s)
@@ -96,7 +97,7 @@ def study(case: Any, sizes: list[int], methods: list[str], dtype: str = "float64
                             row.update(expr_ops=tr.f_ops, grad_ops_cse=symbolic_engine._count_ops(tr, tr.gradient, True),
                                        grad_ops_nocse=symbolic_engine._count_ops(tr, tr.gradient, False))
                     except Skip as exc:
-                        row.update(status="skipped", diagnosis=str(exc))
+                        row.update(status=Status.SKIPPED, diagnosis=str(exc))
                         spent[key] = math.inf
                     except Exception as exc:  # noqa: BLE001 - a failure at one size is a row
                         row.update(status="error", diagnosis=f"{type(exc).__name__}: {exc}")
@@ -145,7 +146,7 @@ def plots(df: pd.DataFrame, out: Path, name: str) -> list[Path]:
         plt.close(fig)
         return path
 
-    ok = df[(df["status"] == "ok") & df["time_median_s"].notna()]
+    ok = df[(df["status"] == Status.OK) & df["time_median_s"].notna()]
     curves = [(part.sort_values("n")["n"], part.sort_values("n")["time_median_s"],
                f"{method}/{variant}" + ("" if device == "CPU" else f" {device}"))
               for (method, variant, device), part in ok.groupby(["method", "variant", "device"])]
@@ -164,7 +165,7 @@ def plots(df: pd.DataFrame, out: Path, name: str) -> list[Path]:
 def render(df: pd.DataFrame, slope_table: pd.DataFrame, images: list[str], name: str) -> str:
     """The markdown scaling report."""
     table = df.assign(label=df["method"] + "/" + df["variant"] + df["device"].map(lambda d: "" if d == "CPU" else f" {d}"),
-                      cell=df.apply(lambda r: format_seconds(r["time_median_s"]) if r["status"] == "ok" else r["status"],
+                      cell=df.apply(lambda r: format_seconds(r["time_median_s"]) if r["status"] == Status.OK else r["status"],
                                     axis=1))
     pivot = table.pivot_table(index="n", columns="label", values="cell", aggfunc="first", sort=False)
     prep = table.assign(cell=df["prepare_s"].map(format_seconds)).pivot_table(index="n", columns="label",
@@ -182,7 +183,7 @@ def render(df: pd.DataFrame, slope_table: pd.DataFrame, images: list[str], name:
     if len(sym):
         lines += ["Expression size (sympy.count_ops):", "",
                   sym[["n", "expr_ops", "grad_ops_nocse", "grad_ops_cse"]].to_markdown(index=False), ""]
-    notes = df[df["status"] != "ok"].drop_duplicates(["method", "variant", "device"])
+    notes = df[df["status"] != Status.OK].drop_duplicates(["method", "variant", "device"])
     if len(notes):
         lines += ["Not measured (the first size each variant missed, and why):", ""] + [
             f"- {r['method']}/{r['variant']} from n = {r['n']}: `{r['status']}` — {md(r['diagnosis'])}"

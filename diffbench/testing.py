@@ -23,6 +23,7 @@ from . import results
 from .diagnose import judge
 from .harness import DEFAULT_TIMEOUT_S, budget, make_config
 from .metrics import describe_inputs, tolerance
+from .results import Status
 from .slowdown import SlowerCheck, calibration_s, machine_drift
 
 __all__ = ["SCHEMA_VERSION", "BaselineError", "read_baseline", "write_baseline", "compare", "assert_gradients"]
@@ -313,7 +314,7 @@ def compare(baseline: dict[str, Any], current: dict[str, dict[str, Any]], slower
             old = base_rows.get(key)
             # the baseline may hold the same failure, but a row not measured now checks nothing,
             # unless failing is what the case declares (expect=)
-            if row["status"] in UNMEASURED_STATUSES and not matches(row["status"], row.get("expected") or "ok"):
+            if row["status"] in UNMEASURED_STATUSES and not matches(row["status"], row.get("expected") or Status.OK):
                 regressions.append(f"- **{name}** {_label(row)}: could not be measured (`{row['status']}`"
                                    f"{'' if old is None else ', baseline `' + old['status'] + '`'}): "
                                    f"{row.get('diagnosis') or 'no diagnosis'}")
@@ -328,7 +329,7 @@ def compare(baseline: dict[str, Any], current: dict[str, dict[str, Any]], slower
                 continue
             case_compared += 1
             changes = _gradient_changes(old, row, shapes)
-            if old["status"] != row["status"] and row["status"] != "ok":
+            if old["status"] != row["status"] and row["status"] != Status.OK:
                 regressions.append(f"- **{name}** {_label(row)}{native}: status `{old['status']}` -> "
                                    f"`{row['status']}` (relative error against the reference "
                                    f"{_number(old.get('rel_error'))} -> {_number(row.get('rel_error'))})"
@@ -453,7 +454,7 @@ def assert_gradients(fn: Callable[..., Any], inputs: dict[str, Any], *, referenc
         else:
             verdict = judge(ref_case, "tape", "eager", check_dtype, flat, truth, native=True,
                             labels=_element_labels(arrays))
-            message = None if verdict.status == "ok" else (
+            message = None if verdict.status == Status.OK else (
                 f"status {verdict.status} in {check_dtype} against {source}: "
                 f"{_worst_by_input(flat, truth.flat, names, arrays)}. {verdict.diagnosis}")
         if message:

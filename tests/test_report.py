@@ -1,6 +1,7 @@
 """The report reads the tidy table only: CSV round trip, tables, escaping, atomic writes."""
 
 import pandas as pd
+import pytest
 from conftest import ROOT
 
 from diffbench import case, report, run
@@ -38,11 +39,19 @@ def test_scaling_section_renders_and_survives_regeneration(tmp_path):
     n = [10, 100, 1000]
     table = pd.DataFrame({"case": "rosenbrock", "n": n * 2, "method": ["tape"] * 3 + ["finite"] * 3,
                           "variant": ["function"] * 3 + ["central"] * 3, "dtype": "float64", "device": "CPU",
-                          "status": ["ok"] * 5 + ["skipped"], "diagnosis": [""] * 5 + ["over budget"],
-                          "time_median_s": [1e-4, 1e-4, 1e-4, 1e-3, 1e-2, None]})
+                          "status": ["ok"] * 6, "diagnosis": [""] * 6,
+                          "time_median_s": [1e-4, 1e-4, 1e-4, 1e-3, 1e-2, 1e-1]})
+    table.loc[5, ["status", "time_median_s", "diagnosis"]] = ["skipped", None, "over budget"]
     text = scale.section(table)
     assert "## Scaling (rosenbrock, float64, CPU)" in text and "skipped" in text and "10 ms" in text
-    assert "| finite   | central   |    1.00 | 10–100  |" in text  # 1 ms → 10 ms over 10 → 100: slope 1
+    # finite: 1 ms → 10 ms over n = 10 → 100, then skipped: one size past the floor is no slope;
+    # tape: 0.1 ms throughout, all overhead
+    slopes = report.slopes(table).set_index("variant")
+    assert slopes["slope"].isna().all() and slopes.loc["function", "floor"].startswith("10, 100, 1000")
+    table.loc[5, ["status", "time_median_s"]] = ["ok", 1e-1]  # 1 ms, 10 ms, 100 ms: slope 1 over 100, 1000
+    slopes = report.slopes(table).set_index("variant")
+    assert slopes.loc["central", "slope"] == pytest.approx(1.0) and slopes.loc["central", "sizes"] == "100, 1000"
+    assert "|    1.00 | 100, 1000 | 10 " in scale.section(table)
     path = report.write(small_results(), tmp_path, scale=table)
     assert "## Scaling (rosenbrock" in path.read_text()
     again = report.regenerate(tmp_path / "results.csv", tmp_path / "again")

@@ -13,6 +13,7 @@ from ..errors import UsageError
 from ..harness import make_config
 from ..runner import lock_folder
 from ..selection import cases_path, load_selected
+from ..results import Status
 from .options import (EXIT_OK, EXIT_UNEXPECTED, add_case_options, add_jobs_option, add_measurement_options,
                       add_timeout_option, split, variants)
 
@@ -135,7 +136,7 @@ def _run_locked(args: argparse.Namespace, config: Any, out: Path) -> int:
               f"{' --cases ' + str(args.cases) if args.cases else ''})", file=sys.stderr)
         return interrupts.exit_code
     if args.strict:
-        unexpected = [r for r in df.to_dict("records") if not matches(str(r["status"]), str(r["expected"] or "ok"))]
+        unexpected = [r for r in df.to_dict("records") if not matches(str(r["status"]), str(r["expected"] or Status.OK))]
         if unexpected:
             print(f"diffbench: --strict: {len(unexpected)} row(s) differ from what their case expects:",
                   file=sys.stderr)
