@@ -2,9 +2,25 @@
 
 Variants: ``eager``; ``function`` (``tf.function``, traced once in ``prepare``);
 ``xla`` (``tf.function(jit_compile=True)``, compiled in ``prepare``); ``forward``
-(``tf.autodiff.ForwardAccumulator``, one Jacobian-vector product per input element,
-traced once with ``tf.function``).
-A ``None`` gradient is never turned into zeros: it raises :class:`NoGradient`.
+(``tf.autodiff.ForwardAccumulator``: the Jacobian-vector products with every basis vector
+of the flattened inputs, pushed through the function together by ``tf.vectorized_map``,
+traced once with ``tf.function``; up to ``MAX_FORWARD_INPUTS`` inputs).
+
+Where TensorFlow cannot vectorise an operation of the case, the forward variant pushes the
+tangents one at a time (``tf.map_fn``) inside the same traced function; its
+``Prepared.info["forward_pass"]`` then names the reason (``"vectorized"`` otherwise) and the
+row's diagnosis carries it as a note.
+
+The Hessian (``TapeEngine.hessian``, any variant) is the Jacobian of the reverse-mode
+gradient, taken by ``tape.jacobian`` with ``experimental_use_pfor`` (all N rows in one
+vectorised reverse pass), traced once; where pfor cannot vectorise, it is taken row by row
+in the traced function. Up to ``MAX_HESSIAN_INPUTS`` inputs. (Forward-over-reverse, a
+``ForwardAccumulator`` over the gradient, was no faster here and turns an overflowed
+``inf`` second derivative into ``nan``: TensorFlow's JVP rules multiply by zero tangents.)
+
+A ``None`` gradient is never turned into zeros: it raises :class:`NoGradient`. Forward
+mode decides which inputs are unconnected while tracing, one accumulator per input, so
+it names the same inputs reverse mode would.
 """
 
 from __future__ import annotations
@@ -19,10 +35,12 @@ import numpy as np
 from ..case import Case
 from . import NoGradient, Prepared, Skip, check_scalar
 
-#: forward mode needs one forward pass per scalar input (N eager passes per gradient, where
-#: reverse mode needs one); past this many inputs the variant is skipped to keep runs short
-MAX_FORWARD_INPUTS = 8
-#: the tape Hessian (a Jacobian of the gradient) is formed up to this many inputs
+#: forward mode pushes one tangent per scalar input through the function, all N in one vectorised
+#: pass: time and memory grow N-fold over one evaluation (reverse mode needs one backward pass).
+#: Past this many inputs the variant is ``skipped``, saying so.
+MAX_FORWARD_INPUTS = 1000
+#: the tape Hessian (N Hessian-vector products in one vectorised pass, N-fold the memory of one
+#: gradient) is formed up to this many inputs; past it ``hessian`` raises Skip
 MAX_HESSIAN_INPUTS = 400
 
 
@@ -130,6 +148,76 @@ def _none_message(case: Case, missing: list[str]) -> str:
             "the answer you mean, pass unconnected_gradients=tf.UnconnectedGradients.ZERO to tape.gradient")
 
 
+def _split(tangent: Any, primals: list[Any]) -> list[Any]:
+    """One flat tangent cut into pieces shaped like ``primals``."""
+    tf = _tf()
+    sizes = [int(np.prod(p.shape, dtype=int)) for p in primals]
+    return [tf.reshape(part, p.shape) for part, p in zip(tf.split(tangent, sizes), primals)]
+
+
+def _gradients(f: Callable[[list[Any]], Any], args: list[Any]) -> list[Any]:
+    """Reverse-mode gradients of ``f`` with respect to every argument (``None`` where unconnected)."""
+    tf = _tf()
+    with tf.GradientTape() as tape:
+        for a in args:
+            if not isinstance(a, tf.Variable):
+                tape.watch(a)
+        y = f(args)
+    return tape.gradient(y, args)
+
+
+def _forward_unconnected(f: Callable[[list[Any]], Any], args: list[Any], floats: list[int]) -> set[int]:
+    """Indices of the float arguments the output does not depend on in forward mode.
+
+    Decided while tracing (nothing is run): one accumulator per argument, so that an
+    unconnected argument reads ``None`` as in reverse mode rather than a zero column.
+    """
+    tf = _tf()
+    unconnected: set[int] = set()
+
+    def probe() -> Any:
+        unconnected.clear()
+        for k in floats:
+            with tf.autodiff.ForwardAccumulator(primals=args[k], tangents=tf.zeros_like(args[k])) as acc:
+                y = f(args)
+            if acc.jvp(y) is None:
+                unconnected.add(k)
+        return tf.constant(0)
+
+    tf.function(probe).get_concrete_function()
+    return unconnected
+
+
+def _over_basis(one: Callable[[Any], Any], primals: list[Any], dtype: str) -> tuple[Any, str]:
+    """A ``tf.function`` stacking ``one(e_j)`` over every basis vector e_j of the flattened ``primals``,
+    traced here, and how it runs: ``"vectorized"`` (one ``tf.vectorized_map`` pass), or, where TensorFlow
+    cannot vectorise an operation, a per-tangent ``tf.map_fn`` loop and the reason."""
+    tf = _tf()
+    n = sum(int(np.prod(p.shape, dtype=int)) for p in primals)
+    tangent_type = tf.TensorSpec([n], tf.as_dtype(dtype))
+
+    def build(vectorise: bool) -> Any:
+        def over_basis() -> Any:
+            basis = tf.eye(n, dtype=tangent_type.dtype)
+            if vectorise:
+                return tf.vectorized_map(one, basis, fallback_to_while_loop=False)
+            signature = tf.nest.map_structure(lambda t: tf.TensorSpec(t.shape, t.dtype),
+                                              tf.function(one).get_concrete_function(tangent_type).structured_outputs)
+            return tf.map_fn(one, basis, fn_output_signature=signature)
+
+        return tf.function(over_basis)
+
+    vectorised = build(True)
+    try:
+        vectorised.get_concrete_function()
+        return vectorised, "vectorized"
+    except Exception as exc:  # noqa: BLE001 - pfor raises ValueError/NotImplementedError/TypeError for an op
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+    looped = build(False)
+    looped.get_concrete_function()
+    return looped, f"TensorFlow cannot vectorise the function ({reason})"
+
+
 class TapeEngine:
     """``tf.GradientTape`` in its execution modes."""
 
@@ -219,81 +307,118 @@ class TapeEngine:
                  sync: Callable[[], None]) -> Prepared:
         tf = _tf()
         if case.size > MAX_FORWARD_INPUTS:
-            raise Skip(f"forward mode needs one pass per input element ({case.size}); over the budget of "
-                       f"{MAX_FORWARD_INPUTS} (diffbench.engines.tape.MAX_FORWARD_INPUTS)")
-
-        def jvps() -> list[list[Any]]:
-            per_input = []
-            for k, (name, arg) in enumerate(zip(names, args)):
-                column = []
-                if name in case.integer_inputs:
-                    per_input.append([None])
-                    continue
-                for j in range(int(np.prod(arg.shape, dtype=int))):
-                    tangent = tf.reshape(tf.one_hot(j, int(np.prod(arg.shape, dtype=int)), dtype=arg.dtype), arg.shape)
-                    with tf.autodiff.ForwardAccumulator(primals=arg, tangents=tangent) as acc:
-                        y = f(args)
-                    column.append(acc.jvp(y))
-                per_input.append(column)
-            return per_input
-
+            raise Skip(f"forward mode pushes one tangent per input element ({case.size}) through the function at "
+                       f"once; over the budget of {MAX_FORWARD_INPUTS} (diffbench.engines.tape.MAX_FORWARD_INPUTS)")
         check_scalar(case, f(args), "TensorFlow namespace" if case.native is None else "native TensorFlow code")
-        # traced once, like the reverse-mode ``function`` variant: eager forward accumulators cost one
-        # Python-level pass per input on every call
-        jvps = tf.function(jvps)
+        floats = [k for k, name in enumerate(names) if name not in case.integer_inputs]
+        connected = [k for k in floats if k not in _forward_unconnected(f, args, floats)]
+        missing = [name for k, name in enumerate(names) if k not in connected]
+        primals = [args[k] for k in connected]
+
+        def jvp(tangent: Any) -> Any:
+            with tf.autodiff.ForwardAccumulator(primals=primals, tangents=_split(tangent, primals)) as acc:
+                y = f(args)
+            out = acc.jvp(y)
+            return tf.zeros([], y.dtype) if out is None else tf.reshape(out, [])
+
+        if primals:
+            jvps, mode = _over_basis(jvp, primals, dtype)
+        else:  # nothing to push tangents through: time the function itself, which is what the pass would cost
+            jvps, mode = tf.function(lambda: tf.reshape(f(args), [-1])[:0]), "vectorized"
         start = time.perf_counter()
         first = jvps()
         sync()
         prepare_s = time.perf_counter() - start
+        traces = jvps.experimental_get_tracing_count()
+        info: dict[str, Any] = {"forward_pass": mode}
+        if mode != "vectorized":
+            info["note"] = f"forward mode pushed the tangents one at a time: {mode}"
 
         def gradient() -> dict[str, np.ndarray]:
-            out, missing, partial = {}, [], {}
-            for name, column in zip(names, first):
-                if any(v is None for v in column):
-                    missing.append(name)
-                    partial[name] = None
-                    continue
-                out[name] = np.array([np.asarray(v.numpy()).reshape(()) for v in column]).reshape(case.inputs[name].shape)
-                partial[name] = out[name]
+            flat = np.asarray(first.numpy())
+            partial: dict[str, np.ndarray | None] = {name: None for name in missing}
+            start = 0
+            for k in connected:
+                size = int(np.prod(args[k].shape, dtype=int))
+                partial[names[k]] = flat[start:start + size].reshape(case.inputs[names[k]].shape)
+                start += size
+            partial = {name: partial[name] for name in names}
             if missing:
                 raise NoGradient(_none_message(case, missing), missing, partial)
-            return out
+            return partial  # type: ignore[return-value]
 
         def timed() -> Any:
             out = jvps()
             sync()
             return out
 
-        return Prepared(gradient=gradient, timed=timed, f_timed=lambda: f(args), prepare_s=prepare_s)
+        evaluate = tf.function(lambda: f(args))
+        evaluate()
+
+        def f_timed() -> Any:
+            out = evaluate()
+            sync()
+            return out
+
+        def check_stable() -> str | None:
+            if jvps.experimental_get_tracing_count() != traces:
+                return "tf.function retraced while being timed; the time includes tracing"
+            return None
+
+        # f is the same traced evaluation as the ``function`` variant's: timed once for both
+        return Prepared(gradient=gradient, timed=timed, f_timed=f_timed, prepare_s=prepare_s, info=info,
+                        check_stable=check_stable, f_key="function")
 
     def hessian(self, case: Case, variant: str, dtype: str) -> np.ndarray:
+        """The (N, N) Hessian, the Jacobian of the reverse-mode gradient taken by a vectorised reverse pass
+        (``tape.jacobian`` with pfor), traced once for any ``variant``; row i is the derivative of gradient
+        component i. Raises Skip past ``MAX_HESSIAN_INPUTS`` inputs, NoGradient where the first derivative is
+        ``None`` or does not depend on an input."""
         tf = _tf()
         if case.size > MAX_HESSIAN_INPUTS:
-            raise Skip(f"{case.size} inputs exceed the tape Hessian budget of {MAX_HESSIAN_INPUTS}")
+            raise Skip(f"{case.size} inputs exceed the tape Hessian budget of {MAX_HESSIAN_INPUTS} "
+                       "(diffbench.engines.tape.MAX_HESSIAN_INPUTS): its vectorised pass holds one gradient per "
+                       "input at once")
         args = _inputs(case, dtype)
         f = _function_of(case, dtype)
         names = list(case.inputs)
-        with tf.GradientTape(persistent=True) as outer:
-            for a in args:
-                if not isinstance(a, tf.Variable):
-                    outer.watch(a)
-            with tf.GradientTape() as inner:
-                for a in args:
-                    if not isinstance(a, tf.Variable):
-                        inner.watch(a)
-                y = f(args)
-            check_scalar(case, y, "TensorFlow namespace" if case.native is None else "native TensorFlow code")
-            grads = inner.gradient(y, args)
-            missing = [n for n, g in zip(names, grads) if g is None]
-            if missing:
-                raise NoGradient(_none_message(case, missing), missing, {})
-            flat = tf.concat([tf.reshape(g, [-1]) for g in grads], axis=0)
-        blocks = outer.jacobian(flat, args, experimental_use_pfor=False)
-        missing = [n for n, b in zip(names, blocks) if b is None]
-        if missing:
+        n = case.size
+        check_scalar(case, f(args), "TensorFlow namespace" if case.native is None else "native TensorFlow code")
+        # which inputs have no (first or second) derivative is known while tracing; raised after it
+        unconnected: dict[str, list[str]] = {}
+
+        def build(use_pfor: bool) -> Any:
+            def second_derivatives() -> Any:
+                unconnected.clear()
+                with tf.GradientTape(persistent=True) as outer:
+                    for a in args:
+                        if not isinstance(a, tf.Variable):
+                            outer.watch(a)
+                    grads = _gradients(f, args)
+                    unconnected["first"] = [name for name, g in zip(names, grads) if g is None]
+                    if unconnected["first"]:
+                        return tf.zeros([n, n], tf.as_dtype(dtype))
+                    flat = tf.concat([tf.reshape(g, [-1]) for g in grads], axis=0)
+                blocks = outer.jacobian(flat, args, experimental_use_pfor=use_pfor)
+                unconnected["second"] = [name for name, b in zip(names, blocks) if b is None]
+                if unconnected["second"]:
+                    return tf.zeros([n, n], flat.dtype)
+                return tf.concat([tf.reshape(b, [n, -1]) for b in blocks], axis=1)
+
+            return tf.function(second_derivatives)
+
+        try:
+            second = build(True)
+            second.get_concrete_function()
+        except (ValueError, NotImplementedError, TypeError):  # pfor cannot vectorise an op: one row at a time
+            second = build(False)
+            second.get_concrete_function()
+        if unconnected.get("first"):
+            raise NoGradient(_none_message(case, unconnected["first"]), unconnected["first"], {})
+        if unconnected.get("second"):
+            missing = unconnected["second"]
             raise NoGradient(
                 f"TensorFlow returned None for the second derivative with respect to {', '.join(missing)}: the "
                 "first derivative does not depend on it on the tape (the true second derivative is 0 there); "
                 "pass unconnected_gradients=tf.UnconnectedGradients.ZERO to the outer tape", missing, {})
-        n = case.size
-        return np.concatenate([np.asarray(b.numpy()).reshape(n, -1) for b in blocks], axis=1)
+        return np.asarray(second().numpy())
