@@ -8,8 +8,8 @@ traced once with ``tf.function``; up to ``MAX_FORWARD_INPUTS`` inputs).
 
 Where TensorFlow cannot vectorise an operation of the case, the forward variant pushes the
 tangents one at a time (``tf.map_fn``) inside the same traced function; its
-``Prepared.info["forward_pass"]`` then names the reason (``"vectorized"`` otherwise) and the
-row's diagnosis carries it as a note.
+``Prepared.info["forward_pass"]`` is then ``"loop"`` (``"vectorized"`` otherwise) and its
+``info["note"]``, which the row's diagnosis carries, names the operation's error.
 
 The Hessian (``TapeEngine.hessian``, any variant) is the Jacobian of the reverse-mode
 gradient, taken by ``tape.jacobian`` with ``experimental_use_pfor`` (all N rows in one
@@ -26,6 +26,7 @@ it names the same inputs reverse mode would.
 from __future__ import annotations
 
 import inspect
+import logging
 import re
 import time
 from typing import Any, Callable
@@ -50,7 +51,8 @@ def _tf() -> Any:
     tf = import_tensorflow()  # its start-up lines are silenced unless --verbose
 
     # TensorFlow's own warnings (an int tensor watched, autograph notes) repeat what rows diagnose
-    tf.get_logger().setLevel("ERROR")
+    if tf.get_logger().level < logging.ERROR:  # a stricter level set for a while (see _over_basis) stays
+        tf.get_logger().setLevel(logging.ERROR)
     return tf
 
 
@@ -188,10 +190,18 @@ def _forward_unconnected(f: Callable[[list[Any]], Any], args: list[Any], floats:
     return unconnected
 
 
-def _over_basis(one: Callable[[Any], Any], primals: list[Any], dtype: str) -> tuple[Any, str]:
+def _cause(exc: BaseException) -> str:
+    """The line of a traced error that names its cause (autograph wraps it in "in user code:" and frames)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    named = [line for line in lines if re.match(r"\w+(?:Error|Exception): ", line)]
+    text = (named or lines or [type(exc).__name__])[-1]
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _over_basis(one: Callable[[Any], Any], primals: list[Any], dtype: str) -> tuple[Any, str | None]:
     """A ``tf.function`` stacking ``one(e_j)`` over every basis vector e_j of the flattened ``primals``,
-    traced here, and how it runs: ``"vectorized"`` (one ``tf.vectorized_map`` pass), or, where TensorFlow
-    cannot vectorise an operation, a per-tangent ``tf.map_fn`` loop and the reason."""
+    traced here, and ``None`` when it is one ``tf.vectorized_map`` pass, or, when TensorFlow cannot
+    vectorise an operation and it loops over the tangents with ``tf.map_fn`` instead, the reason."""
     tf = _tf()
     n = sum(int(np.prod(p.shape, dtype=int)) for p in primals)
     tangent_type = tf.TensorSpec([n], tf.as_dtype(dtype))
@@ -208,14 +218,19 @@ def _over_basis(one: Callable[[Any], Any], primals: list[Any], dtype: str) -> tu
         return tf.function(over_basis)
 
     vectorised = build(True)
+    logger = tf.get_logger()
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)  # pfor logs the op it failed on at ERROR level; the reason is kept below
     try:
         vectorised.get_concrete_function()
-        return vectorised, "vectorized"
+        return vectorised, None
     except Exception as exc:  # noqa: BLE001 - pfor raises ValueError/NotImplementedError/TypeError for an op
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        reason = _cause(exc)
+    finally:
+        logger.setLevel(level)
     looped = build(False)
     looped.get_concrete_function()
-    return looped, f"TensorFlow cannot vectorise the function ({reason})"
+    return looped, reason
 
 
 class TapeEngine:
@@ -310,6 +325,7 @@ class TapeEngine:
             raise Skip(f"forward mode pushes one tangent per input element ({case.size}) through the function at "
                        f"once; over the budget of {MAX_FORWARD_INPUTS} (diffbench.engines.tape.MAX_FORWARD_INPUTS)")
         check_scalar(case, f(args), "TensorFlow namespace" if case.native is None else "native TensorFlow code")
+        start = time.perf_counter()  # preparing is tracing: the connection probe and the batched pass
         floats = [k for k, name in enumerate(names) if name not in case.integer_inputs]
         connected = [k for k in floats if k not in _forward_unconnected(f, args, floats)]
         missing = [name for k, name in enumerate(names) if k not in connected]
@@ -322,17 +338,18 @@ class TapeEngine:
             return tf.zeros([], y.dtype) if out is None else tf.reshape(out, [])
 
         if primals:
-            jvps, mode = _over_basis(jvp, primals, dtype)
+            jvps, unvectorised = _over_basis(jvp, primals, dtype)
         else:  # nothing to push tangents through: time the function itself, which is what the pass would cost
-            jvps, mode = tf.function(lambda: tf.reshape(f(args), [-1])[:0]), "vectorized"
-        start = time.perf_counter()
+            jvps, unvectorised = tf.function(lambda: tf.reshape(f(args), [-1])[:0]), None
         first = jvps()
         sync()
         prepare_s = time.perf_counter() - start
         traces = jvps.experimental_get_tracing_count()
-        info: dict[str, Any] = {"forward_pass": mode}
-        if mode != "vectorized":
-            info["note"] = f"forward mode pushed the tangents one at a time: {mode}"
+        info: dict[str, Any] = {"forward_pass": "vectorized" if unvectorised is None else "loop"}
+        if unvectorised is not None:
+            tangents = sum(int(np.prod(p.shape, dtype=int)) for p in primals)
+            info["note"] = (f"forward mode pushed the {tangents} tangents one at a time (tf.map_fn): TensorFlow "
+                            f"cannot vectorise the function ({unvectorised})")
 
         def gradient() -> dict[str, np.ndarray]:
             flat = np.asarray(first.numpy())
