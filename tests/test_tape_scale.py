@@ -190,14 +190,14 @@ def _matrix_exponential_tf(X):
     return tf.reduce_sum(tf.linalg.expm(X))
 
 
-@pytest.mark.parametrize("dtype,rtol", [("float64", 1e-12), ("float32", 1e-5)])
-def test_forward_of_a_matrix_exponential_against_scipy(dtype, rtol):
+def test_forward_of_a_matrix_exponential_against_scipy():
+    # TensorFlow 2.21 cannot vectorise tf.linalg.expm (a cond on a variant tensor): the loop must be right too
     X = np.array([[0.1, 0.2], [0.3, 0.4]])
     # ∂/∂X_ij Σ expm(X) = Σ of the Fréchet derivative of expm at X in the direction E_ij
     want = np.array([[scipy.linalg.expm_frechet(X, np.eye(2)[[i]].T @ np.eye(2)[[j]], compute_expm=False).sum()
                       for j in range(2)] for i in range(2)])
-    _, got = forward(matrix_exponential, dtype)
-    np.testing.assert_allclose(got["X"], want, rtol=rtol)
+    _, got = forward(matrix_exponential)
+    np.testing.assert_allclose(got["X"], want, rtol=1e-12)
 
 
 def test_forward_falls_back_to_a_loop_when_tensorflow_cannot_vectorise(monkeypatch):

@@ -198,22 +198,19 @@ def _cause(exc: BaseException) -> str:
     return text if len(text) <= 200 else text[:197] + "..."
 
 
-def _over_basis(one: Callable[[Any], Any], primals: list[Any], dtype: str) -> tuple[Any, str | None]:
-    """A ``tf.function`` stacking ``one(e_j)`` over every basis vector e_j of the flattened ``primals``,
-    traced here, and ``None`` when it is one ``tf.vectorized_map`` pass, or, when TensorFlow cannot
-    vectorise an operation and it loops over the tangents with ``tf.map_fn`` instead, the reason."""
+def _over_basis(one: Callable[[Any], Any], primals: list[Any], dtype: str, output: Any) -> tuple[Any, str | None]:
+    """A ``tf.function`` stacking ``one(e_j)`` (of type ``output``, a ``tf.TensorSpec``) over every basis vector
+    e_j of the flattened ``primals``, traced here, and ``None`` when it is one ``tf.vectorized_map`` pass, or,
+    when TensorFlow cannot vectorise an operation and it loops over the tangents with ``tf.map_fn``, the reason."""
     tf = _tf()
     n = sum(int(np.prod(p.shape, dtype=int)) for p in primals)
-    tangent_type = tf.TensorSpec([n], tf.as_dtype(dtype))
 
     def build(vectorise: bool) -> Any:
         def over_basis() -> Any:
-            basis = tf.eye(n, dtype=tangent_type.dtype)
+            basis = tf.eye(n, dtype=tf.as_dtype(dtype))
             if vectorise:
                 return tf.vectorized_map(one, basis, fallback_to_while_loop=False)
-            signature = tf.nest.map_structure(lambda t: tf.TensorSpec(t.shape, t.dtype),
-                                              tf.function(one).get_concrete_function(tangent_type).structured_outputs)
-            return tf.map_fn(one, basis, fn_output_signature=signature)
+            return tf.map_fn(one, basis, fn_output_signature=output)
 
         return tf.function(over_basis)
 
@@ -324,7 +321,8 @@ class TapeEngine:
         if case.size > MAX_FORWARD_INPUTS:
             raise Skip(f"forward mode pushes one tangent per input element ({case.size}) through the function at "
                        f"once; over the budget of {MAX_FORWARD_INPUTS} (diffbench.engines.tape.MAX_FORWARD_INPUTS)")
-        check_scalar(case, f(args), "TensorFlow namespace" if case.native is None else "native TensorFlow code")
+        value = f(args)
+        check_scalar(case, value, "TensorFlow namespace" if case.native is None else "native TensorFlow code")
         start = time.perf_counter()  # preparing is tracing: the connection probe and the batched pass
         floats = [k for k, name in enumerate(names) if name not in case.integer_inputs]
         connected = [k for k in floats if k not in _forward_unconnected(f, args, floats)]
@@ -338,7 +336,7 @@ class TapeEngine:
             return tf.zeros([], y.dtype) if out is None else tf.reshape(out, [])
 
         if primals:
-            jvps, unvectorised = _over_basis(jvp, primals, dtype)
+            jvps, unvectorised = _over_basis(jvp, primals, dtype, tf.TensorSpec([], value.dtype))
         else:  # nothing to push tangents through: time the function itself, which is what the pass would cost
             jvps, unvectorised = tf.function(lambda: tf.reshape(f(args), [-1])[:0]), None
         first = jvps()
