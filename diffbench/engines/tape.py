@@ -172,7 +172,8 @@ def _forward_unconnected(f: Callable[[list[Any]], Any], args: list[Any], floats:
     """Indices of the float arguments the output does not depend on in forward mode.
 
     Decided while tracing (nothing is run): one accumulator per argument, so that an
-    unconnected argument reads ``None`` as in reverse mode rather than a zero column.
+    unconnected argument reads ``None`` as in reverse mode rather than a zero column of
+    the pass over all of them.
     """
     tf = _tf()
     unconnected: set[int] = set()
@@ -325,20 +326,25 @@ class TapeEngine:
         check_scalar(case, value, "TensorFlow namespace" if case.native is None else "native TensorFlow code")
         start = time.perf_counter()  # preparing is tracing: the connection probe and the batched pass
         floats = [k for k, name in enumerate(names) if name not in case.integer_inputs]
-        connected = [k for k in floats if k not in _forward_unconnected(f, args, floats)]
-        missing = [name for k, name in enumerate(names) if k not in connected]
-        primals = [args[k] for k in connected]
+        primals = [args[k] for k in floats]
+        # one accumulator over every input cannot tell which one is unconnected: a probe can (and with one
+        # input, the pass itself does)
+        unconnected = _forward_unconnected(f, args, floats) if len(floats) > 1 else set()
 
         def jvp(tangent: Any) -> Any:
             with tf.autodiff.ForwardAccumulator(primals=primals, tangents=_split(tangent, primals)) as acc:
                 y = f(args)
             out = acc.jvp(y)
-            return tf.zeros([], y.dtype) if out is None else tf.reshape(out, [])
+            if out is None:
+                unconnected.update(floats)
+                return tf.zeros([], y.dtype)
+            return tf.reshape(out, [])
 
         if primals:
             jvps, unvectorised = _over_basis(jvp, primals, dtype, tf.TensorSpec([], value.dtype))
         else:  # nothing to push tangents through: time the function itself, which is what the pass would cost
             jvps, unvectorised = tf.function(lambda: tf.reshape(f(args), [-1])[:0]), None
+        missing = [name for k, name in enumerate(names) if k not in floats or k in unconnected]
         first = jvps()
         sync()
         prepare_s = time.perf_counter() - start
@@ -351,13 +357,13 @@ class TapeEngine:
 
         def gradient() -> dict[str, np.ndarray]:
             flat = np.asarray(first.numpy())
-            partial: dict[str, np.ndarray | None] = {name: None for name in missing}
+            partial: dict[str, np.ndarray | None] = {name: None for name in names}
             start = 0
-            for k in connected:
+            for k in floats:
                 size = int(np.prod(args[k].shape, dtype=int))
-                partial[names[k]] = flat[start:start + size].reshape(case.inputs[names[k]].shape)
+                if names[k] not in missing:
+                    partial[names[k]] = flat[start:start + size].reshape(case.inputs[names[k]].shape)
                 start += size
-            partial = {name: partial[name] for name in names}
             if missing:
                 raise NoGradient(_none_message(case, missing), missing, partial)
             return partial  # type: ignore[return-value]
