@@ -19,8 +19,8 @@ in the traced function. Up to ``MAX_HESSIAN_INPUTS`` inputs. (Forward-over-rever
 ``inf`` second derivative into ``nan``: TensorFlow's JVP rules multiply by zero tangents.)
 
 A ``None`` gradient is never turned into zeros: it raises :class:`NoGradient`. Forward
-mode decides which inputs are unconnected while tracing, one accumulator per input, so
-it names the same inputs reverse mode would.
+mode decides which inputs are unconnected while tracing (with several inputs, one
+accumulator per input), so it names the same inputs reverse mode would.
 """
 
 from __future__ import annotations
@@ -40,8 +40,8 @@ from . import NoGradient, Prepared, Skip, check_scalar
 #: pass: time and memory grow N-fold over one evaluation (reverse mode needs one backward pass).
 #: Past this many inputs the variant is ``skipped``, saying so.
 MAX_FORWARD_INPUTS = 1000
-#: the tape Hessian (N Hessian-vector products in one vectorised pass, N-fold the memory of one
-#: gradient) is formed up to this many inputs; past it ``hessian`` raises Skip
+#: the tape Hessian (the Jacobian of the gradient, its N rows in one vectorised pass: N-fold the
+#: memory of one gradient) is formed up to this many inputs; past it ``hessian`` raises Skip
 MAX_HESSIAN_INPUTS = 400
 
 
