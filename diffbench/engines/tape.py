@@ -2,14 +2,31 @@
 
 Variants: ``eager``; ``function`` (``tf.function``, traced once in ``prepare``);
 ``xla`` (``tf.function(jit_compile=True)``, compiled in ``prepare``); ``forward``
-(``tf.autodiff.ForwardAccumulator``, one Jacobian-vector product per input element,
-traced once with ``tf.function``).
-A ``None`` gradient is never turned into zeros: it raises :class:`NoGradient`.
+(``tf.autodiff.ForwardAccumulator``: the Jacobian-vector products with every basis vector
+of the flattened inputs, pushed through the function together by ``tf.vectorized_map``,
+traced once with ``tf.function``; up to ``MAX_FORWARD_INPUTS`` inputs).
+
+Where TensorFlow cannot vectorise an operation of the case, the forward variant pushes the
+tangents one at a time (``tf.map_fn``) inside the same traced function; its
+``Prepared.info["evaluation"]`` (the row's ``evaluation`` column) is then ``"loop"`` (``"vectorized"`` otherwise) and its
+``info["note"]``, which the row's diagnosis carries, names the operation's error.
+
+The Hessian (``TapeEngine.hessian``, any variant) is the Jacobian of the reverse-mode
+gradient, taken by ``tape.jacobian`` with ``experimental_use_pfor`` (all N rows in one
+vectorised reverse pass), traced once; where pfor cannot vectorise, it is taken row by row
+in the traced function. Up to ``MAX_HESSIAN_INPUTS`` inputs. (Forward-over-reverse, a
+``ForwardAccumulator`` over the gradient, was no faster here and turns an overflowed
+``inf`` second derivative into ``nan``: TensorFlow's JVP rules multiply by zero tangents.)
+
+A ``None`` gradient is never turned into zeros: it raises :class:`NoGradient`. Forward
+mode decides which inputs are unconnected while tracing (with several inputs, one
+accumulator per input), so it names the same inputs reverse mode would.
 """
 
 from __future__ import annotations
 
 import inspect
+import logging
 import re
 import time
 from typing import Any, Callable
@@ -19,10 +36,12 @@ import numpy as np
 from ..case import Case
 from . import EngineInfo, NoGradient, Prepared, Skip, check_scalar
 
-#: forward mode needs one forward pass per scalar input (N eager passes per gradient, where
-#: reverse mode needs one); past this many inputs the variant is skipped to keep runs short
-MAX_FORWARD_INPUTS = 8
-#: the tape Hessian (a Jacobian of the gradient) is formed up to this many inputs
+#: forward mode pushes one tangent per scalar input through the function, all N in one vectorised
+#: pass: time and memory grow N-fold over one evaluation (reverse mode needs one backward pass).
+#: Past this many inputs the variant is ``skipped``, saying so.
+MAX_FORWARD_INPUTS = 1000
+#: the tape Hessian (the Jacobian of the gradient, its N rows in one vectorised pass: N-fold the
+#: memory of one gradient) is formed up to this many inputs; past it ``hessian`` raises Skip
 MAX_HESSIAN_INPUTS = 400
 
 
@@ -32,7 +51,8 @@ def _tf() -> Any:
     tf = import_tensorflow()  # its start-up lines are silenced unless --verbose
 
     # TensorFlow's own warnings (an int tensor watched, autograph notes) repeat what rows diagnose
-    tf.get_logger().setLevel("ERROR")
+    if tf.get_logger().level < logging.ERROR:  # a stricter level set for a while (see _over_basis) stays
+        tf.get_logger().setLevel(logging.ERROR)
     return tf
 
 
@@ -130,6 +150,87 @@ def _none_message(case: Case, missing: list[str]) -> str:
             "the answer you mean, pass unconnected_gradients=tf.UnconnectedGradients.ZERO to tape.gradient")
 
 
+def _split(tangent: Any, primals: list[Any]) -> list[Any]:
+    """One flat tangent cut into pieces shaped like ``primals``."""
+    tf = _tf()
+    sizes = [int(np.prod(p.shape, dtype=int)) for p in primals]
+    return [tf.reshape(part, p.shape) for part, p in zip(tf.split(tangent, sizes), primals)]
+
+
+def _gradients(f: Callable[[list[Any]], Any], args: list[Any]) -> list[Any]:
+    """Reverse-mode gradients of ``f`` with respect to every argument (``None`` where unconnected)."""
+    tf = _tf()
+    with tf.GradientTape() as tape:
+        for a in args:
+            if not isinstance(a, tf.Variable):
+                tape.watch(a)
+        y = f(args)
+    return tape.gradient(y, args)
+
+
+def _forward_unconnected(f: Callable[[list[Any]], Any], args: list[Any], floats: list[int]) -> set[int]:
+    """Indices of the float arguments the output does not depend on in forward mode.
+
+    Decided while tracing (nothing is run): one accumulator per argument, so that an
+    unconnected argument reads ``None`` as in reverse mode rather than a zero column of
+    the pass over all of them.
+    """
+    tf = _tf()
+    unconnected: set[int] = set()
+
+    def probe() -> Any:
+        unconnected.clear()
+        for k in floats:
+            with tf.autodiff.ForwardAccumulator(primals=args[k], tangents=tf.zeros_like(args[k])) as acc:
+                y = f(args)
+            if acc.jvp(y) is None:
+                unconnected.add(k)
+        return tf.constant(0)
+
+    tf.function(probe).get_concrete_function()
+    return unconnected
+
+
+def _cause(exc: BaseException) -> str:
+    """The line of a traced error that names its cause (autograph wraps it in "in user code:" and frames)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    named = [line for line in lines if re.match(r"\w+(?:Error|Exception): ", line)]
+    text = (named or lines or [type(exc).__name__])[-1]
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _over_basis(one: Callable[[Any], Any], primals: list[Any], dtype: str, output: Any) -> tuple[Any, str | None]:
+    """A ``tf.function`` stacking ``one(e_j)`` (of type ``output``, a ``tf.TensorSpec``) over every basis vector
+    e_j of the flattened ``primals``, traced here, and ``None`` when it is one ``tf.vectorized_map`` pass, or,
+    when TensorFlow cannot vectorise an operation and it loops over the tangents with ``tf.map_fn``, the reason."""
+    tf = _tf()
+    n = sum(int(np.prod(p.shape, dtype=int)) for p in primals)
+
+    def build(vectorise: bool) -> Any:
+        def over_basis() -> Any:
+            basis = tf.eye(n, dtype=tf.as_dtype(dtype))
+            if vectorise:
+                return tf.vectorized_map(one, basis, fallback_to_while_loop=False)
+            return tf.map_fn(one, basis, fn_output_signature=output)
+
+        return tf.function(over_basis)
+
+    vectorised = build(True)
+    logger = tf.get_logger()
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)  # pfor logs the op it failed on at ERROR level; the reason is kept below
+    try:
+        vectorised.get_concrete_function()
+        return vectorised, None
+    except Exception as exc:  # noqa: BLE001 - pfor raises ValueError/NotImplementedError/TypeError for an op
+        reason = _cause(exc)
+    finally:
+        logger.setLevel(level)
+    looped = build(False)
+    looped.get_concrete_function()
+    return looped, reason
+
+
 class TapeEngine:
     """``tf.GradientTape`` in its execution modes."""
 
@@ -223,81 +324,126 @@ class TapeEngine:
                  sync: Callable[[], None]) -> Prepared:
         tf = _tf()
         if case.size > MAX_FORWARD_INPUTS:
-            raise Skip(f"forward mode needs one pass per input element ({case.size}); over the budget of "
-                       f"{MAX_FORWARD_INPUTS} (diffbench.engines.tape.MAX_FORWARD_INPUTS)")
+            raise Skip(f"forward mode pushes one tangent per input element ({case.size}) through the function at "
+                       f"once; over the budget of {MAX_FORWARD_INPUTS} (diffbench.engines.tape.MAX_FORWARD_INPUTS)")
+        value = f(args)
+        check_scalar(case, value, "TensorFlow namespace" if case.native is None else "native TensorFlow code")
+        start = time.perf_counter()  # preparing is tracing: the connection probe and the batched pass
+        floats = [k for k, name in enumerate(names) if name not in case.integer_inputs]
+        primals = [args[k] for k in floats]
+        # one accumulator over every input cannot tell which one is unconnected: a probe can (and with one
+        # input, the pass itself does)
+        unconnected = _forward_unconnected(f, args, floats) if len(floats) > 1 else set()
 
-        def jvps() -> list[list[Any]]:
-            per_input = []
-            for k, (name, arg) in enumerate(zip(names, args)):
-                column = []
-                if name in case.integer_inputs:
-                    per_input.append([None])
-                    continue
-                for j in range(int(np.prod(arg.shape, dtype=int))):
-                    tangent = tf.reshape(tf.one_hot(j, int(np.prod(arg.shape, dtype=int)), dtype=arg.dtype), arg.shape)
-                    with tf.autodiff.ForwardAccumulator(primals=arg, tangents=tangent) as acc:
-                        y = f(args)
-                    column.append(acc.jvp(y))
-                per_input.append(column)
-            return per_input
+        def jvp(tangent: Any) -> Any:
+            with tf.autodiff.ForwardAccumulator(primals=primals, tangents=_split(tangent, primals)) as acc:
+                y = f(args)
+            out = acc.jvp(y)
+            if out is None:
+                unconnected.update(floats)
+                return tf.zeros([], y.dtype)
+            return tf.reshape(out, [])
 
-        check_scalar(case, f(args), "TensorFlow namespace" if case.native is None else "native TensorFlow code")
-        # traced once, like the reverse-mode ``function`` variant: eager forward accumulators cost one
-        # Python-level pass per input on every call
-        jvps = tf.function(jvps)
-        start = time.perf_counter()
+        if primals:
+            jvps, unvectorised = _over_basis(jvp, primals, dtype, tf.TensorSpec([], value.dtype))
+        else:  # nothing to push tangents through: time the function itself, which is what the pass would cost
+            jvps, unvectorised = tf.function(lambda: tf.reshape(f(args), [-1])[:0]), None
+        missing = [name for k, name in enumerate(names) if k not in floats or k in unconnected]
         first = jvps()
         sync()
         prepare_s = time.perf_counter() - start
+        traces = jvps.experimental_get_tracing_count()
+        info: dict[str, Any] = {"evaluation": "vectorized" if unvectorised is None else "loop"}
+        if unvectorised is not None:
+            tangents = sum(int(np.prod(p.shape, dtype=int)) for p in primals)
+            info["note"] = (f"forward mode pushed the {tangents} tangents one at a time (tf.map_fn): TensorFlow "
+                            f"cannot vectorise the function ({unvectorised})")
 
         def gradient() -> dict[str, np.ndarray]:
-            out, missing, partial = {}, [], {}
-            for name, column in zip(names, first):
-                if any(v is None for v in column):
-                    missing.append(name)
-                    partial[name] = None
-                    continue
-                out[name] = np.array([np.asarray(v.numpy()).reshape(()) for v in column]).reshape(case.inputs[name].shape)
-                partial[name] = out[name]
+            flat = np.asarray(first.numpy())
+            partial: dict[str, np.ndarray | None] = {name: None for name in names}
+            start = 0
+            for k in floats:
+                size = int(np.prod(args[k].shape, dtype=int))
+                if names[k] not in missing:
+                    partial[names[k]] = flat[start:start + size].reshape(case.inputs[names[k]].shape)
+                start += size
             if missing:
                 raise NoGradient(_none_message(case, missing), missing, partial)
-            return out
+            return partial  # type: ignore[return-value]
 
         def timed() -> Any:
             out = jvps()
             sync()
             return out
 
-        return Prepared(gradient=gradient, timed=timed, f_timed=lambda: f(args), prepare_s=prepare_s)
+        evaluate = tf.function(lambda: f(args))
+        evaluate()
+
+        def f_timed() -> Any:
+            out = evaluate()
+            sync()
+            return out
+
+        def check_stable() -> str | None:
+            if jvps.experimental_get_tracing_count() != traces:
+                return "tf.function retraced while being timed; the time includes tracing"
+            return None
+
+        # f is the same traced evaluation as the ``function`` variant's: timed once for both
+        return Prepared(gradient=gradient, timed=timed, f_timed=f_timed, prepare_s=prepare_s, info=info,
+                        check_stable=check_stable, f_key="function")
 
     def hessian(self, case: Case, variant: str, dtype: str) -> np.ndarray:
+        """The (N, N) Hessian, the Jacobian of the reverse-mode gradient taken by a vectorised reverse pass
+        (``tape.jacobian`` with pfor), traced once for any ``variant``; row i is the derivative of gradient
+        component i. Raises Skip past ``MAX_HESSIAN_INPUTS`` inputs, NoGradient where the first derivative is
+        ``None`` or does not depend on an input."""
         tf = _tf()
         if case.size > MAX_HESSIAN_INPUTS:
-            raise Skip(f"{case.size} inputs exceed the tape Hessian budget of {MAX_HESSIAN_INPUTS}")
+            raise Skip(f"{case.size} inputs exceed the tape Hessian budget of {MAX_HESSIAN_INPUTS} "
+                       "(diffbench.engines.tape.MAX_HESSIAN_INPUTS): its vectorised pass holds one gradient per "
+                       "input at once")
         args = _inputs(case, dtype)
         f = _function_of(case, dtype)
         names = list(case.inputs)
-        with tf.GradientTape(persistent=True) as outer:
-            for a in args:
-                if not isinstance(a, tf.Variable):
-                    outer.watch(a)
-            with tf.GradientTape() as inner:
-                for a in args:
-                    if not isinstance(a, tf.Variable):
-                        inner.watch(a)
-                y = f(args)
-            check_scalar(case, y, "TensorFlow namespace" if case.native is None else "native TensorFlow code")
-            grads = inner.gradient(y, args)
-            missing = [n for n, g in zip(names, grads) if g is None]
-            if missing:
-                raise NoGradient(_none_message(case, missing), missing, {})
-            flat = tf.concat([tf.reshape(g, [-1]) for g in grads], axis=0)
-        blocks = outer.jacobian(flat, args, experimental_use_pfor=False)
-        missing = [n for n, b in zip(names, blocks) if b is None]
-        if missing:
+        n = case.size
+        check_scalar(case, f(args), "TensorFlow namespace" if case.native is None else "native TensorFlow code")
+        # which inputs have no (first or second) derivative is known while tracing; raised after it
+        unconnected: dict[str, list[str]] = {}
+
+        def build(use_pfor: bool) -> Any:
+            def second_derivatives() -> Any:
+                unconnected.clear()
+                with tf.GradientTape(persistent=True) as outer:
+                    for a in args:
+                        if not isinstance(a, tf.Variable):
+                            outer.watch(a)
+                    grads = _gradients(f, args)
+                    unconnected["first"] = [name for name, g in zip(names, grads) if g is None]
+                    if unconnected["first"]:
+                        return tf.zeros([n, n], tf.as_dtype(dtype))
+                    flat = tf.concat([tf.reshape(g, [-1]) for g in grads], axis=0)
+                blocks = outer.jacobian(flat, args, experimental_use_pfor=use_pfor)
+                unconnected["second"] = [name for name, b in zip(names, blocks) if b is None]
+                if unconnected["second"]:
+                    return tf.zeros([n, n], flat.dtype)
+                return tf.concat([tf.reshape(b, [n, -1]) for b in blocks], axis=1)
+
+            return tf.function(second_derivatives)
+
+        try:
+            second = build(True)
+            second.get_concrete_function()
+        except (ValueError, NotImplementedError, TypeError):  # pfor cannot vectorise an op: one row at a time
+            second = build(False)
+            second.get_concrete_function()
+        if unconnected.get("first"):
+            raise NoGradient(_none_message(case, unconnected["first"]), unconnected["first"], {})
+        if unconnected.get("second"):
+            missing = unconnected["second"]
             raise NoGradient(
                 f"TensorFlow returned None for the second derivative with respect to {', '.join(missing)}: the "
                 "first derivative does not depend on it on the tape (the true second derivative is 0 there); "
                 "pass unconnected_gradients=tf.UnconnectedGradients.ZERO to the outer tape", missing, {})
-        n = case.size
-        return np.concatenate([np.asarray(b.numpy()).reshape(n, -1) for b in blocks], axis=1)
+        return np.asarray(second().numpy())
