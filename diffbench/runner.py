@@ -368,69 +368,124 @@ def run_isolated(cases: list[Case], config: Config, jobs: int, on_rows: Callable
     False if interrupted (KeyboardInterrupt, which :class:`Interrupts` also raises for
     SIGTERM), True when every case finished. Workers never outlive this call.
     """
-    from multiprocessing.connection import wait
-
-    tell = notify or (lambda message: None)
-    context = mp.get_context("spawn")
-    pending: deque[tuple[Any, ...]] = deque()
-    measured: dict[str, Case] = {}
-    for one in cases:
-        if not (one.problem or one.func is None or not one.source_file):
-            measured.setdefault(one.name, one)
+    pool = _Pool(config, _Sinks(on_rows, progress, on_scale, gpus, notify or (lambda message: None)))
     for row in _problem_rows(cases):
         if key_of(row) not in skip:
             on_rows([row])
     for one in cases:
-        if measured.get(one.name) is one:
+        if not (one.problem or one.func is None or not one.source_file):
+            pool.measured.setdefault(one.name, one)
+    for one in cases:
+        if pool.measured.get(one.name) is one:
             # only this case's keys travel: a large resumed run would otherwise fill the pipe
-            pending.append((one.source_file, one.name, {k for k in skip if k[0] == one.name}, None, {}))
-        if progress and one.name not in measured and one is _first_named(cases, one.name):
+            pool.pending.append((one.source_file, one.name, {k for k in skip if k[0] == one.name}, None, {}))
+        if progress and one.name not in pool.measured and one is _first_named(cases, one.name):
             progress(one.name)
     if scaling is not None and scaling[0].source_file:
         # first in the queue: it overlaps the cases instead of lengthening the run's tail
-        pending.appendleft((scaling[0].source_file, scaling[0].name, scaling[1], None, {}))
-    slots: list[_Slot] = []
-    early_deaths: dict[str, int] = {}
-    parent_pid = os.getpid()
-    generation = 0
+        pool.pending.appendleft((scaling[0].source_file, scaling[0].name, scaling[1], None, {}))
+    return pool.run(jobs)
 
-    def start_slot(index: int) -> _Slot:
-        nonlocal generation
-        generation += 1
-        tasks = context.Queue()
+
+@dataclass
+class _Sinks:
+    """Where the pool hands what it learns."""
+
+    rows: Callable[[list[dict[str, Any]]], None]
+    progress: Callable[[str], None] | None
+    scale: Callable[[list[dict[str, Any]]], None] | None
+    gpus: list[str] | None
+    tell: Callable[[str], None]
+
+
+class _Pool:
+    """Worker processes, each fed one case at a time, stopped from outside when a unit overruns its
+    budget or the worker dies, and replaced; what was in flight is recorded (``_recover``)."""
+
+    def __init__(self, config: Config, sinks: _Sinks) -> None:
+        self.config, self.sinks = config, sinks
+        self.context = mp.get_context("spawn")
+        self.pending: deque[tuple[Any, ...]] = deque()
+        self.measured: dict[str, Case] = {}
+        self.slots: list[_Slot] = []
+        self.early_deaths: dict[str, int] = {}
+        self.parent_pid = os.getpid()
+        self.generation = 0
+
+    def run(self, jobs: int) -> bool:
+        from multiprocessing.connection import wait
+
+        try:
+            for index in range(max(1, min(jobs, len(self.pending)))):
+                self.slots.append(self.start_slot(index))
+            while self.pending or any(s.task for s in self.slots):
+                self.assign()
+                # every event written is read before any clock is checked, so a slow parent never
+                # mistakes a finished measurement for an overdue one
+                open_events = [s.events for s in self.slots if s.events is not None]
+                if open_events:
+                    wait(open_events, timeout=0.5)
+                else:
+                    time.sleep(0.5)
+                for slot in self.slots:
+                    self.drain(slot)
+                for i, slot in enumerate(self.slots):
+                    if slot.task is not None:
+                        self.check(i, slot)
+        except KeyboardInterrupt:
+            for slot in self.slots:
+                if slot.process.is_alive():
+                    slot.process.kill()
+            return False
+        finally:
+            self.shut_down()
+        return True
+
+    def start_slot(self, index: int) -> _Slot:
+        self.generation += 1
+        tasks = self.context.Queue()
         # a task left unread by a killed worker must not block this process's exit
         tasks.cancel_join_thread()
-        wid = (index, generation)
-        reader, writer = context.Pipe(duplex=False)
-        process = context.Process(target=_worker, args=(wid, tasks, writer, config, parent_pid), daemon=True)
+        wid = (index, self.generation)
+        reader, writer = self.context.Pipe(duplex=False)
+        process = self.context.Process(target=_worker, args=(wid, tasks, writer, self.config, self.parent_pid),
+                                       daemon=True)
         process.start()
         writer.close()  # the worker holds the only writing end: its death reads as the end of the pipe
         return _Slot(wid, process, tasks, reader, started=time.monotonic())
 
-    def drain(slot: _Slot) -> None:
+    def assign(self) -> None:
+        """Hand the next pending task to every idle worker."""
+        for slot in self.slots:
+            if slot.task is None and self.pending:
+                slot.task, slot.key, slot.done_keys = self.pending.popleft(), None, set()
+                slot.since = time.monotonic()
+                slot.tasks.put(slot.task)
+
+    def drain(self, slot: _Slot) -> None:
         """Handle every event a slot's worker has written so far."""
         while slot.events is not None:
             try:
                 if not slot.events.poll():
                     return
-                handle(*slot.events.recv())
+                self.handle(*slot.events.recv())
             except (EOFError, OSError):  # the worker is gone; a message it was writing is lost
                 slot.events.close()
                 slot.events = None
             except Exception as exc:  # noqa: BLE001 - a malformed event must not end the run
-                tell(f"diffbench: unreadable event from a worker ({type(exc).__name__}: {exc})")
+                self.sinks.tell(f"diffbench: unreadable event from a worker ({type(exc).__name__}: {exc})")
 
-    def replace(index: int) -> None:
-        old = slots[index]
+    def replace(self, index: int) -> None:
+        old = self.slots[index]
         if old.process.is_alive():
             old.process.kill()
         old.process.join(timeout=5)
         if old.events is not None:
             old.events.close()
-        slots[index] = start_slot(index)
+        self.slots[index] = self.start_slot(index)
 
-    def handle(kind: str, wid: tuple[int, int], payload: Any) -> None:
-        slot = _by_wid(slots, wid)
+    def handle(self, kind: str, wid: tuple[int, int], payload: Any) -> None:
+        slot = _by_wid(self.slots, wid)
         now = time.monotonic()
         if kind == "ready":
             if slot is not None:
@@ -440,95 +495,74 @@ def run_isolated(cases: list[Case], config: Config, jobs: int, on_rows: Callable
             if slot is not None:
                 slot.done_keys.add(key_of(payload))
                 slot.since = now
-            on_rows([payload])
+            self.sinks.rows([payload])
         elif kind == "start":
             if slot is not None:
                 slot.key, slot.since = payload, now
         elif kind == "scale":
-            if on_scale is not None:
-                on_scale(payload)
+            if self.sinks.scale is not None:
+                self.sinks.scale(payload)
         elif kind == "env":
-            if gpus is not None:
-                gpus.extend(g for g in payload if g not in gpus)
+            if self.sinks.gpus is not None:
+                self.sinks.gpus.extend(g for g in payload if g not in self.sinks.gpus)
         elif kind == "done":
             if slot is not None:
                 slot.task, slot.key = None, None
-            if progress:
-                progress(payload)
+            if self.sinks.progress:
+                self.sinks.progress(payload)
 
-    try:
-        for index in range(max(1, min(jobs, len(pending)))):
-            slots.append(start_slot(index))
-        while pending or any(s.task for s in slots):
-            for slot in slots:
-                if slot.task is None and pending:
-                    slot.task, slot.key, slot.done_keys = pending.popleft(), None, set()
-                    slot.since = time.monotonic()
-                    slot.tasks.put(slot.task)
-            # every event written is read before any clock is checked, so a slow parent never
-            # mistakes a finished measurement for an overdue one
-            open_events = [s.events for s in slots if s.events is not None]
-            if open_events:
-                wait(open_events, timeout=0.5)
-            else:
-                time.sleep(0.5)
-            for slot in slots:
-                drain(slot)
-            for i, slot in enumerate(slots):
-                if slot.task is None:
-                    continue
-                died = not slot.process.is_alive()
-                now = time.monotonic()
-                if slot.ready:
-                    overdue = bool(config.timeout_s) and now - slot.since > config.timeout_s + GRACE_S
-                else:
-                    overdue = bool(config.timeout_s) and now - slot.started > STARTUP_TIMEOUT_S
-                if overdue and not died:
-                    slot.process.kill()
-                    slot.process.join(timeout=5)
-                if died or overdue:
-                    drain(slot)  # what it wrote before it ended: its last row, the start of what crashed
-                    if slot.task is None:  # it finished its case after all
-                        replace(i)
-                        continue
-                if (died or overdue) and isinstance(slot.task[2], ScaleTask):
-                    tell(f"diffbench: the scaling study of {slot.task[1]!r} did not finish; the report has no "
-                         "scaling section")
-                    replace(i)
-                    continue
-                if died or overdue:
-                    name = slot.task[1]
-                    if slot.key is None:
-                        early_deaths[name] = early_deaths.get(name, 0) + 1
-                    if early_deaths.get(name, 0) >= 2:
-                        # it dies before measuring anything (loading the file, starting up): do not loop
-                        what = "died" if died else "was stopped after hanging"
-                        on_rows([case_note(measured[name], "load", f"the worker process {what} twice (exit code "
-                                                                   f"{slot.process.exitcode}) before measuring this "
-                                                                   "case: loading it crashes or hangs the interpreter",
-                                           Cause.RAISED if died else Cause.TIME_BUDGET)])
-                        if progress:
-                            progress(name)
-                    else:
-                        _recover(slot, died, config, pending, on_rows, measured[name], progress, tell)
-                    replace(i)
-    except KeyboardInterrupt:
-        for slot in slots:
-            if slot.process.is_alive():
-                slot.process.kill()
-        return False
-    finally:
-        for slot in slots:
+    def check(self, i: int, slot: _Slot) -> None:
+        """Stop a worker past its budget; record what a stopped or dead worker had in flight; replace it."""
+        config = self.config
+        died = not slot.process.is_alive()
+        now = time.monotonic()
+        if slot.ready:
+            overdue = bool(config.timeout_s) and now - slot.since > config.timeout_s + GRACE_S
+        else:
+            overdue = bool(config.timeout_s) and now - slot.started > STARTUP_TIMEOUT_S
+        if not (died or overdue):
+            return
+        if overdue and not died:
+            slot.process.kill()
+            slot.process.join(timeout=5)
+        self.drain(slot)  # what it wrote before it ended: its last row, the start of what crashed
+        if slot.task is None:  # it finished its case after all
+            self.replace(i)
+            return
+        if isinstance(slot.task[2], ScaleTask):
+            self.sinks.tell(f"diffbench: the scaling study of {slot.task[1]!r} did not finish; the report has no "
+                            "scaling section")
+            self.replace(i)
+            return
+        name = slot.task[1]
+        if slot.key is None:
+            self.early_deaths[name] = self.early_deaths.get(name, 0) + 1
+        if self.early_deaths.get(name, 0) >= 2:
+            # it dies before measuring anything (loading the file, starting up): do not loop
+            what = "died" if died else "was stopped after hanging"
+            self.sinks.rows([case_note(self.measured[name], "load", f"the worker process {what} twice (exit code "
+                                                                     f"{slot.process.exitcode}) before measuring this "
+                                                                     "case: loading it crashes or hangs the "
+                                                                     "interpreter",
+                                       Cause.RAISED if died else Cause.TIME_BUDGET)])
+            if self.sinks.progress:
+                self.sinks.progress(name)
+        else:
+            _recover(slot, died, config, self.pending, self.sinks.rows, self.measured[name], self.sinks.progress,
+                     self.sinks.tell)
+        self.replace(i)
+
+    def shut_down(self) -> None:
+        for slot in self.slots:
             if slot.process.is_alive():
                 slot.tasks.put(None)
-        for slot in slots:
+        for slot in self.slots:
             slot.process.join(timeout=5)
             if slot.process.is_alive():
                 slot.process.kill()
                 slot.process.join(timeout=5)
             if slot.events is not None:
                 slot.events.close()
-    return True
 
 
 def _first_named(cases: list[Case], name: str) -> Case | None:
