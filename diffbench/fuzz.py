@@ -56,7 +56,8 @@ MAX_LEAVES = 12
 SHRINK_EXAMPLES = 200
 #: statuses that are never a finding
 _FINE = frozenset({Status.OK, Status.UNDEFINED, Status.SKIPPED, Status.UNCERTAIN})
-#: the examples a fuzz run draws: no database, no deadline (a measurement takes what it takes)
+#: settings of every Hypothesis run here: nothing stored between runs (the seed alone reproduces one),
+#: no deadline and no health checks (a measurement takes what it takes), no output
 _QUIET = dict(database=None, deadline=None, suppress_health_check=list(HealthCheck), verbosity=Verbosity.quiet)
 
 
