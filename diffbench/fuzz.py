@@ -15,7 +15,9 @@ together keep every finding:
 1. **explore** — one ``@given`` run of ``n`` examples whose test never fails: it measures
    each example, counts the explained disagreements and records every finding (with the
    failing method and variant, or the exception type of a crash). The run is seeded with
-   ``hypothesis.seed(seed)`` and has no example database, so ``--seed`` reproduces it.
+   ``hypothesis.seed(seed)`` and has no example database, so ``--n`` and ``--seed``
+   reproduce it (Hypothesis adapts its generation to ``n``: a shorter run is not a prefix
+   of a longer one).
 2. **shrink** — each recorded finding alone: ``hypothesis.find`` searches
    :func:`reductions` of its expression (every node kept, replaced by one of its
    children's reductions, or by an input) for one that fails *the same way* (same
@@ -23,6 +25,7 @@ together keep every finding:
    shrinker minimises it. The reductions are ordered so that smaller choices give smaller
    trees. Should the search not meet a failing reduction within its budget, the finding
    keeps its original expression: shrinking may fail to simplify, never lose a finding.
+   Findings that shrink to the same expression at the same point are written once.
 
 The point is not shrunk: moving it changes which disagreement one sees.
 """
