@@ -1,23 +1,65 @@
 """Differential fuzzing: random expressions, every method, one 50-digit reference.
 
-A seeded generator builds expression trees over the namespace's functions; each
-becomes a case, differentiated by symbolic, tape and finite differences in float64
-and checked against the reference. A disagreement outside tolerance that no known
-diagnosis explains (a kink or singularity, an overflow, finite differences within
-their own error estimate) is shrunk to a minimal expression and written out as a
-ready-to-paste case.
+Expressions and points come from Hypothesis strategies (:func:`expressions`,
+:func:`points`, :func:`examples`) over the operations in :data:`UNARY` and
+:data:`BINARY`, the inputs ``x[i]`` and two-decimal constants. Each example becomes a
+case, differentiated by symbolic, tape and finite differences in float64 and checked
+against the reference. A disagreement is *explained* when its row's structured fields
+say why (:func:`unexplained`: a kink or singularity, an overflow, finite differences
+within their own error estimate); anything else, and any crash of the harness, is a
+finding, shrunk by Hypothesis and written out as a ready-to-paste case.
+
+Hypothesis stops a ``@given`` run at its first failure, so a run is two phases that
+together keep every finding:
+
+1. **explore** — one ``@given`` run of ``n`` examples whose test never fails: it measures
+   each example, counts the explained disagreements and records every finding (with the
+   failing method and variant, or the exception type of a crash). The run is seeded with
+   ``hypothesis.seed(seed)`` and has no example database, so ``--n`` and ``--seed``
+   reproduce it (Hypothesis adapts its generation to ``n``: a shorter run is not a prefix
+   of a longer one).
+2. **shrink** — each recorded finding alone: ``hypothesis.find`` searches
+   :func:`reductions` of its expression (every node kept, replaced by one of its
+   children's reductions, or by an input) for one that fails *the same way* (same
+   method and variant, or same exception type) at the same point, and Hypothesis's
+   shrinker minimises it. The reductions are ordered so that smaller choices give smaller
+   trees. Should the search not meet a failing reduction within its budget, the finding
+   keeps its original expression: shrinking may fail to simplify, never lose a finding.
+   Findings that shrink to the same expression at the same point are written once.
+
+The point is not shrunk: moving it changes which disagreement one sees.
 """
 
 from __future__ import annotations
 
 import random
 import time
+import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+from hypothesis import HealthCheck, Phase, Verbosity, find, given, settings
+from hypothesis import seed as hypothesis_seed
+from hypothesis import strategies as st
+from hypothesis.errors import HypothesisWarning, NoSuchExample
+
+from .engines import known_info
+from .results import FD_CAUSES, Cause, Status
 
 UNARY = ["exp", "sin", "cos", "tanh", "log1p_sq", "sqrt_1p_sq", "square", "neg", "atan", "log_abs1p"]
 BINARY = ["+", "-", "*", "safe_div"]
+#: the most inputs, and leaves, of a generated expression
+MAX_INPUTS = 3
+MAX_LEAVES = 12
+#: how many reductions the shrinking of one finding may try before it settles for the original
+SHRINK_EXAMPLES = 200
+#: statuses that are never a finding
+_FINE = frozenset({Status.OK, Status.UNDEFINED, Status.SKIPPED, Status.UNCERTAIN})
+#: settings of every Hypothesis run here: nothing stored between runs (the seed alone reproduces one),
+#: no deadline and no health checks (a measurement takes what it takes), no output
+_QUIET = dict(database=None, deadline=None, suppress_health_check=list(HealthCheck), verbosity=Verbosity.quiet)
 
 
 @dataclass(frozen=True)
@@ -51,17 +93,57 @@ class Node:
         return out
 
 
-def generate(rng: random.Random, n_inputs: int, depth: int) -> Node:
-    """A random expression tree of at most ``depth`` levels over ``n_inputs`` inputs."""
-    if depth <= 0 or rng.random() < 0.25:
-        if rng.random() < 0.75:
-            return Node("input", value=rng.randrange(n_inputs))
-        return Node("const", value=round(rng.uniform(-3, 3), 2))
-    if rng.random() < 0.5:
-        return Node(rng.choice(UNARY), (generate(rng, n_inputs, depth - 1),))
-    return Node(rng.choice(BINARY), (generate(rng, n_inputs, depth - 1), generate(rng, n_inputs, depth - 1)))
+# --------------------------------------------------------------------------- strategies
+def _inputs(n_inputs: int) -> st.SearchStrategy[Node]:
+    return st.integers(0, n_inputs - 1).map(lambda i: Node("input", value=i))
 
 
+def expressions(n_inputs: int, max_leaves: int = MAX_LEAVES) -> st.SearchStrategy[Node]:
+    """Expression trees over ``x[0]`` … ``x[n_inputs - 1]``, constants in [-3, 3] with two
+    decimals, and the operations of :data:`UNARY` and :data:`BINARY`; at most ``max_leaves`` leaves."""
+    constants = st.integers(-300, 300).map(lambda k: Node("const", value=k / 100))
+
+    def extend(children: st.SearchStrategy[Node]) -> st.SearchStrategy[Node]:
+        unary = st.builds(lambda op, a: Node(op, (a,)), st.sampled_from(UNARY), children)
+        binary = st.builds(lambda op, a, b: Node(op, (a, b)), st.sampled_from(BINARY), children, children)
+        return unary | binary
+
+    return st.recursive(_inputs(n_inputs) | constants, extend, max_leaves=max_leaves)
+
+
+def points(n_inputs: int) -> st.SearchStrategy[list[float]]:
+    """Points in [-2, 2]^n_inputs with three decimals."""
+    coordinate = st.integers(-2000, 2000).map(lambda k: k / 1000)
+    return st.lists(coordinate, min_size=n_inputs, max_size=n_inputs)
+
+
+def examples() -> st.SearchStrategy[tuple[Node, list[float]]]:
+    """(expression, point) pairs over one to :data:`MAX_INPUTS` inputs."""
+    return st.integers(1, MAX_INPUTS).flatmap(lambda n: st.tuples(expressions(n), points(n)))
+
+
+def reductions(tree: Node, n_inputs: int) -> st.SearchStrategy[Node]:
+    """Trees obtained from ``tree`` by replacing any of its nodes by an input or by a
+    reduction of one of its children; ``tree`` itself is one of them. Smaller choices give
+    smaller trees (an input first, then a child, then the node kept), so Hypothesis's
+    shrinker moves towards small expressions."""
+    keep_weight = 3  # keeping a node is drawn more often, so the search meets the failing part
+
+    @st.composite
+    def reduced(draw: Any, node: Node) -> Node:
+        pick = draw(st.integers(0, len(node.children) + keep_weight))
+        if pick == 0:
+            return draw(_inputs(n_inputs))
+        if pick <= len(node.children):
+            return draw(reduced(node.children[pick - 1]))
+        if not node.children:
+            return node
+        return Node(node.op, tuple(draw(reduced(c)) for c in node.children), node.value)
+
+    return reduced(tree)
+
+
+# --------------------------------------------------------------------------- cases and verdicts
 def case_source(tree: Node, name: str, point: list[float]) -> str:
     """Ready-to-paste case source for an expression."""
     return (f"@case(inputs={{\"x\": {point!r}}}, tags=[\"fuzz\"])\n"
@@ -77,100 +159,182 @@ def make(tree: Node, name: str, point: list[float]) -> Any:
     return namespace[name]
 
 
-def outcome(tree: Node, name: str, point: list[float], timeout: float) -> tuple[list[dict[str, Any]], str | None]:
+def outcome(tree: Node, name: str, point: list[float], timeout: float) -> tuple[list[Any], str | None]:
     """Rows for the expression and, when methods disagree unexplained, a one-line reason."""
     from .harness import make_config, measure_case
 
     config = make_config(["symbolic", "tape", "finite"], ["float64"],
                          {"symbolic": ["numpy"], "tape": ["eager"], "finite": ["central"]}, order2=False,
                          timeout=timeout, timing=False, sweep=False, devices=("CPU",))
-    rows: list[dict[str, Any]] = []
+    rows: list[Any] = []
     measure_case(make(tree, name, point), config, rows.append)
     return rows, unexplained(rows)
 
 
-def unexplained(rows: list[dict[str, Any]]) -> str | None:
+def is_explained(row: Mapping[str, Any]) -> bool:
+    """Whether a row is fine or its disagreement has a known cause: its status is ok, undefined,
+    skipped or uncertain; its cause is an overflow; or it is an approximate (finite-difference)
+    row that is inaccurate for one of the method's own reasons or within 10× its own error estimate."""
+    status, cause = row["status"], row.get("cause")
+    if status in _FINE or cause == Cause.OVERFLOW:
+        return True
+    if status != Status.INACCURATE:
+        return False
+    info = known_info(row["method"])
+    if info is None or info.is_exact(row["variant"]):
+        return False
+    if cause in FD_CAUSES:
+        return True
+    estimate, error = row.get("error_estimate"), row.get("rel_error")
+    return estimate is not None and error is not None and error <= 10 * max(float(estimate), 1e-300)
+
+
+def first_unexplained(rows: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
+    """The first row whose disagreement has no known explanation, or None."""
+    return next((row for row in rows if not is_explained(row)), None)
+
+
+def unexplained(rows: Sequence[Mapping[str, Any]]) -> str | None:
     """Why these rows are a finding, or None when every non-ok row has a known explanation."""
-    for row in rows:
-        status, text = row["status"], str(row.get("diagnosis") or "")
-        if status in ("ok", "undefined", "skipped", "uncertain"):
-            continue
-        if "overflow" in text or "invalid value" in text or "divide by zero" in text:
-            continue
-        if status == "inaccurate" and row["method"] == "finite":
-            estimate = row.get("error_estimate")
-            if estimate is not None and row["rel_error"] <= 10 * max(float(estimate), 1e-300):
-                continue  # within its own error estimate: the method's known limit
-            if "dominated by" in text:
-                continue
-        return f"{row['method']}/{row['variant']}: {status} — {text[:200]}"
-    return None
+    row = first_unexplained(rows)
+    if row is None:
+        return None
+    cause = f" ({row.get('cause')})" if row.get("cause") else ""
+    return f"{row['method']}/{row['variant']}: {row['status']}{cause} — {str(row.get('diagnosis') or '')[:200]}"
 
 
-def shrink(tree: Node, name: str, point: list[float], timeout: float) -> Node:
-    """Greedily replace subtrees by their children or an input while the finding persists."""
-    current = tree
-    improved = True
-    while improved:
-        improved = False
-        candidates = []
-        for sub in current.subtrees():
-            candidates.extend(sub.children)
-            candidates.append(Node("input", value=0))
-        for sub in sorted(current.subtrees(), key=lambda s: -s.size()):
-            for replacement in list(sub.children) + [Node("input", value=0)]:
-                if replacement.size() >= sub.size():
-                    continue
-                trial = _replace(current, sub, replacement)
-                if outcome(trial, name, point, timeout)[1]:
-                    current, improved = trial, True
-                    break
-            if improved:
-                break
-    return current
+@dataclass(frozen=True)
+class Verdict:
+    """What one expression does: ``kind`` says how it fails (None: it does not), ``reason`` in words,
+    ``explained`` whether a disagreement was found and explained."""
+
+    kind: tuple[str, ...] | None
+    reason: str | None
+    explained: bool = False
 
 
-def _replace(tree: Node, target: Node, replacement: Node) -> Node:
-    if tree is target:
-        return replacement
-    return Node(tree.op, tuple(_replace(c, target, replacement) for c in tree.children), tree.value)
+class _Judge:
+    """Verdicts of expressions at one point, cached by source (shrinking meets the same trees often)."""
+
+    def __init__(self, name: str, point: list[float], timeout: float) -> None:
+        self.name, self.point, self.timeout = name, point, timeout
+        self._seen: dict[str, Verdict] = {}
+
+    def __call__(self, tree: Node) -> Verdict:
+        key = tree.source()
+        if key not in self._seen:
+            self._seen[key] = verdict(tree, self.name, self.point, self.timeout)
+        return self._seen[key]
+
+
+def verdict(tree: Node, name: str, point: list[float], timeout: float) -> Verdict:
+    """Measure ``tree`` at ``point``: a crash of the harness is a finding of its exception type,
+    an unexplained row one of its method and variant."""
+    try:
+        rows, reason = outcome(tree, name, point, timeout)
+    except Exception as exc:  # noqa: BLE001 - a harness crash is itself a finding
+        return Verdict(("crash", type(exc).__name__), f"harness crash: {type(exc).__name__}: {exc}")
+    row = first_unexplained(rows)
+    if row is None:
+        return Verdict(None, None, any(r["status"] not in (Status.OK, Status.SKIPPED) for r in rows))
+    return Verdict(("row", str(row["method"]), str(row["variant"])), reason)
+
+
+@contextmanager
+def _quiet_hypothesis() -> Iterator[None]:
+    # importing TensorFlow during the first measurement raises the recursion limit, which Hypothesis reports
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "The recursion limit will not be reset", HypothesisWarning)
+        yield
+
+
+def shrink(tree: Node, name: str, point: list[float], timeout: float, seed: int = 0,
+           kind: tuple[str, ...] | None = None) -> Node:
+    """The smallest reduction of ``tree`` Hypothesis finds that fails as ``tree`` does (``kind``,
+    measured when not given) at ``point``; ``tree`` itself when it does not fail or no failing
+    reduction turns up within :data:`SHRINK_EXAMPLES` tries."""
+    judge = _Judge(name, point, timeout)
+    kind = kind or judge(tree).kind
+    if kind is None:
+        return tree
+    with _quiet_hypothesis():
+        try:
+            return find(reductions(tree, len(point)), lambda t: judge(t).kind == kind,
+                        settings=settings(max_examples=SHRINK_EXAMPLES, phases=[Phase.generate, Phase.shrink],
+                                          **_QUIET),
+                        random=random.Random(seed))
+        except NoSuchExample:
+            return tree
+
+
+def explore(n: int, seed: int, visit: Callable[[Node, list[float]], None]) -> None:
+    """Call ``visit(tree, point)`` for ``n`` examples drawn from :func:`examples`, the same
+    ones for the same ``seed``."""
+    if n <= 0:
+        return
+
+    @settings(max_examples=n, phases=[Phase.generate], **_QUIET)
+    @hypothesis_seed(seed)
+    @given(examples())
+    def run(example: tuple[Node, list[float]]) -> None:
+        visit(*example)
+
+    with _quiet_hypothesis():
+        run()
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One finding: the case name, its (shrunk) expression and point, and why it is one."""
+
+    name: str
+    tree: Node
+    point: list[float]
+    reason: str
 
 
 def fuzz(n: int, seed: int, out: Path, timeout: float = 30.0,
          progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
-    """Run ``n`` random expressions; write findings.py and fuzz.md into ``out``; return a summary."""
+    """Run ``n`` random expressions; write findings.py and fuzz.md into ``out``; return a summary
+    (``n`` expressions measured, ``findings`` written (distinct after shrinking), ``explained``
+    disagreements, harness ``crashes``)."""
     from .report import atomic_write, md
 
-    rng = random.Random(seed)
-    findings, explained, crashes = [], 0, 0
+    found: list[tuple[str, Node, list[float], Verdict]] = []
+    counts = {"n": 0, "explained": 0, "crashes": 0}
     began = time.perf_counter()
-    for i in range(n):
-        n_inputs = rng.randint(1, 3)
-        tree = generate(rng, n_inputs, rng.randint(1, 4))
-        point = [round(rng.uniform(-2, 2), 3) for _ in range(n_inputs)]
-        name = f"fuzz_{seed}_{i}"
-        try:
-            rows, reason = outcome(tree, name, point, timeout)
-        except Exception as exc:  # noqa: BLE001 - a harness crash is itself a finding
-            crashes += 1
-            findings.append((name, tree, point, f"harness crash: {type(exc).__name__}: {exc}"))
-            continue
-        if any(r["status"] not in ("ok", "skipped") for r in rows) and reason is None:
-            explained += 1
-        if reason:
-            small = shrink(tree, name, point, timeout)
-            findings.append((name, small, point, outcome(small, name, point, timeout)[1] or reason))
+
+    def visit(tree: Node, point: list[float]) -> None:
+        name = f"fuzz_{seed}_{counts['n']}"
+        counts["n"] += 1
+        result = verdict(tree, name, point, timeout)
+        counts["explained"] += result.explained
+        if result.kind is not None:
+            counts["crashes"] += result.kind[0] == "crash"
+            found.append((name, tree, point, result))
         if progress:
-            progress(i + 1, n)
-    lines = ["# diffbench fuzz report", "", f"{n} random expressions (seed {seed}) in "
-             f"{time.perf_counter() - began:.0f} s: {len(findings)} unexplained disagreements, {explained} "
-             f"disagreements explained by a known diagnosis, {crashes} harness crashes.", ""]
+            progress(counts["n"], n)
+
+    explore(n, seed, visit)
+    findings: dict[tuple[str, tuple[float, ...]], Finding] = {}  # several examples often shrink to one case
+    for number, (name, tree, point, result) in enumerate(found):
+        small = shrink(tree, name, point, timeout, seed=seed * 100003 + number, kind=result.kind)
+        if (small.source(), tuple(point)) in findings:
+            continue
+        reason = (verdict(small, name, point, timeout).reason if small != tree else None) or result.reason
+        findings[small.source(), tuple(point)] = Finding(name, small, point, reason or "")
+    lines = ["# diffbench fuzz report", "", f"{counts['n']} random expressions (seed {seed}) in "
+             f"{time.perf_counter() - began:.0f} s: {len(findings)} unexplained disagreements, "
+             f"{counts['explained']} disagreements explained by a known diagnosis, {counts['crashes']} harness "
+             "crashes.", ""]
     source = ["\"\"\"Findings of `python -m diffbench fuzz`: minimal cases where methods disagree unexplained.\"\"\"",
               "", "from diffbench import case", ""]
-    for name, tree, point, reason in findings:
-        lines += [f"## {md(name)}", "", f"- expression: `{tree.source()}` at x = {point}", f"- {md(reason)}", ""]
-        source += [f"# {reason[:150]}", case_source(tree, name, point)]
+    for finding in findings.values():
+        lines += [f"## {md(finding.name)}", "", f"- expression: `{finding.tree.source()}` at x = {finding.point}",
+                  f"- {md(finding.reason)}", ""]
+        source += [f"# {finding.reason[:150]}", case_source(finding.tree, finding.name, finding.point)]
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "fuzz.md", "\n".join(lines) + "\n")
     atomic_write(out / "findings.py", "\n".join(source) + "\n")
-    return {"n": n, "findings": len(findings), "explained": explained, "crashes": crashes}
+    return {"n": counts["n"], "findings": len(findings), "explained": counts["explained"],
+            "crashes": counts["crashes"]}

@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..fuzz import fuzz
 
 #: exit status when the harness itself crashed on an expression
 EXIT_CRASHES = 1
@@ -20,6 +19,8 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
     def progress(done: int, total: int) -> None:
         if done % 50 == 0 or done == total:
             print(f"  {done}/{total}", file=sys.stderr, flush=True)
+
+    from ..fuzz import fuzz  # Hypothesis is imported only when fuzzing
 
     summary = fuzz(args.n, args.seed, out, args.timeout, progress)
     print(f"diffbench fuzz: {summary['n']} expressions, {summary['findings']} findings, {summary['explained']} "
