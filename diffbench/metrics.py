@@ -92,13 +92,20 @@ def errors(gradient: np.ndarray, ref: np.ndarray, dtype: str, scale: np.ndarray 
     eps = float(np.finfo(dtype).eps)
     with np.errstate(all="ignore"):
         diff = np.abs(g - r)
-        ref_norm = _norm(r) or _norm(s)
+        ref_norm = judging_size(r, scale)
         rel = _norm(diff) / ref_norm if ref_norm > 0 else _norm(diff)
         # below the dtype's smallest subnormal, no error can be represented: that is the finest unit
         unit = np.maximum(eps * s, float(np.finfo(dtype).smallest_subnormal))
         per = np.where(diff == 0, 0.0, diff / unit)
         max_eps = float(np.max(per)) if per.size else 0.0
     return rel, max_eps
+
+
+def judging_size(ref: np.ndarray, scale: np.ndarray | None) -> float:
+    """The size a normwise error is relative to: ‖ref‖₂, or where the reference is 0 the norm of the
+    scales (the size of what cancels), or 0 where there is neither (then errors are absolute)."""
+    r = np.asarray(ref, dtype=np.float64).ravel()
+    return _norm(r) or (0.0 if scale is None else _norm(np.asarray(scale, dtype=np.float64).ravel()))
 
 
 def classify(gradient: np.ndarray, ref: np.ndarray | None, method: str, variant: str, dtype: str,
@@ -129,7 +136,7 @@ def classify(gradient: np.ndarray, ref: np.ndarray | None, method: str, variant:
             err = _norm(np.abs(g.ravel() - r))
         # differences see f, not the gradient's formula: relative to ‖r‖, and to the size of
         # what cancels only where the gradient itself is 0
-        size = _norm(r) or (0.0 if scale is None else _norm(np.asarray(scale, dtype=np.float64).ravel()))
+        size = judging_size(r, scale)
         floor = float(np.finfo(dtype).smallest_subnormal)
         if size > 0:
             ok = err <= max(tol * size, floor)
