@@ -22,7 +22,7 @@ EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT); SIGTERM gives 143 (128 + SIGTER
 SCALING_CASE = "rosenbrock"
 SCALING_SIZES = (10, 100, 1000)
 SCALING_BUDGET_S = 4.0
-SCALING_VARIANTS = (("symbolic", ("numpy",)), ("tape", ("function", "xla")), ("finite", ("central",)))
+SCALING_VARIANTS = (("symbolic", ("numpy", "symengine")), ("tape", ("function", "xla")), ("finite", ("central",)))
 
 
 def _usage_error(message: str) -> NoReturn:

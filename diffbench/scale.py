@@ -24,7 +24,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-DEFAULT_VARIANTS = {"symbolic": ("numpy", "numpy-nocse"), "tape": ("eager", "function", "xla"),
+DEFAULT_VARIANTS = {"symbolic": ("numpy", "numpy-nocse", "symengine"), "tape": ("eager", "function", "xla"),
                     "finite": ("central",), "jax": ("jit",), "torch": ("eager",)}
 SCALE_COLUMNS = ["case", "n", "method", "variant", "dtype", "device", "status", "prepare_s", "time_median_s",
                  "time_iqr_s", "f_time_s", "grad_over_f", "expr_ops", "grad_ops_cse", "grad_ops_nocse", "rel_error",
