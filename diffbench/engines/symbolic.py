@@ -512,6 +512,19 @@ def _symengine_hessian(case: Case, dtype: str) -> np.ndarray:
     return tr._cache[key](_se_point(case, dtype)).reshape(n, n)
 
 
+def scale_columns(case: Case, variant: str, prepared: Prepared) -> dict[str, int]:
+    """The scaling study's expression sizes for a prepared row: ``expr_ops``, ``grad_ops_cse`` and
+    ``grad_ops_nocse`` (SymPy's counts, or for ``symengine`` :func:`count_ops`'s; see the module docstring)."""
+    if variant == "symengine" and "note" not in prepared.info:
+        tr = symengine_trace(case)
+        if "grad_ops_tree" not in tr._cache:
+            tr._cache["grad_ops_tree"] = count_ops(tr.gradient)
+        return dict(expr_ops=tr.f_ops, grad_ops_cse=prepared.info["grad_ops"], grad_ops_nocse=tr._cache["grad_ops_tree"])
+    tr = trace(case)
+    return dict(expr_ops=tr.f_ops, grad_ops_cse=_count_ops(tr, tr.gradient, True),
+                grad_ops_nocse=_count_ops(tr, tr.gradient, False))
+
+
 def _real(values: Any, dtype: np.dtype) -> np.ndarray:
     """Evaluated derivatives as real numbers; where SymPy left the real domain (the square root
     of a negative number is imaginary in SymPy, NaN in NumPy and TensorFlow), NaN."""
