@@ -68,6 +68,15 @@ def test_input_budget_skips_with_the_reason(monkeypatch):
         get_engine("symbolic").prepare(rosenbrock_case(np.linspace(0, 1, 5)), "symengine", "float64")
 
 
+def test_constant_and_zero_gradients():
+    @case(inputs={"x": [0.3, -1.1], "y": 2.0})
+    def linear_in_x(x, y, xp):
+        return 3 * x[0] - 2 * x[1] + 7
+
+    _, g = gradient(linear_in_x)
+    np.testing.assert_array_equal(g, [3.0, -2.0, 0.0])
+
+
 def test_erf_is_differentiated_by_symengine():
     @case(inputs={"x": [0.3, -1.1]})
     def erf_sum(x, xp):

@@ -365,7 +365,9 @@ def _se_compile(symbols: list[Any], exprs: list[Any], dtype: str, cse: bool) -> 
     blocks = []
     for start in range(0, len(exprs), SYMENGINE_BLOCK):
         part = exprs[start:start + SYMENGINE_BLOCK]
-        used = np.array(sorted(index[s] for s in se.DenseMatrix(len(part), 1, part).free_symbols), dtype=np.intp)
+        # Lambdify needs at least one argument: a block of constants takes the first input
+        used = np.array(sorted(index[s] for s in se.DenseMatrix(len(part), 1, part).free_symbols) or [0],
+                        dtype=np.intp)
         blocks.append((used, se.Lambdify([symbols[i] for i in used], part, cse=cse, backend=backend, **options)))
     np_dtype = np.dtype(dtype)
     size = len(exprs)
