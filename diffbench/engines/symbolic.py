@@ -416,7 +416,6 @@ class SymbolicEngine:
             except SymEngineLacks as exc:
                 fallback = self.prepare(case, "numpy", dtype, device)
                 fallback.info["note"] = f"{SYMENGINE_FALLBACK}: {exc}"
-                fallback.f_key = None
                 return fallback
         tr = trace(case)
         grads = tr.gradient
