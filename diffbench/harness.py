@@ -139,12 +139,12 @@ def warm_up(config: Config) -> None:
                         prepared = engine.prepare(probe, variant, dtype, device)
                         prepared.gradient()
                         prepared.timed()
-            second = engine.info.order2_variant
-            if config.order2 and second in variants and (method, second, dtype, "CPU", 2) not in _warmed:
-                _warmed.add((method, second, dtype, "CPU", 2))
-                with contextlib.suppress(Exception), np.errstate(all="ignore"), warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    engine.hessian(probe, second, dtype)
+            for second in engine.info.order2_variants:
+                if config.order2 and second in variants and (method, second, dtype, "CPU", 2) not in _warmed:
+                    _warmed.add((method, second, dtype, "CPU", 2))
+                    with contextlib.suppress(Exception), np.errstate(all="ignore"), warnings.catch_warnings():
+                        warnings.simplefilter("ignore")
+                        engine.hessian(probe, second, dtype)
 
 
 def _message(exc: BaseException) -> str:
@@ -173,17 +173,17 @@ def plan(case: Case, config: Config, devices: dict[str, list[str]]) -> list[tupl
     if config.order2:  # every engine with a second-order variant gets its row; its budget may skip it
         for dtype in config.dtypes:
             for method in config.methods:
-                second = _order2_variant(method)
-                if second is not None and second in config.variants_of(method):
-                    units.append((method, second, dtype, "CPU", 2))
+                for second in _order2_variants(method):
+                    if second in config.variants_of(method):
+                        units.append((method, second, dtype, "CPU", 2))
     return units
 
 
-def _order2_variant(method: str) -> str | None:
+def _order2_variants(method: str) -> tuple[str, ...]:
     try:
-        return engine_info(method).order2_variant
+        return engine_info(method).order2_variants
     except Exception:  # noqa: BLE001 - an engine that cannot load gets its rows (and their errors) at order 1
-        return None
+        return ()
 
 
 def engine_devices(config: Config) -> dict[str, list[str]]:

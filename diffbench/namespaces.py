@@ -6,6 +6,7 @@ standard. Asking any namespace for a name it lacks raises
 that uses e.g. ``xp.erfcx`` fails with a message a person can act on.
 
 - :func:`sympy_namespace`: elementwise SymPy over NumPy object arrays (symbols in, expressions out).
+- :func:`symengine_namespace`: the smooth part of the SymPy namespace in SymEngine (names it lacks raise).
 - :func:`mpmath_namespace`: the same over ``mpmath.mpf`` values (50-digit evaluation).
 - :func:`numpy_namespace`: NumPy, with complex-step-safe ``abs``/``sign``/comparisons.
 - :func:`tensorflow_namespace`: ``tensorflow.experimental.numpy`` under array-API names.
@@ -387,6 +388,66 @@ def sympy_namespace() -> _ObjectNamespace:
     return _ObjectNamespace("SymPy", unary, binary, lambda v: sp.Add(*v), lambda v: sp.Mul(*v),
                             lambda v: sp.Max(*v, evaluate=False), lambda v: sp.Min(*v, evaluate=False), select,
                             {"pi": sp.pi, "e": sp.E, "inf": sp.oo})
+
+
+class _SymEngineNamespace(_ObjectNamespace):
+    """The SymEngine namespace; names without a faithful SymEngine form raise UnsupportedFunction."""
+
+    #: names SymEngine leaves undifferentiated (abs, sign, max/min, floor...), evaluates less accurately than
+    #: NumPy's dedicated function (expm1, log1p), or that need exact matrix algebra (linalg)
+    LACKING = ("abs", "sign", "maximum", "minimum", "floor", "ceil", "round", "clip", "max", "min", "expm1",
+               "log1p", "linalg")
+
+    def __getattr__(self, name: str) -> Any:
+        if name in _SymEngineNamespace.LACKING:
+            raise UnsupportedFunction(_symengine_lacks(name))
+        return super().__getattr__(name)
+
+    def clip(self, x: Any, min: Any = None, max: Any = None) -> ObjectArray:  # noqa: A002
+        raise UnsupportedFunction(_symengine_lacks("clip"))
+
+    @property
+    def linalg(self) -> "_ObjectLinalg":
+        raise UnsupportedFunction(_symengine_lacks("linalg"))
+
+
+def _symengine_lacks(name: str) -> str:
+    return f"xp.{name} has no SymEngine form that diffbench differentiates exactly like SymPy"
+
+
+@functools.lru_cache(maxsize=1)
+def symengine_namespace() -> _ObjectNamespace:
+    """The SymEngine namespace: elementwise SymEngine functions over object arrays of symbols.
+
+    It covers the smooth functions (SymEngine differentiates them to closed form) and ``where``
+    (a Piecewise). Every other name raises :class:`UnsupportedFunction` (see
+    ``_SymEngineNamespace.LACKING``): the symbolic engine then traces the case with SymPy instead.
+    """
+    import symengine as se
+    from symengine.lib.symengine_wrapper import BooleanAtom
+
+    def logaddexp(a: Any, b: Any) -> Any:
+        return se.log(se.exp(a) + se.exp(b))
+
+    def select(cond: Any, a: Any, b: Any) -> Any:
+        if isinstance(cond, (bool, np.bool_, BooleanAtom)):
+            return a if bool(cond) else b
+        return se.Piecewise((a, cond), (b, True))
+
+    unary = {"exp": se.exp, "log": se.log, "log2": lambda a: se.log(a) / se.log(2),
+             "log10": lambda a: se.log(a) / se.log(10), "sqrt": se.sqrt, "square": lambda a: a**2, "sin": se.sin,
+             "cos": se.cos, "tan": se.tan, "asin": se.asin, "acos": se.acos, "atan": se.atan, "sinh": se.sinh,
+             "cosh": se.cosh, "tanh": se.tanh, "asinh": se.asinh, "acosh": se.acosh, "atanh": se.atanh,
+             "negative": operator.neg, "erf": se.erf, "erfc": se.erfc, "sigmoid": lambda a: 1 / (1 + se.exp(-a))}
+    binary = {"pow": operator.pow, "atan2": se.atan2, "logaddexp": logaddexp, "add": operator.add,
+              "subtract": operator.sub, "multiply": operator.mul, "divide": operator.truediv}
+
+    def lacking(values: list[Any]) -> Any:
+        raise UnsupportedFunction(_symengine_lacks("max/min"))
+
+    namespace = _SymEngineNamespace("SymEngine", unary, binary, lambda v: se.Add(*v), lambda v: se.Mul(*v),
+                                    lacking, lacking, select, {"pi": se.pi, "e": se.E, "inf": se.oo})
+    return namespace
 
 
 @functools.lru_cache(maxsize=1)

@@ -93,9 +93,7 @@ def study(case: Any, sizes: list[int], methods: list[str], dtype: str = "float64
                         if not np.all(np.isfinite(grad)):
                             row["status"] = "nan" if np.isnan(grad).any() else "inf"
                         if method == "symbolic":
-                            tr = symbolic_engine.trace(sized)
-                            row.update(expr_ops=tr.f_ops, grad_ops_cse=symbolic_engine._count_ops(tr, tr.gradient, True),
-                                       grad_ops_nocse=symbolic_engine._count_ops(tr, tr.gradient, False))
+                            row.update(symbolic_engine.scale_columns(sized, variant, prepared))
                     except Skip as exc:
                         row.update(status=Status.SKIPPED, diagnosis=str(exc))
                         spent[key] = math.inf

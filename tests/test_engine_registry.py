@@ -21,7 +21,7 @@ TOY = textwrap.dedent('''
 
     class ToyEngine:
         name = "toy"
-        info = EngineInfo(variants=("cs", "off"), default_variant="cs", order2_variant="cs",
+        info = EngineInfo(variants=("cs", "off"), default_variant="cs", order2_variants=("cs",),
                           scaling_variants=("cs",), max_hessian_inputs=1)
 
         def variants(self):

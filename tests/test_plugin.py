@@ -30,8 +30,8 @@ def test_cases_become_items_with_expected_statuses(pytester):
                                  "*cancels[[]symbolic-numpy-float64[]] FAILED*"])
     result.stdout.fnmatch_lines(["*expected status 'ok', got 'inaccurate'*cancellation*"])
     outcomes = result.parseoutcomes()
-    assert outcomes["failed"] == 7  # every exact variant of the cancelling case (3 symbolic + 4 tape)
-    assert outcomes["passed"] == 14
+    assert outcomes["failed"] == 8  # every exact variant of the cancelling case (4 symbolic + 4 tape)
+    assert outcomes["passed"] == 16
 
 
 FORGETFUL = '''
@@ -99,6 +99,6 @@ def test_items_give_the_same_outcomes_spread_over_xdist_workers(pytester):
     result = pytester.runpytest_subprocess("-n", "2", "-p", "no:cacheprovider", "--diffbench-cases", "mycases.py",
                                            "--diffbench-methods", "symbolic,finite", "--diffbench-dtypes", "float64")
     result.stdout.fnmatch_lines(["*2 workers*"])
-    # quad and unused: 3 symbolic + 4 finite variants each, all ok; broken: one item that cannot run
-    assert result.parseoutcomes() == {"passed": 14, "failed": 1}
+    # quad and unused: 4 symbolic + 4 finite variants each, all ok; broken: one item that cannot run
+    assert result.parseoutcomes() == {"passed": 16, "failed": 1}
     assert not list(pytester.path.glob("**/*.tmp")) and not list(pytester.path.glob("**/.diffbench*"))

@@ -40,10 +40,11 @@ class EngineInfo:
     variants of an approximate engine that are exact all the same (the complex step).
     ``error_exponents``: for an approximate engine, variant -> p in its tolerance 100·eps^p
     (``order2_exponent`` for its Hessians). ``default_variant``: what ``gradient(case, method)``
-    uses. ``order2_variant``: the variant whose rows carry second derivatives (None: no
+    uses. ``order2_variants``: the variants whose rows carry second derivatives (none: no
     Hessians). ``scaling_variants``: the variants ``scale`` times by default;
     ``run_scaling_variants``: those in the default run's small scaling section.
-    ``max_hessian_inputs``: the largest case (scalar inputs) the engine forms Hessians for.
+    ``max_hessian_inputs``: the largest case (scalar inputs) the engine forms Hessians for (a variant
+    may have a smaller budget of its own, and says so with ``Skip``).
     ``default``: part of a plain ``run``. ``extra``: the pip extra that installs it. ``gpu``: it
     runs on a GPU where its framework sees one (``devices()`` says where, here and now).
     """
@@ -54,7 +55,7 @@ class EngineInfo:
     exact_variants: tuple[str, ...] = ()
     error_exponents: dict[str, float] = field(default_factory=dict)
     order2_exponent: float = 0.5
-    order2_variant: str | None = None
+    order2_variants: tuple[str, ...] = ()
     scaling_variants: tuple[str, ...] = ()
     run_scaling_variants: tuple[str, ...] = ()
     max_hessian_inputs: int | None = None

@@ -43,7 +43,7 @@ class JaxEngine:
     """``jax.grad`` (reverse mode) of the case written against ``jax.numpy``."""
 
     name = "jax"
-    info = EngineInfo(variants=("eager", "jit"), default_variant="eager", order2_variant="jit",
+    info = EngineInfo(variants=("eager", "jit"), default_variant="eager", order2_variants=("jit",),
                       scaling_variants=("jit",), max_hessian_inputs=400, extra="jax", gpu=True)
 
     def __init__(self) -> None:

@@ -5,6 +5,25 @@ element) is shared with the 50-digit reference. Symbolic cost grows fast, so two
 budgets apply before any differentiation: the number of scalar inputs
 (``MAX_INPUTS``) and the size of the function's expression (``MAX_OPS``, SymPy's
 ``count_ops``). Past either the method is ``skipped`` with the reason.
+
+The ``symengine`` variant does the same with SymEngine (SymPy's C++ core): the case is
+traced with :func:`diffbench.namespaces.symengine_namespace`, differentiated with
+SymEngine and compiled with ``symengine.Lambdify`` (CSE on, LLVM backend where the
+SymEngine build has it). It has budgets of its own (``SYMENGINE_MAX_INPUTS``,
+``SYMENGINE_MAX_OPS``, ``SYMENGINE_MAX_HESSIAN_INPUTS``). A case SymEngine cannot
+represent faithfully (``xp.maximum``, ``xp.abs``, ``xp.floor``, ``xp.expm1``, ``xp.linalg``:
+see ``namespaces._SymEngineNamespace.LACKING``), or whose SymEngine derivative is left
+unevaluated, falls back to the SymPy path of the ``numpy`` variant; the row then says so in
+its diagnosis (``Prepared.info["note"]``).
+
+Expression sizes (columns ``expr_ops`` and ``grad_ops``): SymPy's ``count_ops`` for the
+SymPy variants (``grad_ops`` counted on ``sympy.cse``'s output for ``numpy`` and
+``tensorflow``, on the plain gradient for ``numpy-nocse``). For ``symengine``,
+:func:`count_ops` counts SymEngine trees by the same rules as ``sympy.count_ops`` (one
+operation per ``+ − × ÷``, power and function); ``grad_ops`` counts each distinct
+subexpression once, which is what a common-subexpression pass leaves when it shares every
+repeated subtree. ``sympy.cse`` also regroups the arguments of sums and products, so its
+count can be somewhat lower for the same gradient.
 """
 
 from __future__ import annotations
@@ -25,6 +44,13 @@ MAX_INPUTS = 2000
 MAX_OPS = 40000
 #: Hessians are formed symbolically only up to this many inputs (N² second derivatives)
 MAX_HESSIAN_INPUTS = 40
+#: the ``symengine`` variant's budgets (the same meaning as the three above)
+SYMENGINE_MAX_INPUTS = 20000
+SYMENGINE_MAX_OPS = 2_000_000
+SYMENGINE_MAX_HESSIAN_INPUTS = 400
+#: ``symengine.Lambdify`` compiles the gradient in blocks of this many components: its CSE and the
+#: LLVM compilation grow faster than linearly with the size of one block
+SYMENGINE_BLOCK = 256
 
 
 @dataclass
@@ -123,13 +149,261 @@ def _trace(case: Case) -> SymbolicTrace:
     return SymbolicTrace(case, symbols, f, time.perf_counter() - start, int(ops))
 
 
+# --------------------------------------------------------------------------- SymEngine
+@dataclass
+class SymEngineTrace:
+    """The case as a SymEngine expression, its gradient, and compiled forms (per dtype)."""
+
+    case: Case
+    symbols: list[Any]
+    f: Any
+    gradient: list[Any]
+    trace_s: float
+    diff_s: float
+    f_ops: int
+    _cache: dict[str, Any] = field(default_factory=dict)
+
+
+class SymEngineLacks(Exception):
+    """SymEngine cannot represent or differentiate this case faithfully; the message says what."""
+
+
+@per_case
+def symengine_trace(case: Case) -> SymEngineTrace:
+    """Trace and differentiate ``case`` with SymEngine (cached per case).
+
+    Raises Skip past the ``symengine`` budgets, SymEngineLacks where the SymPy path must be used
+    instead, or the case's own error.
+    """
+    import symengine as se
+
+    from ..namespaces import ObjectArray, UnsupportedFunction, symengine_namespace
+
+    if case.size > SYMENGINE_MAX_INPUTS:
+        raise Skip(f"{case.size} scalar inputs exceed the SymEngine budget of {SYMENGINE_MAX_INPUTS} "
+                   "(diffbench.engines.symbolic.SYMENGINE_MAX_INPUTS)")
+    start = time.perf_counter()
+    symbols, args = [], []
+    for name, value in case.inputs.items():
+        flat = [se.Symbol(f"{name}_{i}" if value.size > 1 else name) for i in range(value.size)]
+        symbols.extend(flat)
+        array = np.empty(value.shape, dtype=object)
+        array.reshape(-1)[:] = flat
+        args.append(array.view(ObjectArray))
+    try:
+        out = case.func(*args, xp=symengine_namespace())
+    except UnsupportedFunction as exc:
+        raise SymEngineLacks(str(exc)) from exc
+    check_scalar(case, out, "SymEngine namespace")
+    value = np.asarray(out, dtype=object).reshape(-1)[0]
+    try:
+        f = se.sympify(value)
+    except (se.SympifyError, TypeError, ValueError) as exc:
+        raise SymEngineLacks(f"SymEngine cannot represent {value!r}") from exc
+    if not isinstance(f, se.Expr) or (f.free_symbols - set(symbols)):
+        raise SymEngineLacks(f"the case returned {value!r} ({type(value).__name__}) in SymEngine")
+    ops = count_ops([f])
+    if ops > SYMENGINE_MAX_OPS:
+        raise Skip(f"the function's expression has {ops} operations, over the SymEngine budget of "
+                   f"{SYMENGINE_MAX_OPS} (diffbench.engines.symbolic.SYMENGINE_MAX_OPS): expression swell")
+    trace_s = time.perf_counter() - start
+    start = time.perf_counter()
+    gradient = _se_gradient(f, symbols)
+    diff_s = time.perf_counter() - start
+    _check_evaluated(gradient)
+    return SymEngineTrace(case, symbols, f, gradient, trace_s, diff_s, ops)
+
+
+def _se_gradient(f: Any, symbols: list[Any]) -> list[Any]:
+    """d f / d symbol for every symbol. A sum is differentiated term by term, each term only by the
+    symbols it contains: ``f.diff(s)`` would walk all of f once per symbol (quadratic in n)."""
+    import symengine as se
+
+    terms = f.args if isinstance(f, se.Add) else (f,)
+    containing: dict[Any, list[Any]] = {s: [] for s in symbols}
+    for term in terms:
+        for s in term.free_symbols:
+            if s in containing:
+                containing[s].append(term)
+    return [se.Add(*[t.diff(s) for t in containing[s]]) for s in symbols]
+
+
+def _check_evaluated(exprs: list[Any]) -> None:
+    """Raise SymEngineLacks where SymEngine left a derivative unevaluated (a function it cannot differentiate)."""
+    import symengine as se
+
+    for e in exprs:
+        left = e.atoms(se.Derivative, se.Subs)
+        if left:
+            raise SymEngineLacks(f"SymEngine leaves {next(iter(left))} unevaluated")
+
+
+def count_ops(exprs: list[Any], distinct: bool = False) -> int:
+    """Operations in SymEngine expressions, by the rules of ``sympy.count_ops``.
+
+    One operation per ``+``/``−`` between terms, ``×`` between factors, ``÷`` for a denominator,
+    power, function and negation (a negative coefficient or rational); comparisons inside a
+    Piecewise cost nothing, as in SymPy. Repeated subexpressions are counted every time they
+    occur (the tree, like count_ops), or once each when ``distinct`` (the DAG).
+    """
+    parts: dict[Any, tuple[int, list[Any]]] = {}
+    if distinct:
+        seen: set[Any] = set()
+        stack = list(exprs)
+        total = 0
+        while stack:
+            node = stack.pop()
+            if node in seen:
+                continue
+            seen.add(node)
+            own, children = parts[node] if node in parts else _node_ops(node)
+            total += own
+            stack.extend(children)
+        return total
+    memo: dict[Any, int] = {}
+    for root in exprs:
+        stack2: list[tuple[Any, bool]] = [(root, False)]
+        while stack2:
+            node, expanded = stack2.pop()
+            if node in memo:
+                continue
+            if node not in parts:
+                parts[node] = _node_ops(node)
+            own, children = parts[node]
+            if expanded:
+                memo[node] = own + sum(memo[c] for c in children)
+            else:
+                stack2.append((node, True))
+                stack2.extend((c, False) for c in children if c not in memo)
+    return int(sum(memo[r] for r in exprs))
+
+
+def _node_ops(a: Any) -> tuple[int, list[Any]]:
+    """(operations of this node itself, the subexpressions still to count), as sympy.count_ops sees it."""
+    import symengine as se
+
+    from symengine.lib.symengine_wrapper import BooleanAtom, Constant
+
+    if isinstance(a, se.Rational):  # Integer included
+        if a == 1:
+            return 0, []
+        return int(a < 0) + int(not isinstance(a, se.Integer)), []
+    if isinstance(a, (se.Number, se.Symbol, Constant, BooleanAtom)):
+        return 0, []
+    if isinstance(a, se.Add):
+        ops, negatives, children = len(a.args) - 1, 0, []
+        for term in a.args:
+            if _coeff_isneg(term):
+                negatives += 1
+                children.append(-term)
+            else:
+                children.append(term)
+        return ops + int(negatives == len(a.args)), children
+    if isinstance(a, se.Mul):
+        ops = 0
+        if _coeff_isneg(a):
+            ops, a = 1, -a
+            if not isinstance(a, se.Mul):
+                return ops, [a]
+        numer, denom = [], []
+        for factor in a.args:
+            if isinstance(factor, se.Pow) and isinstance(factor.args[1], se.Number) and factor.args[1] < 0:
+                denom.append(factor.args[0] ** -factor.args[1])
+            elif isinstance(factor, se.Rational) and not isinstance(factor, se.Integer):
+                p, q = factor.get_num_den()
+                numer.append(p)
+                denom.append(q)
+            else:
+                numer.append(factor)
+        n, d = se.Mul(*numer), se.Mul(*denom)
+        if isinstance(n, se.Integer):
+            return ops + 1 + int(n < 0), [d]
+        if d != 1:
+            return ops + 1, ([] if isinstance(d, se.Integer) else [d]) + [n]
+        return ops + len(a.args) - 1, list(a.args)
+    if isinstance(a, se.Pow):
+        base, exponent = a.args
+        if exponent == -1:
+            return 1, [base]
+        return 1, [exponent] if base == se.E else [base, exponent]
+    if isinstance(a, se.Piecewise):
+        return 1, list(a.args)
+    if isinstance(a, se.Function):
+        return 1, list(a.args)
+    return 0, list(a.args)
+
+
+def _coeff_isneg(a: Any) -> bool:
+    import symengine as se
+
+    if isinstance(a, se.Number):
+        return bool(a < 0)
+    return isinstance(a, se.Mul) and any(isinstance(f, se.Number) and f < 0 for f in a.args[:1])
+
+
+def _se_backend(dtype: str) -> tuple[str, dict[str, Any]]:
+    """The Lambdify backend and options for ``dtype``; Skip where float32 cannot be computed as float32."""
+    import symengine as se
+
+    if se.have_llvm:
+        # opt_level 0: LLVM's optimisations cost seconds at n = 1000 and gain little once CSE has run
+        return "llvm", {"opt_level": 0, "dtype": np.dtype(dtype).type}
+    if dtype != "float64":
+        raise Skip(f"this SymEngine has no LLVM backend, and its lambda backend computes in float64 only: "
+                   f"a {dtype} row would not compute in {dtype}")
+    return "lambda", {}
+
+
+def _se_compile(symbols: list[Any], exprs: list[Any], dtype: str, cse: bool) -> Callable[[np.ndarray], np.ndarray]:
+    """A function of the flat input vector returning ``exprs`` evaluated in ``dtype``, compiled with
+    symengine.Lambdify in blocks of SYMENGINE_BLOCK expressions, each a function of only the inputs
+    it contains (CSE and LLVM compilation grow faster than linearly with one function's size)."""
+    import symengine as se
+
+    backend, options = _se_backend(dtype)
+    index = {s: i for i, s in enumerate(symbols)}
+    blocks = []
+    for start in range(0, len(exprs), SYMENGINE_BLOCK):
+        part = exprs[start:start + SYMENGINE_BLOCK]
+        # Lambdify needs at least one argument: a block of constants takes the first input
+        used = np.array(sorted(index[s] for s in se.DenseMatrix(len(part), 1, part).free_symbols) or [0],
+                        dtype=np.intp)
+        blocks.append((used, se.Lambdify([symbols[i] for i in used], part, cse=cse, backend=backend, **options)))
+    np_dtype = np.dtype(dtype)
+    size = len(exprs)
+
+    def evaluate(point: np.ndarray) -> np.ndarray:
+        out = np.empty(size, dtype=np_dtype)
+        for k, (used, block) in enumerate(blocks):
+            out[k * SYMENGINE_BLOCK:(k + 1) * SYMENGINE_BLOCK] = np.ravel(block(point[used]))
+        return out
+
+    return evaluate
+
+
+def _se_compile_sum(symbols: list[Any], f: Any, dtype: str) -> Callable[[np.ndarray], Any]:
+    """``f`` compiled (no CSE, as the SymPy variants compile f); a long sum as partial sums of
+    SYMENGINE_BLOCK terms each, added in ``dtype``."""
+    import symengine as se
+
+    terms = list(f.args) if isinstance(f, se.Add) and len(f.args) > SYMENGINE_BLOCK else [f]
+    parts = [se.Add(*terms[i:i + SYMENGINE_BLOCK]) for i in range(0, len(terms), SYMENGINE_BLOCK)]
+    fn = _se_compile(symbols, parts, dtype, cse=False)
+    return lambda point: fn(point).sum()
+
+
+def _se_point(case: Case, dtype: str) -> np.ndarray:
+    return np.ascontiguousarray(np.concatenate([v.ravel() for v in case.inputs.values()]).astype(dtype))
+
+
 class SymbolicEngine:
     """SymPy ``diff`` then ``lambdify``; variants differ in what the derivative is compiled to."""
 
     name = "symbolic"
-    info = EngineInfo(variants=("numpy", "numpy-nocse", "tensorflow"), default_variant="numpy",
-                      order2_variant="numpy", scaling_variants=("numpy", "numpy-nocse"),
-                      run_scaling_variants=("numpy",), max_hessian_inputs=MAX_HESSIAN_INPUTS, default=True)
+    info = EngineInfo(variants=("numpy", "numpy-nocse", "tensorflow", "symengine"), default_variant="numpy",
+                      order2_variants=("numpy", "symengine"), scaling_variants=("numpy", "numpy-nocse", "symengine"),
+                      run_scaling_variants=("numpy", "symengine"), max_hessian_inputs=SYMENGINE_MAX_HESSIAN_INPUTS,
+                      default=True)
 
     def variants(self) -> tuple[str, ...]:
         return self.info.variants
@@ -140,6 +414,13 @@ class SymbolicEngine:
     def prepare(self, case: Case, variant: str, dtype: str, device: str = "CPU") -> Prepared:
         import sympy as sp
 
+        if variant == "symengine":
+            try:
+                return _symengine_variant(case, dtype)
+            except SymEngineLacks as exc:
+                fallback = self.prepare(case, "numpy", dtype, device)
+                fallback.info["note"] = f"{SYMENGINE_FALLBACK}: {exc}"
+                return fallback
         tr = trace(case)
         grads = tr.gradient
         start = time.perf_counter()
@@ -171,6 +452,11 @@ class SymbolicEngine:
     def hessian(self, case: Case, variant: str, dtype: str) -> np.ndarray:
         import sympy as sp
 
+        if variant == "symengine":
+            try:
+                return _symengine_hessian(case, dtype)
+            except SymEngineLacks:
+                pass  # the SymPy Hessian below, under its own budget
         if case.size > MAX_HESSIAN_INPUTS:
             raise Skip(f"{case.size} inputs exceed the symbolic Hessian budget of {MAX_HESSIAN_INPUTS}")
         tr = trace(case)
@@ -179,6 +465,69 @@ class SymbolicEngine:
         fn = tr._cache["lambdify-hessian"]
         point = list(np.concatenate([v.ravel() for v in case.inputs.values()]).astype(dtype))
         return _real(fn(point), np.dtype(dtype))
+
+
+#: how a ``symengine`` row that used the SymPy path begins its note
+SYMENGINE_FALLBACK = "differentiated and compiled with SymPy, as the numpy variant (SymEngine fallback)"
+
+
+def _symengine_variant(case: Case, dtype: str) -> Prepared:
+    """The ``symengine`` variant; raises SymEngineLacks where the SymPy path must be used."""
+    tr = symengine_trace(case)
+    start = time.perf_counter()
+    key = f"compiled-{dtype}"
+    if key not in tr._cache:
+        tr._cache[key] = (_se_compile(tr.symbols, tr.gradient, dtype, cse=True),
+                          _se_compile_sum(tr.symbols, tr.f, dtype))
+    fn, f_fn = tr._cache[key]
+    compile_s = time.perf_counter() - start
+    point = _se_point(case, dtype)
+
+    def gradient() -> dict[str, np.ndarray]:
+        return unflatten(fn(point), case.inputs)
+
+    if "grad_ops" not in tr._cache:
+        tr._cache["grad_ops"] = count_ops(tr.gradient, distinct=True)
+    info = {"expr_ops": tr.f_ops, "grad_ops": tr._cache["grad_ops"]}
+    return Prepared(gradient=gradient, timed=lambda: fn(point), f_timed=lambda: f_fn(point),
+                    prepare_s=tr.trace_s + tr.diff_s + compile_s, info=info)
+
+
+def _symengine_hessian(case: Case, dtype: str) -> np.ndarray:
+    """The (N, N) Hessian differentiated and compiled with SymEngine; raises Skip past
+    SYMENGINE_MAX_HESSIAN_INPUTS and SymEngineLacks where the SymPy path must be used."""
+    import symengine as se
+
+    if case.size > SYMENGINE_MAX_HESSIAN_INPUTS:
+        raise Skip(f"{case.size} inputs exceed the SymEngine Hessian budget of {SYMENGINE_MAX_HESSIAN_INPUTS}")
+    tr = symengine_trace(case)
+    if "hessian" not in tr._cache:
+        zero = se.Integer(0)
+        rows = []
+        for g in tr.gradient:
+            present = g.free_symbols  # every other second derivative of this row is 0
+            rows.append([g.diff(s) if s in present else zero for s in tr.symbols])
+        entries = [e for row in rows for e in row]
+        _check_evaluated(entries)
+        tr._cache["hessian"] = entries
+    key = f"hessian-{dtype}"
+    if key not in tr._cache:
+        tr._cache[key] = _se_compile(tr.symbols, tr._cache["hessian"], dtype, cse=True)
+    n = len(tr.symbols)
+    return tr._cache[key](_se_point(case, dtype)).reshape(n, n)
+
+
+def scale_columns(case: Case, variant: str, prepared: Prepared) -> dict[str, int]:
+    """The scaling study's expression sizes for a prepared row: ``expr_ops``, ``grad_ops_cse`` and
+    ``grad_ops_nocse`` (SymPy's counts, or for ``symengine`` :func:`count_ops`'s; see the module docstring)."""
+    if variant == "symengine" and "note" not in prepared.info:
+        tr = symengine_trace(case)
+        if "grad_ops_tree" not in tr._cache:
+            tr._cache["grad_ops_tree"] = count_ops(tr.gradient)
+        return dict(expr_ops=tr.f_ops, grad_ops_cse=prepared.info["grad_ops"], grad_ops_nocse=tr._cache["grad_ops_tree"])
+    tr = trace(case)
+    return dict(expr_ops=tr.f_ops, grad_ops_cse=_count_ops(tr, tr.gradient, True),
+                grad_ops_nocse=_count_ops(tr, tr.gradient, False))
 
 
 def _real(values: Any, dtype: np.dtype) -> np.ndarray:

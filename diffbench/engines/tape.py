@@ -236,7 +236,7 @@ class TapeEngine:
 
     name = "tape"
     info = EngineInfo(variants=("eager", "function", "xla", "forward"), default_variant="eager",
-                      order2_variant="eager", scaling_variants=("eager", "function", "xla"),
+                      order2_variants=("eager",), scaling_variants=("eager", "function", "xla"),
                       run_scaling_variants=("function", "xla"), max_hessian_inputs=MAX_HESSIAN_INPUTS, default=True,
                       gpu=True)
 

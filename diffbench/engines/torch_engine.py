@@ -27,7 +27,7 @@ class TorchEngine:
     """``torch.autograd.grad`` of the case written against the array-API torch namespace."""
 
     name = "torch"
-    info = EngineInfo(variants=("eager",), default_variant="eager", order2_variant="eager",
+    info = EngineInfo(variants=("eager",), default_variant="eager", order2_variants=("eager",),
                       scaling_variants=("eager",), max_hessian_inputs=400, extra="torch", gpu=True)
 
     def __init__(self) -> None:
