@@ -599,8 +599,10 @@ def slopes(df: pd.DataFrame, column: str = "time_median_s") -> pd.DataFrame:
         below = part[part[column] < FLOOR_FACTOR * base]
         floor = ", ".join(str(int(n)) for n in below["n"])
         if above["n"].nunique() < 2:
-            out.append(dict(method=method, variant=variant, device=device, slope=math.nan, sizes="",
-                            floor=f"{floor} (time within {FLOOR_FACTOR:g}× of the smallest size's: overhead)"))
+            past = ", ".join(str(int(n)) for n in above["n"])
+            out.append(dict(method=method, variant=variant, device=device, slope=math.nan,
+                            sizes=f"only {past} past the floor: no slope" if past else "none past the floor",
+                            floor=floor))
             continue
         slope = np.polyfit(np.log(above["n"].astype(float)), np.log(above[column].astype(float)), 1)[0]
         out.append(dict(method=method, variant=variant, device=device, slope=float(slope),

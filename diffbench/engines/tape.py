@@ -236,8 +236,8 @@ class TapeEngine:
 
     name = "tape"
     info = EngineInfo(variants=("eager", "function", "xla", "forward"), default_variant="eager",
-                      order2_variants=("eager",), scaling_variants=("eager", "function", "xla"),
-                      run_scaling_variants=("function", "xla"), max_hessian_inputs=MAX_HESSIAN_INPUTS, default=True,
+                      order2_variants=("eager",), scaling_variants=("eager", "function", "xla", "forward"),
+                      run_scaling_variants=("function", "xla", "forward"), max_hessian_inputs=MAX_HESSIAN_INPUTS, default=True,
                       gpu=True)
 
     def variants(self) -> tuple[str, ...]:
