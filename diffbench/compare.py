@@ -18,7 +18,7 @@ from typing import Any
 
 from .harness import KEY
 from .report import correct_digits, format_seconds, parse_samples, read_results
-from .results import Status
+from .results import Status, without_sweep
 from .slowdown import DEFAULT_ALPHA, mann_whitney_greater
 
 #: default: medians must differ by more than this fraction (runs minutes apart drift by tens of percent on a
@@ -90,7 +90,7 @@ def compare_runs(run_a: str | Path, run_b: str | Path, threshold: float = DEFAUL
     path_a, path_b = results_path(run_a), results_path(run_b)
     a = read_results(path_a)
     b = read_results(path_b)
-    a, b = a[a["method"] != "sweep"], b[b["method"] != "sweep"]
+    a, b = without_sweep(a), without_sweep(b)
     key = list(KEY)
     merged = a.merge(b, on=key, how="outer", suffixes=("_a", "_b"), indicator=True)
     both = merged[merged["_merge"] == "both"]

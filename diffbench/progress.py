@@ -16,8 +16,10 @@ import time
 from collections import Counter
 from typing import Any, TextIO
 
+from .results import STATUSES, SWEEP
+
 #: statuses in the order the counts are shown
-_ORDER = ["ok", "inaccurate", "nan", "inf", "none", "error", "timeout", "skipped", "undefined", "uncertain"]
+_ORDER = list(STATUSES)
 
 
 def _counts_text(counts: Counter[str]) -> str:
@@ -60,7 +62,7 @@ class RunProgress:
     def rows(self, rows: list[dict[str, Any]]) -> None:
         """Count rows as they arrive (step-sweep points apart)."""
         for row in rows:
-            if row.get("method") == "sweep":
+            if row.get("method") == SWEEP:
                 self.sweep += 1
                 continue
             self.done += 1

@@ -23,7 +23,7 @@ import pandas as pd
 
 from .case import matches
 from .engines.finite import step_scale
-from .results import COLUMNS, STATUSES, Status, atomic_write
+from .results import COLUMNS, STATUSES, SWEEP, Status, atomic_write, measurements, sweep_points, without_sweep
 from .metrics import is_exact
 from .timing import resolution
 
@@ -276,7 +276,7 @@ def _expected_mismatches(df: pd.DataFrame) -> pd.DataFrame:
     if "expected" not in df.columns:
         return df.iloc[0:0]
     mismatch = [not matches(str(st), str(ex)) for st, ex in zip(df["status"], df["expected"])]
-    return df[df["expected"].notna() & pd.Series(mismatch, index=df.index) & (df["method"] != "sweep")]
+    return df[df["expected"].notna() & pd.Series(mismatch, index=df.index) & (df["method"] != SWEEP)]
 
 
 def _mismatch_lines(mismatches: pd.DataFrame) -> list[str]:
@@ -338,13 +338,13 @@ def family_of(tags: Any) -> str:
 
 def measurements(df: pd.DataFrame) -> pd.DataFrame:
     """The rows that are measurements (the step-sweep points left out)."""
-    return df[df["method"] != "sweep"]
+    return without_sweep(df)
 
 
 def label_order(df: pd.DataFrame) -> list[str]:
     """``method/variant`` labels, methods in first-seen order and each method's variants in first-seen order,
     so that every table and figure of a report lists them alike."""
-    main = df[~df["method"].isin(["sweep", "case"])]
+    main = measurements(df)
     variants: dict[str, list[str]] = {}
     for method, variant in zip(main["method"], main["variant"]):
         variants.setdefault(str(method), [])
@@ -358,7 +358,8 @@ def _case_order(df: pd.DataFrame) -> list[str]:
 
 
 def _first_order(df: pd.DataFrame) -> pd.DataFrame:
-    part = df[(df["order"] == 1) & ~df["method"].isin(["sweep", "case"])]
+    part = measurements(df)
+    part = part[part["order"] == 1]
     return part.assign(label=part["method"].astype(str) + "/" + part["variant"].astype(str))
 
 
@@ -537,7 +538,7 @@ def cost_plot(df: pd.DataFrame, path: Path) -> Path | None:
 # --------------------------------------------------------------------------- plots
 def sweep_plots(df: pd.DataFrame, plot_dir: Path) -> list[Path]:
     """One PNG per dtype: finite-difference error against step for each swept case and scheme."""
-    sweep = df[df["method"] == "sweep"]
+    sweep = sweep_points(df)
     if sweep.empty:
         return []
     import matplotlib

@@ -251,7 +251,7 @@ def _gradient_changes(old: dict[str, Any], row: dict[str, Any], shapes: dict[str
 
 
 def _label(row: dict[str, Any]) -> str:
-    if row["method"] == "case":  # the runner's row for a case that could not even be loaded or started
+    if row["method"] == results.CASE_NOTE:  # the runner's row for a case that could not even be loaded or started
         return "(the whole case)"
     return f"{row['method']}/{row['variant']} {row['dtype']}"
 
