@@ -24,7 +24,7 @@ import numpy as np
 
 from .case import Case
 from .diagnose import judge
-from .engines import NoGradient, Prepared, Skip, default_methods, engine_info, flatten, get_engine
+from .engines import NoGradient, Prepared, Skip, configure, default_methods, engine_info, flatten, get_engine
 from .errors import UnitTimeout
 from .namespaces import UnsupportedFunction
 from .results import COLUMNS, FD_CAUSES, KEY, Cause, Missing, Row, Status, as_record, case_note, row_of, sweep_point
@@ -51,6 +51,8 @@ class Config:
     devices: tuple[str, ...] | None = None
     keep_gradients: bool = False
     sweep: bool = True
+    #: method -> {option: value} for the options engines declare (``EngineInfo.options``)
+    engine_options: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def variants_of(self, method: str) -> tuple[str, ...]:
         return self.variants.get(method) or get_engine(method).variants()
@@ -186,6 +188,13 @@ def _order2_variants(method: str) -> tuple[str, ...]:
         return ()
 
 
+def _configure(config: Config) -> None:
+    """Set each configured engine's declared options to what ``config`` chose (defaults otherwise)."""
+    for method in config.methods:
+        with contextlib.suppress(ImportError, KeyError):
+            configure(method, config.engine_options.get(method, {}))
+
+
 def engine_devices(config: Config) -> dict[str, list[str]]:
     """The devices each configured method runs on here (an engine that fails to load gets CPU)."""
     out = {}
@@ -220,6 +229,7 @@ def measure_case(case: Case, config: Config, emit: Callable[[dict[str, Any]], No
         return
     if config.timeout_s:
         warm_up(config)  # before any budget is armed: imports and first uses are not measurements
+    _configure(config)
     devices = engine_devices(config)
     units = plan(case, config, devices)
     refs: dict[str, Any] = {}
@@ -597,18 +607,21 @@ def _measure_order2(unit: Unit, config: Config, ref: Any, missing: Missing | Non
 def run(cases: Sequence[Case], methods: Sequence[str] | None = None, dtypes: Sequence[str] | None = None, *,
         variants: dict[str, Sequence[str]] | None = None, profile: str = "quick", order2: bool = True,
         timeout: float | None = DEFAULT_TIMEOUT_S, timing: bool = True,
-        on_row: Callable[[dict[str, Any]], None] | None = None) -> "Any":
+        on_row: Callable[[dict[str, Any]], None] | None = None,
+        engine_options: dict[str, dict[str, str]] | None = None) -> "Any":
     """Measure ``cases`` in this process and return the tidy results DataFrame.
 
     ``methods`` defaults to symbolic, tape and finite; ``dtypes`` to float32 and
     float64; ``variants`` maps a method to the variants to run (default: all).
+    ``engine_options`` sets options engines declare, e.g. ``{"finite": {"evaluation": "jax.vmap"}}``.
     ``timeout`` is the budget per measurement in seconds (enforced with a timer signal
     in the main thread). Problems of a case become rows; nothing here raises for them.
     Raises KeyError for an unknown method, ValueError for an unknown dtype or profile.
     """
     import pandas as pd
 
-    config = make_config(methods, dtypes, variants, profile, order2, timeout, timing)
+    config = make_config(methods, dtypes, variants, profile, order2, timeout, timing,
+                         engine_options=engine_options or {})
     rows: list[dict[str, Any]] = []
 
     def keep(row: dict[str, Any]) -> None:
@@ -648,6 +661,16 @@ def make_config(methods: Sequence[str] | None, dtypes: Sequence[str] | None,
         unknown = [v for v in names if v not in known]
         if unknown:
             raise ValueError(f"unknown {method} variant(s) {', '.join(map(repr, unknown))}; known: {', '.join(known)}")
+    for method, chosen in (options.get("engine_options") or {}).items():
+        if method not in REGISTRY:
+            raise KeyError(f"unknown method {method!r} in an engine option; known methods: {', '.join(REGISTRY)}")
+        declared = engine_info(method).options
+        for name, value in chosen.items():
+            if name not in declared:
+                raise ValueError(f"{method} has no option {name!r}; its options: "
+                                 f"{', '.join(declared) or 'none'}")
+            if value not in declared[name]:
+                raise ValueError(f"{method}.{name} takes {', '.join(declared[name])}, not {value!r}")
     return Config(methods=methods, dtypes=dtypes, variants={k: tuple(v) for k, v in (variants or {}).items()},
                   profile=profile, order2=order2, timeout_s=timeout or 0.0, timing=timing, **options)
 

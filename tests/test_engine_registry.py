@@ -86,3 +86,28 @@ def test_a_registered_engine_is_measured_and_judged(toy):
     truth = [math.cos(0.7) * math.cos(-1.3), -math.sin(0.7) * math.sin(-1.3)]
     got = diffbench.gradient(product_of_sines, method=toy)["x"]
     assert got == pytest.approx(truth, rel=1e-15)
+
+
+def test_engine_options_are_declared_validated_and_reset():
+    pytest.importorskip("jax")
+    from scipy.optimize import rosen_der
+
+    @diffbench.case(inputs={"x": [-1.2, 1.0, 0.5]})
+    def rosen3(x, xp):
+        return xp.sum(100 * (x[1:] - x[:-1] ** 2) ** 2 + (1 - x[:-1]) ** 2)
+
+    assert engines.engine_info("finite").options["evaluation"] == ("numpy", "jax.vmap")
+    with pytest.raises(ValueError, match="takes numpy, jax.vmap"):
+        diffbench.run([rosen3], methods=["finite"], engine_options={"finite": {"evaluation": "gpu"}})
+    with pytest.raises(ValueError, match="no option"):
+        diffbench.run([rosen3], methods=["finite"], engine_options={"finite": {"speed": "fast"}})
+    batched = diffbench.run([rosen3], methods=["finite"], dtypes=["float64"], variants={"finite": ["central"]},
+                            order2=False, timing=False, engine_options={"finite": {"evaluation": "jax.vmap"}})
+    row = batched[batched.method == "finite"].iloc[0]
+    assert row.evaluation == "jax.vmap" and row.status == "ok"
+    # the option does not outlive the run that chose it
+    again = diffbench.run([rosen3], methods=["finite"], dtypes=["float64"], variants={"finite": ["central"]},
+                          order2=False, timing=False)
+    assert again[again.method == "finite"].iloc[0].evaluation == "numpy"
+    got = diffbench.gradient(rosen3, "finite/central")["x"]
+    assert got == pytest.approx(rosen_der([-1.2, 1.0, 0.5]), rel=1e-7)

@@ -106,6 +106,32 @@ def add_measurement_options(parser: argparse.ArgumentParser) -> None:
                         help="only these variants of a method, e.g. tape=eager,function (repeatable)")
 
 
+def engine_option(text: str) -> tuple[str, str, str]:
+    """argparse type of --engine-option: METHOD.NAME=VALUE."""
+    head, eq, value = text.partition("=")
+    method, dot, name = head.partition(".")
+    if not (eq and dot and method and name and value):
+        raise argparse.ArgumentTypeError(f"expected METHOD.NAME=VALUE (e.g. finite.evaluation=jax.vmap), got {text!r}")
+    return method.strip(), name.strip(), value.strip()
+
+
+def engine_options(items: list[tuple[str, str, str]] | None) -> dict[str, dict[str, str]]:
+    """The --engine-option values as method -> {name: value}."""
+    out: dict[str, dict[str, str]] = {}
+    for method, name, value in items or []:
+        out.setdefault(method, {})[name] = value
+    return out
+
+
+def add_engine_option(parser: argparse.ArgumentParser) -> None:
+    """--engine-option: a setting an engine declares (``EngineInfo.options``)."""
+    parser.add_argument("--engine-option", type=engine_option, action="append", metavar="METHOD.NAME=VALUE",
+                        help="an option an engine declares, e.g. finite.evaluation=jax.vmap (finite differences "
+                             "evaluate each round's stencil points in one jax.vmap call where the case runs under "
+                             "jax.numpy and agrees with NumPy within 4 ulps; default numpy, one call per point); "
+                             "repeatable")
+
+
 def add_timeout_option(parser: argparse.ArgumentParser) -> None:
     """--timeout: the time budget per measurement, enforced from outside the worker."""
     parser.add_argument("--timeout", type=timeout, default=DEFAULT_TIMEOUT_S, metavar="SECONDS",

@@ -14,8 +14,8 @@ from ..harness import make_config
 from ..runner import lock_folder
 from ..selection import cases_path, load_selected
 from ..results import Status
-from .options import (EXIT_OK, EXIT_UNEXPECTED, add_case_options, add_jobs_option, add_measurement_options,
-                      add_timeout_option, split, variants)
+from .options import (EXIT_OK, EXIT_UNEXPECTED, add_case_options, add_engine_option, add_jobs_option,
+                      add_measurement_options, add_timeout_option, engine_options, split, variants)
 
 #: the default run's small scaling section: this case, at these sizes, with this budget per variant
 SCALING_CASE = "rosenbrock"
@@ -32,7 +32,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     chosen_variants = variants(args.variants)
     try:
         config = make_config(split(args.methods), split(args.dtypes), chosen_variants, args.profile,
-                             not args.no_order2, args.timeout)
+                             not args.no_order2, args.timeout, engine_options=engine_options(args.engine_option))
     except (KeyError, ValueError) as exc:
         raise UsageError(exc.args[0]) from None
     out = Path(args.resume or args.out)
@@ -176,6 +176,7 @@ def add_command(sub: Any) -> None:
     run.add_argument("--profile", choices=["quick", "full"], default="quick",
                      help="timing effort: quick (default; short samples) or full (longer, tighter statistics)")
     add_timeout_option(run)
+    add_engine_option(run)
     add_jobs_option(run)
     run.add_argument("--resume", metavar="DIR", help="continue an interrupted run in DIR, skipping measured rows "
                                                      "and re-measuring cases whose source changed")

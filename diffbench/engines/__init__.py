@@ -47,6 +47,8 @@ class EngineInfo:
     may have a smaller budget of its own, and says so with ``Skip``).
     ``default``: part of a plain ``run``. ``extra``: the pip extra that installs it. ``gpu``: it
     runs on a GPU where its framework sees one (``devices()`` says where, here and now).
+    ``options``: settings a run may choose (``--engine-option METHOD.NAME=VALUE``), name -> the
+    allowed values, the default first; the engine has an attribute of that name.
     """
 
     variants: tuple[str, ...]
@@ -62,6 +64,7 @@ class EngineInfo:
     default: bool = False
     extra: str | None = None
     gpu: bool = False
+    options: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def is_exact(self, variant: str) -> bool:
         """Whether ``variant`` evaluates an exact formula (its only error is rounding)."""
@@ -136,6 +139,14 @@ def run_scaling_variants(methods: tuple[str, ...] | list[str]) -> tuple[tuple[st
         if info is not None:
             out.append((method, info.run_scaling_variants or info.scaling_variants))
     return tuple(out)
+
+
+def configure(method: str, chosen: dict[str, str]) -> None:
+    """Set every option the engine declares to ``chosen``'s value, or to its default (the first
+    allowed value), so that a setting never outlives the run that chose it."""
+    engine = get_engine(method)
+    for name, allowed in engine.info.options.items():
+        setattr(engine, name, chosen.get(name, allowed[0]))
 
 
 def default_methods() -> tuple[str, ...]:

@@ -896,7 +896,8 @@ class FiniteEngine:
                       exact=False, exact_variants=("complex_step",),
                       error_exponents={"forward": 1 / 2, "central": 2 / 3, "richardson": 4 / 5}, order2_exponent=1 / 2,
                       order2_variants=("central",), scaling_variants=("central",), run_scaling_variants=("central",),
-                      max_hessian_inputs=MAX_HESSIAN_INPUTS, default=True)
+                      max_hessian_inputs=MAX_HESSIAN_INPUTS, default=True,
+                      options={"evaluation": (PER_POINT, BATCHED)})
     evaluation = PER_POINT
 
     def __init__(self) -> None:
