@@ -33,7 +33,7 @@ class Profile:
 
 
 PROFILES = {
-    "quick": Profile("quick", min_sample_s=0.001, samples=5, warmups=1, budget_s=0.05),
+    "quick": Profile("quick", min_sample_s=0.002, samples=5, warmups=1, budget_s=0.05),
     "full": Profile("full", min_sample_s=0.010, samples=15, warmups=2, budget_s=3.0),
 }
 

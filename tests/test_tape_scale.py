@@ -270,3 +270,13 @@ def test_hessian_of_an_unconnected_input_is_none():
     with pytest.raises(NoGradient, match="TensorFlow returned None for unused") as info:
         get_engine("tape").hessian(ignores_an_input, "eager", "float64")
     assert info.value.inputs == ["unused"]
+
+
+def test_forward_with_a_few_inputs_is_unrolled_and_right():
+    rosen = rosenbrock_of(tape_module.UNROLL_MAX_TANGENTS)
+    prepared, got = forward(rosen)
+    assert prepared.info["evaluation"] == "unrolled"
+    want = rosen_der(rosen.inputs["x"])
+    np.testing.assert_allclose(got["x"], want, rtol=1e-13, atol=1e-12 * np.max(np.abs(want)))
+    larger, _ = forward(rosenbrock_of(tape_module.UNROLL_MAX_TANGENTS + 1))
+    assert larger.info["evaluation"] == "vectorized"

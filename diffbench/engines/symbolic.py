@@ -42,8 +42,10 @@ from . import EngineInfo, Prepared, Skip, check_scalar, unflatten
 MAX_INPUTS = 2000
 #: largest expression (sympy.count_ops of the function) the symbolic method differentiates
 MAX_OPS = 40000
-#: Hessians are formed symbolically only up to this many inputs (N² second derivatives)
-MAX_HESSIAN_INPUTS = 40
+#: SymPy forms Hessians only up to this many inputs: N² second derivatives, each a SymPy diff and the
+#: whole a lambdify; a 21-weight MLP takes about 6 s here (the ``symengine`` variant: 0.15 s, up to
+#: SYMENGINE_MAX_HESSIAN_INPUTS)
+MAX_HESSIAN_INPUTS = 10
 #: the ``symengine`` variant's budgets (the same meaning as the three above)
 SYMENGINE_MAX_INPUTS = 20000
 SYMENGINE_MAX_OPS = 2_000_000
@@ -458,7 +460,9 @@ class SymbolicEngine:
             except SymEngineLacks:
                 pass  # the SymPy Hessian below, under its own budget
         if case.size > MAX_HESSIAN_INPUTS:
-            raise Skip(f"{case.size} inputs exceed the symbolic Hessian budget of {MAX_HESSIAN_INPUTS}")
+            raise Skip(f"{case.size} inputs exceed SymPy's Hessian budget of {MAX_HESSIAN_INPUTS} inputs "
+                       f"(diffbench.engines.symbolic.MAX_HESSIAN_INPUTS); the symbolic/symengine row forms it "
+                       f"up to {SYMENGINE_MAX_HESSIAN_INPUTS}")
         tr = trace(case)
         if "lambdify-hessian" not in tr._cache:
             tr._cache["lambdify-hessian"] = sp.lambdify([tr.symbols], tr.hessian(), modules="numpy", cse=True)
