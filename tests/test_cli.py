@@ -227,12 +227,13 @@ def test_run_counts_rows_alike_on_the_console_and_in_the_report(tmp_path):
     import re
 
     # beale has 2 inputs: order 1 is 2 dtypes x (4 symbolic + 4 tape + 4 finite variants) = 24 rows, order 2 is
-    # 2 dtypes x 3 methods = 6 rows: 30 measurements; it is tagged sweep, so step-sweep points come on top
+    # 2 dtypes x 4 second-order variants (symbolic numpy and symengine, tape eager, finite central) = 8 rows:
+    # 32 measurements; it is tagged sweep, so step-sweep points come on top
     out = diffbench("run", "--cases", ROOT / "cases" / "classic.py", "-k", "beale", "--out", tmp_path, "--jobs", 1,
                     "--no-scale")
     assert out.returncode == 0, out.stderr
-    assert "[1/1] beale: 30/30 rows (ok 30)" in out.stderr  # not a terminal: plain lines
-    counted = re.search(r"diffbench: (\d+ rows: 30 measurements of 1 case and \d+ step-sweep points)", out.stdout)
+    assert "[1/1] beale: 32/32 rows (ok 32)" in out.stderr  # not a terminal: plain lines
+    counted = re.search(r"diffbench: (\d+ rows: 32 measurements of 1 case and \d+ step-sweep points)", out.stdout)
     assert counted, out.stdout
     assert (tmp_path / "report.md").read_text().splitlines()[2].startswith(counted.group(1))
     assert not [line for line in out.stderr.splitlines() if re.match(GLOG_LINE, line)], out.stderr
