@@ -439,6 +439,10 @@ def matmul(a: Any, b: Any) -> Any:
     return _obj(out)
 
 
+#: ``@`` of object arrays holding tape values (namespaces' ``_matmul`` looks for this on the values' type)
+Var.tape_matmul = staticmethod(matmul)  # type: ignore[attr-defined]
+
+
 def _reduce_pairwise(pair: Callable[[Any, Any], Any]) -> Callable[[list[Any]], Any]:
     return lambda values: functools.reduce(pair, values)
 

@@ -99,12 +99,13 @@ class ObjectArray(np.ndarray):
 
 
 def _matmul(a: Any, b: Any) -> "ObjectArray":
-    """``@`` on object arrays; on the reference's tape, as one node per element of the product."""
-    from . import mptape
-
+    """``@`` on object arrays. Values that bring a product of their own (``tape_matmul``: the reference's
+    tape, one node per element of the product) compute it; anything else multiplies element by element."""
     left, right = np.asarray(a, dtype=object), np.asarray(b, dtype=object)
-    if any(isinstance(v, mptape.Var) for v in left.ravel()) or any(isinstance(v, mptape.Var) for v in right.ravel()):
-        return mptape.matmul(left, right)
+    for value in (*left.ravel(), *right.ravel()):
+        product = getattr(type(value), "tape_matmul", None)
+        if product is not None:
+            return product(left, right)
     return _obj(np.matmul(left, right))
 
 
@@ -270,9 +271,8 @@ class _ObjectLinalg:
         return self._ns.sqrt(self._ns.sum(array * array, axis=axis, keepdims=keepdims))
 
     def _size(self, value: Any) -> float:
-        from .mptape import Var
-
-        raw = value.value if isinstance(value, Var) else value
+        # a value on the reference's tape (it brings its own product) holds its number in ``value``
+        raw = value.value if getattr(type(value), "tape_matmul", None) is not None else value
         try:
             return abs(float(raw))
         except TypeError:

@@ -19,12 +19,7 @@ PACKAGE = Path(diffbench.__file__).resolve().parent
 
 #: edges that close a cycle but can only be removed inside a module being changed elsewhere;
 #: each names the edge and why it is still there. Empty the list, do not grow it.
-ALLOWED_EDGES: set[tuple[str, str]] = {
-    # the object arrays' ``@`` hands Var operands to mptape.matmul (one dot node per element) and the
-    # pivot size reads a Var's value; mptape builds on namespaces' object arrays. Remove by letting the
-    # tape's values carry their own matmul/size (or moving the object arrays below both).
-    ("diffbench.namespaces", "diffbench.mptape"),
-}
+ALLOWED_EDGES: set[tuple[str, str]] = set()
 
 
 def _module_names() -> dict[str, Path]:
