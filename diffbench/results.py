@@ -71,6 +71,8 @@ class Cause(_Text):
     SYMPY_FORMULA = "sympy-formula"  # SymPy's derivative formula loses accuracy in floating point
     SECOND_ORDER_FORMULA = "second-order-formula"  # second derivatives of a tape or SymPy lose accuracy
     CANCELLATION = "cancellation"  # the function's own values cancel: every method following it errs
+    CONDITIONING = "conditioning"  # the function as written amplifies rounding (a long chain): every exact method errs
+    FORMULA_CANCELLATION = "formula-cancellation"  # the derivative's formula cancels at this point (sin(x)/x near 0)
     TIE = "tie"  # a switch tied exactly at a differentiable point: a convention picks one side
     STENCIL_KINK = "stencil-kink"  # a finite-difference stencil reaches across a kink
     POLE_OR_DOMAIN = "pole-or-domain"  # a stencil reaches a pole or leaves the function's domain
@@ -89,6 +91,9 @@ class Cause(_Text):
 
 #: causes that are the finite-difference method's own, known limits
 FD_CAUSES = frozenset({Cause.STENCIL_KINK, Cause.POLE_OR_DOMAIN, Cause.FD_ERROR})
+#: causes that are the function's fault as written, not the method's: every exact method following the
+#: formula errs as much (the report shows them apart, so no method is blamed for them)
+FUNCTION_CAUSES = frozenset({Cause.CANCELLATION, Cause.CONDITIONING, Cause.FORMULA_CANCELLATION})
 
 #: ``method`` of a case note and of a sweep point (annotations, not measurements)
 CASE_NOTE = "case"
@@ -154,6 +159,10 @@ class Row:
     evaluation: str | None = None
     time_over_f: float | None = None
     time_over_fastest: float | None = None
+    #: the error an exact method following the case's formula can attain in this dtype: eps·sᵢ relative
+    attainable_error: float | None = None
+    #: the proven bound on the reference's own error (worst component, relative to its size)
+    reference_radius: float | None = None
     gradient: Any = field(default=None, metadata={"column": False})
 
     # ------------------------------------------------------------------ mapping access
