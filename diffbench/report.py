@@ -7,6 +7,7 @@ The machine's facts travel in ``env_*`` columns of the same CSV.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import math
 import os
@@ -16,18 +17,20 @@ import subprocess
 import tempfile
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import pandas as pd
 
 from .case import matches
 from .engines.finite import step_scale
-from .results import COLUMNS, STATUSES, SWEEP, Status, atomic_write, measurements, sweep_points, without_sweep
+from .paths import inside, slug
+from .results import (CASE_NOTE, COLUMNS, ENV_PREFIX, FUNCTION_CAUSES, STATUSES, SWEEP, Status, atomic_write,
+                      for_csv, from_csv, measurements, sweep_points, without_sweep)
+from .results import read_results as _read_results
 from .metrics import is_exact
 from .timing import resolution
 
-ENV_PREFIX = "env_"
 STATUS_ORDER = list(STATUSES)
 
 
@@ -139,19 +142,21 @@ def _label(row: pd.Series) -> str:
 
 
 def read_results(path: str | Path) -> pd.DataFrame:
-    """Read a results.csv written by diffbench (raises ValueError if it is not one)."""
-    header = pd.read_csv(path, nrows=0).columns
-    # the machine's facts are text ("1.0e-09", a commit hash of digits): keep them as written
-    # and a status of "nan" is a word, not a missing value: only empty cells are missing
-    df = pd.read_csv(path, dtype={c: str for c in header if c.startswith(ENV_PREFIX)}, keep_default_na=False,
-                     na_values=[""])
-    missing = [c for c in ("case", "method", "variant", "dtype", "status") if c not in df.columns]
-    if missing:
-        raise ValueError(f"{path} is not a diffbench results file: columns {missing} are missing")
-    for column in COLUMNS:
-        if column not in df.columns:
-            df[column] = np.nan
-    return df
+    """Read a results.csv written by diffbench, statuses and causes as plain text (raises ValueError if it is
+    not one); the public, typed reader is :func:`diffbench.read_results`."""
+    return _read_results(path, typed=False)
+
+
+def is_function_fault(cause: Any) -> bool:
+    """Whether a row's ``cause`` is the function's own fault as written (no method could avoid the error)."""
+    return isinstance(cause, str) and cause in FUNCTION_CAUSES
+
+
+def _function_fault(df: pd.DataFrame) -> pd.Series:
+    """Per row: its cause is the function's own fault (see :data:`diffbench.results.FUNCTION_CAUSES`)."""
+    if "cause" not in df.columns:
+        return pd.Series(False, index=df.index, dtype=bool)
+    return df["cause"].map(is_function_fault).astype(bool)
 
 
 # --------------------------------------------------------------------------- tables
@@ -226,49 +231,88 @@ def _hessian_table(df: pd.DataFrame, cases: list[str]) -> str:
     return pivot.fillna("").to_markdown()
 
 
+#: the summary's column for ``inaccurate`` rows that are the function's own fault (apart from ``inaccurate``)
+FUNCTION_COLUMN = "inaccurate: function's fault"
+
+
 def _summary_table(df: pd.DataFrame, labels: list[str]) -> str:
     table = _first_order(df)
-    counts = table.assign(label=table["label"] + " " + table["dtype"]).pivot_table(
+    table = table[table["method"] != CASE_NOTE]
+    # the function's own fault is not the method's: counted in a column of its own
+    status = table["status"].astype(str).where(~_function_fault(table), FUNCTION_COLUMN)
+    counts = table.assign(label=table["label"] + " " + table["dtype"], status=status).pivot_table(
         index="label", columns="status", values="case", aggfunc="count", fill_value=0, sort=False)
     order = [f"{lab} {d}" for lab in labels for d in ("float32", "float64")]
+    columns = STATUS_ORDER[:2] + [FUNCTION_COLUMN] + STATUS_ORDER[2:]
     counts = counts.reindex(index=[i for i in order if i in counts.index],
-                            columns=[s for s in STATUS_ORDER if s in counts.columns])
+                            columns=[s for s in columns if s in counts.columns])
     counts.index = [md(i) for i in counts.index]
     return counts.to_markdown()
 
 
 def _where(rows: pd.DataFrame) -> str:
     """The rows of a group, compactly: each case with the variants, dtypes and orders it covers."""
-    parts = []
-    for case_name, mine in rows.groupby("case", sort=False):
-        what = ", ".join(dict.fromkeys(f"{r['variant']} {str(r['dtype']).replace('float', 'f')}"
-                                       + (" order 2" if r["order"] == 2 else "") for _, r in mine.iterrows()))
-        parts.append(f"{md(case_name)} ({md(what)})")
-    shown = parts[:6]
-    return "; ".join(shown) + (f"; and {len(parts) - 6} more cases" if len(parts) > 6 else "")
+    return "; ".join(f"{md(case_name)} ({md(_what(mine))})" for case_name, mine in rows.groupby("case", sort=False))
+
+
+def _diagnosis_text(value: Any) -> str:
+    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
+
+
+def _own_numbers(text: str, texts: set[str]) -> str:
+    """The clauses of ``text`` (split at "; ") that differ within its group ``texts``, joined again: a row's own
+    relative error, worst element and values. The whole text when the group's clauses do not line up."""
+    split = [t.split("; ") for t in texts]
+    mine = text.split("; ")
+    if any(len(parts) != len(mine) for parts in split):
+        return text
+    own = [clause for i, clause in enumerate(mine) if len({parts[i] for parts in split}) > 1]
+    return "; ".join(own) or text
+
+
+def _worst_row(rows: pd.DataFrame) -> pd.Series:
+    """The row of ``rows`` with the largest relative error (the first when none has one)."""
+    errors = pd.to_numeric(rows["rel_error"], errors="coerce") if "rel_error" in rows.columns else None
+    if errors is None or errors.isna().all():
+        return rows.iloc[0]
+    return rows.loc[errors.idxmax()]
+
+
+def _what(rows: pd.DataFrame) -> str:
+    """The variants, dtypes and orders of a case's rows, compactly (``central f64, forward f32 order 2``)."""
+    return ", ".join(dict.fromkeys(f"{r['variant']} {str(r['dtype']).replace('float', 'f')}"
+                                   + (" order 2" if r["order"] == 2 else "") for _, r in rows.iterrows()))
 
 
 def _problems(df: pd.DataFrame) -> str:
-    """Non-ok rows grouped by status, method and diagnosis up to its numbers: one entry per group with its
-    rows' places and the diagnosis, in full where every row of the group has the same text, otherwise with
-    the numbers that differ left out (each row's own text is in results.csv)."""
+    """Non-ok rows grouped by status, method, cause and diagnosis up to its numbers. A group whose rows all say
+    the same gives its text once with its rows' places; otherwise the shared text with the numbers left out
+    (…), then one line per case with that case's own numbers (relative error, worst element, true and computed
+    values) from its worst row. Rows whose cause is the function's own fault are marked so."""
     bad = df[df["status"] != Status.OK]
     if bad.empty:
         return "Every row is `ok`.\n"
-    text = bad["diagnosis"].map(lambda d: "" if d is None or (isinstance(d, float) and math.isnan(d)) else str(d))
-    bad = bad.assign(text=text, shape=text.map(lambda t: _NUMBER.sub("#", t)),
+    text = bad["diagnosis"].map(_diagnosis_text)
+    fault = _function_fault(bad)
+    bad = bad.assign(text=text, shape=text.map(lambda t: _NUMBER.sub("#", t)), fault=fault,
                      rank=bad["status"].map(lambda s: STATUS_ORDER.index(s) if s in STATUS_ORDER else 99))
     lines = []
-    for (_, status, method, shape), rows in bad.groupby(["rank", "status", "method", "shape"], sort=True):
+    for (_, status, method, fault, shape), rows in bad.groupby(["rank", "status", "method", "fault", "shape"],
+                                                              sort=True):
         n_cases = rows["case"].nunique()
-        lines.append(f"- `{status}` · {md(method)} · {len(rows)} row{'s' * (len(rows) != 1)} in {n_cases} "
-                     f"case{'s' * (n_cases != 1)}: {_where(rows)}")
+        whose = (f" · the function's own fault ({', '.join(sorted(set(map(str, rows['cause']))))}): no method "
+                 "following this formula does better" if fault else "")
+        head = (f"- `{status}` · {md(method)}{whose} · {len(rows)} row{'s' * (len(rows) != 1)} in {n_cases} "
+                f"case{'s' * (n_cases != 1)}")
         texts = set(rows["text"])
         if len(texts) == 1:
-            said = next(iter(texts)) or "no diagnosis"
-        else:
-            said = shape.replace("#", "…") + " (the numbers differ from row to row; results.csv has each row's)"
-        lines.append(f"  - {md(said)}")
+            lines += [f"{head}: {_where(rows)}", f"  - {md(next(iter(texts)) or 'no diagnosis')}"]
+            continue
+        lines += [f"{head}:", f"  - {md(shape.replace('#', '…'))}"]
+        for case_name, mine in rows.groupby("case", sort=False):
+            worst = _worst_row(mine)
+            others = f"; worst of {len(mine)} rows: {md(worst['variant'])}" if len(mine) > 1 else ""
+            lines.append(f"    - {md(case_name)} ({md(_what(mine))}{others}): {md(_own_numbers(worst['text'], texts))}")
     return "\n".join(lines) + "\n"
 
 
@@ -325,7 +369,21 @@ def cause_of(diagnosis: Any) -> str:
     cut = re.search(r"[:;]", text[20:])
     text = text[:20 + cut.start()] if cut else text
     text = text.strip(" .")
-    return (text[:77] + "…" if len(text) > 80 else text) or "no diagnosis"
+    return shorten(text, 80) or "no diagnosis"
+
+
+def shorten(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` characters at a word boundary, with "…" where it was cut; never cut
+    inside a word (a single word longer than ``limit`` is kept whole)."""
+    if len(text) <= limit:
+        return text
+    head = text[:limit - 1]
+    if text[limit - 1].isspace():
+        cut = head  # the cut falls between words
+    else:
+        space = head.rfind(" ")
+        cut = head[:space] if space > 0 else text.split(" ", 1)[0]
+    return cut.rstrip(" ,;:(") + "…"
 
 
 def family_of(tags: Any) -> str:
@@ -343,8 +401,9 @@ def measurements(df: pd.DataFrame) -> pd.DataFrame:
 
 def label_order(df: pd.DataFrame) -> list[str]:
     """``method/variant`` labels, methods in first-seen order and each method's variants in first-seen order,
-    so that every table and figure of a report lists them alike."""
+    so that every table and figure of a report lists them alike. Case notes are not methods: they get no label."""
     main = measurements(df)
+    main = main[main["method"] != CASE_NOTE]
     variants: dict[str, list[str]] = {}
     for method, variant in zip(main["method"], main["variant"]):
         variants.setdefault(str(method), [])
@@ -399,40 +458,118 @@ def _digits_phrase(rows: pd.DataFrame) -> str:
     return "correct digits, float64 worst–median / float32 median: " + ", ".join(parts)
 
 
-def _fastest_phrase(rows: pd.DataFrame) -> str:
+def _exact_timed(rows: pd.DataFrame) -> pd.DataFrame:
+    """The ok, timed, exact, CPU order-1 rows of one dtype (float64 when there are any), each with its label."""
+    rows = _first_order(rows) if "label" not in rows.columns else rows
     exact = pd.Series([_exact(m, v) for m, v in zip(rows["method"], rows["variant"])], index=rows.index, dtype=bool)
     timed = rows[(rows["status"] == Status.OK) & rows["time_median_s"].notna() & (rows["device"] == "CPU") & exact]
     dtype = "float64" if (timed["dtype"] == "float64").any() else "float32"
-    timed = timed[timed["dtype"] == dtype]
+    return timed[timed["dtype"] == dtype]
+
+
+def _break_even(timed: pd.DataFrame, label: str, against: str) -> float:
+    """Median over cases of the gradient calls after which ``label``'s longer set-up is paid back by its faster
+    calls against ``against``: (preparation − its preparation) ÷ (its per-call time − per-call time). 0 when
+    ``label`` is both quicker to set up and faster per call; inf when it is never faster per call; NaN when no
+    case times both."""
+    mine = timed[timed["label"] == label].drop_duplicates("case").set_index("case")
+    theirs = timed[timed["label"] == against].drop_duplicates("case").set_index("case")
+    calls = []
+    for name in mine.index.intersection(theirs.index):
+        saving = float(theirs.at[name, "time_median_s"]) - float(mine.at[name, "time_median_s"])
+        extra = float(mine.at[name, "prepare_s"]) - float(theirs.at[name, "prepare_s"])
+        if math.isnan(saving) or math.isnan(extra):
+            continue
+        calls.append(math.inf if saving <= 0 else max(extra, 0.0) / saving)
+    return float(np.median(calls)) if calls else math.nan
+
+
+def _calls_text(calls: float) -> str:
+    if math.isnan(calls):
+        return "no case times both"
+    if math.isinf(calls):
+        return "never (not faster per call)"
+    if calls == 0:
+        return "at once (quicker to set up too)"
+    return f"after {_num(math.ceil(calls))} call{'s' * (calls > 1)}"
+
+
+def _quickest_to_prepare(timed: pd.DataFrame) -> str | None:
+    prepare = timed.groupby("label", sort=False)["prepare_s"].median().dropna()
+    return str(prepare.idxmin()) if len(prepare) else None
+
+
+def _fastest_phrase(rows: pd.DataFrame) -> str:
+    timed = _exact_timed(rows)
     if timed.empty:
         return "no exact method was timed ok"
     winners = timed.loc[timed.groupby("case", sort=False)["time_median_s"].idxmin(), "label"]
     best = winners.value_counts().index[0]
     ratio = timed[timed["label"] == best]["grad_over_f"].astype(float).median()
     ratio_text = f", grad/f {ratio:.2g}" if not math.isnan(ratio) else ""
-    return f"fastest exact: {md(best)} ({int((winners == best).sum())} of {len(winners)} cases{ratio_text})"
+    text = f"fastest exact: {md(best)} ({int((winners == best).sum())} of {len(winners)} cases{ratio_text})"
+    quickest = _quickest_to_prepare(timed)
+    if quickest is not None and quickest != best:
+        calls = _break_even(timed, best, quickest)
+        if not math.isnan(calls):
+            text += f"; counting set-up it beats {md(quickest)} {_calls_text(calls)}"
+    return text
+
+
+def setup_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Exact methods ranked by their median time per gradient (ok, CPU, order 1, float64 when there is any), with
+    their median one-off preparation and the break-even: how many gradient calls it takes before the time saved
+    per call pays for the longer set-up, against the method quickest to set up (median over the cases both
+    time)."""
+    timed = _exact_timed(df)
+    columns = ["method", "per gradient", "preparation", "cases", "break-even"]
+    if timed.empty:
+        return pd.DataFrame(columns=columns)
+    quickest = _quickest_to_prepare(timed)
+    if quickest is None:
+        columns.remove("break-even")
+    table = []
+    for label, mine in timed.groupby("label", sort=False):
+        calls = _break_even(timed, str(label), quickest) if quickest and label != quickest else math.nan
+        table.append({"method": str(label), "seconds": float(mine["time_median_s"].median()),
+                      "per gradient": format_seconds(mine["time_median_s"].median()),
+                      "preparation": format_seconds(mine["prepare_s"].median()), "cases": mine["case"].nunique(),
+                      "break-even": ("quickest to set up" if label == quickest else
+                                     f"{_calls_text(calls)} against {quickest}")})
+    return pd.DataFrame(table).sort_values("seconds", kind="stable")[columns]
 
 
 def _not_ok_phrase(rows: pd.DataFrame) -> str:
     bad = rows[rows["status"] != Status.OK]
     if bad.empty:
         return "every row ok"
+    fault = _function_fault(bad)
+    orders = "orders 1 and 2" if (rows["order"] == 2).any() else "order 1"
+    out = []
+    if fault.any():
+        causes = bad[fault]["cause"].astype(str).value_counts()
+        out.append(f"**the function's own fault: {int(fault.sum())}** ("
+                   + ", ".join(f"{c} {n}" for c, n in causes.items())
+                   + "; every exact method following the formula errs as much)")
     parts = []
-    for status in [s for s in STATUS_ORDER if s in set(bad["status"]) and s != Status.OK]:
-        of = bad[bad["status"] == status]
+    methods = bad[~fault]
+    for status in [s for s in STATUS_ORDER if s in set(methods["status"]) and s != Status.OK]:
+        of = methods[methods["status"] == status]
         if status not in BY_CAUSE:
             parts.append(f"`{status}` {len(of)}")
             continue
-        causes = of["diagnosis"].map(cause_of).value_counts()
-        shown = "; ".join(f"{n}× {md(_short(c))}" for c, n in causes.head(2).items())
+        # counted after shortening, so two causes that read alike once cut are one entry
+        causes = of["diagnosis"].map(lambda d: _short(cause_of(d))).value_counts()
+        shown = "; ".join(f"{n}× {md(c)}" for c, n in causes.head(2).items())
         more = f"; {int(causes.iloc[2:].sum())}× other" if len(causes) > 2 else ""
         parts.append(f"`{status}` {len(of)} ({shown}{more})")
-    orders = "orders 1 and 2" if (rows["order"] == 2).any() else "order 1"
-    return f"not ok ({orders}): " + ", ".join(parts)
+    if parts:
+        out.append(("the methods': " if fault.any() else "") + ", ".join(parts))
+    return f"not ok ({orders}): " + "; ".join(out)
 
 
 def _short(cause: str, limit: int = 60) -> str:
-    return cause if len(cause) <= limit else cause[:limit - 1].rstrip() + "…"
+    return shorten(cause, limit)
 
 
 def row_counts(df: pd.DataFrame) -> str:
@@ -454,49 +591,107 @@ def _pyplot() -> Any:
     return plt
 
 
-def accuracy_heatmap(df: pd.DataFrame, path: Path) -> Path | None:
-    """Cases × methods, one panel per dtype (order 1): colour = correct digits, a letter for each non-ok status.
+@contextlib.contextmanager
+def plain_text_plots() -> Iterator[None]:
+    """Draw with mathtext and TeX off: case names are the user's text, and a ``$`` in one (``price in $``) must
+    print as a dollar, not start a formula that fails to parse."""
+    import matplotlib
 
-    Returns the PNG's path, or None when there is nothing to draw.
-    """
+    with matplotlib.rc_context({"text.parse_math": False, "text.usetex": False}):
+        yield
+
+
+#: the mark of an ``inaccurate`` row whose cause is the function's own fault (drawn hatched)
+FUNCTION_MARK = "f"
+
+
+def _legend_lines(width_in: float, fontsize: float) -> str:
+    """The heatmap's legend, wrapped to the figure's width."""
+    items = [f"{mark} {status}" for status, mark in STATUS_MARKS.items()]
+    items.insert(1, f"{FUNCTION_MARK} (hatched) inaccurate, the function's own fault: no method could avoid it")
+    items.append("grey: no gradient or no truth")
+    # a character of a small sans-serif font is about 0.55 em wide
+    per_line = max(30, int(width_in * 72 / (0.55 * fontsize)))
+    lines, line = [], ""
+    for item in items:
+        candidate = f"{line}   {item}" if line else item
+        if len(candidate) > per_line and line:
+            lines.append(line)
+            candidate = item
+        line = candidate
+    return "\n".join(lines + [line])
+
+
+def heatmap_figure(df: pd.DataFrame) -> Any:
+    """The accuracy heatmap as a matplotlib figure (see :func:`accuracy_heatmap`), or None when there is nothing
+    to draw. Cases × method/variant, one panel per dtype, order-1 rows: colour = correct digits, a letter for
+    each non-ok status, ``f`` and hatching where the function as written is at fault. A case that could not run
+    at all (a case note) is a row of ``E``."""
     first = _first_order(df)
     if first.empty:
         return None
     plt = _pyplot()
-    cases, labels = _case_order(first), label_order(first)
-    dtypes = [d for d in ("float32", "float64") if d in set(first["dtype"])] or sorted(set(first["dtype"]))
-    height = 1.6 + 0.22 * len(cases)
-    fig, axes = plt.subplots(1, len(dtypes), figsize=(2.2 + 0.45 * len(labels) * len(dtypes), height),
-                             squeeze=False, sharey=True)
+    from matplotlib.patches import Rectangle
+
+    notes = first[first["method"] == CASE_NOTE]
+    cells_df = first[first["method"] != CASE_NOTE]
+    cases = _case_order(first)
+    labels = label_order(cells_df) or ["(no method ran)"]
+    dtypes = [d for d in ("float32", "float64") if d in set(cells_df["dtype"])] or sorted(set(cells_df["dtype"]))
+    dtypes = dtypes or ["float64"]
+    failed = set(notes["case"].astype(str))
+    width = max(4.5, 2.6 + 0.45 * len(labels) * len(dtypes) + 0.06 * max(len(c) for c in cases))
+    height = 2.4 + 0.22 * len(cases)
+    fig = plt.figure(figsize=(width, height), layout="constrained")
+    axes = fig.subplots(1, len(dtypes), squeeze=False, sharey=True)
     cmap = plt.get_cmap("viridis").with_extremes(bad="#d9d9d9")
     image = None
     for ax, dtype in zip(axes[0], dtypes):
-        part = first[first["dtype"] == dtype]
+        part = cells_df[cells_df["dtype"] == dtype]
         cells = part.drop_duplicates(["case", "label"]).set_index(["case", "label"])
         grid = np.full((len(cases), len(labels)), np.nan)
+        marks: list[tuple[int, int, str]] = []
         for i, name in enumerate(cases):
             for j, label in enumerate(labels):
                 if (name, label) not in cells.index:
+                    if name in failed:
+                        marks.append((i, j, STATUS_MARKS["error"]))
                     continue
                 row = cells.loc[(name, label)]
                 # undefined and uncertain rows have no truth to count digits against: grey, with their mark
                 if row["status"] in (Status.OK, Status.INACCURATE):
                     grid[i, j] = correct_digits(row["rel_error"])
                 mark = STATUS_MARKS.get(str(row["status"]), "")
+                if row["status"] == Status.INACCURATE and is_function_fault(row.get("cause")):
+                    mark = FUNCTION_MARK
+                    ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="////", linewidth=0,
+                                           edgecolor="white", alpha=0.8))
                 if mark:
-                    ax.text(j, i, mark, ha="center", va="center", fontsize=7,
-                            color="white" if not np.isnan(grid[i, j]) and grid[i, j] < 9 else "black")
+                    marks.append((i, j, mark))
         image = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, vmin=0, vmax=DIGITS_MAX, aspect="auto",
                           interpolation="nearest")
+        for i, j, mark in marks:
+            ax.text(j, i, mark, ha="center", va="center", fontsize=7, fontweight="bold",
+                    color="white" if not np.isnan(grid[i, j]) and grid[i, j] < 9 else "black")
         ax.set_xticks(range(len(labels)), labels, rotation=60, ha="right", fontsize=7)
         ax.set_yticks(range(len(cases)), cases, fontsize=7)
         ax.set_title(dtype, fontsize=9)
-    legend = "  ".join(f"{mark} {status}" for status, mark in STATUS_MARKS.items())
-    fig.suptitle(f"Correct digits, −log10(relative error) (grey: no gradient or no truth)\n{legend}", fontsize=8)
-    fig.colorbar(image, ax=axes[0].tolist(), fraction=0.03, pad=0.02, label="correct digits")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80, bbox_inches="tight")
-    plt.close(fig)
+    fig.suptitle("Correct digits, −log10(relative error), order-1 rows", fontsize=9)
+    fig.supxlabel(_legend_lines(width, 7), fontsize=7)
+    fig.colorbar(image, ax=axes[0].tolist(), fraction=0.04, pad=0.02, label="correct digits")
+    return fig
+
+
+def accuracy_heatmap(df: pd.DataFrame, path: Path) -> Path | None:
+    """Draw :func:`heatmap_figure` into ``path`` (a PNG). Returns the PNG's path, or None when there is nothing to
+    draw."""
+    with plain_text_plots():
+        fig = heatmap_figure(df)
+        if fig is None:
+            return None
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=80)
+        _pyplot().close(fig)
     return path
 
 
@@ -564,7 +759,7 @@ def sweep_plots(df: pd.DataFrame, plot_dir: Path) -> list[Path]:
         ax.set_title(f"Finite differences in {dtype}: truncation vs rounding (circle = chosen step)")
         ax.legend(fontsize=7, ncol=2)
         ax.grid(True, which="both", alpha=0.3)
-        path = plot_dir / f"step_sweep_{dtype}.png"
+        path = inside(plot_dir, plot_dir / f"step_sweep_{slug(dtype)}.png")
         fig.tight_layout()
         fig.savefig(path, dpi=90)
         plt.close(fig)
@@ -632,13 +827,73 @@ def scaling_section(df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def _plural(n: int, noun: str) -> str:
+    return f"{n} {noun}{'s' * (n != 1)}"
+
+
+def _anchor(heading: str) -> str:
+    """The anchor GitHub gives a markdown heading (lower case, punctuation dropped, spaces to dashes)."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return "#" + text.replace(" ", "-")
+
+
+def _summary_line(main: pd.DataFrame) -> str:
+    first = _first_order(main)
+    first = first[first["method"] != CASE_NOTE]
+    bad = first[first["status"] != Status.OK]
+    if first.empty:
+        return "_No order-1 row was measured._"
+    if bad.empty:
+        return f"_All {len(first)} order-1 rows are `ok`._"
+    counts = bad.assign(label=bad["label"] + " " + bad["dtype"].astype(str))["label"].value_counts()
+    worst = counts.index[0]
+    return (f"_{len(first) - len(bad)} of {len(first)} order-1 rows are `ok`; the most rows not ok: {md(worst)} "
+            f"({counts.iloc[0]})._")
+
+
+def _accuracy_line(main: pd.DataFrame, dtype: str) -> str:
+    part = _first_order(main)
+    part = part[(part["dtype"] == dtype) & (part["method"] != CASE_NOTE)]
+    judged = part[part["status"].isin([Status.OK, Status.INACCURATE])]
+    if judged.empty:
+        return f"_No {dtype} gradient could be judged._"
+    digits = judged.assign(d=judged["rel_error"].map(correct_digits)).groupby("label", sort=False)["d"].median()
+    best, worst = digits.idxmax(), digits.idxmin()
+    return (f"_{int((part['status'] == Status.OK).sum())} of {len(part)} rows `ok`; median correct digits from "
+            f"{digits.min():.0f} ({md(worst)}) to {digits.max():.0f} ({md(best)})._")
+
+
+def _runtime_line(main: pd.DataFrame, dtype: str) -> str:
+    part = _first_order(main)
+    part = part[(part["dtype"] == dtype) & part["time_median_s"].notna() & (part["device"] == "CPU")]
+    if part.empty:
+        return ""
+    winners = part.loc[part.groupby("case", sort=False)["time_median_s"].idxmin(), "label"].value_counts()
+    return (f"_Fastest per call: {md(winners.index[0])} in {winners.iloc[0]} of {int(winners.sum())} cases "
+            "(set-up not counted; the set-up section above counts it)._")
+
+
+def _problems_line(main: pd.DataFrame) -> str:
+    bad = main[main["status"] != Status.OK]
+    if bad.empty:
+        return "_Every row is `ok`._"
+    fault = _function_fault(bad)
+    return (f"_{_plural(len(bad), 'row')} not ok in {_plural(bad['case'].nunique(), 'case')}; {int(fault.sum())} of "
+            "them the function's own fault. One entry per status, method and cause; where the numbers differ, one line per "
+            "case with its worst row's numbers._")
+
+
 def render(df: pd.DataFrame, plots: list[str] | None = None, title: str = "diffbench report",
-           scale: pd.DataFrame | None = None, figures: dict[str, str] | None = None) -> str:
+           scale: pd.DataFrame | None = None, figures: dict[str, str] | None = None,
+           failures: list[str] | None = None) -> str:
     """The markdown report for a results table (and, optionally, a small scaling study's table).
 
-    The first screen holds the row counts, a headline per case family and the figures named in ``figures``
-    (``accuracy`` and ``cost``: paths relative to the report); the long tables, grouped diagnoses and the
-    environment follow. ``plots`` are the step-sweep figures.
+    The first screen holds the row counts, the count of rows that are the function's own fault apart from the
+    methods' failures, a line of links to every section, a headline per case family, the figures named in
+    ``figures`` (``accuracy`` and ``cost``: paths relative to the report), the order-1 status counts and the
+    cost of set-up against per-call time. The long tables (accuracy, runtime, Hessians, scaling, step sweep)
+    and the grouped diagnoses follow in an appendix, each section opening with a one-line summary. ``plots``
+    are the step-sweep figures; ``failures`` names figures that could not be drawn.
     """
     env = environment_of(df)
     main = measurements(df)
@@ -652,26 +907,66 @@ def render(df: pd.DataFrame, plots: list[str] | None = None, title: str = "diffb
     differ = f"{len(mismatches)} rows differ" if len(mismatches) != 1 else "1 row differs"
     out += ["", f"**{differ} from the status their case expects** (listed below)."
             if len(mismatches) else "Every row has the status its case expects (column `expected`).", ""]
-    out += ["## Headline (per case family)", ""] + _headline(main) + [""]
+    bad = main[main["status"] != Status.OK]
+    fault = _function_fault(bad)
+    if len(bad):
+        n_fault = int(fault.sum())
+        out += [f"Not ok: **{int((~fault).sum())} rows are the methods' failures**; "
+                + (f"**{n_fault} {'is' if n_fault == 1 else 'are'} the function's own fault**" if n_fault else
+                   "none is the function's own fault") + " (cause "
+                + ", ".join(f"`{c}`" for c in sorted(FUNCTION_CAUSES)) + ": the function as written loses the "
+                "accuracy, so every exact method following it errs as much, and no method is to blame).", ""]
+    dtypes = [d for d in ("float32", "float64") if d in set(main["dtype"])]
+    sections = ["Headline (per case family)", "Summary (order-1 rows per status)", "Set-up against per-call time"]
+    if len(mismatches):
+        sections.append("Rows that differ from what their case expects")
+    appendix = ([f"Accuracy, {d}" for d in dtypes] + [f"Runtime, {d}" for d in dtypes if _runtime_tables(
+        main, d, cases, labels)] + (["Second derivatives"] if _hessian_table(main, cases) else [])
+        + (["Scaling"] if scale is not None and len(scale) else []) + (["Finite-difference step sweep"] if plots
+                                                                       else [])
+        + ["Rows that are not ok, grouped by status, method and cause"] + (["Environment"] if env else []))
+    out += ["Contents: " + " · ".join(f"[{t}]({_anchor(t)})" for t in sections)
+            + " · appendix (long tables): " + " · ".join(f"[{t}]({_anchor(t)})" for t in appendix), ""]
+    out += ["## Headline (per case family)", "",
+            "_Per family: correct digits by method, the fastest exact method (and when its set-up pays off), and "
+            "the rows not ok, the function's own fault counted apart._", ""] + _headline(main) + [""]
     if "accuracy" in figures:
         out.append(f"![accuracy: correct digits per case and method]({figures['accuracy']})")
     if "cost" in figures:
         out.append(f"![cost: grad/f per method]({figures['cost']})")
-    out += ["", "## Summary (order-1 rows per status)", "", _summary_table(main, labels), ""]
+    for failure in failures or []:
+        out.append(f"_{md(failure)}_")
+    out += ["", "## Summary (order-1 rows per status)", "", _summary_line(main), "", _summary_table(main, labels),
+            ""]
+    setup = setup_table(main)
+    out += ["## Set-up against per-call time", ""]
+    if setup.empty:
+        out += ["_No exact method was timed ok._", ""]
+    else:
+        out += [f"_Ranked by median time per gradient; a method that is faster per call but slower to set up pays "
+                f"off only after the break-even number of gradient calls (preparation ÷ per-call saving, median "
+                f"over cases)._", "", setup.assign(method=setup["method"].map(md)).to_markdown(index=False), ""]
     if len(mismatches):
-        out += ["## Rows that differ from what their case expects", ""] + _mismatch_lines(mismatches) + [""]
-    dtypes = [d for d in ("float32", "float64") if d in set(main["dtype"])]
+        out += ["## Rows that differ from what their case expects", "",
+                f"_{_plural(len(mismatches), 'row')} in {_plural(mismatches['case'].nunique(), 'case')}; one line per "
+                "case and status._",
+                ""] + _mismatch_lines(mismatches) + [""]
+    out += ["# Appendix: the long tables", ""]
     for dtype in dtypes:
-        out += [f"## Accuracy, {dtype} (status and relative error against the reference)", ""]
+        out += [f"## Accuracy, {dtype} (status and relative error against the reference)", "",
+                _accuracy_line(main, dtype), ""]
         out += _accuracy_tables(main, dtype, cases, labels)
     for dtype in dtypes:
         tables = _runtime_tables(main, dtype, cases, labels)
         if tables:
             out += [f"## Runtime, {dtype} (median per gradient; in brackets grad/f, the cost of the gradient over "
-                    "one evaluation of the function; ~ marks an unstable measurement)", ""] + tables
+                    "one evaluation of the function; ~ marks an unstable measurement)", "",
+                    _runtime_line(main, dtype), ""] + tables
     hess = _hessian_table(main, cases)
     if hess:
-        out += ["## Second derivatives (Hessians; status and relative error)", "", hess, ""]
+        second = main[main["order"] == 2]
+        out += ["## Second derivatives (Hessians; status and relative error)", "",
+                f"_{int((second['status'] == Status.OK).sum())} of {len(second)} order-2 rows `ok`._", "", hess, ""]
     if scale is not None and len(scale):
         out += [scaling_section(scale), ""]
     if plots:
@@ -680,9 +975,11 @@ def render(df: pd.DataFrame, plots: list[str] | None = None, title: str = "diffb
                 "as the step shrinks until rounding error takes over (the V). The circle marks the step diffbench "
                 "chooses.", ""]
         out += [f"![{md(Path(p).stem)}]({p})" for p in plots] + [""]
-    out += ["## Rows that are not ok, grouped by status, method and cause", "", _problems(main)]
+    out += ["## Rows that are not ok, grouped by status, method and cause", "", _problems_line(main), "",
+            _problems(main)]
     if env:
-        out += ["## Environment", "", "| | |\n|---|---|"]
+        out += ["## Environment", "", f"_{md(env.get('cpu', ''))}, {md(env.get('gpu', ''))}._", "",
+                "| | |\n|---|---|"]
         for key in ("date", "commit", "python", "tensorflow", "sympy", "numpy", "mpmath", "cpu", "gpu", "profile",
                     "timer_resolution_s"):
             if key in env:
@@ -694,21 +991,32 @@ def render(df: pd.DataFrame, plots: list[str] | None = None, title: str = "diffb
     return "\n".join(out)
 
 
-def _figures(df: pd.DataFrame, out: Path) -> dict[str, str]:
-    """Draw the first screen's figures into ``out``/plots; return their paths relative to ``out``."""
-    figures = {}
-    if accuracy_heatmap(df, out / HEATMAP_PNG) is not None:
-        figures["accuracy"] = HEATMAP_PNG
-    if cost_plot(df, out / COST_PNG) is not None:
-        figures["cost"] = COST_PNG
-    return figures
+def _draw(df: pd.DataFrame, out: Path) -> tuple[list[str], dict[str, str], list[str]]:
+    """Draw every figure into ``out``/plots: the step sweeps, the heatmap and the cost plot. A figure that fails
+    to draw is named in the third list instead, so that the report is written all the same."""
+    plots: list[str] = []
+    figures: dict[str, str] = {}
+    failures: list[str] = []
+    drawers = [("step sweep", lambda: plots.extend(str(p.relative_to(out)) for p in sweep_plots(df, out / "plots"))),
+               ("accuracy", lambda: accuracy_heatmap(df, out / HEATMAP_PNG) and figures.update(accuracy=HEATMAP_PNG)),
+               ("cost", lambda: cost_plot(df, out / COST_PNG) and figures.update(cost=COST_PNG))]
+    for name, draw in drawers:
+        try:
+            with plain_text_plots():
+                draw()
+        except Exception as exc:  # noqa: BLE001 - a figure is never worth the report it belongs to
+            failures.append(f"The {name} figure could not be drawn ({type(exc).__name__}: {exc}).")
+            with contextlib.suppress(Exception):
+                _pyplot().close("all")
+    return plots, figures, failures
 
 
 def _for_csv(df: pd.DataFrame) -> pd.DataFrame:
-    """The table as results.csv holds it: timing samples as one cell of space-separated seconds."""
-    if "time_samples_s" not in df.columns:
-        return df
-    return df.assign(time_samples_s=df["time_samples_s"].map(format_samples))
+    """The table as results.csv holds it: timing samples as one cell of space-separated seconds, and the status
+    ``nan`` spelled so that plain ``pandas.read_csv`` keeps it (:data:`diffbench.results.CSV_SPELLING`)."""
+    if "time_samples_s" in df.columns:
+        df = df.assign(time_samples_s=df["time_samples_s"].map(format_samples))
+    return for_csv(df)
 
 
 def format_samples(samples: Any) -> Any:
@@ -727,18 +1035,36 @@ def parse_samples(cell: Any) -> list[float]:
     return [float(s) for s in str(cell).split()]
 
 
+def _write_parquet(out: Path) -> None:
+    """results.parquet beside results.csv, with the typed columns of :func:`diffbench.read_results`, when pyarrow
+    is installed (the CSV stays the file every reader can use)."""
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        return
+    table = _read_results(out / "results.csv", typed=True)
+    tmp = out / ".results.parquet.tmp"
+    try:
+        table.to_parquet(tmp, index=False)
+        os.replace(tmp, out / "results.parquet")
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def write(df: pd.DataFrame, out_dir: str | Path, title: str = "diffbench report",
           scale: pd.DataFrame | None = None) -> Path:
-    """Write results.csv (and scale.csv), plots/ and report.md into ``out_dir`` (each atomically);
-    return report.md's path."""
+    """Write results.csv (and scale.csv, and results.parquet when pyarrow is installed), plots/ and report.md
+    into ``out_dir`` (each atomically); return report.md's path. The table is written first; a figure that
+    cannot be drawn is named in the report, never a reason to lose it."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "results.csv", _for_csv(df).to_csv(index=False))
     if scale is not None and len(scale):
-        atomic_write(out / "scale.csv", scale.to_csv(index=False))
-    plots = [str(p.relative_to(out)) for p in sweep_plots(df, out / "plots")]
+        atomic_write(out / "scale.csv", for_csv(scale).to_csv(index=False))
+    _write_parquet(out)
+    plots, figures, failures = _draw(df, out)
     report = out / "report.md"
-    atomic_write(report, render(df, plots, title, scale, _figures(df, out)))
+    atomic_write(report, render(df, plots, title, scale, figures, failures))
     return report
 
 
@@ -749,8 +1075,8 @@ def regenerate(results_csv: str | Path, out_dir: str | Path | None = None) -> Pa
     out = Path(out_dir) if out_dir else Path(results_csv).parent
     out.mkdir(parents=True, exist_ok=True)
     scale_csv = Path(results_csv).parent / "scale.csv"
-    scale = pd.read_csv(scale_csv, keep_default_na=False, na_values=[""]) if scale_csv.exists() else None
-    plots = [str(p.relative_to(out)) for p in sweep_plots(df, out / "plots")]
+    scale = from_csv(pd.read_csv(scale_csv, keep_default_na=False, na_values=[""])) if scale_csv.exists() else None
+    plots, figures, failures = _draw(df, out)
     report = out / "report.md"
-    atomic_write(report, render(df, plots, scale=scale, figures=_figures(df, out)))
+    atomic_write(report, render(df, plots, scale=scale, figures=figures, failures=failures))
     return report

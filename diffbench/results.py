@@ -277,3 +277,109 @@ def atomic_write(path: Path, text: str | bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+# --------------------------------------------------------------------------- the results file
+#: prefix of the columns holding the machine's facts (text, kept as written)
+ENV_PREFIX = "env_"
+#: how results.csv spells a status that plain ``pandas.read_csv`` would read as a missing value: ``nan`` is on
+#: its list of missing-value markers, so the file says ``not-a-number``. :func:`read_results` reads both
+#: spellings (files written before this change say ``nan``).
+CSV_SPELLING = {Status.NAN.value: "not-a-number"}
+_FROM_CSV = {v: k for k, v in CSV_SPELLING.items()}
+#: the columns that hold a status or an expectation (``ok|nan``)
+_STATUS_COLUMNS = ("status", "expected")
+
+
+def _respell(value: Any, table: dict[str, str]) -> Any:
+    if not isinstance(value, str):
+        return value
+    return "|".join(table.get(part, part) for part in value.split("|"))
+
+
+def for_csv(df: Any) -> Any:
+    """A results table as results.csv spells it (see :data:`CSV_SPELLING`)."""
+    out = df.copy()
+    for column in _STATUS_COLUMNS:
+        if column in out.columns:
+            out[column] = out[column].map(lambda v: _respell(_plain(v), CSV_SPELLING))
+    return out
+
+
+def from_csv(df: Any) -> Any:
+    """A table read from a file diffbench wrote, with its statuses spelled as :class:`Status` values again."""
+    out = df.copy()
+    for column in _STATUS_COLUMNS:
+        if column in out.columns:
+            out[column] = out[column].map(lambda v: _respell(v, _FROM_CSV)).astype(object)
+    return out
+
+
+def _column_type(name: str) -> str:
+    annotation = str(next(f.type for f in dataclasses.fields(Row) if f.name == name))
+    return annotation.split("|")[0].strip()
+
+
+def read_results(path: str | os.PathLike[str], *, typed: bool = True) -> Any:
+    """Read a results file written by diffbench (results.csv, or results.parquet) into a pandas DataFrame.
+
+    Every column of reports/README.md is there (missing ones as empty), in its type: numbers as float64,
+    ``order``, ``repeats``, ``loops`` and ``n_inputs`` as nullable integers, ``unstable`` as nullable booleans,
+    the machine's ``env_*`` facts as text as written, and, with ``typed`` (the default), ``status`` and ``cause``
+    as categoricals whose categories are every status (report order) and every cause. A status ``nan`` is
+    the word, never a missing value, in old and new files alike; only empty cells are missing. ``expected``
+    holds the case's expectation as text (``ok|nan``).
+
+    Raises ValueError when the file is not a diffbench results file, OSError when it cannot be read.
+    """
+    import pandas as pd
+
+    path = Path(path)
+    if path.suffix == ".parquet":
+        df = pd.read_parquet(path)
+    else:
+        header = pd.read_csv(path, nrows=0).columns
+        # the machine's facts are text ("1.0e-09", a commit hash of digits): keep them as written
+        df = pd.read_csv(path, dtype={c: str for c in header if c.startswith(ENV_PREFIX)}, keep_default_na=False,
+                         na_values=[""])
+    missing = [c for c in ("case", "method", "variant", "dtype", "status") if c not in df.columns]
+    if missing:
+        raise ValueError(f"{path} is not a diffbench results file: columns {missing} are missing")
+    for column in COLUMNS:
+        if column not in df.columns:
+            df[column] = float("nan")
+    for column in _STATUS_COLUMNS:
+        df[column] = df[column].map(lambda v: _respell(v, _FROM_CSV)).astype(object)
+    if typed:
+        _type_columns(df)
+    return df
+
+
+def _type_columns(df: Any) -> None:
+    """Give each column of a results table read from a file its documented type (see :func:`read_results`)."""
+    import pandas as pd
+
+    for column in COLUMNS:
+        kind = _column_type(column)
+        try:
+            if kind == "float":
+                df[column] = pd.to_numeric(df[column], errors="coerce").astype("float64")
+            elif kind == "int":
+                df[column] = pd.to_numeric(df[column], errors="coerce").astype("Int64")
+            elif kind == "bool":
+                df[column] = df[column].map(_boolean).astype("boolean")
+        except (TypeError, ValueError):
+            continue  # a hand-edited cell: leave the column as read
+    for column in ("case", "method", "variant", "dtype", "device"):
+        df[column] = df[column].map(lambda v: v if v is None or isinstance(v, str) else str(v)).astype(object)
+    statuses = list(STATUSES) + sorted(set(df["status"].dropna().astype(str)) - set(STATUSES))
+    df["status"] = pd.Categorical(df["status"], categories=statuses, ordered=True)
+    causes = [c.value for c in Cause] + sorted(set(df["cause"].dropna().astype(str)) - {c.value for c in Cause})
+    df["cause"] = pd.Categorical(df["cause"], categories=causes)
+
+
+def _boolean(value: Any) -> Any:
+    if isinstance(value, bool) or value is None:
+        return value
+    text = str(value).strip().lower()
+    return {"true": True, "1": True, "1.0": True, "false": False, "0": False, "0.0": False}.get(text)

@@ -24,8 +24,9 @@ import pandas as pd
 
 from .case import Case
 from .errors import UsageError
-from .report import atomic_write, format_seconds, md, scaling_section, slopes
-from .results import Status
+from .paths import inside, slug
+from .report import atomic_write, format_seconds, md, plain_text_plots, scaling_section, slopes
+from .results import Status, for_csv
 
 #: the default report's scaling section is the report's (with :func:`slopes`); kept here under its old name
 section = scaling_section
@@ -122,26 +123,30 @@ def _predict(history: list[tuple[int, float]], n: int) -> float:
 
 
 def plots(df: pd.DataFrame, out: Path, name: str) -> list[Path]:
-    """time-vs-n and expression-size-vs-n PNGs."""
+    """time-vs-n and expression-size-vs-n PNGs inside ``out``, named after :func:`diffbench.paths.slug` of
+    ``name`` (a case name is the user's text: it never chooses the folder)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     out.mkdir(parents=True, exist_ok=True)
+    stem = slug(name)
 
     def loglog(curves: list[tuple[Any, Any, str]], ylabel: str, title: str, path: Path) -> Path:
-        fig, ax = plt.subplots(figsize=(7, 4.5))
-        for x, y, label in curves:
-            ax.loglog(x, y, marker="o", label=label)
-        ax.set_xlabel("n (problem size)")
-        ax.set_ylabel(ylabel)
-        ax.set_title(title)
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(path, dpi=90)
-        plt.close(fig)
+        # the title holds the case's name: a "$" in it is text, not mathtext
+        with plain_text_plots():
+            fig, ax = plt.subplots(figsize=(7, 4.5))
+            for x, y, label in curves:
+                ax.loglog(x, y, marker="o", label=label)
+            ax.set_xlabel("n (problem size)")
+            ax.set_ylabel(ylabel)
+            ax.set_title(title)
+            ax.grid(True, which="both", alpha=0.3)
+            ax.legend(fontsize=7)
+            fig.tight_layout()
+            fig.savefig(inside(out, path), dpi=90)
+            plt.close(fig)
         return path
 
     ok = df[(df["status"] == Status.OK) & df["time_median_s"].notna()]
@@ -149,14 +154,14 @@ def plots(df: pd.DataFrame, out: Path, name: str) -> list[Path]:
                f"{method}/{variant}" + ("" if device == "CPU" else f" {device}"))
               for (method, variant, device), part in ok.groupby(["method", "variant", "device"])]
     written = [loglog(curves, "seconds per gradient (median)", f"{name}: gradient time against size",
-                      out / f"{name}_time.png")]
+                      out / f"{stem}_time.png")]
     sym = df[(df["method"] == "symbolic") & df["grad_ops_cse"].notna()].drop_duplicates("n").sort_values("n")
     if len(sym):
         written.append(loglog([(sym["n"], sym["expr_ops"], "function (count_ops)"),
                                (sym["n"], sym["grad_ops_nocse"], "gradient, no CSE"),
                                (sym["n"], sym["grad_ops_cse"], "gradient, with CSE")],
                               "operations (sympy.count_ops)", f"{name}: expression size against n",
-                              out / f"{name}_expression_size.png"))
+                              out / f"{stem}_expression_size.png"))
     return written
 
 
@@ -207,11 +212,18 @@ def sized_case(cases: list[Case], name: str) -> Case:
 def write_study(case: Case, sizes: list[int], methods: list[str], out: Path, dtype: str = "float64",
                 budget_s: float = 20.0, profile: str = "quick",
                 progress: Callable[[str], None] | None = None) -> Path:
-    """Run :func:`study` and write scale.csv, report.md and the plots into ``out``; return the report's path."""
+    """Run :func:`study` and write scale.csv, report.md and the plots into ``out``; return the report's path.
+
+    The table is written before the plots are drawn, and a plot that fails is named in the report instead of
+    losing it."""
     df = study(case, sizes, methods, dtype, budget_s, profile, progress=progress)
     slope_table = slopes(df)
-    images = [str(p.relative_to(out)) for p in plots(df, out / "plots", case.name)]
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write(out / "scale.csv", df.to_csv(index=False))
-    atomic_write(out / "report.md", render(df, slope_table, images, case.name))
+    atomic_write(out / "scale.csv", for_csv(df).to_csv(index=False))
+    try:
+        images = [str(p.relative_to(out)) for p in plots(df, out / "plots", case.name)]
+        failed = ""
+    except Exception as exc:  # noqa: BLE001 - the numbers matter more than their picture
+        images, failed = [], f"\nThe plots could not be drawn ({type(exc).__name__}: {md(exc)}).\n"
+    atomic_write(out / "report.md", render(df, slope_table, images, case.name) + failed)
     return out / "report.md"

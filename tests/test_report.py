@@ -162,9 +162,13 @@ def test_first_screen_holds_headline_heatmap_and_cost_plot(tmp_path):
 
 def test_non_ok_rows_are_grouped_by_cause_not_one_bullet_each(tmp_path):
     text = report.write(synthetic_results(), tmp_path).read_text()
-    section = text.split("grouped by status, method and cause")[1]
+    section = text.split("## Rows that are not ok, grouped by status, method and cause")[1]
     assert section.count("`none`") == 1
-    assert "`none` · tape · 3 rows in 1 case: b1 (eager f64, function f64, xla f64)" in section
+    assert "`none` · tape · 3 rows in 1 case:" in section
+    # the three texts differ in a number: the case's line keeps its worst row's own number (all three have no
+    # rel_error, so the first row, eager: "checked 1.5 times")
+    assert "    - b1 (eager f64, function f64, xla f64; worst of 3 rows: eager): TensorFlow returned None for x: " \
+           "not connected (checked 1.5 times)" in section
 
 
 def test_float32_and_float64_tables_list_cases_in_one_order(tmp_path):
@@ -197,8 +201,9 @@ def test_first_screen_survives_regeneration_from_the_csv(tmp_path):
 
 
 def test_a_group_never_shows_one_rows_numbers_for_another():
-    # two rows, one status and method, diagnoses that differ only in their numbers: one group whose text
-    # keeps no row's own numbers; a third row whose text differs in words is a group of its own
+    # two rows, one status and method, diagnoses that differ only in their numbers: one group whose shared text
+    # keeps no row's own numbers, then one line per case with that case's own numbers only; a third row whose
+    # text differs in words is a group of its own
     rows = pd.DataFrame([
         {"case": "a", "method": "finite", "variant": "central", "dtype": "float32", "order": 1,
          "status": "inaccurate", "diagnosis": "values of size 2e+08 at step 0.004"},
@@ -209,8 +214,46 @@ def test_a_group_never_shows_one_rows_numbers_for_another():
     ])
     text = report._problems(rows)
     assert text.count("- `inaccurate`") == 2
-    assert "2e+08" not in text and "1e+05" not in text and "values of size … at step …" in text
+    assert "  - values of size … at step …\n" in text
+    line_a = next(line for line in text.splitlines() if line.startswith("    - a "))
+    line_b = next(line for line in text.splitlines() if line.startswith("    - b "))
+    assert "2e+08" in line_a and "1e+05" not in line_a
+    assert "1e+05" in line_b and "2e+08" not in line_b
     assert "truncation at step 0.004" in text
+
+
+def test_grouped_diagnoses_show_each_cases_worst_element_and_values():
+    # the diagnoses say "relative error R; worst at x[i]: true T, got G"; a group of two cases (three rows)
+    # must show, per case, the numbers of that case's worst row (largest rel_error): case p's worst is its
+    # xla row (0.5 > 0.026); case q has one row
+    def row(case_name, variant, rel, index, true, got):
+        return {"case": case_name, "method": "tape", "variant": variant, "dtype": "float64", "order": 1,
+                "status": "inaccurate", "rel_error": rel,
+                "diagnosis": f"relative error {rel}; worst at x[{index}]: true {true}, got {got}"}
+
+    rows = pd.DataFrame([row("p", "eager", 0.026, 3, 1.25, 1.5), row("p", "xla", 0.5, 1, 2.0, 3.0),
+                         row("q", "eager", 0.125, 0, -4.0, -3.5)])
+    lines = report._problems(rows).splitlines()
+    assert lines[0] == "- `inaccurate` · tape · 3 rows in 2 cases:"
+    assert lines[1] == "  - relative error …; worst at x\\[…\\]: true …, got …"
+    assert lines[2] == ("    - p (eager f64, xla f64; worst of 2 rows: xla): relative error 0.5; "
+                        "worst at x\\[1\\]: true 2.0, got 3.0")
+    assert lines[3] == "    - q (eager f64): relative error 0.125; worst at x\\[0\\]: true -4.0, got -3.5"
+    assert len(lines) == 4
+
+
+def test_headline_causes_are_never_cut_inside_a_word_nor_listed_twice():
+    assert report.shorten("TensorFlow returned None for the second derivative with respect to x", 60) == \
+        "TensorFlow returned None for the second derivative with…"
+    assert report.shorten("short enough", 60) == "short enough"
+    assert report.shorten("averyveryverylongsingleword and more", 10) == "averyveryverylongsingleword…"
+    # two causes that differ only after 60 characters read alike once cut: one entry counting both
+    text = "TensorFlow returned None for the second derivative with respect to "
+    rows = pd.DataFrame([{"case": "a", "method": "tape", "variant": v, "dtype": "float64", "order": 2,
+                          "status": "none", "diagnosis": text + x} for v, x in (("eager", "x"), ("xla", "y"))])
+    phrase = report._not_ok_phrase(rows)
+    assert phrase == ("not ok (orders 1 and 2): `none` 2 (2× TensorFlow returned None for the second derivative "
+                      "with…)")
 
 
 def test_slopes_leave_out_the_fixed_overhead_floor():

@@ -9,6 +9,7 @@ from typing import Any
 
 from ..case import load_cases
 from ..errors import UsageError
+from ..paths import slug
 from ..scale import sized_case, write_study
 from ..selection import cases_path
 from .options import EXIT_OK, fail
@@ -33,7 +34,8 @@ def cmd_scale(args: argparse.Namespace) -> int:
     except UsageError as exc:
         return fail(str(exc), EXIT_BAD_CASE)
     methods = [m.strip() for m in args.methods.split(",")]
-    out = Path(args.out or f"reports/latest/scale-{case.name}")  # git-ignored, like run's default
+    # git-ignored, like run's default; the case's name is the user's text, so only its slug names the folder
+    out = Path(args.out or f"reports/latest/scale-{slug(case.name)}")
     path = write_study(case, sizes, methods, out, args.dtype, args.budget, args.profile,
                        progress=lambda text: print(f"  {text}", file=sys.stderr, flush=True))
     print(f"diffbench: scaling report written to {path}")
