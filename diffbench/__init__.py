@@ -7,6 +7,7 @@ Public API (everything else is internal):
 - :func:`run`: measure cases, get the tidy results table.
 - :func:`assert_gradients`: check a TensorFlow function's gradient in a test.
 - :func:`keras_case`: a case from a Keras model and a loss, differentiated with respect to its weights.
+- :func:`read_results`: a run's results.csv (or results.parquet) as a typed pandas DataFrame.
 - :class:`DiffbenchError`: the base class of every error diffbench raises on purpose (see :mod:`diffbench.errors`).
 """
 
@@ -20,9 +21,10 @@ from .case import Case, case, load_cases, uniform
 from .errors import CaseError, DiffbenchError
 from .harness import run
 from .keras_cases import keras_case
+from .results import read_results
 
 __all__ = ["case", "Case", "CaseError", "DiffbenchError", "load_cases", "uniform", "gradient", "hessian", "run",
-           "assert_gradients", "keras_case", "__version__"]
+           "assert_gradients", "keras_case", "read_results", "__version__"]
 __version__ = "0.1.0"
 
 
