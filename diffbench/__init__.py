@@ -17,11 +17,17 @@ from typing import Any
 
 import numpy as np
 
+from . import quiet
 from .case import Case, case, load_cases, uniform
 from .errors import CaseError, DiffbenchError
 from .harness import run
 from .keras_cases import keras_case
 from .results import read_results
+
+# TensorFlow's start-up lines (absl, CUDA probing) are noise wherever it is first imported: a case file, Keras,
+# the gate, a worker (none of the imports above imports it). They are replayed if its import fails; --verbose
+# (DIFFBENCH_VERBOSE=1) shows them.
+quiet.install()
 
 __all__ = ["case", "Case", "CaseError", "DiffbenchError", "load_cases", "uniform", "gradient", "hessian", "run",
            "assert_gradients", "keras_case", "read_results", "__version__"]

@@ -356,8 +356,10 @@ def run_isolated(cases: list[Case], config: Config, jobs: int, on_rows: Callable
                  skip: set[tuple[Any, ...]], progress: Callable[[str], None] | None = None,
                  gpus: list[str] | None = None, scaling: tuple[Case, ScaleTask] | None = None,
                  on_scale: Callable[[list[dict[str, Any]]], None] | None = None,
-                 notify: Callable[[str], None] | None = None) -> bool:
-    """Measure ``cases`` in ``jobs`` worker processes; hand rows to ``on_rows`` as they arrive.
+                 notify: Callable[[str], None] | None = None,
+                 started: Callable[[tuple[Any, ...]], None] | None = None) -> bool:
+    """Measure ``cases`` in ``jobs`` worker processes; hand rows to ``on_rows`` as they arrive, and the key of
+    each measurement to ``started`` as it begins (for progress).
 
     ``notify`` receives one-line notices for people (a worker replaced after a crash, a
     scaling study that did not finish); the caller decides where they go.
@@ -368,7 +370,7 @@ def run_isolated(cases: list[Case], config: Config, jobs: int, on_rows: Callable
     False if interrupted (KeyboardInterrupt, which :class:`Interrupts` also raises for
     SIGTERM), True when every case finished. Workers never outlive this call.
     """
-    pool = _Pool(config, _Sinks(on_rows, progress, on_scale, gpus, notify or (lambda message: None)))
+    pool = _Pool(config, _Sinks(on_rows, progress, on_scale, gpus, notify or (lambda message: None), started))
     for row in _problem_rows(cases):
         if key_of(row) not in skip:
             on_rows([row])
@@ -396,6 +398,7 @@ class _Sinks:
     scale: Callable[[list[dict[str, Any]]], None] | None
     gpus: list[str] | None
     tell: Callable[[str], None]
+    started: Callable[[tuple[Any, ...]], None] | None = None
 
 
 class _Pool:
@@ -499,6 +502,8 @@ class _Pool:
         elif kind == "start":
             if slot is not None:
                 slot.key, slot.since = payload, now
+            if self.sinks.started is not None:
+                self.sinks.started(payload)
         elif kind == "scale":
             if self.sinks.scale is not None:
                 self.sinks.scale(payload)

@@ -118,7 +118,8 @@ def _run_locked(args: argparse.Namespace, config: Any, out: Path) -> int:
     try:
         with Interrupts() as interrupts:
             complete = run_isolated(cases, config, args.jobs, keep, set(rows), bar.case_done, gpus, scaling,
-                                    scale_rows.extend, notify=lambda text: print(text, file=sys.stderr))
+                                    scale_rows.extend, notify=lambda text: print(text, file=sys.stderr),
+                                    started=bar.started)
     finally:
         bar.close()
     df = pd.DataFrame([as_record(r) for r in rows.values() if r["case"] in names or r["case"] in done_cases],
