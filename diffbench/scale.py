@@ -2,18 +2,21 @@
 
 ``python -m diffbench scale CASE --sizes 10,100,1000`` runs every method and variant
 on a size-parameterised case (``@case(sizes=lambda n: {...})``) at each size, until a
-method's time budget is spent (larger sizes are then ``skipped``, said so in the
-row). It records preparation and evaluation time, for symbolic the expression size
+method's time budget (``--budget``) is spent: a size predicted to overrun it is ``skipped``,
+and since a prediction is not a limit, each size runs in a separate process that is
+stopped when the budget runs out (a ``timeout`` row naming the budget; larger sizes are
+then skipped). It records preparation and evaluation time, for symbolic the expression size
 of the gradient with and without CSE, fits log-log slopes, and writes scale.csv,
 report.md and PNG plots.
 
-Accuracy at large n has no 50-digit reference (its cost grows as n²); each gradient
+Accuracy at large n has no certified reference (its cost grows as n²); each gradient
 is instead cross-checked against the float64 ``tape/function`` gradient at the same
 size (column ``reference`` says so).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from pathlib import Path
@@ -36,77 +39,247 @@ SCALE_COLUMNS = ["case", "n", "method", "variant", "dtype", "device", "status", 
                  "reference", "diagnosis"]
 
 
-def study(case: Any, sizes: list[int], methods: list[str], dtype: str = "float64", budget_s: float = 20.0,
-          profile: str = "quick", progress: Callable[[str], None] | None = None,
-          variants: dict[str, tuple[str, ...]] | None = None) -> pd.DataFrame:
-    """Measure ``case`` at each size with each method/variant (``variants`` narrows a method's
-    list); return the scaling table."""
+#: seconds a fresh measuring process may take to start (import the engines) before the study gives up on it
+STARTUP_S = 300.0
+#: extra seconds past a unit's budget before its process is stopped (the lag of its messages)
+GRACE_S = 1.0
+
+
+def _cross_check(sized: Any) -> Any:
+    """The float64 tape/function gradient of ``sized``, flattened: what every row at that size is compared with."""
+    from .engines import flatten, get_engine
+
+    return flatten(get_engine("tape").prepare(sized, "function", "float64", "CPU").gradient(), list(sized.inputs))
+
+
+def _measure_unit(sized: Any, method: str, variant: str, device: str, dtype: str, profile: str,
+                  check: Any) -> dict[str, Any]:
+    """One size of one method/variant on one device: status, times, accuracy against ``check``. Never raises for
+    what the case or the engine does (that is the row's status)."""
     from .engines import Skip, flatten, get_engine
     from .engines import symbolic as symbolic_engine
     from .timing import PROFILES, measure
 
+    row: dict[str, Any] = {}
+    try:
+        engine = get_engine(method)
+        prepared = engine.prepare(sized, variant, dtype, device)
+        timing = measure(prepared.timed, PROFILES[profile])
+        f_timing = measure(prepared.f_timed, PROFILES[profile]) if prepared.f_timed else None
+        grad = flatten(prepared.gradient(), list(sized.inputs))
+        row.update(status=Status.OK, prepare_s=prepared.prepare_s, time_median_s=timing.median_s,
+                   time_iqr_s=timing.iqr_s)
+        if f_timing is not None:
+            row.update(f_time_s=f_timing.median_s, grad_over_f=timing.median_s / f_timing.median_s)
+        if check is not None:
+            norm = float(np.linalg.norm(check)) or 1.0
+            row["rel_error"] = float(np.linalg.norm(grad.astype(np.float64) - check)) / norm
+        if not np.all(np.isfinite(grad)):
+            row["status"] = "nan" if np.isnan(grad).any() else "inf"
+        if method == "symbolic":
+            row.update(symbolic_engine.scale_columns(sized, variant, prepared))
+    except Skip as exc:
+        row.update(status=Status.SKIPPED, diagnosis=str(exc), skip=True)
+    except Exception as exc:  # noqa: BLE001 - a failure at one size is a row
+        row.update(status="error", diagnosis=f"{type(exc).__name__}: {exc}")
+    return row
+
+
+def _worker(connection: Any, source_file: str, name: str) -> None:
+    """A measuring process: load the case from its file, then measure what the parent sends, one unit at a time,
+    saying ``start`` when a unit's work begins (the parent's clock for its budget starts there)."""
+    from .case import load_cases
+
+    case = next(c for c in load_cases(source_file) if c.name == name)
+    connection.send(("ready", None))
+    checks: dict[int, Any] = {}
+    while True:
+        unit = connection.recv()
+        if unit is None:
+            return
+        kind, n, *rest = unit
+        connection.send(("start", None))
+        sized = case.at_size(n)
+        if kind == "check":
+            try:
+                checks[n] = _cross_check(sized)
+            except Exception:  # noqa: BLE001 - then rows say the cross-check is unavailable
+                checks[n] = None
+            connection.send(("done", checks[n] is not None))
+            continue
+        method, variant, device, dtype, profile = rest
+        connection.send(("done", _measure_unit(sized, method, variant, device, dtype, profile, checks.get(n))))
+
+
+class _Isolated:
+    """Units measured in a separate process that is killed when a unit outlives its budget (then the next unit
+    gets a fresh process). The budget is enforced from outside, so a size that hangs or grows past all
+    prediction costs at most its budget."""
+
+    def __init__(self, source_file: str, name: str) -> None:
+        import multiprocessing as mp
+
+        self._context = mp.get_context("spawn")
+        self._source_file, self._name = source_file, name
+        self._process: Any = None
+        self._connection: Any = None
+        #: the sizes whose cross-check gradient the study has (a fresh process computes them again)
+        self.checked: set[int] = set()
+
+    def _start(self) -> None:
+        parent, child = self._context.Pipe()
+        self._process = self._context.Process(target=_worker, args=(child, self._source_file, self._name),
+                                              daemon=True)
+        self._process.start()
+        child.close()
+        self._connection = parent
+        if not parent.poll(STARTUP_S):
+            self.stop()
+            raise RuntimeError(f"the measuring process did not start within {STARTUP_S:g} s")
+        kind, _ = parent.recv()
+        if kind != "ready":
+            raise RuntimeError("the measuring process did not start")
+
+    def run(self, unit: tuple[Any, ...], budget_s: float) -> tuple[bool, Any]:
+        """Send ``unit``; return (True, its result), or (False, seconds it ran) when it ran past ``budget_s``
+        seconds from its start (its process is then stopped) or its process died."""
+        if self._process is None or not self._process.is_alive():
+            self._start()
+            # a fresh process holds no cross-check gradients: compute this size's again (not charged)
+            if unit[0] != "check" and unit[1] in self.checked:
+                self.run(("check", unit[1]), math.inf)
+        try:
+            self._connection.send(unit)
+            if not self._connection.poll(STARTUP_S):
+                raise EOFError
+            self._connection.recv()  # "start"
+            started = time.perf_counter()
+            if not self._connection.poll(None if math.isinf(budget_s) else budget_s + GRACE_S):
+                self.stop()
+                return False, time.perf_counter() - started
+            _, result = self._connection.recv()
+        except (EOFError, OSError):
+            self.stop()
+            return False, None
+        return True, result
+
+    def stop(self) -> None:
+        """End the measuring process (killed if it does not leave at once)."""
+        if self._process is None:
+            return
+        with contextlib.suppress(Exception):
+            self._connection.send(None)
+        self._process.join(timeout=0.5)
+        if self._process.is_alive():
+            self._process.kill()
+            self._process.join(timeout=5)
+        with contextlib.suppress(Exception):
+            self._connection.close()
+        self._process = None
+
+
+def study(case: Any, sizes: list[int], methods: list[str], dtype: str = "float64", budget_s: float = 20.0,
+          profile: str = "quick", progress: Callable[[str], None] | None = None,
+          variants: dict[str, tuple[str, ...]] | None = None, isolate: bool = False) -> pd.DataFrame:
+    """Measure ``case`` at each size with each method/variant (``variants`` narrows a method's
+    list); return the scaling table.
+
+    ``budget_s`` is each method/variant's time for the whole study. A size is skipped when the time spent plus
+    its predicted time exceeds it; with ``isolate`` (and a case loaded from a file) it is also a hard limit: each
+    size runs in a separate process that is stopped when the variant's budget runs out, giving a ``timeout`` row
+    that names the budget, and the variant's larger sizes are skipped. Without ``isolate`` (inside ``run``'s
+    workers, which ``--timeout`` guards) the prediction is all there is.
+    """
+    from .engines import get_engine
+
+    isolated = _Isolated(case.source_file, case.name) if isolate and getattr(case, "source_file", None) else None
     rows = []
     spent: dict[tuple[str, str, str], float] = {}
     history: dict[tuple[str, str, str], list[tuple[int, float]]] = {}  # (n, seconds for that size)
-    for n in sizes:
-        sized = case.at_size(n)
-        if sized.problem:
-            raise ValueError(sized.problem)
-        check = None
-        try:
-            check = flatten(get_engine("tape").prepare(sized, "function", "float64", "CPU").gradient(), list(sized.inputs))
-        except Exception:  # noqa: BLE001 - then rows say the cross-check is unavailable
-            check = None
-        for method in methods:
-            try:
-                engine = get_engine(method)
-            except ImportError as exc:
-                rows.append(dict(case=case.name, n=n, method=method, variant="-", dtype=dtype, device="CPU",
-                                 status="skipped", diagnosis=f"{method} is not installed ({exc})"))
-                continue
-            for variant in (variants or {}).get(method) or (engine.info.scaling_variants or engine.variants()):
-                for device in engine.devices():
-                    key = (method, variant, device)
-                    row: dict[str, Any] = dict(case=case.name, n=n, method=method, variant=variant, dtype=dtype,
-                                               device=device, reference="tape/function float64 cross-check")
-                    predicted = _predict(history.get(key, []), n)
-                    if spent.get(key, 0.0) + predicted > budget_s:
-                        row.update(status=Status.SKIPPED, diagnosis=(
-                            f"smaller sizes took {spent.get(key, 0.0):.1f} s and this size would take about "
-                            f"{predicted:.0f} s more, over the budget of {budget_s:g} s (--budget)"))
+    try:
+        for n in sizes:
+            sized = case.at_size(n)
+            if sized.problem:
+                raise ValueError(sized.problem)
+            check: Any = None
+            if isolated is not None:
+                finished, found = isolated.run(("check", n), budget_s)
+                if finished and found:
+                    isolated.checked.add(n)
+            else:
+                try:
+                    check = _cross_check(sized)
+                except Exception:  # noqa: BLE001 - then rows say the cross-check is unavailable
+                    check = None
+            for method in methods:
+                try:
+                    engine = get_engine(method)
+                except ImportError as exc:
+                    rows.append(dict(case=case.name, n=n, method=method, variant="-", dtype=dtype, device="CPU",
+                                     status="skipped", diagnosis=f"{method} is not installed ({exc})"))
+                    continue
+                for variant in (variants or {}).get(method) or (engine.info.scaling_variants or engine.variants()):
+                    for device in engine.devices():
+                        key = (method, variant, device)
+                        row: dict[str, Any] = dict(case=case.name, n=n, method=method, variant=variant, dtype=dtype,
+                                                   device=device, reference="tape/function float64 cross-check")
+                        used = spent.get(key, 0.0)
+                        if math.isinf(used):
+                            row.update(status=Status.SKIPPED, diagnosis=history_reason(key, history, budget_s))
+                            rows.append(row)
+                            continue
+                        predicted = _predict(history.get(key, []), n)
+                        if used + predicted > budget_s:
+                            row.update(status=Status.SKIPPED, diagnosis=(
+                                f"smaller sizes took {used:.1f} s and this size would take about "
+                                f"{predicted:.0f} s more, over the budget of {budget_s:g} s (--budget)"))
+                            rows.append(row)
+                            continue
+                        if progress:
+                            progress(f"n={n} {method}/{variant} {device}")
+                        began = time.perf_counter()
+                        if isolated is None:
+                            result = _measure_unit(sized, method, variant, device, dtype, profile, check)
+                        else:
+                            finished, result = isolated.run(("measure", n, method, variant, device, dtype, profile),
+                                                            budget_s - used)
+                            if not finished:
+                                if result is None:
+                                    row.update(status=Status.ERROR, diagnosis=(
+                                        "the measuring process died at this size (a crash in native code or the "
+                                        "interpreter, or the memory ran out); larger sizes are skipped"))
+                                else:
+                                    row.update(status=Status.TIMEOUT, diagnosis=(
+                                        f"stopped after {result:.1f} s: {method}/{variant} had {budget_s - used:.1f} "
+                                        f"s left of its budget of {budget_s:g} s (--budget; smaller sizes took "
+                                        f"{used:.1f} s); larger sizes are skipped"))
+                                spent[key] = math.inf
+                                history.setdefault(key, []).append((n, math.inf))
+                                rows.append(row)
+                                continue
+                            if n not in isolated.checked:
+                                result.pop("rel_error", None)
+                        skipped_by_engine = result.pop("skip", False)
+                        row.update(result)
+                        # prepare_s includes work another variant may have cached (the SymPy trace and diff):
+                        # charge it anyway, since it is what this variant costs on its own
+                        took = max(time.perf_counter() - began, float(row.get("prepare_s") or 0.0))
+                        spent[key] = math.inf if skipped_by_engine else used + took
+                        history.setdefault(key, []).append((n, took))
                         rows.append(row)
-                        continue
-                    if progress:
-                        progress(f"n={n} {method}/{variant} {device}")
-                    began = time.perf_counter()
-                    try:
-                        prepared = engine.prepare(sized, variant, dtype, device)
-                        timing = measure(prepared.timed, PROFILES[profile])
-                        f_timing = measure(prepared.f_timed, PROFILES[profile]) if prepared.f_timed else None
-                        grad = flatten(prepared.gradient(), list(sized.inputs))
-                        row.update(status=Status.OK, prepare_s=prepared.prepare_s, time_median_s=timing.median_s,
-                                   time_iqr_s=timing.iqr_s)
-                        if f_timing is not None:
-                            row.update(f_time_s=f_timing.median_s, grad_over_f=timing.median_s / f_timing.median_s)
-                        if check is not None:
-                            norm = float(np.linalg.norm(check)) or 1.0
-                            row["rel_error"] = float(np.linalg.norm(grad.astype(np.float64) - check)) / norm
-                        if not np.all(np.isfinite(grad)):
-                            row["status"] = "nan" if np.isnan(grad).any() else "inf"
-                        if method == "symbolic":
-                            row.update(symbolic_engine.scale_columns(sized, variant, prepared))
-                    except Skip as exc:
-                        row.update(status=Status.SKIPPED, diagnosis=str(exc))
-                        spent[key] = math.inf
-                    except Exception as exc:  # noqa: BLE001 - a failure at one size is a row
-                        row.update(status="error", diagnosis=f"{type(exc).__name__}: {exc}")
-                    # prepare_s includes work another variant may have cached (the SymPy trace and diff):
-                    # charge it anyway, since it is what this variant costs on its own
-                    took = max(time.perf_counter() - began, float(row.get("prepare_s") or 0.0))
-                    spent[key] = spent.get(key, 0.0) + took
-                    history.setdefault(key, []).append((n, took))
-                    rows.append(row)
+    finally:
+        if isolated is not None:
+            isolated.stop()
     return pd.DataFrame(rows, columns=SCALE_COLUMNS)
+
+
+def history_reason(key: tuple[str, str, str], history: dict[tuple[str, str, str], list[tuple[int, float]]],
+                   budget_s: float) -> str:
+    """Why a variant measures no larger size: its budget ran out at a smaller one, or its engine skipped."""
+    stopped = [n for n, took in history.get(key, []) if math.isinf(took)]
+    if stopped:
+        return f"{key[0]}/{key[1]} ran past its budget of {budget_s:g} s (--budget) at n = {stopped[0]}"
+    return f"{key[0]}/{key[1]} skipped a smaller size (its reason is on that row)"
 
 
 def _predict(history: list[tuple[int, float]], n: int) -> float:
@@ -216,7 +389,7 @@ def write_study(case: Case, sizes: list[int], methods: list[str], out: Path, dty
 
     The table is written before the plots are drawn, and a plot that fails is named in the report instead of
     losing it."""
-    df = study(case, sizes, methods, dtype, budget_s, profile, progress=progress)
+    df = study(case, sizes, methods, dtype, budget_s, profile, progress=progress, isolate=True)
     slope_table = slopes(df)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "scale.csv", for_csv(df).to_csv(index=False))

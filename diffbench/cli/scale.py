@@ -51,8 +51,10 @@ def add_command(sub: Any) -> None:
     parser.add_argument("--methods", default="symbolic,tape,finite", help="methods (also jax, torch)")
     parser.add_argument("--dtype", default="float64", choices=["float32", "float64"])
     parser.add_argument("--budget", type=float, default=20.0, metavar="SECONDS",
-                        help="per method/variant: a size is skipped when the time spent plus its predicted time "
-                             "(extrapolated from smaller sizes) exceeds this (default 20)")
+                        help="per method/variant, for the whole study: a size is skipped when the time spent plus "
+                             "its predicted time (extrapolated from smaller sizes) exceeds this, and a size that "
+                             "runs past what is left of it is stopped (each size runs in a separate process) and "
+                             "gives a timeout row naming the budget (default 20)")
     parser.add_argument("--profile", choices=["quick", "full"], default="quick")
     parser.add_argument("--out", metavar="DIR", help="output folder (default reports/latest/scale-CASE, git-ignored)")
     parser.set_defaults(func=cmd_scale)
