@@ -491,7 +491,8 @@ def _calls_text(calls: float) -> str:
         return "never (not faster per call)"
     if calls == 0:
         return "at once (quicker to set up too)"
-    return f"after {_num(math.ceil(calls))} call{'s' * (calls > 1)}"
+    count = math.ceil(calls)
+    return f"after {count:,} call{'s' * (count != 1)}" if count < 1e6 else f"after {count:.1e} calls"
 
 
 def _quickest_to_prepare(timed: pd.DataFrame) -> str | None:
