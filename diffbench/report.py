@@ -259,15 +259,45 @@ def _diagnosis_text(value: Any) -> str:
     return "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
 
 
+#: a clause of a case's own numbers longer than this is shown as its varying numbers with a few words of context
+_LONG_CLAUSE = 120
+
+
 def _own_numbers(text: str, texts: set[str]) -> str:
-    """The clauses of ``text`` (split at "; ") that differ within its group ``texts``, joined again: a row's own
-    relative error, worst element and values. The whole text when the group's clauses do not line up."""
+    """What is a row's own in its group ``texts``: the clauses of ``text`` (split at "; ") that differ within the
+    group — its relative error, worst element and values. A differing clause longer than a line is shortened to
+    its differing numbers, each with the three words before it. The whole text when the group's clauses do not
+    line up."""
     split = [t.split("; ") for t in texts]
     mine = text.split("; ")
     if any(len(parts) != len(mine) for parts in split):
         return text
-    own = [clause for i, clause in enumerate(mine) if len({parts[i] for parts in split}) > 1]
+    own = []
+    for i, clause in enumerate(mine):
+        variants = {parts[i] for parts in split}
+        if len(variants) == 1:
+            continue
+        own.append(clause if len(clause) <= _LONG_CLAUSE else _varying_numbers(clause, variants))
     return "; ".join(own) or text
+
+
+def _varying_numbers(clause: str, variants: set[str]) -> str:
+    """The numbers of ``clause`` that differ among ``variants`` (the same clause in other rows), each after the
+    three words that precede it: ``step h ≈ 0.00054, differences err by 4.8e-08``."""
+    numbers = [[m.group(0) for m in _NUMBER.finditer(v)] for v in variants]
+    matches = list(_NUMBER.finditer(clause))
+    if any(len(found) != len(matches) for found in numbers):
+        return clause
+    parts, previous_end = [], 0
+    for i, match in enumerate(matches):
+        context = clause[previous_end:match.start()]
+        previous_end = match.end()
+        if len({found[i] for found in numbers}) == 1:
+            continue
+        words = [w for w in context.replace("(", " ").replace(")", " ").split() if w.strip(",:;[]")]
+        words = [w.strip(",:;") for w in words[-3:]]
+        parts.append(" ".join(words + [match.group(0)]))
+    return ", ".join(parts) or clause
 
 
 def _worst_row(rows: pd.DataFrame) -> pd.Series:

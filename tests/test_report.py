@@ -281,3 +281,18 @@ def test_slopes_leave_out_the_fixed_overhead_floor():
     assert table.loc["eager", "slope"] == expected or abs(table.loc["eager", "slope"] - expected) < 1e-12
     assert 0.9 < expected < 1.0
     assert math.isnan(table.loc["xla", "slope"]) and table.loc["xla", "sizes"] == "none past the floor"
+
+
+def test_a_long_clause_is_shortened_to_its_own_numbers_with_their_words():
+    # one clause of 150 characters that differs between two cases only in the step h and the error: each
+    # case's line gives those two numbers after the three words before each, nothing else of the clause
+    text = ("central differences in float64 are dominated by truncation: the function curves on a scale shorter "
+            "than the step h ≈ {h} (in exact arithmetic the same differences err by {e})")
+    rows = pd.DataFrame([
+        {"case": name, "method": "finite", "variant": "central", "dtype": "float64", "order": 1,
+         "status": "inaccurate", "rel_error": e, "diagnosis": text.format(h=h, e=e)}
+        for name, h, e in (("p", 0.00054, 4.8e-08), ("q", 0.00067, 7.4e-08))])
+    assert len(text) > 120
+    lines = report._problems(rows).splitlines()
+    assert lines[2] == "    - p (central f64): step h ≈ 0.00054, differences err by 4.8e-08"
+    assert lines[3] == "    - q (central f64): step h ≈ 0.00067, differences err by 7.4e-08"
