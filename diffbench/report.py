@@ -14,7 +14,6 @@ import os
 import platform
 import re
 import subprocess
-import tempfile
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterator
@@ -25,7 +24,7 @@ import pandas as pd
 from .case import matches
 from .engines.finite import step_scale
 from .paths import inside, slug
-from .results import (CASE_NOTE, COLUMNS, ENV_PREFIX, FUNCTION_CAUSES, STATUSES, SWEEP, Status, atomic_write,
+from .results import (CASE_NOTE, ENV_PREFIX, FUNCTION_CAUSES, STATUSES, SWEEP, Status, atomic_write,
                       for_csv, from_csv, measurements, sweep_points, without_sweep)
 from .results import read_results as _read_results
 from .metrics import is_exact
