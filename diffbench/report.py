@@ -631,6 +631,12 @@ def plain_text_plots() -> Iterator[None]:
         yield
 
 
+def plot_text(text: Any) -> str:
+    """A user string as a figure shows it: unprintable characters (a NUL, a newline) escaped as ``\\x00``, so that
+    no glyph is missing and no label breaks its line (mathtext is off: see :func:`plain_text_plots`)."""
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in str(text))
+
+
 #: the mark of an ``inaccurate`` row whose cause is the function's own fault (drawn hatched)
 FUNCTION_MARK = "f"
 
@@ -705,7 +711,7 @@ def heatmap_figure(df: pd.DataFrame) -> Any:
                     color="white" if not np.isnan(grid[i, j]) and grid[i, j] < 9 else "black")
         # upright at 90°: neighbouring labels cannot touch, and their boxes are their true extents
         ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=7)
-        ax.set_yticks(range(len(cases)), cases, fontsize=7)
+        ax.set_yticks(range(len(cases)), [plot_text(c) for c in cases], fontsize=7)
         ax.set_title(dtype, fontsize=9)
     fig.suptitle("Correct digits, −log10(relative error), order-1 rows", fontsize=9)
     fig.supxlabel(_legend_lines(width, 7), fontsize=7)
@@ -780,7 +786,7 @@ def sweep_plots(df: pd.DataFrame, plot_dir: Path) -> list[Path]:
         for (case_name, scheme), curve in part.groupby(["case", "scheme"]):
             curve = curve.sort_values("step")
             errs = curve["rel_error"].astype(float).clip(lower=1e-17)
-            line, = ax.loglog(curve["step"].astype(float), errs, marker=".", label=f"{case_name} {scheme}")
+            line, = ax.loglog(curve["step"].astype(float), errs, marker=".", label=plot_text(f"{case_name} {scheme}"))
             chosen = step_scale(scheme, str(dtype))
             nearest = curve.iloc[(curve["step"].astype(float) - chosen).abs().argsort()[:1]]
             ax.scatter([chosen], [max(float(nearest["rel_error"].iloc[0]), 1e-17)], color=line.get_color(),

@@ -28,7 +28,7 @@ import pandas as pd
 from .case import Case
 from .errors import UsageError
 from .paths import inside, slug
-from .report import atomic_write, format_seconds, md, plain_text_plots, scaling_section, slopes
+from .report import atomic_write, format_seconds, md, plain_text_plots, plot_text, scaling_section, slopes
 from .results import Status, for_csv
 
 #: the default report's scaling section is the report's (with :func:`slopes`); kept here under its old name
@@ -326,14 +326,15 @@ def plots(df: pd.DataFrame, out: Path, name: str) -> list[Path]:
     curves = [(part.sort_values("n")["n"], part.sort_values("n")["time_median_s"],
                f"{method}/{variant}" + ("" if device == "CPU" else f" {device}"))
               for (method, variant, device), part in ok.groupby(["method", "variant", "device"])]
-    written = [loglog(curves, "seconds per gradient (median)", f"{name}: gradient time against size",
+    title = plot_text(name)
+    written = [loglog(curves, "seconds per gradient (median)", f"{title}: gradient time against size",
                       out / f"{stem}_time.png")]
     sym = df[(df["method"] == "symbolic") & df["grad_ops_cse"].notna()].drop_duplicates("n").sort_values("n")
     if len(sym):
         written.append(loglog([(sym["n"], sym["expr_ops"], "function (count_ops)"),
                                (sym["n"], sym["grad_ops_nocse"], "gradient, no CSE"),
                                (sym["n"], sym["grad_ops_cse"], "gradient, with CSE")],
-                              "operations (sympy.count_ops)", f"{name}: expression size against n",
+                              "operations (sympy.count_ops)", f"{title}: expression size against n",
                               out / f"{stem}_expression_size.png"))
     return written
 

@@ -215,3 +215,16 @@ def test_results_parquet_beside_the_csv_when_pyarrow_is_installed(tmp_path):
     report.write(df, tmp_path)
     back = diffbench.read_results(tmp_path / "results.parquet")
     assert back.loc[0, "status"] == "nan" and len(back) == len(df)
+
+
+def test_unprintable_characters_in_a_case_name_are_drawn_escaped(tmp_path):
+    import warnings
+
+    assert report.plot_text("a\x00b\nc") == "a\\x00b\\x0ac"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a missing glyph (NUL) would be a UserWarning
+        fig = report.heatmap_figure(table(2, name=lambda k: f"nul\x00{k}"))
+        fig.canvas.draw()
+    ticks = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    assert ticks == ["nul\\x000", "nul\\x001"]
+    report._pyplot().close(fig)
