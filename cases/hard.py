@@ -118,3 +118,45 @@ def large_offset(x, xp):
     steps lose the difference to rounding; in float64 a larger step is exact (the
     central difference of a quadratic has no truncation error)."""
     return 1e5 + x**2
+
+
+@case(inputs={"x": 1e-9}, tags=["hard", "cancellation"],
+      expect={"order1": "inaccurate", "symbolic-order2": "inaccurate", "tape-order2": "inaccurate"})
+def sinc_near_zero(x, xp):
+    """sin(x)/x at x = 1e-9: f is well-conditioned, its derivative's formula is not.
+
+    f′(x) = cos(x)/x − sin(x)/x² = (x·cos x − sin x)/x²; with cos x = 1 − x²/2 + x⁴/24 − … and
+    sin x = x − x³/6 + x⁵/120 − …, x·cos x − sin x = −x³/3 + x⁵/30 − …, so f′(x) = −x/3 + x³/30 − …
+    ≈ −3.333e-10. Every exact method follows the formula and subtracts two terms of size 1/x = 1e9,
+    rounding at eps·1e9 ≈ 2e-7 in float64 (1e2 in float32): hundreds of times the truth. The gradient is
+    wrong, so every exact row is ``inaccurate`` (cause ``formula-cancellation``: the diagnosis names the
+    terms and the series 1 − x²/6 + x⁴/120 as the rewrite). Finite differences see only f ≈ 1 − x²/6 and
+    lose −x/3 to rounding of f: ``inaccurate`` by their own tolerances (Richardson 2e-6 against 3e-11).
+    Second derivatives: f″ = −1/3 + x²/10 ≈ −1/3, while the symbolic and nested-tape formulas
+    (2·sin x/x³ − 2·cos x/x² − sin x/x) cancel terms of size 1e18: ``inaccurate``; second differences
+    of f, which is smooth on the scale of their steps, are ``ok``.
+    """
+    return xp.sin(x) / x
+
+
+@case(inputs={"x": 0.3}, tags=["hard", "conditioning"],
+      expect={"*": "inaccurate", "symbolic-numpy*": "error|skipped", "symbolic-tensorflow": "error|skipped",
+              "symbolic-symengine-float32-order2": "nan|inaccurate", "finite-float32-order2": "nan|inaccurate"})
+def logistic_map(x, xp):
+    """40 steps of the logistic map x ← 3.9·x·(1 − x) from x = 0.3, written x ← 0.975 − 3.9·(x − ½)²
+    (the same map, with x once per step: 3.9·x·(1 − x) doubles SymPy's expression tree at every step).
+
+    The derivative is the product Π 3.9·(1 − 2xₖ) over the trajectory, ≈ 2.65e9 here: f is
+    ill-conditioned (‖f′‖·|x|/|f| ≈ 1e9), and rounding each step by one unit moves the rest of the
+    trajectory by the same factor. In float64 every exact method is off by about 1e-7 relative; in
+    float32 (eps 1.2e-7) the trajectory is lost by step 40 and the sign can come out wrong. Either way
+    the gradient is wrong: ``inaccurate``, cause ``conditioning``, with the amplification in the text.
+    The truths at the float64 point 0.3 (≈ 4.71e9) and at the float32 point with float32 constants
+    (≈ 2.65e9) differ because the map amplifies their difference of 1e-8 as much.
+    SymPy's differentiation recurses once per step and exceeds Python's recursion limit (``error``;
+    SymEngine differentiates it); second derivatives by SymEngine and by second differences in float32
+    come out NaN or wrong, like the gradients.
+    """
+    for _ in range(40):
+        x = 0.975 - 3.9 * (x - 0.5) ** 2
+    return x
