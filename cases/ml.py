@@ -71,12 +71,15 @@ def _lse_inputs(n):
 
 
 @case(inputs={"x": [90.0, 91.0, 89.5]}, tags=["ml", "stable"], sizes=_lse_inputs,
-      expect={"finite-central": "inaccurate", "finite-central-order2": "ok"})
+      expect={"finite-central": "inaccurate", "finite-central-order2": "ok", "finite-forward-float32": "inaccurate"})
 def logsumexp_stable(x, xp):
     """max(x) + log Σ exp(x − max(x)): finite for large x in float32.
 
     Central differences scale their step with |x| ≈ 90, far coarser than
     the function's curvature scale of 1: truncation error (the diagnosis says so).
+    So do float32 forward differences (h ≈ 0.031): ∇f = softmax(x) ≈ (0.2312, 0.6285, 0.1402), and the
+    truncation h·pᵢ(1 − pᵢ)/2 puts the first and last components 1.2% off, beyond float32's hard
+    limit of 1e-2 for a component of weight (the normwise 7e-3 is within the 3.5e-2 tolerance).
     """
     m = xp.max(x)
     return m + xp.log(xp.sum(xp.exp(x - m)))
