@@ -225,7 +225,14 @@ def _small_component(x, xp):
     return xp.sin(x[0]) + 0.0025 * x[1] ** 2 + xp.exp(x[2])
 
 
-@pytest.mark.parametrize("func,x0,k", [(_sinc, 1e-9, 5), (_pythagoras, 0.7, -3), (_small_component, [0.4, 0.3, -1.0], 4)])
+def _himmelblau(x, xp):
+    # float32 forward differences are inaccurate here by the hard rule alone (cases/classic.py himmelblau),
+    # every other row is ok: a family with both statuses
+    return (x[0] ** 2 + x[1] - 11) ** 2 + (x[0] + x[1] ** 2 - 7) ** 2
+
+
+@pytest.mark.parametrize("func,x0,k", [(_sinc, 1e-9, 5), (_pythagoras, 0.7, -3), (_small_component, [0.4, 0.3, -1.0], 4),
+                                       (_himmelblau, [-0.27, 0.92], 4)])
 def test_statuses_do_not_depend_on_the_functions_scale(func, x0, k):
     variants = {"symbolic": ["numpy"], "tape": ["eager", "forward"], "finite": ["complex_step", "central", "forward"]}
     statuses = []
@@ -234,3 +241,6 @@ def test_statuses_do_not_depend_on_the_functions_scale(func, x0, k):
         statuses.append({(r["method"], r["variant"], r["dtype"]): r["status"] for r in rows})
     assert len(statuses[0]) == 12
     assert statuses[0] == statuses[1] == statuses[2]
+    if func is _himmelblau:
+        assert statuses[0][("finite", "forward", "float32")] == "inaccurate"
+        assert sum(s == "ok" for s in statuses[0].values()) == 11
