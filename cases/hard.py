@@ -19,7 +19,7 @@ def one_minus_cos_stable(x, xp):
     """2·sin²(x/2)/x², the same function without the cancellation in its value.
 
     Its derivative, sin(x)/x² − 4·sin²(x/2)/x³, still subtracts two terms of size 1/x = 1e4
-    to get f′ = −x/12 + x³/360 − … ≈ −8.333e-6 (the series of (1 − cos x)/x² = 1/2 − x²/24 + x⁴/720).
+    to get f′ = −x/12 + x³/180 − … ≈ −8.333e-6 (the series of (1 − cos x)/x² = 1/2 − x²/24 + x⁴/720).
     Every exact method follows that formula and rounds at eps·2e4: about 3e-7 of f′ in float64, all
     of it in float32. The gradient is then wrong beyond 1000·eps, so the exact rows (symbolic, tape,
     complex step) are ``inaccurate`` with cause ``formula-cancellation`` (they were ``ok`` while the

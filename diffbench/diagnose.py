@@ -358,6 +358,9 @@ ILL_CONDITIONED = 1e3
 _MAX_WALK_NODES = 200_000
 #: SymPy names the cancelling terms and suggests a series for expressions of at most this many operations
 _MAX_NAMING_OPS = 60
+#: ... and only where the reference's tape has at most this many nodes
+_MAX_NAMING_NODES = 200
+_GENERIC_REWRITE = "e.g. its Taylor series near the point, or a library function for the cancelling combination"
 
 
 def _function_cause(case: Case | None, variant: str, dtype: str, flat: np.ndarray, ref_flat: np.ndarray, ref: Any,
@@ -433,9 +436,12 @@ def _function_cause(case: Case | None, variant: str, dtype: str, flat: np.ndarra
             f"the gradient by up to {amplification:.2g} times its own size, so every method that follows this formula "
             f"is off as much (relative error {rel:.2g}{worst}); rewrite it in a cancellation-free form (log1p, "
             "expm1, 2·sin²(x/2) for 1 − cos x)" + (" or compute in float64" if dtype == "float32" else ""))
-    terms = _formula_terms(case, i, ref) if case is not None else None
+    # SymPy names the terms only of a small formula: its trace counts operations of the expression *tree*,
+    # exponential in a tape whose values are reused (x·(1 − x) repeated)
+    small = node is not None and node[4] <= _MAX_NAMING_NODES and case is not None
+    terms = _formula_terms(case, i, ref) if small else None
     if terms is None and node is not None:
-        _, contributions, total, where = node
+        _, contributions, total, where, _ = node
         shown = ", ".join(f"{c:+.3g}" for c in contributions[:3])
         terms = (f"at {where} the derivative sums path contributions {shown}, which cancel to {total:.3g}")
     terms = terms or f"its terms, of size {float(scale[i]):.3g} together, cancel to {float(ref_flat[i]):.4g}"
@@ -443,7 +449,8 @@ def _function_cause(case: Case | None, variant: str, dtype: str, flat: np.ndarra
         f"the derivative's formula cancels here, though f itself is well-conditioned (condition number "
         f"{kappa_text}): {terms}. Every exact method following this formula rounds at the size of those terms, "
         f"eps·{float(scale[i]):.3g}, {loss * eps:.2g} of the true ∂f/∂{name} = {float(ref_flat[i]):.4g} (relative "
-        f"error {rel:.2g}{worst}). Rewrite f so the terms cancel analytically: {_rewrite(case, i, ref)}")
+        f"error {rel:.2g}{worst}). Rewrite f so the terms cancel analytically: "
+        f"{_rewrite(case, i, ref) if small else _GENERIC_REWRITE}")
 
 
 def _condition_number(ref: Any, ref_flat: np.ndarray) -> float:
@@ -460,9 +467,10 @@ def _condition_number(ref: Any, ref_flat: np.ndarray) -> float:
 
 
 def _cancelling_node(ref: Any, i: int, labels: list[str] | None = None
-                     ) -> tuple[float, list[float], float, str] | None:
+                     ) -> tuple[float, list[float], float, str, int] | None:
     """The node on input i's paths whose adjoint sums path contributions that cancel the most: (the ratio
-    Σ|contribution| / |Σ contribution|, its contributions largest first, their sum, a name for the node),
+    Σ|contribution| / |Σ contribution|, its contributions largest first, their sum, a name for the node, the
+    number of nodes on the tape),
     walked read-only on the reference's tape at its first precision. None where no node sums two or more
     contributions, or the tape is too large to walk."""
     import mpmath
@@ -515,7 +523,7 @@ def _cancelling_node(ref: Any, i: int, labels: list[str] | None = None
     for k, v in enumerate(ev.inputs):
         if v.index == index:
             where = labels[k] if labels and k < len(labels) else f"input {k}"
-    return ratio, values, float(total), where
+    return ratio, values, float(total), where, len(nodes)
 
 
 def _formula_terms(case: Case, i: int, ref: Any) -> str | None:
@@ -550,7 +558,7 @@ def _rewrite(case: Case | None, i: int, ref: Any) -> str:
     """A rewrite that makes the cancelling terms cancel analytically: SymPy's Taylor series of f about 0
     where the input is small and f has one input, library functions where f has a known cancelling form,
     else the general advice."""
-    generic = "e.g. its Taylor series near the point, or a library function for the cancelling combination"
+    generic = _GENERIC_REWRITE
     advice = []
     with contextlib.suppress(Exception):
         import sympy as sp
