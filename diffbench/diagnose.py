@@ -473,6 +473,15 @@ def _cancelling_node(ref: Any, i: int, labels: list[str] | None = None
     number of nodes on the tape),
     walked read-only on the reference's tape at its first precision. None where no node sums two or more
     contributions, or the tape is too large to walk."""
+    cache = ref.__dict__.setdefault("_cancelling_nodes", {}) if hasattr(ref, "__dict__") else {}
+    if i not in cache:
+        cache[i] = _walk_for_cancellation(ref, i, labels)
+    return cache[i]
+
+
+def _walk_for_cancellation(ref: Any, i: int, labels: list[str] | None
+                           ) -> tuple[float, list[float], float, str, int] | None:
+    """The walk behind :func:`_cancelling_node` (uncached)."""
     import mpmath
 
     from .reference import PRECISIONS
