@@ -31,9 +31,16 @@ def booth(x, y, xp):
     return (x + 2 * y - 7) ** 2 + (2 * x + y - 5) ** 2
 
 
-@case(inputs={"x": -0.27, "y": 0.92}, tags=["classic"])
+@case(inputs={"x": -0.27, "y": 0.92}, tags=["classic"], expect={"finite-forward-float32": "inaccurate"})
 def himmelblau(x, y, xp):
-    """(x² + y − 11)² + (x + y² − 7)²."""
+    """(x² + y − 11)² + (x + y² − 7)².
+
+    ∇f = (4x(x² + y − 11) + 2(x + y² − 7), 2(x² + y − 11) + 4y(x + y² − 7)) ≈ (−2.0395, −43.653) at the
+    float32 point. Forward differences in float32 (h ≈ 3.5e-4) round f ≈ 141 at eps·141/h ≈ 0.05 per
+    component: ∂f/∂x, 4.7% of the norm, comes out −2.077, 1.8% off, beyond float32's hard limit of 1e-2
+    for a component of weight, although the normwise error (8.8e-4) is within the 3.5e-2 tolerance:
+    ``inaccurate``.
+    """
     return (x**2 + y - 11) ** 2 + (x + y**2 - 7) ** 2
 
 

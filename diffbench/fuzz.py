@@ -46,7 +46,7 @@ from hypothesis import strategies as st
 from hypothesis.errors import HypothesisWarning, NoSuchExample
 
 from .engines import known_info
-from .results import FD_CAUSES, Cause, Status
+from .results import FD_CAUSES, FUNCTION_CAUSES, Cause, Status
 
 UNARY = ["exp", "sin", "cos", "tanh", "log1p_sq", "sqrt_1p_sq", "square", "neg", "atan", "log_abs1p"]
 BINARY = ["+", "-", "*", "safe_div"]
@@ -173,11 +173,13 @@ def outcome(tree: Node, name: str, point: list[float], timeout: float) -> tuple[
 
 def is_explained(row: Mapping[str, Any]) -> bool:
     """Whether a row is fine or its disagreement has a known cause: its status is ok, undefined,
-    skipped or uncertain; its cause is an overflow; or it is an approximate (finite-difference)
+    skipped or uncertain; its cause is an overflow or the function's own (``FUNCTION_CAUSES``); or it is an approximate (finite-difference)
     row that is inaccurate for one of the method's own reasons or within 10× its own error estimate."""
     status, cause = row["status"], row.get("cause")
     if status in _FINE or cause == Cause.OVERFLOW:
         return True
+    if status == Status.INACCURATE and cause in FUNCTION_CAUSES:
+        return True  # the function as written is to blame (conditioning, a cancelling formula), not a method
     if status != Status.INACCURATE:
         return False
     info = known_info(row["method"])

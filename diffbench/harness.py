@@ -541,6 +541,8 @@ def _measure_unit(unit: Unit, config: Config, ref: Any, missing: Missing | None)
     verdict = judge(unit.case, unit.method, unit.variant, unit.dtype, flat, ref, step=values.get("step"))
     values.update(status=verdict.status, rel_error=verdict.rel_error, max_error_eps=verdict.max_error_eps,
                   diagnosis=verdict.diagnosis, cause=verdict.cause)
+    if verdict.status != Status.UNDEFINED and math.isfinite(verdict.attainable_error):
+        values["attainable_error"] = verdict.attainable_error
     if verdict.status not in (Status.NAN, Status.INF, Status.UNDEFINED):
         values["taylor_order"] = verdict.taylor_order
     return Measured(unit.row(**values), timed, untimed, note or None, judged=True)

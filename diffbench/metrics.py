@@ -1,5 +1,10 @@
 """Error measures, statuses, the Taylor test, and diagnoses a person can act on.
 
+**The contract.** ``ok`` is a promise about the gradient: every component that matters is within
+the dtype's tolerance of the certified truth, relative to its own size. Whether an error is the
+method's fault or forced by the function as written is the *cause* (diffbench.diagnose), never a
+reason to call a wrong gradient ``ok``.
+
 Tolerances, with eps the dtype's machine epsilon (float32 1.2e-7, float64 2.2e-16):
 
 | method                               | order 1          | order 2           |
@@ -10,29 +15,59 @@ Tolerances, with eps the dtype's machine epsilon (float32 1.2e-7, float64 2.2e-1
 | finite central                       | 100·eps^(2/3)    | 100·eps^(1/2)     |
 | finite richardson                    | 100·eps^(4/5)    |                   |
 
-**Exact methods, componentwise.** Component i passes when ``|gᵢ − rᵢ| ≤ 1000·eps·sᵢ``.
-``sᵢ`` is the component's scale from the reference: ``Σ_paths Π |∂|`` along the case's
-operations (the derivative with the absolute values of its summands, a running error
-bound), which is |rᵢ| where nothing cancels and the size of the cancelling terms where
-something does. It scales with f and with power-of-two scalings of the inputs, so no
-verdict depends on the function's scale, and a component that is wrong beyond its own
-rounding scale fails whatever its neighbours' size. Why 1000: an exact formula evaluated
-in floating point errs by k·eps·sᵢ after k roundings; 1000 allows k up to 1000, while a
-wrong gradient is off by O(sᵢ). Cancellation in the *values* the function computes
-(1 − cos x near 0) is not in sᵢ: there the gradient really is wrong, whichever method
-computed it, and the diagnosis says the formula is to blame.
+**The judging size of a component** (:func:`judging_sizes`) is
 
-**Finite differences, normwise** (‖g − r‖₂ against ‖r‖₂, or ‖s‖₂ where r = 0): their
-error has a truncation-plus-rounding minimum of eps^(1/2) (forward), eps^(2/3)
-(central), eps^(1/2) (second differences), each times the ratio of |f| to |g|·|x|;
-the factor 100 leaves room for that ratio. Richardson's adaptive table
-(engines/finite.py) balances at eps^(4/5) once it has eliminated the h⁴ term and usually
-converges further; it is held to eps^(4/5), and its own ``error_estimate`` says how much
-better it did. A gradient that misses these is ``inaccurate``.
+    wᵢ = max(|rᵢ|, ν·‖r‖₂)            where the truth rᵢ ≠ 0,
+    wᵢ = max(ν·‖r‖₂, zᵢ)               where rᵢ = 0,
 
-**Trade-offs.** The scale sᵢ forgives an error of a component that is a cancellation
-of larger terms (a false alarm there would fire on every correct method: they all round
-at that scale); everywhere else a wrong component fails.
+with ν = ``WEIGHT`` = 0.01 and zᵢ the function's own rounding scale for that component (the path-sum
+scale sᵢ = Σ_paths Π|∂| of the reference; for finite differences at a stationary point the size of the
+gradient one point-scale away). An exact method is ``ok`` when every |gᵢ − rᵢ| ≤ 1000·eps·wᵢ.
+
+- *Its own size*: a component holding at least 1% of the norm is judged relative to itself, so a
+  small wrong component next to a large right one fails.
+- *Against the norm*: below 1% of the norm a component carries little of the gradient, and its error
+  is held to what an error of 1000·eps in a 1%-component may be (10·eps·‖r‖ absolute). Why ν = 0.01:
+  it is the same line as the hard rule's "component of weight" below, so every component is judged at
+  its own size exactly where the hard rule watches it, and an error in the rest can move the gradient
+  by at most 10·eps·‖r‖ per component; a larger ν (1: the max-norm) would let a 5%-component err by 20×
+  the tolerance, a smaller one judges the sign of a 1e-16-of-the-norm component that no float64
+  method can resolve.
+- *A zero truth* (exactly 0, or below the reference's own noise: 0 in ``Reference.values``) has no
+  size of its own: it is judged at the function's rounding scale, so 1e8·(sin²x + cos²x), whose
+  derivative 1e8·(2 sin x cos x − 2 cos x sin x) is 0 and whose every float evaluation leaves
+  eps·1e8, stays ``ok``.
+- The path-sum scale sᵢ never widens the judging size of a nonzero truth: at sin(x)/x, x = 1e-9, the
+  derivative cos(x)/x − sin(x)/x² subtracts two terms of size 1e9 to get −3.3e-10; judging at
+  sᵢ ≈ 2e9 would call a gradient 357× off ``ok``. There sᵢ decides the *cause* (diagnose.py): an
+  error within 1000·eps·sᵢ is what every exact method following the formula makes (conditioning,
+  formula-cancellation), beyond it the method's. :func:`attainable_error` reports eps·sᵢ/wᵢ.
+
+**Finite differences, normwise** (‖g − r‖₂ against ‖r‖₂, or the norm of the zero-truth scale where
+r = 0): their error has a truncation-plus-rounding minimum of eps^(1/2) (forward), eps^(2/3)
+(central), eps^(1/2) (second differences), each times the ratio of |f| to |g|·|x|; the factor 100
+leaves room for that ratio. Richardson's adaptive table (engines/finite.py) balances at eps^(4/5)
+once it has eliminated the h⁴ term and usually converges further; it is held to eps^(4/5), and its
+own ``error_estimate`` says how much better it did.
+
+**The hard rule** (every method, dtype and order, whatever the tolerance above allows): a component
+of weight (|rᵢ| ≥ ν·‖r‖) with the wrong sign, or with relative error above ``HARD_LIMIT`` (1e-3 in
+float64, 1e-2 in float32 and narrower dtypes), is never ``ok``. It binds where a normwise tolerance
+is loose: float32 forward differences (3.5e-2 normwise) and float32 second differences.
+
+**Scale invariance.** f·c scales r, sᵢ, ‖r‖ and every error by |c|; inputs·2ᵏ scale them by 2⁻ᵏ
+per component: every ratio above is unchanged, so no verdict changes (short of overflow and
+underflow). Errors below the dtype's smallest subnormal cannot be represented and never fail.
+
+**Adversarial reading.** False ``ok``: (1) a zero truth next to huge cancelling terms
+(1e20·x − 1e20·x) accepts errors up to 1000·eps·sᵢ: the truth is 0 and every float evaluation errs at
+sᵢ, so nothing smaller can be asked; (2) a component below 1% of the norm with the wrong sign passes
+when its error is under 10·eps·‖r‖, i.e. it is rounding of the gradient as a whole; (3) finite
+differences may concentrate their normwise error in components of weight only up to the hard
+limit. False alarm: (1) a nonzero truth that is a cancellation of far larger terms (sin(x)/x near 0,
+1 − cos x, a long chain) fails every exact method: that is the contract, and the cause says that
+no method following the formula does better; (2) a truth just above the reference's noise (1e-40
+beside terms of size 1) is judged at its own size and fails for the same reason.
 """
 
 from __future__ import annotations
@@ -47,8 +82,19 @@ import numpy as np
 from .case import Case
 from .engines import known_info
 
+#: ν: a component "of weight" holds at least this fraction of the gradient's norm; a smaller one is
+#: judged against this fraction of the norm (see the module docstring for the choice)
+WEIGHT = 0.01
+
+
+def hard_limit(dtype: str) -> float:
+    """The relative error of a component of weight above which a gradient is never ``ok``: 1e-3 where
+    the dtype carries at least float64's digits, 1e-2 for float32 and narrower."""
+    return 1e-3 if float(np.finfo(dtype).eps) <= 1e-15 else 1e-2
+
+
 def tolerance(method: str, variant: str, dtype: str, order: int = 1) -> float:
-    """The largest error, relative to the scale it is judged at, that still counts as ``ok``
+    """The largest error, relative to the size it is judged at, that still counts as ``ok``
     (see module docstring). Approximate engines declare their exponents (``EngineInfo``)."""
     eps = float(np.finfo(dtype).eps)
     info = known_info(method)
@@ -76,26 +122,43 @@ def _norm(values: np.ndarray) -> float:
         return largest * float(np.linalg.norm(values / largest))
 
 
+def judging_sizes(ref: np.ndarray, zero_scale: np.ndarray | None = None) -> np.ndarray:
+    """Per component, the size its error is judged relative to (module docstring):
+    max(|rᵢ|, ν·‖r‖) where rᵢ ≠ 0, and max(ν·‖r‖, zᵢ) where rᵢ = 0, zᵢ the function's own rounding
+    scale there (``zero_scale``; none given: 0, so a zero truth next to a zero gradient is absolute)."""
+    r = np.abs(np.asarray(ref, dtype=np.float64).ravel())
+    w = np.maximum(r, WEIGHT * _norm(r))
+    if zero_scale is not None:
+        z = np.abs(np.asarray(zero_scale, dtype=np.float64).ravel())
+        if z.size == r.size:
+            w = np.where(r == 0, np.maximum(w, z), w)
+    return w
+
+
+def _floor(dtype: str) -> float:
+    """Below the dtype's smallest subnormal no error can be represented: the finest unit of error."""
+    return float(np.finfo(dtype).smallest_subnormal)
+
+
 def errors(gradient: np.ndarray, ref: np.ndarray, dtype: str, scale: np.ndarray | None = None
            ) -> tuple[float, float]:
     """(rel_error, max_error_eps) of a flat gradient against the flat reference (float64).
 
     rel_error = ‖g − ref‖₂ / ‖ref‖₂; where ‖ref‖₂ = 0, relative to the norm of the scale
     (the size of what cancels), and absolute only where that is 0 too.
-    max_error_eps = maxᵢ |gᵢ − refᵢ| / max(eps·sᵢ, smallest subnormal), sᵢ the component's scale
-    (|refᵢ| when none is given): each component's error in units of the dtype's epsilon at its own
-    scale. Norms are taken without underflow (1e-200-sized gradients are not 0).
+    max_error_eps = maxᵢ |gᵢ − refᵢ| / max(eps·wᵢ, smallest subnormal), wᵢ the component's judging
+    size (:func:`judging_sizes`, with ``scale`` as the size of a zero truth): each component's error
+    in units of the dtype's epsilon at the size it is judged at, so an exact method is ``ok`` exactly
+    when it is at most 1000. Norms are taken without underflow (1e-200-sized gradients are not 0).
     """
     g = np.asarray(gradient, dtype=np.float64).ravel()
     r = np.asarray(ref, dtype=np.float64).ravel()
-    s = np.abs(r) if scale is None else np.maximum(np.asarray(scale, dtype=np.float64).ravel(), np.abs(r))
     eps = float(np.finfo(dtype).eps)
     with np.errstate(all="ignore"):
         diff = np.abs(g - r)
         ref_norm = judging_size(r, scale)
         rel = _norm(diff) / ref_norm if ref_norm > 0 else _norm(diff)
-        # below the dtype's smallest subnormal, no error can be represented: that is the finest unit
-        unit = np.maximum(eps * s, float(np.finfo(dtype).smallest_subnormal))
+        unit = np.maximum(eps * judging_sizes(r, scale), _floor(dtype))
         per = np.where(diff == 0, 0.0, diff / unit)
         max_eps = float(np.max(per)) if per.size else 0.0
     return rel, max_eps
@@ -108,15 +171,50 @@ def judging_size(ref: np.ndarray, scale: np.ndarray | None) -> float:
     return _norm(r) or (0.0 if scale is None else _norm(np.asarray(scale, dtype=np.float64).ravel()))
 
 
+def attainable_error(ref: np.ndarray, scale: np.ndarray | None, dtype: str) -> float:
+    """The relative error an exact method following the case's formula can attain in ``dtype``:
+    maxᵢ eps·sᵢ / wᵢ, sᵢ the path-sum scale and wᵢ the judging size (:func:`judging_sizes`). eps where
+    nothing cancels; eps·sᵢ/|rᵢ| where the formula cancels (sin(x)/x at 1e-9: about 1e3 in float64).
+    NaN without scales."""
+    r = np.asarray(ref, dtype=np.float64).ravel()
+    if scale is None or np.asarray(scale).size != r.size or not r.size:
+        return math.nan
+    s = np.maximum(np.abs(np.asarray(scale, dtype=np.float64).ravel()), np.abs(r))
+    eps = float(np.finfo(dtype).eps)
+    with np.errstate(all="ignore"):
+        unit = np.maximum(judging_sizes(r, s), _floor(dtype) / eps)
+        return float(np.max(eps * s / unit))
+
+
+def violates_hard_rule(gradient: np.ndarray, ref: np.ndarray, dtype: str, radius: np.ndarray | None = None
+                       ) -> np.ndarray:
+    """Per component: a component of weight (|rᵢ| ≥ ν·‖r‖) whose sign is wrong or whose relative error
+    exceeds :func:`hard_limit`; never ``ok``, whatever the tolerance (errors within a few of the dtype's
+    smallest subnormals excepted: no value below them can be represented)."""
+    g = np.asarray(gradient, dtype=np.float64).ravel()
+    r = np.asarray(ref, dtype=np.float64).ravel()
+    floor = 16 * _floor(dtype)
+    with np.errstate(all="ignore"):
+        weight = (r != 0) & (np.abs(r) >= WEIGHT * _norm(r))
+        diff = np.abs(g - r)
+        if radius is not None:
+            diff = np.maximum(diff - radius, 0.0)  # what the truth's own uncertainty does not explain
+        sign = (np.sign(g) != np.sign(r)) & (diff > floor)
+        large = diff > np.maximum(hard_limit(dtype) * np.abs(r), floor)
+    return weight & (sign | large)
+
+
 def classify(gradient: np.ndarray, ref: np.ndarray | None, method: str, variant: str, dtype: str,
-             order: int = 1, scale: np.ndarray | None = None) -> tuple[str, float, float]:
+             order: int = 1, scale: np.ndarray | None = None, radius: np.ndarray | None = None
+             ) -> tuple[str, float, float]:
     """(status, rel_error, max_error_eps) for a computed gradient (``nan``/``inf`` before accuracy).
 
-    Exact methods pass only if *every* component's error is within the tolerance at
-    that component's own scale (componentwise: a small wrong component next to a large
-    right one fails). Finite differences pass when the normwise error is within their
-    error model's tolerance of ‖ref‖ (of ‖scale‖ where ref = 0). Without ``scale``
-    (second derivatives), exact methods are judged normwise too.
+    Exact methods (order 1) pass only if *every* component's error is within the tolerance at that
+    component's judging size (:func:`judging_sizes`; ``scale`` is the size of a zero truth, never a
+    widening of a nonzero one). Finite differences, and Hessians, pass when the normwise error is
+    within their tolerance of ‖ref‖ (of ‖scale‖ where ref = 0). Every method and order then obeys the
+    hard rule (:func:`violates_hard_rule`). ``radius`` is the truth's own uncertainty per component
+    (absolute; a truth made of finite differences has one): an error within it is not the method's.
     """
     g = np.asarray(gradient, dtype=np.float64)
     rel, max_eps = (math.nan, math.nan) if ref is None else errors(g, ref, dtype, scale)
@@ -128,22 +226,32 @@ def classify(gradient: np.ndarray, ref: np.ndarray | None, method: str, variant:
         return "ok", rel, max_eps
     tol = tolerance(method, variant, dtype, order)
     eps = float(np.finfo(dtype).eps)
-    if is_exact(method, variant) and scale is not None and order == 1:
+    r = np.asarray(ref, dtype=np.float64).ravel()
+    spread = None if radius is None or np.asarray(radius).size != r.size else \
+        np.abs(np.asarray(radius, dtype=np.float64).ravel())
+    if is_exact(method, variant) and order == 1 and (scale is not None or judging_size(r, None) > 0):
         ok = max_eps <= tol / eps
+        if not ok and spread is not None:
+            with np.errstate(all="ignore"):
+                diff = np.abs(g.ravel() - r)
+                unit = np.maximum(eps * judging_sizes(r, scale), _floor(dtype))
+                ok = bool(np.all(diff <= tol / eps * unit + spread))
     else:
-        r = np.asarray(ref, dtype=np.float64).ravel()
         with np.errstate(all="ignore"):
-            err = _norm(np.abs(g.ravel() - r))
+            diff = np.abs(g.ravel() - r)
+            err = _norm(diff if spread is None else np.maximum(diff - spread, 0.0))
         # differences see f, not the gradient's formula: relative to ‖r‖, and to the size of
         # what cancels only where the gradient itself is 0
         size = judging_size(r, scale)
-        floor = float(np.finfo(dtype).smallest_subnormal)
+        floor = _floor(dtype)
         if size > 0:
             ok = err <= max(tol * size, floor)
         elif scale is None:
             ok = err <= tol  # no scale given at all: absolute
         else:
             ok = err <= floor  # nothing contributes to the gradient: it must be 0 to the last subnormal
+    if ok and violates_hard_rule(g, r, dtype, spread).any():
+        ok = False
     return ("ok" if ok else "inaccurate"), rel, max_eps
 
 
