@@ -192,6 +192,39 @@ def _judge_hessian(case: Case | None, method: str, variant: str, dtype: str, hes
     return Verdict(status, rel, max_eps, "second derivatives: " + text, cause=cause)
 
 
+def _matrix_text(m: np.ndarray) -> str:
+    """A small matrix for a sentence: diag(9, −3) where it is diagonal, else its rows."""
+    m = np.asarray(m, dtype=np.float64)
+    if m.shape[0] == m.shape[1] and not np.any(m - np.diag(np.diag(m))):
+        return "diag(" + ", ".join(f"{v:.6g}" for v in np.diag(m)) + ")"
+    return "[" + "; ".join(", ".join(f"{v:.6g}" for v in row) for row in m) + "]"
+
+
+def none_hessian_truth(case: Case, message: str, missing: list[str], ref_hess: np.ndarray) -> str:
+    """TensorFlow's None for the second derivatives along ``missing``, followed by what the certified reference
+    Hessian shows for those rows: 0 (then UnconnectedGradients.ZERO gives the right Hessian) or the values
+    TensorFlow did not compute. Nothing is claimed that the reference does not show."""
+    from .reference import labels as input_labels
+
+    names = input_labels(case)
+    owners = [name for name, value in case.inputs.items() for _ in range(np.asarray(value).size)]
+    rows = [i for i, owner in enumerate(owners) if owner in missing]
+    hess = np.asarray(ref_hess, dtype=np.float64)
+    if hess.ndim != 2 or hess.shape[0] != len(owners) or not rows:
+        return f"{message}; the true second derivatives there are not known to diffbench"
+    block = hess[np.ix_(rows, rows)]
+    whole = hess[rows, :]
+    if not np.any(whole):
+        return (f"{message}; the certified second derivatives along {', '.join(missing)} are 0 here, so "
+                "unconnected_gradients=tf.UnconnectedGradients.ZERO on the outer tape gives the right Hessian")
+    shown = _matrix_text(block) if np.any(block) or len(rows) == len(owners) else _matrix_text(whole)
+    where = ("" if len(rows) == len(owners) else
+             f" (rows {', '.join(names[i] for i in rows[:4])}{', …' if len(rows) > 4 else ''})")
+    return (f"{message}; the certified second derivatives{where} are {shown}, not 0: the second-order path is "
+            "cut, so no option of the tape recovers them here (unconnected_gradients=ZERO would give a wrong "
+            "Hessian); a Hessian needs a backward pass that is itself differentiable")
+
+
 # --------------------------------------------------------------------------- the causes
 def _worst(flat: np.ndarray, ref_flat: np.ndarray, labels: list[str] | None, order: int) -> str:
     """The component that is furthest off, with both values."""

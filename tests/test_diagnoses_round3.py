@@ -1,0 +1,90 @@
+"""Diagnoses state only what the certified reference shows; finite differences and symbolic formulas survive
+singular stencils and pivots; budgets go by predicted cost; a diagnosis costs a few reference gradients.
+
+Every truth here is derived by hand in the comment next to it.
+"""
+
+import math
+
+import numpy as np
+import pytest
+
+from diffbench import case
+from diffbench.harness import make_config, measure_case, measure_one
+from diffbench.results import Cause
+
+
+def _rows(one, methods, variants, dtype="float64", order2=False):
+    config = make_config(list(methods), [dtype], variants, order2=order2, timeout=300, timing=False,
+                         devices=("CPU",), sweep=False)
+    out = []
+    measure_case(one, config, out.append)
+    return out
+
+
+# --------------------------------------------------------------------------- wrong advice: a None Hessian
+def _cube_with_cut_backward():
+    @case(inputs={"x": [1.5, -0.5]})
+    def cube_sum_cut(x, xp):
+        return xp.sum(x ** 3)
+
+    @cube_sum_cut.tensorflow
+    def _(x):
+        import tensorflow as tf
+
+        @tf.custom_gradient
+        def f(a):
+            return tf.reduce_sum(a ** 3), lambda dy: dy * 3.0 * tf.stop_gradient(a) ** 2
+
+        return f(x)
+
+    return cube_sum_cut
+
+
+def test_none_hessian_states_the_certified_second_derivatives_not_zero():
+    pytest.importorskip("tensorflow")
+    # f = Σ x³: ∂²f/∂xᵢ∂xⱼ = 6xᵢ·δᵢⱼ, so at (1.5, −0.5) the Hessian is diag(9, −3). The backward pass
+    # 3·stop_gradient(x)² cuts the second-order path, so the tape returns None; zero would be wrong advice.
+    rows = _rows(_cube_with_cut_backward(), ["tape"], {"tape": ["eager"]}, order2=True)
+    second = next(r for r in rows if r["order"] == 2)
+    assert second["status"] == "none"
+    text = second["diagnosis"]
+    assert "diag(9, -3)" in text and "not 0" in text and "stop_gradient" in text
+    assert "true second derivative is 0" not in text
+
+
+def test_none_hessian_says_zero_where_the_reference_shows_zero():
+    pytest.importorskip("tensorflow")
+
+    # f = Σ x·c with a backward pass dy·c that cuts nothing that matters: f is linear, so its Hessian is 0
+    # and UnconnectedGradients.ZERO is then the right advice.
+    @case(inputs={"x": [1.5, -0.5]})
+    def linear_cut(x, xp):
+        return xp.sum(2.0 * x)
+
+    @linear_cut.tensorflow
+    def _(x):
+        import tensorflow as tf
+
+        @tf.custom_gradient
+        def f(a):
+            return tf.reduce_sum(2.0 * a), lambda dy: dy * 2.0 * tf.ones_like(tf.stop_gradient(a))
+
+        return f(x)
+
+    second = next(r for r in _rows(linear_cut, ["tape"], {"tape": ["eager"]}, order2=True) if r["order"] == 2)
+    assert second["status"] == "none"
+    assert "are 0 here" in second["diagnosis"] and "UnconnectedGradients.ZERO" in second["diagnosis"]
+
+
+def test_assert_gradients_none_does_not_advise_zero_when_the_truth_is_not_zero():
+    tf = pytest.importorskip("tensorflow")
+    from diffbench import assert_gradients
+
+    # f(x, y) = x² + y where the y path is cut by stop_gradient: the true ∂f/∂y is 1, not 0.
+    def cut(x, y):
+        return tf.reduce_sum(x ** 2) + tf.stop_gradient(y)
+
+    with pytest.raises(AssertionError) as raised:
+        assert_gradients(cut, {"x": np.array([1.0]), "y": np.array(2.0)})
+    assert "not 0" in str(raised.value) and "y = 1" in str(raised.value)
