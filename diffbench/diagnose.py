@@ -139,9 +139,9 @@ def _hessian_scale(ref: Any) -> float:
     gradient one point-scale away over that distance."""
     x = np.array([float(v) for v in ref.point]) if ref.point else np.zeros(0)
     spread = max(float(np.max(np.abs(x))) if x.size else 0.0, 1.0)
-    size = float(np.linalg.norm(ref.scale)) if ref.scale.size else 0.0
+    size = metrics._norm(np.asarray(ref.scale, dtype=np.float64)) if ref.scale.size else 0.0
     if size == 0:
-        size = float(np.linalg.norm(_stationary_scale(ref, max(x.size, 1))))
+        size = metrics._norm(_stationary_scale(ref, max(x.size, 1)))
     return size / spread
 
 
@@ -165,7 +165,7 @@ def _stationary_scale(ref: Any, n: int) -> np.ndarray:
         except Exception:  # noqa: BLE001 - outside the domain: come closer
             continue
         if np.all(np.isfinite(g)) and np.any(g):
-            return np.full(n, float(np.linalg.norm(g)) / math.sqrt(max(n, 1)))
+            return np.full(n, metrics._norm(g) / math.sqrt(max(n, 1)))
     return np.zeros(n)
 
 
@@ -321,6 +321,9 @@ def accuracy_diagnosis(case: Case | None, method: str, variant: str, dtype: str,
         return Cause.SECOND_ORDER_FORMULA, (f"{source}, evaluated in {dtype}, are off by a relative {rel:.2g}{worst}: "
                 + (known[0] if known else "the formula cancels terms much larger than the result at this point, or "
                    "one of its operations' derivative formulas loses accuracy here (Hessians are judged normwise)"))
+    flushed = _flushed_subnormals(method, dtype, flat, ref_flat, order, labels)
+    if flushed:
+        return Cause.FLUSH_TO_ZERO, flushed
     if method == "tape":
         if native:
             verb = "disagree" if order == 2 else "disagrees"
@@ -348,6 +351,41 @@ def accuracy_diagnosis(case: Case | None, method: str, variant: str, dtype: str,
             return Cause.FD_ERROR, fd_diagnosis(case, dtype, variant, rel, ref_flat, ref, step=step, order=order)
     return Cause.UNKNOWN, (f"{method}/{variant} is beyond tolerance (relative error {rel:.2g}{worst}) with no overflow, and rounding "
             "in the formula does not explain it; the cause is not known to diffbench")
+
+
+def _flushed_subnormals(method: str, dtype: str, flat: np.ndarray | None, ref_flat: np.ndarray, order: int,
+                        labels: list[str] | None) -> str | None:
+    """The flush-to-zero text, where every component off beyond rounding has a true value that is subnormal in
+    ``dtype`` and the method returned 0 for it: the framework computes with subnormals flushed to zero."""
+    if flat is None or flat.size != ref_flat.size or not flat.size or not metrics.is_exact(method, "eager"):
+        return None
+    info = np.finfo(dtype)
+    eps, tiny = float(info.eps), float(info.tiny)
+    with np.errstate(all="ignore"):
+        wrong = ~(np.abs(flat - ref_flat) <= 1e3 * eps * np.abs(ref_flat))
+        subnormal = (np.abs(ref_flat) > 0) & (np.abs(ref_flat) < tiny) & (flat == 0)
+    if not wrong.any() or not np.all(subnormal[wrong]):
+        return None
+    i = int(np.argmax(wrong))
+    name = labels[i] if labels and i < len(labels) and order == 1 else f"component {i}"
+    framework = {"tape": "TensorFlow", "jax": "JAX (XLA)", "torch": "PyTorch"}.get(method, method)
+    probe = (f" (on this CPU tf.constant({abs(ref_flat[i]):.2g}, tf.{dtype}) * 1.0 is 0)"
+             if method == "tape" and _tf_flushes(dtype, abs(float(ref_flat[i]))) else "")
+    return (f"flush-to-zero: the true {'second derivative' if order == 2 else 'derivative'} at {name} is "
+            f"{ref_flat[i]:.3g}, a subnormal number in {dtype} (below its smallest normal {tiny:.3g}), and "
+            f"{framework} computes with subnormals flushed to zero{probe}, so it returned {flat[i]:.3g}; the maths "
+            "and the formula are right: rescale the function (multiply it by a power of two) so its derivative is a "
+            "normal number, or compute in a wider dtype")
+
+
+def _tf_flushes(dtype: str, value: float) -> bool:
+    """Whether TensorFlow's CPU kernels flush the subnormal ``value`` times 1 to zero in ``dtype``."""
+    try:
+        import tensorflow as tf
+
+        return float((tf.constant(value, getattr(tf, dtype)) * 1.0).numpy()) == 0.0
+    except Exception:  # noqa: BLE001 - no probe: the text then states only what the values show
+        return False
 
 
 def _ill_conditioned(flat: np.ndarray, ref_flat: np.ndarray, ref: Any, dtype: str) -> str | None:
@@ -426,7 +464,7 @@ def _quiet() -> contextlib.ExitStack:
 
 def _relative(got: np.ndarray, want: np.ndarray, size: float) -> float:
     with np.errstate(all="ignore"):
-        diff = float(np.linalg.norm(np.asarray(got, dtype=np.float64).ravel() - want.ravel()))
+        diff = metrics._norm(np.asarray(got, dtype=np.float64).ravel() - want.ravel())
     return diff / size if math.isfinite(diff) else math.inf
 
 
@@ -480,7 +518,7 @@ def _exact_resolution(exact: Any, x: np.ndarray, steps: np.ndarray, size: float)
         p = x.copy()
         p[i] += steps[i]
         parts.append(eps * abs(exact(p)) / steps[i])
-    return float(np.linalg.norm(parts)) / size
+    return metrics._norm(np.asarray(parts, dtype=np.float64)) / size
 
 
 def _pole_or_domain(f: Any, x: np.ndarray, reach: np.ndarray, both: bool, names: list[str]) -> str | None:
@@ -604,7 +642,8 @@ def fd_diagnosis(case: Case, dtype: str, scheme: str, rel_error: float, referenc
     f = finite.function_of(case, dtype)
     x = flatten(case.inputs, list(case.inputs)).astype(dtype)
     names = labels(case)
-    size = float(np.linalg.norm(reference_flat)) or (float(np.linalg.norm(ref.scale)) if ref.scale.size else 0.0) or 1.0
+    size = (metrics._norm(np.asarray(reference_flat, dtype=np.float64))
+            or (metrics._norm(np.asarray(ref.scale, dtype=np.float64)) if ref.scale.size else 0.0) or 1.0)
     chosen = finite.step_scale(scheme, dtype) if step is None or not math.isfinite(step) else step
     smallest = float(np.min(np.abs(x[x != 0]))) if np.any(x != 0) else 0.0
     largest = float(np.max(np.abs(x))) if x.size else 0.0
@@ -677,7 +716,8 @@ def _complex_step_diagnosis(case: Case, dtype: str, rel_error: float, reference_
     f = finite.function_of(case, dtype)
     x = flatten(case.inputs, list(case.inputs)).astype(dtype)
     want = np.asarray(reference_flat, dtype=np.float64)
-    size = float(np.linalg.norm(want)) or (float(np.linalg.norm(ref.scale)) if ref.scale.size else 0.0) or 1.0
+    size = (metrics._norm(want)
+            or (metrics._norm(np.asarray(ref.scale, dtype=np.float64)) if ref.scale.size else 0.0) or 1.0)
     steps = finite.step_scale("complex_step", dtype) * np.maximum(np.abs(x.astype(np.float64)), 1.0)
     imaginary = np.abs(want) * steps
     magnitude = float(getattr(ref, "magnitude", math.nan))
@@ -710,7 +750,7 @@ def _fd_hessian_diagnosis(case: Case, dtype: str, rel_error: float, reference_fl
     f = finite.function_of(case, dtype)
     x = flatten(case.inputs, list(case.inputs)).astype(dtype)
     want = np.asarray(reference_flat, dtype=np.float64)
-    size = float(np.linalg.norm(want)) or 1.0
+    size = metrics._norm(want) or 1.0
     with _quiet():
         result = finite.hessian_matrix(f, x)
     h = float(np.median(np.diag(result.steps))) if x.size else math.nan

@@ -88,3 +88,37 @@ def test_assert_gradients_none_does_not_advise_zero_when_the_truth_is_not_zero()
     with pytest.raises(AssertionError) as raised:
         assert_gradients(cut, {"x": np.array([1.0]), "y": np.array(2.0)})
     assert "not 0" in str(raised.value) and "y = 1" in str(raised.value)
+
+
+# --------------------------------------------------------------------------- underflow in the diagnosis itself
+def _erfc_at(x0):
+    @case(inputs={"x": x0}, name=f"erfc_at_{x0:g}")
+    def erfc_far(x, xp):
+        return xp.erfc(x)
+
+    return erfc_far
+
+
+def test_truncation_text_quotes_the_exact_error_even_for_tiny_gradients():
+    import re
+
+    # erfc'(x) = −2/√π·e^(−x²) ≈ −4e-295 at x = 26: its square underflows, so a plain 2-norm of it is 0.
+    # Central differences err by f‴h²/(6f′) = (4x² − 2)h²/6 relative (f‴ = f′·(4x² − 2)), h = c·26.
+    row = measure_one(_erfc_at(26.0), "finite", "central", "float64")
+    assert row["status"] == "inaccurate" and row["cause"] == Cause.FD_ERROR
+    h = row["step"] * 26.0
+    truncation = (4 * 26.0**2 - 2) * h**2 / 6
+    assert row["rel_error"] == pytest.approx(truncation, rel=0.05)
+    quoted = float(re.search(r"in exact arithmetic the same differences err by ([0-9.e+-]+)", row["diagnosis"])[1])
+    assert quoted == pytest.approx(truncation, rel=0.05)
+    assert "(error 0)" not in row["diagnosis"]
+
+
+def test_subnormal_derivative_flushed_to_zero_is_named():
+    tf = pytest.importorskip("tensorflow")
+    # erfc'(27) = −2/√π·e^(−729) = −2.83e-317 (mpmath: -2.8299e-317), below float64's smallest normal 2.2e-308.
+    if float((tf.constant(2.8e-317, tf.float64) * 1.0).numpy()) != 0.0:
+        pytest.skip("this CPU keeps subnormals in TensorFlow")
+    row = measure_one(_erfc_at(27.0), "tape", "eager", "float64")
+    assert row["status"] != "ok" and row["cause"] == Cause.FLUSH_TO_ZERO
+    assert "-2.83e-317" in row["diagnosis"]

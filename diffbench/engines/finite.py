@@ -944,8 +944,8 @@ class FiniteEngine:
         grad = result.value
         info: dict[str, Any] = {"step": c if variant != "richardson" else _relative_step(result.steps, x),
                                 **evaluation}
-        norm = float(np.linalg.norm(grad.astype(np.float64)))
-        est = float(np.linalg.norm(result.error))
+        norm = _scaled_norm(grad.astype(np.float64))
+        est = _scaled_norm(np.asarray(result.error, dtype=np.float64))
         # ‖g − r‖ ≤ est and ‖r‖ ≥ ‖g‖ − est bound the relative error; no bound where est ≥ ‖g‖
         info["error_estimate"] = est / (norm - est) if norm > est else (math.inf if est > 0 else 0.0)
         notes = list(result.notes)
@@ -1003,6 +1003,15 @@ def _relative_step(steps: np.ndarray, x: np.ndarray) -> float:
     return float(np.median(steps / np.maximum(np.abs(x.astype(np.float64)), 1.0)))
 
 
+def _scaled_norm(values: np.ndarray) -> float:
+    """‖v‖₂ scaled by the largest entry first, so gradients of size 1e-200 do not square to 0."""
+    with np.errstate(all="ignore"):
+        largest = float(np.max(np.abs(values))) if values.size else 0.0
+        if largest == 0 or not np.isfinite(largest):
+            return largest
+        return largest * float(np.linalg.norm(values / largest))
+
+
 def sweep(case: Case, dtype: str, scheme: str, reference_flat: np.ndarray,
           scales: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Normwise relative error of ``scheme`` against the reference for a range of step scales ``c``.
@@ -1015,11 +1024,11 @@ def sweep(case: Case, dtype: str, scheme: str, reference_flat: np.ndarray,
         scales = np.logspace(np.log10(eps) + 1, -1, 25)
     f = function_of(case, dtype)
     x = flatten(case.inputs, list(case.inputs)).astype(dtype)
-    ref_norm = float(np.linalg.norm(reference_flat)) or 1.0
+    ref_norm = _scaled_norm(np.asarray(reference_flat, dtype=np.float64)) or 1.0
     errors = []
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for c in scales:
             g = differentiate(f, x, scheme, float(c), estimate=False).value
-            errors.append(float(np.linalg.norm(g.astype(np.float64) - reference_flat)) / ref_norm)
+            errors.append(_scaled_norm(g.astype(np.float64) - reference_flat) / ref_norm)
     return np.asarray(scales), np.asarray(errors)
