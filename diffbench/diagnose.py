@@ -29,10 +29,19 @@ KNOWN_TF_GRADIENTS = {
             "and its second derivatives there miss the terms through that input",
     "sqrt": "TensorFlow computes the gradient of sqrt as 0.5/sqrt(x), infinite at 0",
     "atan2": "TensorFlow's gradient of atan2 divides by x² + y², which underflows for tiny inputs",
+    "cumulative_prod": "TensorFlow's gradient of tf.math.cumprod (xp.cumulative_prod) divides the reversed "
+                       "cumulative sum by x (div_no_nan), so where an input is exactly 0 it returns 0 instead of the "
+                       "product of the other factors (and loses accuracy where an input is tiny); write the "
+                       "products out, or use a custom gradient built from exclusive prefix and suffix products",
+    "det": "TensorFlow's gradient of tf.linalg.det is det(A)·inv(A)ᵀ, which fails at a singular matrix (and loses "
+           "accuracy near one) although the true gradient, the adjugate's transpose, exists there",
 }
+KNOWN_TF_GRADIENTS["cumprod"] = KNOWN_TF_GRADIENTS["cumulative_prod"]
+KNOWN_TF_GRADIENTS["linalg.det"] = KNOWN_TF_GRADIENTS["det"]
 
 #: what the tape differentiates, named for a person: xp name -> TensorFlow operation
-TF_NAMES = {"prod": "tf.reduce_prod", "sum": "tf.reduce_sum", "max": "tf.reduce_max", "min": "tf.reduce_min",
+TF_NAMES = {"prod": "tf.reduce_prod", "cumulative_prod": "tf.math.cumprod", "cumprod": "tf.math.cumprod",
+            "det": "tf.linalg.det", "linalg.det": "tf.linalg.det", "sum": "tf.reduce_sum", "max": "tf.reduce_max", "min": "tf.reduce_min",
             "maximum": "tf.maximum", "minimum": "tf.minimum", "logaddexp": "tnp.logaddexp"}
 
 

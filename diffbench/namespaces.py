@@ -147,6 +147,18 @@ def _reducer(combine: Callable[[list[Any]], Any]) -> Callable[..., ObjectArray]:
     return reduce
 
 
+def _note_op(name: str) -> None:
+    """Record ``name`` among the operations of the reference tape that is running, if one is (its ``ops``: the
+    diagnoses look built-in gradient formulas up by it). The tape module imports this one, so it is looked up
+    among the loaded modules rather than imported."""
+    import sys
+
+    tape = sys.modules.get(__name__.rpartition(".")[0] + ".mptape")
+    active = getattr(tape, "_active", None)
+    if active:
+        active[-1].ops.add(name)
+
+
 class _ObjectNamespace(_Namespace):
     """Shared machinery of the SymPy and mpmath namespaces."""
 
@@ -229,6 +241,7 @@ class _ObjectNamespace(_Namespace):
         return _obj(np.cumsum(array, axis=0 if axis is None and array.ndim == 1 else axis))
 
     def cumulative_prod(self, x: Any, axis: int | None = None) -> ObjectArray:
+        _note_op("cumulative_prod")
         array = np.asarray(x, dtype=object)
         return _obj(np.cumprod(array, axis=0 if axis is None and array.ndim == 1 else axis))
 

@@ -122,3 +122,18 @@ def test_subnormal_derivative_flushed_to_zero_is_named():
     row = measure_one(_erfc_at(27.0), "tape", "eager", "float64")
     assert row["status"] != "ok" and row["cause"] == Cause.FLUSH_TO_ZERO
     assert "-2.83e-317" in row["diagnosis"]
+
+
+# --------------------------------------------------------------------------- a built-in op TensorFlow gets wrong
+def test_cumprod_gradient_at_a_zero_is_a_known_tensorflow_formula():
+    pytest.importorskip("tensorflow")
+
+    # Σ cumprod(x) = x₀ + x₀x₁, so ∇ = (1 + x₁, x₀) = (1, 2) at (2, 0). TensorFlow's cumprod gradient
+    # divides by x with div_no_nan and returns 0 for ∂/∂x₁.
+    @case(inputs={"x": [2.0, 0.0]})
+    def cumprod_through_zero(x, xp):
+        return xp.sum(xp.cumulative_prod(x))
+
+    row = measure_one(cumprod_through_zero, "tape", "eager", "float64")
+    assert row["status"] == "inaccurate" and row["cause"] == Cause.TF_FORMULA
+    assert "true 2, got 0" in row["diagnosis"] and "cumprod" in row["diagnosis"]
