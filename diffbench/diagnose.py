@@ -544,7 +544,7 @@ def _pole_or_domain(f: Any, x: np.ndarray, reach: np.ndarray, both: bool, names:
             for t in offsets:
                 p = x64.copy()
                 p[i] += t
-                values.append(float(np.real(f(p))))
+                values.append(_value_or_nan(f, p))
             v = np.asarray(values)
             bad = ~np.isfinite(v)
             if bad.any():
@@ -563,13 +563,22 @@ def _pole_or_domain(f: Any, x: np.ndarray, reach: np.ndarray, both: bool, names:
     return None
 
 
+def _value_or_nan(f: Any, p: np.ndarray) -> float:
+    """f(p) as a float, NaN where f raises an arithmetic or domain error there (a singular matrix's
+    LinAlgError, a division by zero): like a value that is not finite."""
+    try:
+        return float(np.real(f(p)))
+    except (ArithmeticError, ValueError):
+        return math.nan
+
+
 def _pole_between(f: Any, x: np.ndarray, i: int, low: float, high: float) -> bool:
     """Whether f's sign change between x + low·eᵢ and x + high·eᵢ is a pole, not a zero: bisect the change
     down to float64's resolution and look at |f| there (a zero makes it small, a pole huge)."""
     def at(t: float) -> float:
         p = x.copy()
         p[i] += t
-        return float(np.real(f(p)))
+        return _value_or_nan(f, p)
 
     f_low, f_high = at(low), at(high)
     for _ in range(200):

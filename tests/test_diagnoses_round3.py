@@ -137,3 +137,72 @@ def test_cumprod_gradient_at_a_zero_is_a_known_tensorflow_formula():
     row = measure_one(cumprod_through_zero, "tape", "eager", "float64")
     assert row["status"] == "inaccurate" and row["cause"] == Cause.TF_FORMULA
     assert "true 2, got 0" in row["diagnosis"] and "cumprod" in row["diagnosis"]
+
+
+# --------------------------------------------------------------------------- singular stencil points
+def test_richardson_shrinks_its_step_where_a_stencil_point_is_singular():
+    # f(a) = 1/a for the 1×1 inverse: f'(0.25) = −1/a² = −16. Richardson's first step from 0.25 reaches
+    # a = 0, where NumPy raises LinAlgError: that point counts as not finite, the step shrinks.
+    @case(inputs={"a": [[0.25]]})
+    def inverse_1x1(a, xp):
+        return xp.sum(xp.linalg.inv(a))
+
+    row = measure_one(inverse_1x1, "finite", "richardson", "float64")
+    assert row["status"] == "ok"
+    assert "shrunk" in row["diagnosis"]
+
+
+@pytest.mark.parametrize("op", ["inv", "solve"])
+def test_richardson_on_a_3x3_whose_stencil_crosses_a_singular_matrix(op):
+    from diffbench.engines import finite
+
+    # A = [[1.25, 1, 0], [1, 1, 0], [0, 0, 1]] has det 0.25; A₀₀ − 0.25 gives [[1, 1, 0], [1, 1, 0], …],
+    # singular. f = Σ A⁻¹ (= Σ A⁻¹·1 for solve with b = 1): ∂f/∂Aᵢⱼ = −(1ᵀA⁻¹)ᵢ(A⁻¹1)ⱼ. By hand
+    # A⁻¹ = [[4, −4, 0], [−4, 5, 0], [0, 0, 1]], its column and row sums are both (0, 1, 1), so
+    # ∇f = −[[0, 0, 0], [0, 1, 1], [0, 1, 1]].
+    a = np.array([[1.25, 1.0, 0.0], [1.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    if op == "inv":
+        def f(v):
+            return np.sum(np.linalg.inv(v.reshape(3, 3)))
+    else:
+        def f(v):
+            return np.sum(np.linalg.solve(v.reshape(3, 3), np.ones(3)))
+    result = finite.differentiate(f, a.ravel(), "richardson")
+    want = -np.array([[0, 0, 0], [0, 1, 1], [0, 1, 1]], dtype=float).ravel()
+    np.testing.assert_allclose(result.value, want, atol=1e-9)
+    assert any("shrunk" in note for note in result.notes)
+
+
+def test_a_case_that_raises_at_the_point_itself_stays_an_error():
+    from diffbench.engines import finite
+
+    def always_singular(v):
+        return np.sum(np.linalg.inv(np.zeros((1, 1)) * v[0]))
+
+    with pytest.raises(np.linalg.LinAlgError):
+        finite.differentiate(always_singular, np.array([0.25]), "richardson")
+
+
+def test_pole_search_survives_a_singular_matrix():
+    # solve([[a]], [1]) = 1/a, a pole at 0; at a = 1e-7 the central stencil (h ≈ 6e-6) straddles it.
+    @case(inputs={"a": 1e-7})
+    def solve_near_pole(a, xp):
+        return xp.sum(xp.linalg.solve(xp.reshape(a, (1, 1)), xp.asarray([1.0])))
+
+    row = measure_one(solve_near_pole, "finite", "central", "float64")
+    assert row["status"] == "inaccurate" and row["cause"] == Cause.FD_ERROR
+    assert "a pole in reach" in row["diagnosis"]
+
+
+def test_richardson_on_a_chaotic_float32_map_claims_no_domain():
+    # 40 steps of x ← 3.9x(1 − x) from 0.3 stay in (0, 1): f is finite everywhere near the point, so no
+    # text may say that f is not finite or that x is outside its domain.
+    @case(inputs={"x": 0.3})
+    def logistic_40(x, xp):
+        for _ in range(40):
+            x = 3.9 * x * (1 - x)
+        return x
+
+    row = measure_one(logistic_40, "finite", "richardson", "float32")
+    assert row["status"] != "nan"
+    assert "outside its domain" not in row["diagnosis"] and "not finite" not in row["diagnosis"]
