@@ -422,7 +422,13 @@ def _step_vector(x: np.ndarray, c: float) -> np.ndarray:
 
 
 def _crossing(case: Case, ref: Any, dtype: str, scheme: str, step: float | None, order: int) -> str | None:
-    """Whether the finite-difference stencil reaches past a point where a non-smooth operation switches."""
+    """Whether the finite-difference stencil reaches past a point where a non-smooth operation switches.
+
+    A stencil point along input i is x ± reachᵢ·eᵢ. Up to ``_AXIS_PROBES`` inputs, each is probed (the
+    tape at 192 bits, its branches compared with the point's). Beyond, the cost stays a few tape
+    evaluations whatever n: the whole box is probed at a few corners x + s⊙reach (all +, all −, and
+    random signs with their opposites); only where a corner takes other branches is the input found,
+    by halving the set of moved inputs, and named once moving it alone takes other branches too."""
     from .engines import finite
 
     if ref.tape is None:
@@ -431,24 +437,67 @@ def _crossing(case: Case, ref: Any, dtype: str, scheme: str, step: float | None,
         step = finite.step_scale(scheme, dtype) if order == 1 else SECOND_DIFFERENCE_STEP(dtype)
     x = np.array([float(v) for v in ref.point])
     reach = _step_vector(x, step) * (2 if scheme == "richardson" else 1)
-    names = None
-    for i in range(x.size):
-        for sign in ((1,) if scheme == "forward" and order == 1 else (1, -1)):
-            p = list(ref.point)
-            p[i] = p[i] + sign * float(reach[i])
-            try:
-                branches = ref.tape(p, 192).branches
-            except Exception:  # noqa: BLE001 - a stencil point outside the domain is not a crossing
-                continue
-            if branches != ref.branches:
-                if names is None:
-                    from .reference import labels
+    one_sided = scheme == "forward" and order == 1
 
-                    names = labels(case)
-                return (f"a kink in reach: the stencil crosses a kink along {names[i]}, where a non-smooth "
-                        f"operation switches within {float(reach[i]):.2g} of the point, so the differences mix the "
-                        "slopes of both sides")
+    def differs(shift: np.ndarray) -> bool:
+        p = list(ref.point)
+        for i in np.nonzero(shift)[0]:
+            p[i] = p[i] + float(shift[i])
+        try:
+            return ref.tape(p, 192).branches != ref.branches
+        except Exception:  # noqa: BLE001 - a stencil point outside the domain is not a crossing
+            return False
+
+    def found(i: int) -> str:
+        from .reference import labels
+
+        return (f"a kink in reach: the stencil crosses a kink along {labels(case)[i]}, where a non-smooth "
+                f"operation switches within {float(reach[i]):.2g} of the point, so the differences mix the "
+                "slopes of both sides")
+
+    def axis(i: int, sign: float) -> np.ndarray:
+        shift = np.zeros(x.size)
+        shift[i] = sign * reach[i]
+        return shift
+
+    signs = (1.0,) if one_sided else (1.0, -1.0)
+    if x.size <= _AXIS_PROBES:
+        for i in range(x.size):
+            if any(differs(axis(i, sign)) for sign in signs):
+                return found(i)
+        return None
+    if not ref.branches:
+        return None  # nothing on the tape switches anywhere: no stencil can cross a kink
+    rng = np.random.default_rng(11)
+    random_signs = np.where(rng.random(x.size) < 0.5, -1.0, 1.0)
+    corners = [np.ones(x.size), -np.ones(x.size), random_signs, -random_signs]
+    for corner in corners:
+        if one_sided:
+            corner = np.maximum(corner, 0.0)
+        moved = np.nonzero(corner)[0]
+        if moved.size == 0 or not differs(corner * reach):
+            continue
+        # halve the moved inputs while one half alone still takes other branches
+        while moved.size > 1:
+            half = moved.size // 2
+            for part in (moved[:half], moved[half:]):
+                shift = np.zeros(x.size)
+                shift[part] = corner[part] * reach[part]
+                if differs(shift):
+                    moved = part
+                    break
+            else:
+                break  # only the inputs together cross: no single stencil does
+        if moved.size == 1:
+            i = int(moved[0])
+            if any(differs(axis(i, sign)) for sign in signs):
+                return found(i)
     return None
+
+
+#: up to this many inputs the stencil's crossings are probed input by input (two tape evaluations each);
+#: beyond, by a few corners of the stencil's box (see ``_crossing``)
+_AXIS_PROBES = 8
 
 
 #: finite-difference variants tried as alternatives for an inaccurate row (order 1)

@@ -206,3 +206,55 @@ def test_richardson_on_a_chaotic_float32_map_claims_no_domain():
     row = measure_one(logistic_40, "finite", "richardson", "float32")
     assert row["status"] != "nan"
     assert "outside its domain" not in row["diagnosis"] and "not finite" not in row["diagnosis"]
+
+
+# --------------------------------------------------------------------------- a diagnosis costs a few gradients
+def _kinked(n, where):
+    x = np.linspace(0.5, 1.5, n)
+    x[where] = 1e-7
+
+    @case(inputs={"x": x}, name=f"kink_among_{n}")
+    def kink_among(x, xp):
+        return xp.sum(x * x) + xp.abs(x[where])
+
+    return kink_among
+
+
+@pytest.mark.parametrize("n", [5, 40])
+def test_the_kink_in_reach_is_named_by_its_input(n):
+    # |x₇| at x₇ = 1e-7: central differences with h ≈ 6e-6 see (|x + h| − |x − h|)/2h = x/h ≈ 0.016
+    # instead of the true slope 1 (∂/∂x₇ = 2x₇ + 1); the stencil crosses the kink along x[7] and no other.
+    where = min(7, n - 1)
+    row = measure_one(_kinked(n, where), "finite", "central", "float64")
+    assert row["status"] == "inaccurate"
+    assert f"a kink in reach: the stencil crosses a kink along x[{where}]" in row["diagnosis"]
+
+
+def test_an_inaccurate_finite_difference_row_of_1000_inputs_is_diagnosed_quickly():
+    import time
+
+    from diffbench.diagnose import judge
+    from diffbench.engines import flatten, get_engine
+    from diffbench.reference import reference
+
+    # log-sum-exp of 1000 values near 100: ∇ = softmax(x) ≈ 1/1000 each, ‖∇‖ ≈ 1/√1000. Forward differences
+    # (h = 1.5e-8·100) round f ≈ 107 to eps·107 ≈ 2.4e-14, so each component errs by up to 2.4e-14/1.5e-6
+    # ≈ 1.6e-8: in norm up to √1000·1.6e-8 / (1/√1000) ≈ 1.6e-5 relative (random rounding gives a part of
+    # it), beyond forward's 100·√eps = 1.5e-6 → inaccurate.
+    rng = np.random.default_rng(0)
+
+    @case(inputs={"x": 100 + 0.1 * rng.standard_normal(1000)})
+    def logsumexp_1000(x, xp):
+        m = xp.max(x)
+        return m + xp.log(xp.sum(xp.exp(x - m)))
+
+    ref = reference(logsumexp_1000, "float64")
+    prepared = get_engine("finite").prepare(logsumexp_1000, "forward", "float64")
+    flat = flatten(prepared.gradient(), ["x"])
+    start = time.perf_counter()
+    verdict = judge(logsumexp_1000, "finite", "forward", "float64", flat, ref, step=prepared.info.get("step"))
+    elapsed = time.perf_counter() - start
+    assert verdict.status == "inaccurate" and verdict.cause == Cause.FD_ERROR
+    # the target is 2 s (benchmarks/diagnosis_cost.py); this bound only catches a return of the n² loop
+    # (about 60 s at n = 1000 on a loaded 2-core machine)
+    assert elapsed < 20
