@@ -275,13 +275,7 @@ def accuracy_diagnosis(case: Case | None, method: str, variant: str, dtype: str,
         text = metrics.overflow_diagnosis(case, dtype, metrics.float_events(f, x), "function")
         if text is None and method == "symbolic":
             with contextlib.suppress(Exception):
-                import sympy as sp
-
-                from .engines import symbolic
-
-                tr = symbolic.trace(case)
-                fn = sp.lambdify([tr.symbols], tr.gradient, modules="numpy")
-                text = metrics.overflow_diagnosis(case, dtype, metrics.float_events(fn, list(x)), "symbolic gradient")
+                text = _symbolic_overflow(case, variant, dtype, x)
     if text is not None:
         return Cause.OVERFLOW, text
     worst = _worst(flat, ref_flat, labels, order) if flat is not None else ""
@@ -360,6 +354,33 @@ def accuracy_diagnosis(case: Case | None, method: str, variant: str, dtype: str,
             return Cause.FD_ERROR, fd_diagnosis(case, dtype, variant, rel, ref_flat, ref, step=step, order=order)
     return Cause.UNKNOWN, (f"{method}/{variant} is beyond tolerance (relative error {rel:.2g}{worst}) with no overflow, and rounding "
             "in the formula does not explain it; the cause is not known to diffbench")
+
+
+def _symbolic_overflow(case: Case, variant: str, dtype: str, x: np.ndarray) -> str | None:
+    """Where the symbolic gradient overflows or goes invalid: for the symengine variant, SymEngine's own compiled
+    gradient (no SymPy work: the row did not use SymPy unless SymEngine fell back to it), else SymPy's formula
+    lambdified to NumPy, whose warnings name the operation."""
+    from .engines import symbolic
+
+    if variant == "symengine":
+        try:
+            values = np.asarray(symbolic.symengine_gradient(case, dtype), dtype=np.float64)
+        except symbolic.SymEngineLacks:
+            pass  # the row was made by SymPy: its formula is checked below
+        else:
+            with np.errstate(all="ignore"):
+                bad = ~np.isfinite(values)
+            if not bad.any():
+                return None
+            return (f"SymEngine's compiled gradient formula leaves the {dtype} range at {describe_point(case)} "
+                    f"({int(bad.sum())} of {values.size} components not finite) although the function is finite "
+                    "there: an intermediate of the derivative overflows or divides by zero; rescale the inputs or "
+                    "rewrite the function in a stable form")
+    import sympy as sp
+
+    tr = symbolic.trace(case)
+    fn = sp.lambdify([tr.symbols], tr.gradient, modules="numpy")
+    return metrics.overflow_diagnosis(case, dtype, metrics.float_events(fn, list(x)), "symbolic gradient")
 
 
 def _flushed_subnormals(method: str, dtype: str, flat: np.ndarray | None, ref_flat: np.ndarray, order: int,

@@ -258,3 +258,41 @@ def test_an_inaccurate_finite_difference_row_of_1000_inputs_is_diagnosed_quickly
     # the target is 2 s (benchmarks/diagnosis_cost.py); this bound only catches a return of the n² loop
     # (about 60 s at n = 1000 on a loaded 2-core machine)
     assert elapsed < 20
+
+
+# --------------------------------------------------------------------------- SymEngine rows
+def test_a_symengine_rows_diagnosis_does_not_run_sympy(monkeypatch):
+    pytest.importorskip("symengine")
+    from diffbench import diagnose
+    from diffbench.engines import symbolic
+
+    @case(inputs={"x": [0.5, 1.5]})
+    def smooth_pair(x, xp):
+        return xp.sum(xp.exp(x) * xp.sin(x))
+
+    calls = []
+    original = symbolic.trace
+    monkeypatch.setattr(symbolic, "trace", lambda c: calls.append(c) or original(c))
+    x = np.array([0.5, 1.5])
+    # exp(x)·(sin x + cos x) is finite at both points: no overflow to report, and SymPy never traced
+    assert diagnose._symbolic_overflow(smooth_pair, "symengine", "float64", x) is None
+    assert calls == []
+    assert diagnose._symbolic_overflow(smooth_pair, "numpy", "float64", x) is None
+    assert calls == [smooth_pair]
+
+
+def test_symengine_skip_says_it_fell_back_to_sympy_and_why(monkeypatch):
+    pytest.importorskip("symengine")
+    from diffbench.engines import symbolic
+
+    # xp.max has no SymEngine form (namespaces._SymEngineNamespace.LACKING): the row falls back to SymPy,
+    # whose operation budget (lowered here to 3) then refuses the expression max(x) + Σ x² (5+ operations)
+    monkeypatch.setattr(symbolic, "MAX_OPS", 3)
+
+    @case(inputs={"x": [0.5, 1.5, 2.5]})
+    def max_plus_squares(x, xp):
+        return xp.max(x) + xp.sum(x * x)
+
+    row = measure_one(max_plus_squares, "symbolic", "symengine", "float64")
+    assert row["status"] == "skipped"
+    assert "fell back to SymPy" in row["diagnosis"] and "xp.max" in row["diagnosis"]

@@ -36,7 +36,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..case import Case, per_case
-from . import EngineInfo, Prepared, Skip, check_scalar, unflatten
+from . import EngineInfo, Prepared, Skip, check_scalar, flatten, unflatten
 
 #: largest number of scalar inputs the symbolic method differentiates
 MAX_INPUTS = 2000
@@ -420,7 +420,10 @@ class SymbolicEngine:
             try:
                 return _symengine_variant(case, dtype)
             except SymEngineLacks as exc:
-                fallback = self.prepare(case, "numpy", dtype, device)
+                try:
+                    fallback = self.prepare(case, "numpy", dtype, device)
+                except Skip as skip:
+                    raise Skip(_fallback_skip(exc, skip)) from None
                 fallback.info["note"] = f"{SYMENGINE_FALLBACK}: {exc}"
                 return fallback
         tr = trace(case)
@@ -457,8 +460,11 @@ class SymbolicEngine:
         if variant == "symengine":
             try:
                 return _symengine_hessian(case, dtype)
-            except SymEngineLacks:
-                pass  # the SymPy Hessian below, under its own budget
+            except SymEngineLacks as exc:
+                try:  # the SymPy Hessian, under its own budget
+                    return self.hessian(case, "numpy", dtype)
+                except Skip as skip:
+                    raise Skip(_fallback_skip(exc, skip)) from None
         if case.size > MAX_HESSIAN_INPUTS:
             raise Skip(f"{case.size} inputs exceed SymPy's Hessian budget of {MAX_HESSIAN_INPUTS} inputs "
                        f"(diffbench.engines.symbolic.MAX_HESSIAN_INPUTS); the symbolic/symengine row forms it "
@@ -469,6 +475,12 @@ class SymbolicEngine:
         fn = tr._cache["lambdify-hessian"]
         point = list(np.concatenate([v.ravel() for v in case.inputs.values()]).astype(dtype))
         return _real(fn(point), np.dtype(dtype))
+
+
+def _fallback_skip(lacks: Exception, skip: Skip) -> str:
+    """A symengine row's skip where SymEngine handed the case to SymPy and SymPy's budget refused it."""
+    return (f"SymEngine cannot trace this case ({lacks}), so the symengine row fell back to SymPy, and SymPy "
+            f"skipped it: {skip}")
 
 
 #: how a ``symengine`` row that used the SymPy path begins its note
@@ -495,6 +507,12 @@ def _symengine_variant(case: Case, dtype: str) -> Prepared:
     info = {"expr_ops": tr.f_ops, "grad_ops": tr._cache["grad_ops"]}
     return Prepared(gradient=gradient, timed=lambda: fn(point), f_timed=lambda: f_fn(point),
                     prepare_s=tr.trace_s + tr.diff_s + compile_s, info=info)
+
+
+def symengine_gradient(case: Case, dtype: str) -> np.ndarray:
+    """The flat gradient SymEngine's compiled formula gives at the case's point in ``dtype`` (compiled once per
+    case and dtype); raises SymEngineLacks where the symengine variant uses SymPy instead."""
+    return flatten(_symengine_variant(case, dtype).gradient(), list(case.inputs))
 
 
 def _symengine_hessian(case: Case, dtype: str) -> np.ndarray:
