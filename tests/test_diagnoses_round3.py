@@ -296,3 +296,22 @@ def test_symengine_skip_says_it_fell_back_to_sympy_and_why(monkeypatch):
     row = measure_one(max_plus_squares, "symbolic", "symengine", "float64")
     assert row["status"] == "skipped"
     assert "fell back to SymPy" in row["diagnosis"] and "xp.max" in row["diagnosis"]
+
+
+# --------------------------------------------------------------------------- symbolic solve at a zero pivot
+@pytest.mark.parametrize("variant", ["numpy", "symengine"])
+def test_symbolic_solve_where_the_structural_pivot_is_zero(variant):
+    if variant == "symengine":
+        pytest.importorskip("symengine")
+
+    # A = [[0, 1], [1, 0]] (det −1, A⁻¹ = A), b = (1, 2): x = A⁻¹b = (2, 1), f = Σx.
+    # ∂f/∂b = A⁻ᵀ·1 = (1, 1); ∂f/∂A = −(A⁻ᵀ·1)·xᵀ = −[[2, 1], [2, 1]].
+    @case(inputs={"a": [[0.0, 1.0], [1.0, 0.0]], "b": [1.0, 2.0]}, name=f"solve_swap_{variant}")
+    def solve_swap(a, b, xp):
+        return xp.sum(xp.linalg.solve(a, b))
+
+    from diffbench.engines import get_engine
+
+    got = get_engine("symbolic").prepare(solve_swap, variant, "float64").gradient()
+    np.testing.assert_allclose(got["a"], [[-2.0, -1.0], [-2.0, -1.0]], rtol=1e-15)
+    np.testing.assert_allclose(got["b"], [1.0, 1.0], rtol=1e-15)

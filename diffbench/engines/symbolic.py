@@ -122,7 +122,7 @@ def trace(case: Case) -> SymbolicTrace:
 def _trace(case: Case) -> SymbolicTrace:
     import sympy as sp
 
-    from ..namespaces import ObjectArray, sympy_namespace
+    from ..namespaces import ObjectArray, sympy_namespace, tracing_at
 
     if case.size > MAX_INPUTS:
         raise Skip(f"{case.size} scalar inputs exceed the symbolic budget of {MAX_INPUTS} "
@@ -135,7 +135,9 @@ def _trace(case: Case) -> SymbolicTrace:
         array = np.empty(value.shape, dtype=object)
         array.reshape(-1)[:] = flat
         args.append(array.view(ObjectArray))
-    out = case.func(*args, xp=sympy_namespace())
+    point = np.concatenate([np.asarray(v, dtype=np.float64).ravel() for v in case.inputs.values()])
+    with tracing_at({s: sp.Float(float(v)) for s, v in zip(symbols, point)}):
+        out = case.func(*args, xp=sympy_namespace())
     check_scalar(case, out, "SymPy namespace")
     value = np.asarray(out, dtype=object).reshape(-1)[0]
     try:
