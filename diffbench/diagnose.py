@@ -98,17 +98,17 @@ def judge(case: Case | None, method: str, variant: str, dtype: str, gradient: np
         part, _, _ = metrics.classify(flat[certified], ref_flat[certified], method, variant, dtype,
                                       scale=None if scale is None else scale[certified])
         status = Status.UNCERTAIN if part == Status.OK else part
-    taylor = math.nan
+    taylor, taylor_why = math.nan, None
     if status not in ("nan", "inf") and case is not None and case.func is not None:
         with contextlib.suppress(Exception):
-            taylor = metrics.taylor_order(case, flat, ref)
+            taylor, taylor_why = metrics.taylor_test(case, flat, ref)
     if status == Status.OK:
         return Verdict(status, rel, max_eps, None, taylor)
     if status == Status.UNCERTAIN:
         return Verdict(status, rel, max_eps, f"{ref.uncertain}; on the certified components the gradient is within "
                                              "tolerance, so no verdict is given", taylor, Cause.NOT_CERTIFIED)
     cause, text = accuracy_diagnosis(case, method, variant, dtype, status, rel, ref_flat, ref, flat=flat,
-                                     native=native, step=step, labels=labels, taylor=taylor)
+                                     native=native, step=step, labels=labels, taylor=taylor, taylor_why=taylor_why)
     return Verdict(status, rel, max_eps, text, taylor, cause)
 
 
@@ -258,7 +258,7 @@ def _ops_text(ref: Any) -> str:
 def accuracy_diagnosis(case: Case | None, method: str, variant: str, dtype: str, status: str, rel: float,
                        ref_flat: np.ndarray, ref: Any, order: int = 1, flat: np.ndarray | None = None,
                        native: bool = False, step: float | None = None, labels: list[str] | None = None,
-                       taylor: float = math.nan) -> tuple[Cause, str]:
+                       taylor: float = math.nan, taylor_why: str | None = None) -> tuple[Cause, str]:
     """Why a row is ``inaccurate``, ``nan`` or ``inf``: the first cause that applies, in a fixed order, as
     (cause, text)."""
     from .engines import finite
@@ -305,7 +305,9 @@ def accuracy_diagnosis(case: Case | None, method: str, variant: str, dtype: str,
             if crossing:
                 return crossing_cause, f"{status} in {dtype}: {crossing}"
         return Cause.NON_FINITE, f"{status} in {dtype} with no overflow in the function itself"
-    order_text = "" if math.isnan(taylor) else f"; the Taylor test's order is {taylor:.2f} (2 means right, 1 wrong)"
+    order_text = (f"; the Taylor test is not measurable here: {taylor_why}" if math.isnan(taylor) and taylor_why
+                  else "" if math.isnan(taylor) else
+                  f"; the Taylor test's order is {taylor:.2f} (2 means right, 1 wrong)")
     what = "second derivatives" if order == 2 else "gradient"
     ties = sorted({t for t in getattr(ref, "ties", ()) or ()})
     if order == 1 and ties and getattr(ref, "undefined", None) is None and metrics.is_exact(method, variant):

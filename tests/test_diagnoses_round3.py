@@ -315,3 +315,63 @@ def test_symbolic_solve_where_the_structural_pivot_is_zero(variant):
     got = get_engine("symbolic").prepare(solve_swap, variant, "float64").gradient()
     np.testing.assert_allclose(got["a"], [[-2.0, -1.0], [-2.0, -1.0]], rtol=1e-15)
     np.testing.assert_allclose(got["b"], [1.0, 1.0], rtol=1e-15)
+
+
+# --------------------------------------------------------------------------- the Taylor test's reach
+def test_taylor_order_is_not_measurable_where_curvature_hides_a_357x_error():
+    from diffbench import metrics
+    from diffbench.reference import reference
+
+    # sin(x)/x at x = 1e-9: f′ = (x·cos x − sin x)/x² ≈ −x/3 = −3.33e-10 and f″ ≈ −1/3, so at the test's
+    # smallest step h = 2⁻⁹ the true remainder is ≈ h²/6 = 6.4e-7, while a gradient 357× off adds only
+    # h·357·3.33e-10 ≈ 2.3e-10: every step reads order 2. The steps resolve directional-derivative errors
+    # only down to ≈ h/6 ≈ 3e-4, a million times the derivative: not measurable.
+    @case(inputs={"x": 1e-9})
+    def sinc_near_zero(x, xp):
+        return xp.sin(x) / x
+
+    ref = reference(sinc_near_zero, "float64")
+    truth = np.array([-1e-9 / 3])
+    for gradient in (truth, 357 * truth):
+        order, why = metrics.taylor_test(sinc_near_zero, gradient, ref)
+        assert math.isnan(order) and "derivative" in why
+
+
+def test_taylor_order_is_not_measurable_where_the_steps_cross_a_singular_matrix():
+    from diffbench import metrics
+    from diffbench.reference import reference
+
+    # A = [[1, 2], [1, 2 + δ]], δ = 1e-9, b = (9, 1): A⁻¹ = [[2 + δ, −2], [−1, 1]]/δ, so
+    # Σ A⁻¹b = ((2 + δ)·9 − 2 − 9 + 1)/δ = 8/δ + 9: a pole 1e-9 away, while the steps are at least
+    # s·2⁻⁹ = 9·2⁻⁹ (s = max|input| = 9). The true gradient's own remainder does not shrink like h².
+    @case(inputs={"a": [[1.0, 2.0], [1.0, 2.0 + 1e-9]], "b": [9.0, 1.0]})
+    def solve_by_a_pole(a, b, xp):
+        return xp.sum(xp.linalg.solve(a, b))
+
+    ref = reference(solve_by_a_pole, "float64")
+    order, why = metrics.taylor_test(solve_by_a_pole, ref.flat, ref)
+    assert math.isnan(order) and "pole" in why
+
+
+def test_taylor_text_says_not_measurable_instead_of_a_number():
+    pytest.importorskip("tensorflow")
+
+    # the native gradient of sin(x)/x at 1e-9 is 357× the truth −3.33e-10 (see above): inaccurate, and the
+    # Taylor test cannot see it, so the text gives no order
+    @case(inputs={"x": 1e-9})
+    def sinc_native(x, xp):
+        return xp.sin(x) / x
+
+    @sinc_native.tensorflow
+    def _(x):
+        import tensorflow as tf
+
+        @tf.custom_gradient
+        def f(a):
+            return tf.sin(a) / a, lambda dy: dy * 357.0 * (-a / 3.0)
+
+        return f(x)
+
+    row = measure_one(sinc_native, "tape", "eager", "float64")
+    assert row["status"] == "inaccurate" and math.isnan(row["taylor_order"])
+    assert "Taylor test is not measurable" in row["diagnosis"] and "order is" not in row["diagnosis"]
