@@ -375,3 +375,47 @@ def test_taylor_text_says_not_measurable_instead_of_a_number():
     row = measure_one(sinc_native, "tape", "eager", "float64")
     assert row["status"] == "inaccurate" and math.isnan(row["taylor_order"])
     assert "Taylor test is not measurable" in row["diagnosis"] and "order is" not in row["diagnosis"]
+
+
+# --------------------------------------------------------------------------- budgets by predicted cost
+def _rosenbrock(n):
+    @case(inputs={"x": np.linspace(-1.2, 1.3, n)}, name=f"rosenbrock_{n}")
+    def rosenbrock(x, xp):
+        return xp.sum(100 * (x[1:] - x[:-1] ** 2) ** 2 + (1 - x[:-1]) ** 2)
+
+    return rosenbrock
+
+
+def _rosenbrock_hessian(x):
+    """By hand: f = Σ 100(xᵢ₊₁ − xᵢ²)² + (1 − xᵢ)². ∂²f/∂xᵢ² = 1200xᵢ² − 400xᵢ₊₁ + 2 (i < n−1) plus 200
+    (i > 0); ∂²f/∂xᵢ∂xᵢ₊₁ = −400xᵢ."""
+    n = x.size
+    h = np.zeros((n, n))
+    for i in range(n - 1):
+        h[i, i] += 1200 * x[i] ** 2 - 400 * x[i + 1] + 2
+        h[i + 1, i + 1] += 200
+        h[i, i + 1] = h[i + 1, i] = -400 * x[i]
+    return h
+
+
+def test_sympy_hessian_of_rosenbrock_20_is_within_its_budget():
+    import diffbench
+
+    one = _rosenbrock(20)
+    got = diffbench.hessian(one, method="symbolic/numpy")
+    np.testing.assert_allclose(got, _rosenbrock_hessian(np.linspace(-1.2, 1.3, 20)), rtol=1e-13, atol=1e-10)
+
+
+def test_plain_symbolic_hessian_falls_back_to_symengine_over_sympys_budget(monkeypatch):
+    pytest.importorskip("symengine")
+    import diffbench
+    from diffbench.engines import symbolic
+    from diffbench.errors import BudgetFallback, OverBudget
+
+    monkeypatch.setattr(symbolic, "MAX_HESSIAN_COST", 10)
+    one = _rosenbrock(6)
+    with pytest.raises(OverBudget, match="MAX_HESSIAN_COST"):
+        diffbench.hessian(one, method="symbolic/numpy")
+    with pytest.warns(BudgetFallback, match="symbolic/symengine"):
+        got = diffbench.hessian(one, method="symbolic")
+    np.testing.assert_allclose(got, _rosenbrock_hessian(np.linspace(-1.2, 1.3, 6)), rtol=1e-13, atol=1e-10)

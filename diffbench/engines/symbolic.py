@@ -36,16 +36,20 @@ from typing import Any, Callable
 import numpy as np
 
 from ..case import Case, per_case
-from . import EngineInfo, Prepared, Skip, check_scalar, flatten, unflatten
+from . import EngineInfo, OverBudget, Prepared, Skip, check_scalar, flatten, unflatten
 
 #: largest number of scalar inputs the symbolic method differentiates
 MAX_INPUTS = 2000
 #: largest expression (sympy.count_ops of the function) the symbolic method differentiates
 MAX_OPS = 40000
-#: SymPy forms Hessians only up to this many inputs: N² second derivatives, each a SymPy diff and the
-#: whole a lambdify; a 21-weight MLP takes about 6 s here (the ``symengine`` variant: 0.15 s, up to
-#: SYMENGINE_MAX_HESSIAN_INPUTS)
-MAX_HESSIAN_INPUTS = 10
+#: SymPy forms a Hessian only where its predicted cost is within this budget. The cost is the expression size
+#: times the inputs², counting for each first derivative only the inputs it depends on:
+#: Σᵢ count_ops(∂f/∂xᵢ)·|inputs in ∂f/∂xᵢ| (the work of the N² second derivatives and their lambdify).
+#: Measured on 2 loaded cores: Rosenbrock n = 20 costs 562 (0.8 s), n = 80 2362 (2 s), a 12-input attention
+#: block 27,560 (6 s), a 21-weight tanh MLP 110,922 (25 s: over budget; the ``symengine`` variant takes 0.15 s)
+MAX_HESSIAN_COST = 60_000
+#: kept for callers that read it: no input count limits SymPy's Hessians any more (MAX_HESSIAN_COST does)
+MAX_HESSIAN_INPUTS = MAX_INPUTS
 #: the ``symengine`` variant's budgets (the same meaning as the three above)
 SYMENGINE_MAX_INPUTS = 20000
 SYMENGINE_MAX_OPS = 2_000_000
@@ -407,7 +411,7 @@ class SymbolicEngine:
     info = EngineInfo(variants=("numpy", "numpy-nocse", "tensorflow", "symengine"), default_variant="numpy",
                       order2_variants=("numpy", "symengine"), scaling_variants=("numpy", "numpy-nocse", "symengine"),
                       run_scaling_variants=("numpy", "symengine"), max_hessian_inputs=SYMENGINE_MAX_HESSIAN_INPUTS,
-                      default=True)
+                      budget_fallback={"numpy": "symengine"}, default=True)
 
     def variants(self) -> tuple[str, ...]:
         return self.info.variants
@@ -467,11 +471,13 @@ class SymbolicEngine:
                     return self.hessian(case, "numpy", dtype)
                 except Skip as skip:
                     raise Skip(_fallback_skip(exc, skip)) from None
-        if case.size > MAX_HESSIAN_INPUTS:
-            raise Skip(f"{case.size} inputs exceed SymPy's Hessian budget of {MAX_HESSIAN_INPUTS} inputs "
-                       f"(diffbench.engines.symbolic.MAX_HESSIAN_INPUTS); the symbolic/symengine row forms it "
-                       f"up to {SYMENGINE_MAX_HESSIAN_INPUTS}")
         tr = trace(case)
+        cost = hessian_cost(tr)
+        if cost > MAX_HESSIAN_COST:
+            raise OverBudget(f"the Hessian's predicted cost {cost} (Σ over the first derivatives of their size × "
+                             f"the inputs they depend on) exceeds SymPy's Hessian budget of {MAX_HESSIAN_COST} "
+                             f"(diffbench.engines.symbolic.MAX_HESSIAN_COST); the symbolic/symengine variant forms "
+                             f"it up to {SYMENGINE_MAX_HESSIAN_INPUTS} inputs")
         if "lambdify-hessian" not in tr._cache:
             tr._cache["lambdify-hessian"] = sp.lambdify([tr.symbols], tr.hessian(), modules="numpy", cse=True)
         fn = tr._cache["lambdify-hessian"]
@@ -483,6 +489,15 @@ def _fallback_skip(lacks: Exception, skip: Skip) -> str:
     """A symengine row's skip where SymEngine handed the case to SymPy and SymPy's budget refused it."""
     return (f"SymEngine cannot trace this case ({lacks}), so the symengine row fell back to SymPy, and SymPy "
             f"skipped it: {skip}")
+
+
+def hessian_cost(tr: SymbolicTrace) -> int:
+    """The predicted cost of SymPy's Hessian of a traced case (see ``MAX_HESSIAN_COST``)."""
+    if "hessian_cost" not in tr._cache:
+        import sympy as sp
+
+        tr._cache["hessian_cost"] = int(sum(sp.count_ops(g) * len(g.free_symbols) for g in tr.gradient))
+    return tr._cache["hessian_cost"]
 
 
 #: how a ``symengine`` row that used the SymPy path begins its note
