@@ -419,3 +419,66 @@ def test_plain_symbolic_hessian_falls_back_to_symengine_over_sympys_budget(monke
     with pytest.warns(BudgetFallback, match="symbolic/symengine"):
         got = diffbench.hessian(one, method="symbolic")
     np.testing.assert_allclose(got, _rosenbrock_hessian(np.linspace(-1.2, 1.3, 6)), rtol=1e-13, atol=1e-10)
+
+
+def _logistic(steps):
+    @case(inputs={"x": 0.3}, name=f"logistic_{steps}_steps")
+    def logistic(x, xp):
+        for _ in range(steps):
+            x = 3.9 * x * (1 - x)
+        return x
+
+    return logistic
+
+
+def test_symbolic_budget_is_checked_before_walking_a_doubling_tree():
+    import time
+
+    from diffbench.engines import symbolic
+    from diffbench.errors import OverBudget
+
+    # x ← 3.9x(1 − x) uses x twice: after 40 steps the expression tree has about 2⁴⁰ leaves (SymPy shares
+    # them, so tracing is quick), far over the 40,000-operation budget. Counting each shared node once
+    # decides that at once; walking the tree (count_ops, free_symbols) would not end within the timeout.
+    start = time.perf_counter()
+    with pytest.raises(OverBudget, match="MAX_OPS"):
+        symbolic.trace(_logistic(40))
+    assert time.perf_counter() - start < 30  # about 0.2 s; the tree walk never ends
+    row = measure_one(_logistic(40), "symbolic", "numpy", "float64", timeout=60)
+    assert row["status"] == "skipped" and row["cause"] == Cause.NOT_APPLICABLE
+
+
+def test_tree_ops_counts_shared_subexpressions_as_the_tree_repeats_them():
+    import sympy as sp
+
+    from diffbench.engines.symbolic import tree_ops
+
+    # e₀ = x, eₖ = eₖ₋₁·eₖ₋₁ + 1 (kept unevaluated as a product of two equal factors by Mul(…, evaluate=False)):
+    # ops(eₖ) = 2·ops(eₖ₋₁) + 2 (one × and one +), so ops(e₁₀) = 2¹¹ − 2 = 2046
+    x = sp.Symbol("x")
+    e = x
+    for _ in range(10):
+        e = sp.Add(sp.Mul(e, e, evaluate=False), 1, evaluate=False)
+    assert tree_ops(e, 10**6) == 2046
+    assert tree_ops(e, 100) == 101  # stops at the limit
+
+
+def test_a_sympy_trace_that_runs_too_long_is_stopped(monkeypatch):
+    import time
+
+    from diffbench.engines import symbolic
+    from diffbench.errors import OverBudget
+
+    monkeypatch.setattr(symbolic, "MAX_TRACE_S", 1.0)
+
+    @case(inputs={"x": 0.3})
+    def slow_to_trace(x, xp):
+        end = time.monotonic() + 60
+        while time.monotonic() < end:
+            time.sleep(0.01)
+        return x
+
+    start = time.perf_counter()
+    with pytest.raises(OverBudget, match="MAX_TRACE_S"):
+        symbolic.trace(slow_to_trace)
+    assert time.perf_counter() - start < 30  # stopped about 1 s in, not after the loop's 60 s

@@ -28,10 +28,13 @@ count can be somewhat lower for the same gradient.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -129,8 +132,8 @@ def _trace(case: Case) -> SymbolicTrace:
     from ..namespaces import ObjectArray, sympy_namespace, tracing_at
 
     if case.size > MAX_INPUTS:
-        raise Skip(f"{case.size} scalar inputs exceed the symbolic budget of {MAX_INPUTS} "
-                   "(diffbench.engines.symbolic.MAX_INPUTS): one derivative per input gets too costly")
+        raise OverBudget(f"{case.size} scalar inputs exceed the symbolic budget of {MAX_INPUTS} "
+                         "(diffbench.engines.symbolic.MAX_INPUTS): one derivative per input gets too costly")
     start = time.perf_counter()
     symbols, args = [], []
     for name, value in case.inputs.items():
@@ -140,7 +143,7 @@ def _trace(case: Case) -> SymbolicTrace:
         array.reshape(-1)[:] = flat
         args.append(array.view(ObjectArray))
     point = np.concatenate([np.asarray(v, dtype=np.float64).ravel() for v in case.inputs.values()])
-    with tracing_at({s: sp.Float(float(v)) for s, v in zip(symbols, point)}):
+    with tracing_at({s: sp.Float(float(v)) for s, v in zip(symbols, point)}), _trace_time_limit(case):
         out = case.func(*args, xp=sympy_namespace())
     check_scalar(case, out, "SymPy namespace")
     value = np.asarray(out, dtype=object).reshape(-1)[0]
@@ -148,13 +151,88 @@ def _trace(case: Case) -> SymbolicTrace:
         f = sp.sympify(value, strict=True)
     except (sp.SympifyError, TypeError):
         f = None
-    if not isinstance(f, sp.Expr) or (f.free_symbols - set(symbols)):
+    if not isinstance(f, sp.Expr):
+        raise TypeError(f"case {case.name!r} returned {value!r} ({type(value).__name__}), not a number")
+    # the tree's size, counted once per shared node and first (free_symbols and count_ops walk every path): an
+    # expression whose tree doubles at every step (40 steps of x ← 3.9x(1 − x)) is measured in a blink
+    tree = tree_ops(f, MAX_OPS)
+    if tree > MAX_OPS:
+        raise OverBudget(f"the function's expression has more than {MAX_OPS} operations (counted while walking "
+                         f"its tree, stopped at the budget), over the symbolic budget of {MAX_OPS} "
+                         "(diffbench.engines.symbolic.MAX_OPS): expression swell")
+    if f.free_symbols - set(symbols):
         raise TypeError(f"case {case.name!r} returned {value!r} ({type(value).__name__}), not a number")
     ops = sp.count_ops(f)
     if ops > MAX_OPS:
-        raise Skip(f"the function's expression has {ops} operations, over the symbolic budget of {MAX_OPS} "
-                   "(diffbench.engines.symbolic.MAX_OPS): expression swell")
+        raise OverBudget(f"the function's expression has {ops} operations, over the symbolic budget of {MAX_OPS} "
+                         "(diffbench.engines.symbolic.MAX_OPS): expression swell")
     return SymbolicTrace(case, symbols, f, time.perf_counter() - start, int(ops))
+
+
+#: a SymPy trace (the case run on symbols) that runs longer than this is stopped and the row skipped: SymPy's
+#: constructors can spend minutes in assumption queries on a large unrolled expression before any budget can
+#: count it (the in-process API's own time budget, where one is running, takes precedence)
+MAX_TRACE_S = 30.0
+
+
+def tree_ops(expr: Any, limit: int) -> int:
+    """The number of operations in ``expr`` as a tree (one per argument joined by ``+``/``×`` beyond the first,
+    one per power and function), each shared subexpression counted as often as the tree repeats it, but
+    walked once; stops as soon as the count passes ``limit`` (returns a number above it)."""
+    sizes: dict[int, int] = {}
+    keep: list[Any] = []  # ids stay valid while their objects live
+    stack: list[tuple[Any, bool]] = [(expr, False)]
+    while stack:
+        node, ready = stack.pop()
+        key = id(node)
+        if key in sizes:
+            continue
+        args = getattr(node, "args", ())
+        if not ready:
+            stack.append((node, True))
+            stack.extend((a, False) for a in args if id(a) not in sizes)
+            continue
+        local = (len(args) - 1 if getattr(node, "is_Add", False) or getattr(node, "is_Mul", False)
+                 else 0 if not args else 1)
+        sizes[key] = min(local + sum(sizes[id(a)] for a in args), limit + 1)
+        keep.append(node)
+        if sizes[key] > limit:
+            return limit + 1
+    return sizes[id(expr)]
+
+
+class _TraceTooLong(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def _trace_time_limit(case: Case) -> Iterator[None]:
+    """Stop a SymPy trace past ``MAX_TRACE_S`` with OverBudget (main thread, where no other timer runs)."""
+    if (threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer")
+            or signal.getsignal(signal.SIGALRM) not in (signal.SIG_DFL, None)
+            or signal.getitimer(signal.ITIMER_REAL)[0] > 0):
+        yield
+        return
+
+    def expire(signum: int, frame: Any) -> None:
+        while frame is not None:  # an import in progress is never cut short: wait for it
+            if frame.f_code.co_filename.startswith("<frozen importlib"):
+                signal.setitimer(signal.ITIMER_REAL, 0.05)
+                return
+            frame = frame.f_back
+        raise _TraceTooLong
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, MAX_TRACE_S)
+    try:
+        yield
+    except _TraceTooLong:
+        raise OverBudget(f"tracing the case with SymPy ran past {MAX_TRACE_S:g} s "
+                         "(diffbench.engines.symbolic.MAX_TRACE_S) before its expression could be counted: "
+                         "expression swell (SymPy's constructors query assumptions on every new node)") from None
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 # --------------------------------------------------------------------------- SymEngine
@@ -240,10 +318,18 @@ def _check_evaluated(exprs: list[Any]) -> None:
     """Raise SymEngineLacks where SymEngine left a derivative unevaluated (a function it cannot differentiate)."""
     import symengine as se
 
-    for e in exprs:
-        left = e.atoms(se.Derivative, se.Subs)
-        if left:
-            raise SymEngineLacks(f"SymEngine leaves {next(iter(left))} unevaluated")
+    # each shared subexpression is visited once (Basic.atoms walks every path of the tree: minutes on an
+    # unrolled loop whose tree doubles per step)
+    seen: set[Any] = set()
+    stack = list(exprs)
+    while stack:
+        node = stack.pop()
+        if node in seen:
+            continue
+        seen.add(node)
+        if isinstance(node, (se.Derivative, se.Subs)):
+            raise SymEngineLacks(f"SymEngine leaves {node} unevaluated")
+        stack.extend(node.args)
 
 
 def count_ops(exprs: list[Any], distinct: bool = False) -> int:
@@ -390,13 +476,15 @@ def _se_compile(symbols: list[Any], exprs: list[Any], dtype: str, cse: bool) -> 
 
 
 def _se_compile_sum(symbols: list[Any], f: Any, dtype: str) -> Callable[[np.ndarray], Any]:
-    """``f`` compiled (no CSE, as the SymPy variants compile f); a long sum as partial sums of
-    SYMENGINE_BLOCK terms each, added in ``dtype``."""
+    """``f`` compiled (no CSE, as the SymPy variants compile f, unless its tree repeats shared subexpressions
+    so often that code without CSE is many times larger: an unrolled loop whose tree doubles per step); a
+    long sum as partial sums of SYMENGINE_BLOCK terms each, added in ``dtype``."""
     import symengine as se
 
     terms = list(f.args) if isinstance(f, se.Add) and len(f.args) > SYMENGINE_BLOCK else [f]
     parts = [se.Add(*terms[i:i + SYMENGINE_BLOCK]) for i in range(0, len(terms), SYMENGINE_BLOCK)]
-    fn = _se_compile(symbols, parts, dtype, cse=False)
+    shared = count_ops([f]) > 4 * max(count_ops([f], distinct=True), 1)
+    fn = _se_compile(symbols, parts, dtype, cse=shared)
     return lambda point: fn(point).sum()
 
 
