@@ -551,6 +551,8 @@ def _none_diagnosis(case: Case, exc: NoGradient, ref: Any) -> str:
     if ref is not None and not ref.undefined:
         truth = ", ".join(f"{name}: {np.array2string(ref.values[name], precision=6)}" for name in exc.inputs)
         text += f". The true gradient there is {truth}"
+        if any(np.any(ref.values[name]) for name in exc.inputs):
+            text += ", not 0, so unconnected_gradients=tf.UnconnectedGradients.ZERO would give a wrong gradient"
     return text
 
 

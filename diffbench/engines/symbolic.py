@@ -4,7 +4,10 @@ The trace (the function as one SymPy expression of real symbols, one per input
 element) is shared with the 50-digit reference. Symbolic cost grows fast, so two
 budgets apply before any differentiation: the number of scalar inputs
 (``MAX_INPUTS``) and the size of the function's expression (``MAX_OPS``, SymPy's
-``count_ops``). Past either the method is ``skipped`` with the reason.
+``count_ops``, decided first by :func:`tree_ops`, which walks each shared subexpression once), and
+a trace that runs past ``MAX_TRACE_S`` is stopped. Past any of them the method is ``skipped``
+with the reason (``OverBudget``). SymPy's Hessians have a budget of their own by predicted cost
+(``MAX_HESSIAN_COST``).
 
 The ``symengine`` variant does the same with SymEngine (SymPy's C++ core): the case is
 traced with :func:`diffbench.namespaces.symengine_namespace`, differentiated with
