@@ -482,3 +482,22 @@ def test_a_sympy_trace_that_runs_too_long_is_stopped(monkeypatch):
     with pytest.raises(OverBudget, match="MAX_TRACE_S"):
         symbolic.trace(slow_to_trace)
     assert time.perf_counter() - start < 30  # stopped about 1 s in, not after the loop's 60 s
+
+
+def test_plain_symbolic_gradient_falls_back_to_symengine_over_sympys_budget(monkeypatch):
+    pytest.importorskip("symengine")
+    import diffbench
+    from diffbench.engines import symbolic
+    from diffbench.errors import BudgetFallback
+
+    # Rosenbrock n = 4 has more than 3 operations; with SymPy's budget lowered to 3 the plain method name uses
+    # SymEngine. ∇ by hand: ∂f/∂xᵢ = −400xᵢ(xᵢ₊₁ − xᵢ²) − 2(1 − xᵢ) + 200(xᵢ − xᵢ₋₁²) (terms that exist).
+    monkeypatch.setattr(symbolic, "MAX_OPS", 3)
+    x = np.linspace(-1.2, 1.3, 4)
+    want = np.zeros(4)
+    for i in range(3):
+        want[i] += -400 * x[i] * (x[i + 1] - x[i] ** 2) - 2 * (1 - x[i])
+        want[i + 1] += 200 * (x[i + 1] - x[i] ** 2)
+    with pytest.warns(BudgetFallback, match="symbolic/symengine"):
+        got = diffbench.gradient(_rosenbrock(4), "symbolic")
+    np.testing.assert_allclose(got["x"], want, rtol=1e-13)
