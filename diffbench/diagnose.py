@@ -41,7 +41,8 @@ KNOWN_TF_GRADIENTS["linalg.det"] = KNOWN_TF_GRADIENTS["det"]
 
 #: what the tape differentiates, named for a person: xp name -> TensorFlow operation
 TF_NAMES = {"prod": "tf.reduce_prod", "cumulative_prod": "tf.math.cumprod", "cumprod": "tf.math.cumprod",
-            "det": "tf.linalg.det", "linalg.det": "tf.linalg.det", "sum": "tf.reduce_sum", "max": "tf.reduce_max", "min": "tf.reduce_min",
+            "det": "tf.linalg.det", "linalg.det": "tf.linalg.det", "sum": "tf.reduce_sum", "max": "tf.reduce_max",
+            "min": "tf.reduce_min",
             "maximum": "tf.maximum", "minimum": "tf.minimum", "logaddexp": "tnp.logaddexp"}
 
 
@@ -326,7 +327,7 @@ def accuracy_diagnosis(case: Case | None, method: str, variant: str, dtype: str,
         return Cause.SECOND_ORDER_FORMULA, (f"{source}, evaluated in {dtype}, are off by a relative {rel:.2g}{worst}: "
                 + (known[0] if known else "the formula cancels terms much larger than the result at this point, or "
                    "one of its operations' derivative formulas loses accuracy here (Hessians are judged normwise)"))
-    flushed = _flushed_subnormals(method, dtype, flat, ref_flat, order, labels)
+    flushed = _flushed_subnormals(method, variant, dtype, flat, ref_flat, order, labels)
     if flushed:
         return Cause.FLUSH_TO_ZERO, flushed
     if method == "tape":
@@ -385,11 +386,11 @@ def _symbolic_overflow(case: Case, variant: str, dtype: str, x: np.ndarray) -> s
     return metrics.overflow_diagnosis(case, dtype, metrics.float_events(fn, list(x)), "symbolic gradient")
 
 
-def _flushed_subnormals(method: str, dtype: str, flat: np.ndarray | None, ref_flat: np.ndarray, order: int,
-                        labels: list[str] | None) -> str | None:
+def _flushed_subnormals(method: str, variant: str, dtype: str, flat: np.ndarray | None, ref_flat: np.ndarray,
+                        order: int, labels: list[str] | None) -> str | None:
     """The flush-to-zero text, where every component off beyond rounding has a true value that is subnormal in
     ``dtype`` and the method returned 0 for it: the framework computes with subnormals flushed to zero."""
-    if flat is None or flat.size != ref_flat.size or not flat.size or not metrics.is_exact(method, "eager"):
+    if flat is None or flat.size != ref_flat.size or not flat.size or not metrics.is_exact(method, variant):
         return None
     info = np.finfo(dtype)
     eps, tiny = float(info.eps), float(info.tiny)
