@@ -521,7 +521,7 @@ def _crossing(case: Case, ref: Any, dtype: str, scheme: str, step: float | None,
 
 #: up to this many inputs the stencil's crossings are probed input by input (two tape evaluations each);
 #: beyond, by a few corners of the stencil's box (see ``_crossing``)
-_AXIS_PROBES = 8
+_AXIS_PROBES = 32
 
 
 #: finite-difference variants tried as alternatives for an inaccurate row (order 1)
