@@ -59,7 +59,8 @@ def gradient(case: Case, method: str = "tape", dtype: str = "float64") -> dict[s
 
         return {k: v.copy() for k, v in reference(case).values.items()}
     engine = get_engine(name)
-    prepared = engine.prepare(case, variant or engine.info.default_variant, dtype, "CPU")
+    prepared = _within_budget(engine, name, variant,
+                              lambda chosen: engine.prepare(case, chosen, dtype, "CPU"))
     return prepared.gradient()
 
 
@@ -67,7 +68,10 @@ def hessian(case: Case, method: str = "tape", dtype: str = "float64") -> np.ndar
     """The (N, N) Hessian of ``case``, N the total input size, flattened in parameter order.
 
     ``method`` is ``symbolic``, ``tape`` (nested tapes), ``finite`` (second-order central
-    differences) or ``reference`` (certified, rounded to float64). Raises as
+    differences) or ``reference`` (certified, rounded to float64). With a plain method name, where
+    its default variant is over budget for the case and the engine names a cheaper variant
+    (``symbolic``: SymPy's Hessian past its predicted-cost budget is formed with SymEngine), that
+    variant is used and a ``diffbench.errors.BudgetFallback`` warning says so. Raises as
     :func:`gradient` does.
     """
     from .engines import get_engine
@@ -80,7 +84,27 @@ def hessian(case: Case, method: str = "tape", dtype: str = "float64") -> np.ndar
 
         return reference_hessian(case)
     engine = get_engine(name)
-    return engine.hessian(case, variant or engine.info.default_variant, dtype)
+    return _within_budget(engine, name, variant, lambda chosen: engine.hessian(case, chosen, dtype))
+
+
+def _within_budget(engine: Any, name: str, variant: str | None, compute: Any) -> Any:
+    """``compute(variant)``; with a plain method name, where the default variant's budget refuses the case and
+    the engine declares a fallback for it (``EngineInfo.budget_fallback``), the fallback's result, with a
+    :class:`diffbench.errors.BudgetFallback` warning that says so."""
+    import warnings
+
+    from .errors import BudgetFallback, OverBudget
+
+    chosen = variant or engine.info.default_variant
+    try:
+        return compute(chosen)
+    except OverBudget as exc:
+        fallback = engine.info.budget_fallback.get(chosen) if variant is None else None
+        if fallback is None:
+            raise
+        warnings.warn(f"{name}/{chosen} is over its budget ({exc}); computed with {name}/{fallback} instead",
+                      BudgetFallback, stacklevel=3)
+        return compute(fallback)
 
 
 def assert_gradients(fn: Any, inputs: dict[str, Any], *, reference: Any = None, rtol: float | None = None,

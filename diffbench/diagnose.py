@@ -29,10 +29,20 @@ KNOWN_TF_GRADIENTS = {
             "and its second derivatives there miss the terms through that input",
     "sqrt": "TensorFlow computes the gradient of sqrt as 0.5/sqrt(x), infinite at 0",
     "atan2": "TensorFlow's gradient of atan2 divides by x² + y², which underflows for tiny inputs",
+    "cumulative_prod": "TensorFlow's gradient of tf.math.cumprod (xp.cumulative_prod) divides the reversed "
+                       "cumulative sum by x (div_no_nan), so where an input is exactly 0 it returns 0 instead of the "
+                       "product of the other factors (and loses accuracy where an input is tiny); write the "
+                       "products out, or use a custom gradient built from exclusive prefix and suffix products",
+    "det": "TensorFlow's gradient of tf.linalg.det is det(A)·inv(A)ᵀ, which fails at a singular matrix (and loses "
+           "accuracy near one) although the true gradient, the adjugate's transpose, exists there",
 }
+KNOWN_TF_GRADIENTS["cumprod"] = KNOWN_TF_GRADIENTS["cumulative_prod"]
+KNOWN_TF_GRADIENTS["linalg.det"] = KNOWN_TF_GRADIENTS["det"]
 
 #: what the tape differentiates, named for a person: xp name -> TensorFlow operation
-TF_NAMES = {"prod": "tf.reduce_prod", "sum": "tf.reduce_sum", "max": "tf.reduce_max", "min": "tf.reduce_min",
+TF_NAMES = {"prod": "tf.reduce_prod", "cumulative_prod": "tf.math.cumprod", "cumprod": "tf.math.cumprod",
+            "det": "tf.linalg.det", "linalg.det": "tf.linalg.det", "sum": "tf.reduce_sum", "max": "tf.reduce_max",
+            "min": "tf.reduce_min",
             "maximum": "tf.maximum", "minimum": "tf.minimum", "logaddexp": "tnp.logaddexp"}
 
 
@@ -94,10 +104,10 @@ def judge(case: Case | None, method: str, variant: str, dtype: str, gradient: np
                                       scale=None if scale is None else scale[certified],
                                       radius=None if radius is None else radius[certified])
         status = Status.UNCERTAIN if part == Status.OK else part
-    taylor = math.nan
+    taylor, taylor_why = math.nan, None
     if status not in ("nan", "inf") and case is not None and case.func is not None:
         with contextlib.suppress(Exception):
-            taylor = metrics.taylor_order(case, flat, ref)
+            taylor, taylor_why = metrics.taylor_test(case, flat, ref)
     if status == Status.OK:
         return Verdict(status, rel, max_eps, None, taylor, attainable_error=attainable)
     if status == Status.UNCERTAIN:
@@ -105,7 +115,7 @@ def judge(case: Case | None, method: str, variant: str, dtype: str, gradient: np
                                              "tolerance, so no verdict is given", taylor, Cause.NOT_CERTIFIED,
                        attainable_error=attainable)
     cause, text = accuracy_diagnosis(case, method, variant, dtype, status, rel, ref_flat, ref, flat=flat,
-                                     native=native, step=step, labels=labels, taylor=taylor)
+                                     native=native, step=step, labels=labels, taylor=taylor, taylor_why=taylor_why)
     return Verdict(status, rel, max_eps, text, taylor, cause, attainable_error=attainable)
 
 
@@ -172,9 +182,9 @@ def _hessian_scale(ref: Any) -> float:
     gradient one point-scale away over that distance."""
     x = np.array([float(v) for v in ref.point]) if ref.point else np.zeros(0)
     spread = max(float(np.max(np.abs(x))) if x.size else 0.0, 1.0)
-    size = float(np.linalg.norm(ref.scale)) if ref.scale.size else 0.0
+    size = metrics._norm(np.asarray(ref.scale, dtype=np.float64)) if ref.scale.size else 0.0
     if size == 0:
-        size = float(np.linalg.norm(_stationary_scale(ref, max(x.size, 1))))
+        size = metrics._norm(_stationary_scale(ref, max(x.size, 1)))
     return size / spread
 
 
@@ -198,7 +208,7 @@ def _stationary_scale(ref: Any, n: int) -> np.ndarray:
         except Exception:  # noqa: BLE001 - outside the domain: come closer
             continue
         if np.all(np.isfinite(g)) and np.any(g):
-            return np.full(n, float(np.linalg.norm(g)) / math.sqrt(max(n, 1)))
+            return np.full(n, metrics._norm(g) / math.sqrt(max(n, 1)))
     return np.zeros(n)
 
 
@@ -225,6 +235,39 @@ def _judge_hessian(case: Case | None, method: str, variant: str, dtype: str, hes
     return Verdict(status, rel, max_eps, "second derivatives: " + text, cause=cause)
 
 
+def _matrix_text(m: np.ndarray) -> str:
+    """A small matrix for a sentence: diag(9, −3) where it is diagonal, else its rows."""
+    m = np.asarray(m, dtype=np.float64)
+    if m.shape[0] == m.shape[1] and not np.any(m - np.diag(np.diag(m))):
+        return "diag(" + ", ".join(f"{v:.6g}" for v in np.diag(m)) + ")"
+    return "[" + "; ".join(", ".join(f"{v:.6g}" for v in row) for row in m) + "]"
+
+
+def none_hessian_truth(case: Case, message: str, missing: list[str], ref_hess: np.ndarray) -> str:
+    """TensorFlow's None for the second derivatives along ``missing``, followed by what the certified reference
+    Hessian shows for those rows: 0 (then UnconnectedGradients.ZERO gives the right Hessian) or the values
+    TensorFlow did not compute. Nothing is claimed that the reference does not show."""
+    from .reference import labels as input_labels
+
+    names = input_labels(case)
+    owners = [name for name, value in case.inputs.items() for _ in range(np.asarray(value).size)]
+    rows = [i for i, owner in enumerate(owners) if owner in missing]
+    hess = np.asarray(ref_hess, dtype=np.float64)
+    if hess.ndim != 2 or hess.shape[0] != len(owners) or not rows:
+        return f"{message}; the true second derivatives there are not known to diffbench"
+    block = hess[np.ix_(rows, rows)]
+    whole = hess[rows, :]
+    if not np.any(whole):
+        return (f"{message}; the certified second derivatives along {', '.join(missing)} are 0 here, so "
+                "unconnected_gradients=tf.UnconnectedGradients.ZERO on the outer tape gives the right Hessian")
+    shown = _matrix_text(block) if np.any(block) or len(rows) == len(owners) else _matrix_text(whole)
+    where = ("" if len(rows) == len(owners) else
+             f" (rows {', '.join(names[i] for i in rows[:4])}{', …' if len(rows) > 4 else ''})")
+    return (f"{message}; the certified second derivatives{where} are {shown}, not 0: the second-order path is "
+            "cut, so no option of the tape recovers them here (unconnected_gradients=ZERO would give a wrong "
+            "Hessian); a Hessian needs a backward pass that is itself differentiable")
+
+
 # --------------------------------------------------------------------------- the causes
 def _worst(flat: np.ndarray, ref_flat: np.ndarray, labels: list[str] | None, order: int) -> str:
     """The component that is furthest off, with both values."""
@@ -249,7 +292,7 @@ def _ops_text(ref: Any) -> str:
 def accuracy_diagnosis(case: Case | None, method: str, variant: str, dtype: str, status: str, rel: float,
                        ref_flat: np.ndarray, ref: Any, order: int = 1, flat: np.ndarray | None = None,
                        native: bool = False, step: float | None = None, labels: list[str] | None = None,
-                       taylor: float = math.nan) -> tuple[Cause, str]:
+                       taylor: float = math.nan, taylor_why: str | None = None) -> tuple[Cause, str]:
     """Why a row is ``inaccurate``, ``nan`` or ``inf``: the first cause that applies, in a fixed order, as
     (cause, text)."""
     from .engines import finite
@@ -266,13 +309,7 @@ def accuracy_diagnosis(case: Case | None, method: str, variant: str, dtype: str,
         text = metrics.overflow_diagnosis(case, dtype, metrics.float_events(f, x), "function")
         if text is None and method == "symbolic":
             with contextlib.suppress(Exception):
-                import sympy as sp
-
-                from .engines import symbolic
-
-                tr = symbolic.trace(case)
-                fn = sp.lambdify([tr.symbols], tr.gradient, modules="numpy")
-                text = metrics.overflow_diagnosis(case, dtype, metrics.float_events(fn, list(x)), "symbolic gradient")
+                text = _symbolic_overflow(case, variant, dtype, x)
     if text is not None:
         return Cause.OVERFLOW, text
     worst = _worst(flat, ref_flat, labels, order) if flat is not None else ""
@@ -302,7 +339,9 @@ def accuracy_diagnosis(case: Case | None, method: str, variant: str, dtype: str,
             if crossing:
                 return crossing_cause, f"{status} in {dtype}: {crossing}"
         return Cause.NON_FINITE, f"{status} in {dtype} with no overflow in the function itself"
-    order_text = "" if math.isnan(taylor) else f"; the Taylor test's order is {taylor:.2f} (2 means right, 1 wrong)"
+    order_text = (f"; the Taylor test is not measurable here: {taylor_why}" if math.isnan(taylor) and taylor_why
+                  else "" if math.isnan(taylor) else
+                  f"; the Taylor test's order is {taylor:.2f} (2 means right, 1 wrong)")
     what = "second derivatives" if order == 2 else "gradient"
     ties = sorted({t for t in getattr(ref, "ties", ()) or ()})
     if order == 1 and ties and getattr(ref, "undefined", None) is None and metrics.is_exact(method, variant):
@@ -322,6 +361,9 @@ def accuracy_diagnosis(case: Case | None, method: str, variant: str, dtype: str,
         return Cause.SECOND_ORDER_FORMULA, (f"{source}, evaluated in {dtype}, are off by a relative {rel:.2g}{worst}: "
                 + (known[0] if known else "the formula cancels terms much larger than the result at this point, or "
                    "one of its operations' derivative formulas loses accuracy here (Hessians are judged normwise)"))
+    flushed = _flushed_subnormals(method, variant, dtype, flat, ref_flat, order, labels)
+    if flushed:
+        return Cause.FLUSH_TO_ZERO, flushed
     if method == "tape":
         if native:
             verb = "disagree" if order == 2 else "disagrees"
@@ -349,6 +391,68 @@ def accuracy_diagnosis(case: Case | None, method: str, variant: str, dtype: str,
             return Cause.FD_ERROR, fd_diagnosis(case, dtype, variant, rel, ref_flat, ref, step=step, order=order)
     return Cause.UNKNOWN, (f"{method}/{variant} is beyond tolerance (relative error {rel:.2g}{worst}) with no overflow, and rounding "
             "in the formula does not explain it; the cause is not known to diffbench")
+
+
+def _symbolic_overflow(case: Case, variant: str, dtype: str, x: np.ndarray) -> str | None:
+    """Where the symbolic gradient overflows or goes invalid: for the symengine variant, SymEngine's own compiled
+    gradient (no SymPy work: the row did not use SymPy unless SymEngine fell back to it), else SymPy's formula
+    lambdified to NumPy, whose warnings name the operation."""
+    from .engines import symbolic
+
+    if variant == "symengine":
+        try:
+            values = np.asarray(symbolic.symengine_gradient(case, dtype), dtype=np.float64)
+        except symbolic.SymEngineLacks:
+            pass  # the row was made by SymPy: its formula is checked below
+        else:
+            with np.errstate(all="ignore"):
+                bad = ~np.isfinite(values)
+            if not bad.any():
+                return None
+            return (f"SymEngine's compiled gradient formula leaves the {dtype} range at {describe_point(case)} "
+                    f"({int(bad.sum())} of {values.size} components not finite) although the function is finite "
+                    "there: an intermediate of the derivative overflows or divides by zero; rescale the inputs or "
+                    "rewrite the function in a stable form")
+    import sympy as sp
+
+    tr = symbolic.trace(case)
+    fn = sp.lambdify([tr.symbols], tr.gradient, modules="numpy")
+    return metrics.overflow_diagnosis(case, dtype, metrics.float_events(fn, list(x)), "symbolic gradient")
+
+
+def _flushed_subnormals(method: str, variant: str, dtype: str, flat: np.ndarray | None, ref_flat: np.ndarray,
+                        order: int, labels: list[str] | None) -> str | None:
+    """The flush-to-zero text, where every component off beyond rounding has a true value that is subnormal in
+    ``dtype`` and the method returned 0 for it: the framework computes with subnormals flushed to zero."""
+    if flat is None or flat.size != ref_flat.size or not flat.size or not metrics.is_exact(method, variant):
+        return None
+    info = np.finfo(dtype)
+    eps, tiny = float(info.eps), float(info.tiny)
+    with np.errstate(all="ignore"):
+        wrong = ~(np.abs(flat - ref_flat) <= 1e3 * eps * np.abs(ref_flat))
+        subnormal = (np.abs(ref_flat) > 0) & (np.abs(ref_flat) < tiny) & (flat == 0)
+    if not wrong.any() or not np.all(subnormal[wrong]):
+        return None
+    i = int(np.argmax(wrong))
+    name = labels[i] if labels and i < len(labels) and order == 1 else f"component {i}"
+    framework = {"tape": "TensorFlow", "jax": "JAX (XLA)", "torch": "PyTorch"}.get(method, method)
+    probe = (f" (on this CPU tf.constant({abs(ref_flat[i]):.2g}, tf.{dtype}) * 1.0 is 0)"
+             if method == "tape" and _tf_flushes(dtype, abs(float(ref_flat[i]))) else "")
+    return (f"flush-to-zero: the true {'second derivative' if order == 2 else 'derivative'} at {name} is "
+            f"{ref_flat[i]:.3g}, a subnormal number in {dtype} (below its smallest normal {tiny:.3g}), and "
+            f"{framework} computes with subnormals flushed to zero{probe}, so it returned {flat[i]:.3g}; the maths "
+            "and the formula are right: rescale the function (multiply it by a power of two) so its derivative is a "
+            "normal number, or compute in a wider dtype")
+
+
+def _tf_flushes(dtype: str, value: float) -> bool:
+    """Whether TensorFlow's CPU kernels flush the subnormal ``value`` times 1 to zero in ``dtype``."""
+    try:
+        import tensorflow as tf
+
+        return float((tf.constant(value, getattr(tf, dtype)) * 1.0).numpy()) == 0.0
+    except Exception:  # noqa: BLE001 - no probe: the text then states only what the values show
+        return False
 
 
 #: a condition number ‖∇f‖·‖x‖/|f| from which on f itself is called ill-conditioned: the rounding of its
@@ -595,7 +699,13 @@ def _step_vector(x: np.ndarray, c: float) -> np.ndarray:
 
 
 def _crossing(case: Case, ref: Any, dtype: str, scheme: str, step: float | None, order: int) -> str | None:
-    """Whether the finite-difference stencil reaches past a point where a non-smooth operation switches."""
+    """Whether the finite-difference stencil reaches past a point where a non-smooth operation switches.
+
+    A stencil point along input i is x ± reachᵢ·eᵢ. Up to ``_AXIS_PROBES`` inputs, each is probed (the
+    tape at 192 bits, its branches compared with the point's). Beyond, the cost stays a few tape
+    evaluations whatever n: the whole box is probed at a few corners x + s⊙reach (all +, all −, and
+    random signs with their opposites); only where a corner takes other branches is the input found,
+    by halving the set of moved inputs, and named once moving it alone takes other branches too."""
     from .engines import finite
 
     if ref.tape is None:
@@ -604,24 +714,67 @@ def _crossing(case: Case, ref: Any, dtype: str, scheme: str, step: float | None,
         step = finite.step_scale(scheme, dtype) if order == 1 else SECOND_DIFFERENCE_STEP(dtype)
     x = np.array([float(v) for v in ref.point])
     reach = _step_vector(x, step) * (2 if scheme == "richardson" else 1)
-    names = None
-    for i in range(x.size):
-        for sign in ((1,) if scheme == "forward" and order == 1 else (1, -1)):
-            p = list(ref.point)
-            p[i] = p[i] + sign * float(reach[i])
-            try:
-                branches = ref.tape(p, 192).branches
-            except Exception:  # noqa: BLE001 - a stencil point outside the domain is not a crossing
-                continue
-            if branches != ref.branches:
-                if names is None:
-                    from .reference import labels
+    one_sided = scheme == "forward" and order == 1
 
-                    names = labels(case)
-                return (f"a kink in reach: the stencil crosses a kink along {names[i]}, where a non-smooth "
-                        f"operation switches within {float(reach[i]):.2g} of the point, so the differences mix the "
-                        "slopes of both sides")
+    def differs(shift: np.ndarray) -> bool:
+        p = list(ref.point)
+        for i in np.nonzero(shift)[0]:
+            p[i] = p[i] + float(shift[i])
+        try:
+            return ref.tape(p, 192).branches != ref.branches
+        except Exception:  # noqa: BLE001 - a stencil point outside the domain is not a crossing
+            return False
+
+    def found(i: int) -> str:
+        from .reference import labels
+
+        return (f"a kink in reach: the stencil crosses a kink along {labels(case)[i]}, where a non-smooth "
+                f"operation switches within {float(reach[i]):.2g} of the point, so the differences mix the "
+                "slopes of both sides")
+
+    def axis(i: int, sign: float) -> np.ndarray:
+        shift = np.zeros(x.size)
+        shift[i] = sign * reach[i]
+        return shift
+
+    signs = (1.0,) if one_sided else (1.0, -1.0)
+    if x.size <= _AXIS_PROBES:
+        for i in range(x.size):
+            if any(differs(axis(i, sign)) for sign in signs):
+                return found(i)
+        return None
+    if not ref.branches:
+        return None  # nothing on the tape switches anywhere: no stencil can cross a kink
+    rng = np.random.default_rng(11)
+    random_signs = np.where(rng.random(x.size) < 0.5, -1.0, 1.0)
+    corners = [np.ones(x.size), -np.ones(x.size), random_signs, -random_signs]
+    for corner in corners:
+        if one_sided:
+            corner = np.maximum(corner, 0.0)
+        moved = np.nonzero(corner)[0]
+        if moved.size == 0 or not differs(corner * reach):
+            continue
+        # halve the moved inputs while one half alone still takes other branches
+        while moved.size > 1:
+            half = moved.size // 2
+            for part in (moved[:half], moved[half:]):
+                shift = np.zeros(x.size)
+                shift[part] = corner[part] * reach[part]
+                if differs(shift):
+                    moved = part
+                    break
+            else:
+                break  # only the inputs together cross: no single stencil does
+        if moved.size == 1:
+            i = int(moved[0])
+            if any(differs(axis(i, sign)) for sign in signs):
+                return found(i)
     return None
+
+
+#: up to this many inputs the stencil's crossings are probed input by input (two tape evaluations each);
+#: beyond, by a few corners of the stencil's box (see ``_crossing``)
+_AXIS_PROBES = 32
 
 
 #: finite-difference variants tried as alternatives for an inaccurate row (order 1)
@@ -646,7 +799,7 @@ def _quiet() -> contextlib.ExitStack:
 
 def _relative(got: np.ndarray, want: np.ndarray, size: float) -> float:
     with np.errstate(all="ignore"):
-        diff = float(np.linalg.norm(np.asarray(got, dtype=np.float64).ravel() - want.ravel()))
+        diff = metrics._norm(np.asarray(got, dtype=np.float64).ravel() - want.ravel())
     return diff / size if math.isfinite(diff) else math.inf
 
 
@@ -700,7 +853,7 @@ def _exact_resolution(exact: Any, x: np.ndarray, steps: np.ndarray, size: float)
         p = x.copy()
         p[i] += steps[i]
         parts.append(eps * abs(exact(p)) / steps[i])
-    return float(np.linalg.norm(parts)) / size
+    return metrics._norm(np.asarray(parts, dtype=np.float64)) / size
 
 
 def _pole_or_domain(f: Any, x: np.ndarray, reach: np.ndarray, both: bool, names: list[str]) -> str | None:
@@ -717,7 +870,7 @@ def _pole_or_domain(f: Any, x: np.ndarray, reach: np.ndarray, both: bool, names:
             for t in offsets:
                 p = x64.copy()
                 p[i] += t
-                values.append(float(np.real(f(p))))
+                values.append(_value_or_nan(f, p))
             v = np.asarray(values)
             bad = ~np.isfinite(v)
             if bad.any():
@@ -736,13 +889,22 @@ def _pole_or_domain(f: Any, x: np.ndarray, reach: np.ndarray, both: bool, names:
     return None
 
 
+def _value_or_nan(f: Any, p: np.ndarray) -> float:
+    """f(p) as a float, NaN where f raises an arithmetic or domain error there (a singular matrix's
+    LinAlgError, a division by zero): like a value that is not finite."""
+    try:
+        return float(np.real(f(p)))
+    except (ArithmeticError, ValueError):
+        return math.nan
+
+
 def _pole_between(f: Any, x: np.ndarray, i: int, low: float, high: float) -> bool:
     """Whether f's sign change between x + low·eᵢ and x + high·eᵢ is a pole, not a zero: bisect the change
     down to float64's resolution and look at |f| there (a zero makes it small, a pole huge)."""
     def at(t: float) -> float:
         p = x.copy()
         p[i] += t
-        return float(np.real(f(p)))
+        return _value_or_nan(f, p)
 
     f_low, f_high = at(low), at(high)
     for _ in range(200):
@@ -824,7 +986,8 @@ def fd_diagnosis(case: Case, dtype: str, scheme: str, rel_error: float, referenc
     f = finite.function_of(case, dtype)
     x = flatten(case.inputs, list(case.inputs)).astype(dtype)
     names = labels(case)
-    size = float(np.linalg.norm(reference_flat)) or (float(np.linalg.norm(ref.scale)) if ref.scale.size else 0.0) or 1.0
+    size = (metrics._norm(np.asarray(reference_flat, dtype=np.float64))
+            or (metrics._norm(np.asarray(ref.scale, dtype=np.float64)) if ref.scale.size else 0.0) or 1.0)
     chosen = finite.step_scale(scheme, dtype) if step is None or not math.isfinite(step) else step
     smallest = float(np.min(np.abs(x[x != 0]))) if np.any(x != 0) else 0.0
     largest = float(np.max(np.abs(x))) if x.size else 0.0
@@ -897,7 +1060,8 @@ def _complex_step_diagnosis(case: Case, dtype: str, rel_error: float, reference_
     f = finite.function_of(case, dtype)
     x = flatten(case.inputs, list(case.inputs)).astype(dtype)
     want = np.asarray(reference_flat, dtype=np.float64)
-    size = float(np.linalg.norm(want)) or (float(np.linalg.norm(ref.scale)) if ref.scale.size else 0.0) or 1.0
+    size = (metrics._norm(want)
+            or (metrics._norm(np.asarray(ref.scale, dtype=np.float64)) if ref.scale.size else 0.0) or 1.0)
     steps = finite.step_scale("complex_step", dtype) * np.maximum(np.abs(x.astype(np.float64)), 1.0)
     imaginary = np.abs(want) * steps
     magnitude = float(getattr(ref, "magnitude", math.nan))
@@ -930,7 +1094,7 @@ def _fd_hessian_diagnosis(case: Case, dtype: str, rel_error: float, reference_fl
     f = finite.function_of(case, dtype)
     x = flatten(case.inputs, list(case.inputs)).astype(dtype)
     want = np.asarray(reference_flat, dtype=np.float64)
-    size = float(np.linalg.norm(want)) or 1.0
+    size = metrics._norm(want) or 1.0
     with _quiet():
         result = finite.hessian_matrix(f, x)
     h = float(np.median(np.diag(result.steps))) if x.size else math.nan

@@ -13,7 +13,8 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = ["DiffbenchError", "UsageError", "CaseError", "KeywordError", "UnsupportedFunction", "Skip",
-           "NoGradient", "ReferenceUnavailable", "UnitTimeout", "FolderLocked", "BaselineError", "CaseFailure"]
+           "NoGradient", "ReferenceUnavailable", "UnitTimeout", "FolderLocked", "BaselineError", "CaseFailure",
+           "OverBudget", "BudgetFallback"]
 
 
 class DiffbenchError(Exception):
@@ -39,6 +40,16 @@ class UnsupportedFunction(DiffbenchError, AttributeError):
 
 class Skip(DiffbenchError):
     """This method/variant does not apply to the case; the message says why (status ``skipped``)."""
+
+
+class OverBudget(Skip):
+    """A :class:`Skip` because the case's predicted cost exceeds a variant's budget (not because the method
+    cannot apply): another variant of the same method, declared in ``EngineInfo.budget_fallback``, may do it."""
+
+
+class BudgetFallback(UserWarning):
+    """``gradient``/``hessian`` with a plain method name used the method's fallback variant, because its default
+    variant's budget refused the case; the message says which and why."""
 
 
 class NoGradient(DiffbenchError):

@@ -553,7 +553,24 @@ def _none_diagnosis(case: Case, exc: NoGradient, ref: Any) -> str:
     if ref is not None and not ref.undefined:
         truth = ", ".join(f"{name}: {np.array2string(ref.values[name], precision=6)}" for name in exc.inputs)
         text += f". The true gradient there is {truth}"
+        if any(np.any(ref.values[name]) for name in exc.inputs):
+            text += ", not 0, so unconnected_gradients=tf.UnconnectedGradients.ZERO would give a wrong gradient"
     return text
+
+
+def _none_hessian_diagnosis(case: Case, dtype: str, exc: NoGradient, ref: Any) -> str:
+    """TensorFlow's None for second derivatives, with what the certified reference Hessian shows there: a zero
+    is claimed only where the reference has one."""
+    from . import reference as reference_module
+    from .diagnose import none_hessian_truth
+
+    if ref is None:
+        return f"{exc}; no reference Hessian, so the true second derivatives are not known here"
+    try:
+        ref_hess = reference_module.reference_hessian(case, dtype)
+    except Exception as error:  # noqa: BLE001 - the text then says the truth is not known
+        return f"{exc}; no reference Hessian ({_message(error)}), so the true second derivatives are not known here"
+    return none_hessian_truth(case, str(exc), exc.inputs, ref_hess)
 
 
 def _measure_order2(unit: Unit, config: Config, ref: Any, missing: Missing | None,
@@ -580,7 +597,8 @@ def _measure_order2(unit: Unit, config: Config, ref: Any, missing: Missing | Non
         if no_hessian:
             return unit.row(status=Status.UNDEFINED, cause=Cause.NO_DERIVATIVE, **values,
                             diagnosis=f"the true Hessian does not exist here: {ref.undefined or ref.order2_undefined}")
-        return unit.row(status=Status.NONE, diagnosis=str(exc), cause=Cause.NO_GRADIENT, **values)
+        return unit.row(status=Status.NONE, diagnosis=_none_hessian_diagnosis(unit.case, unit.dtype, exc, ref),
+                        cause=Cause.NO_GRADIENT, **values)
     except UnitTimeout:
         raise
     except ImportError as exc:

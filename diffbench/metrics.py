@@ -256,34 +256,60 @@ def classify(gradient: np.ndarray, ref: np.ndarray | None, method: str, variant:
 
 
 def taylor_order(case: Case, flat_gradient: np.ndarray, reference: Any, seed: int = 0) -> float:
-    """Observed order of the Taylor remainder |f(x+hv) − f(x) − h·g·v| as h halves.
+    """Observed order of the Taylor remainder |f(x+hv) − f(x) − h·g·v| as h halves (NaN: not measurable).
 
-    f is evaluated at 50 digits, along a seeded random unit direction v, for
-    h = s·2⁻⁴ … s·2⁻⁹ with s = max(1, ‖x‖∞). A right gradient gives order ≈ 2, a wrong
-    one ≈ 1. NaN when the function is linear along v (the remainder vanishes for
-    the true gradient, so there is no order to observe) or the gradient is not finite.
+    See :func:`taylor_test`, which also says why the order is not measurable where it is NaN.
+    """
+    return taylor_test(case, flat_gradient, reference, seed)[0]
+
+
+def taylor_test(case: Case, flat_gradient: np.ndarray, reference: Any, seed: int = 0) -> tuple[float, str | None]:
+    """(order, why not measurable) of the Taylor remainder |f(x+hv) − f(x) − h·g·v| as h halves.
+
+    f is evaluated at 50 digits, along a seeded random unit direction v, for h = s·2⁻⁴ … s·2⁻⁹ with
+    s = max(1, ‖x‖∞). A right gradient gives order ≈ 2, a wrong one ≈ 1. The order is NaN, with the
+    reason, where these steps cannot tell: the function is linear along v (the true gradient leaves no
+    remainder); f is not finite at a step, or the steps cross a kink, jump or pole (the reference tape
+    takes other branches there, or the true gradient's own remainder does not shrink like h² over them:
+    a singular matrix within reach); or the error of g is too small to show next to the curvature at
+    every step while the steps could not show an error as large as the derivative itself (sin(x)/x at
+    x = 1e-9: a gradient off by 357× gives order 2, because h·error is a millionth of f''·h²/2). Also
+    NaN, with no reason, for a gradient that is not finite.
     """
     import mpmath
 
     g = np.asarray(flat_gradient, dtype=np.float64).ravel()
     if not np.all(np.isfinite(g)) or g.size == 0:
-        return math.nan
+        return math.nan, None
     samples = _taylor_samples(case, reference, seed)
-    if samples is None:
-        return math.nan
-    v, steps, f0, values = samples
+    if isinstance(samples, str):
+        return math.nan, samples
+    v, steps, f0, values, true_remainders, resolution = samples
     with mpmath.workdps(50):
         gv = mpmath.fsum(mpmath.mpf(float(gi)) * vi for gi, vi in zip(g, v))
+        ref_gv = mpmath.fsum(ri * vi for ri, vi in zip(reference.exact, v))
         remainders = [abs(fx - f0 - h * gv) for h, fx in zip(steps, values)]
         if not all(mpmath.isfinite(r) for r in remainders):
-            return math.nan
+            return math.nan, "f is not finite at a step"
+        # the error shows once h·|(g − r)·v| reaches the true remainder at some step
+        shows = any(h * abs(gv - ref_gv) >= r for h, r in zip(steps, true_remainders))
+        if not shows and resolution > abs(ref_gv):
+            return math.nan, (f"the steps (down to {float(steps[-1]):.2g}) see only errors above "
+                              f"{float(resolution):.2g} in the directional derivative, larger than the derivative "
+                              f"{float(abs(ref_gv)):.2g} itself")
         orders = [float(mpmath.log(a / b, 2)) for a, b in zip(remainders, remainders[1:]) if a > 0 and b > 0]
-    return float(np.median(orders)) if orders else math.nan
+    return (float(np.median(orders)), None) if orders else (math.nan, "the remainders vanish")
 
 
-def _taylor_samples(case: Case, reference: Any, seed: int) -> tuple[list[Any], list[Any], Any, list[Any]] | None:
-    """Direction, steps and 50-digit function values of the Taylor test (they do not depend on
-    the gradient under test, so they are computed once per case and kept on the reference)."""
+#: the true gradient's Taylor remainder must shrink at an order within these bounds over the steps for the
+#: test to read anything (O(h²), or O(h³) at an inflection); outside, the steps cross a pole or a kink
+_SMOOTH_ORDERS = (1.6, 3.4)
+
+
+def _taylor_samples(case: Case, reference: Any, seed: int) -> tuple[Any, ...] | str:
+    """Direction, steps, 50-digit function values, the true gradient's remainders and the smallest error in the
+    directional derivative the steps can show (they do not depend on the gradient under test, so they are
+    computed once per case and kept on the reference); or why the test cannot read anything here."""
     import mpmath
 
     cache = reference.__dict__.setdefault("_taylor", {})
@@ -294,18 +320,43 @@ def _taylor_samples(case: Case, reference: Any, seed: int) -> tuple[list[Any], l
     direction /= np.linalg.norm(direction)
     x = [mpmath.mpf(float(xi)) for value in case.inputs.values() for xi in value.ravel()]
     scale = max(1.0, max(abs(float(xi)) for xi in x))
-    result = None
+    tape = getattr(reference, "tape", None)
+    here = getattr(reference, "branches", None)
+    result: tuple[Any, ...] | str
     with mpmath.workdps(50):
         v = [mpmath.mpf(float(vi)) for vi in direction]
         f0 = reference.f_mp(x)
         steps = [mpmath.mpf(scale) * mpmath.mpf(2) ** -k for k in range(4, 10)]
-        values = [reference.f_mp([xi + h * vi for xi, vi in zip(x, v)]) for h in steps]
+        values, crossed = [], False
+        for h in steps:
+            p = [xi + h * vi for xi, vi in zip(x, v)]
+            if tape is not None and here:
+                try:
+                    run = tape(p, 192)
+                    values.append(mpmath.mpf(run.value))
+                    crossed = crossed or run.branches != here
+                    continue
+                except Exception:  # noqa: BLE001 - outside the domain: f there is NaN, as f_mp gives
+                    values.append(mpmath.nan)
+                    continue
+            values.append(reference.f_mp(p))
         ref_gv = mpmath.fsum(ri * vi for ri, vi in zip(reference.exact, v))
         true_remainders = [abs(fx - f0 - h * ref_gv) for h, fx in zip(steps, values)]
-        # linear along v: the true gradient leaves no remainder, so no order can be observed
-        if all(mpmath.isfinite(r) for r in true_remainders) and \
-                max(true_remainders) > mpmath.mpf(10) ** -30 * max(1, abs(f0)):
-            result = (v, steps, f0, values)
+        if not all(mpmath.isfinite(r) for r in true_remainders):
+            result = "f is not finite at a step"
+        elif crossed:
+            result = "the steps cross a kink or a jump (the reference takes other branches there)"
+        elif max(true_remainders) <= mpmath.mpf(10) ** -30 * max(1, abs(f0)):
+            result = "f is linear along the direction"
+        else:
+            orders = [float(mpmath.log(a / b, 2)) for a, b in zip(true_remainders, true_remainders[1:])
+                      if a > 0 and b > 0]
+            if len(orders) < len(steps) - 1 or not all(_SMOOTH_ORDERS[0] <= o <= _SMOOTH_ORDERS[1] for o in orders):
+                result = ("the steps cross a pole or a kink: the true gradient's own remainder does not shrink "
+                          "like h² over them")
+            else:
+                resolution = min(r / h for r, h in zip(true_remainders, steps))
+                result = (v, steps, f0, values, true_remainders, resolution)
     cache[seed] = result
     return result
 

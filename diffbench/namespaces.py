@@ -14,10 +14,12 @@ that uses e.g. ``xp.erfcx`` fails with a message a person can act on.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import math
 import operator
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -147,6 +149,34 @@ def _reducer(combine: Callable[[list[Any]], Any]) -> Callable[..., ObjectArray]:
     return reduce
 
 
+#: the point a symbolic trace is taken at (symbol -> value), where pivots are chosen by value (``tracing_at``)
+_TRACE_POINT: "contextvars.ContextVar[dict[Any, Any] | None]" = contextvars.ContextVar("diffbench_trace_point",
+                                                                                     default=None)
+
+
+@contextlib.contextmanager
+def tracing_at(point: dict[Any, Any]) -> Iterator[None]:
+    """While tracing a case with symbols, let ``xp.linalg`` choose its pivots by the symbols' values at ``point``
+    (symbol -> number): the traced formula is then valid around the point even where a structural pivot is 0."""
+    token = _TRACE_POINT.set(point)
+    try:
+        yield
+    finally:
+        _TRACE_POINT.reset(token)
+
+
+def _note_op(name: str) -> None:
+    """Record ``name`` among the operations of the reference tape that is running, if one is (its ``ops``: the
+    diagnoses look built-in gradient formulas up by it). The tape module imports this one, so it is looked up
+    among the loaded modules rather than imported."""
+    import sys
+
+    tape = sys.modules.get(__name__.rpartition(".")[0] + ".mptape")
+    active = getattr(tape, "_active", None)
+    if active:
+        active[-1].ops.add(name)
+
+
 class _ObjectNamespace(_Namespace):
     """Shared machinery of the SymPy and mpmath namespaces."""
 
@@ -229,6 +259,7 @@ class _ObjectNamespace(_Namespace):
         return _obj(np.cumsum(array, axis=0 if axis is None and array.ndim == 1 else axis))
 
     def cumulative_prod(self, x: Any, axis: int | None = None) -> ObjectArray:
+        _note_op("cumulative_prod")
         array = np.asarray(x, dtype=object)
         return _obj(np.cumprod(array, axis=0 if axis is None and array.ndim == 1 else axis))
 
@@ -281,6 +312,24 @@ class _ObjectLinalg:
     def _symbolic(self) -> bool:
         return self._ns.label == "SymPy"
 
+    def _values(self, matrix: np.ndarray) -> np.ndarray | None:
+        """The matrix's numbers at the point: the tape's values, numbers, or symbolic entries evaluated at the
+        point being traced (``tracing_at``); None where a symbolic entry has no point to be evaluated at."""
+        point = _TRACE_POINT.get()
+        out = np.empty(matrix.shape)
+        for index, value in np.ndenumerate(matrix):
+            raw = value.value if getattr(type(value), "tape_matmul", None) is not None else value
+            try:
+                out[index] = float(raw)
+            except TypeError:
+                if point is None:
+                    return None
+                try:
+                    out[index] = float(raw.xreplace(point))
+                except (TypeError, AttributeError):
+                    return None
+        return out
+
     def det(self, a: Any) -> ObjectArray:
         matrix = np.asarray(a, dtype=object)
         if self._symbolic():
@@ -303,7 +352,8 @@ class _ObjectLinalg:
 
     def solve(self, a: Any, b: Any) -> ObjectArray:
         matrix, rhs = np.asarray(a, dtype=object), np.asarray(b, dtype=object)
-        if self._symbolic():
+        values = self._values(matrix) if self._symbolic() else None
+        if self._symbolic() and values is None:
             import sympy as sp
 
             column = rhs.reshape(len(rhs), -1)
@@ -313,14 +363,28 @@ class _ObjectLinalg:
         column = rhs.reshape(n, -1)
         rows = [list(matrix[i]) + list(column[i]) for i in range(n)]
         width = len(rows[0])
+        # the pivots are chosen by the entries' values at the point (a symbolic matrix is eliminated on its numbers
+        # alongside): the formula is then valid around the point, where a pivot chosen by the symbols' form may be
+        # 0 at it (SymPy's LUsolve on [[a, b], [c, d]] divides by a, whatever a is here)
+        numbers = None if values is None else [list(values[i]) for i in range(n)]
         for k in range(n):
-            pivot = max(range(k, n), key=lambda i: self._size(rows[i][k]))
-            if self._size(rows[pivot][k]) == 0:
+            if numbers is None:
+                pivot = max(range(k, n), key=lambda i: self._size(rows[i][k]))
+                singular = self._size(rows[pivot][k]) == 0
+            else:
+                pivot = max(range(k, n), key=lambda i: abs(numbers[i][k]))
+                singular = numbers[pivot][k] == 0
+            if singular:
                 raise ValueError("xp.linalg.solve: the matrix is singular at this point")
             rows[k], rows[pivot] = rows[pivot], rows[k]
+            if numbers is not None:
+                numbers[k], numbers[pivot] = numbers[pivot], numbers[k]
             for i in range(k + 1, n):
                 factor = rows[i][k] / rows[k][k]
                 rows[i] = [rows[i][j] - factor * rows[k][j] if j > k else 0 for j in range(width)]
+                if numbers is not None:
+                    ratio = numbers[i][k] / numbers[k][k]
+                    numbers[i] = [numbers[i][j] - ratio * numbers[k][j] if k < j < n else 0.0 for j in range(n)]
         solution: list[list[Any]] = [[0] * (width - n) for _ in range(n)]
         for i in reversed(range(n)):
             for c in range(width - n):
@@ -332,7 +396,7 @@ class _ObjectLinalg:
 
     def inv(self, a: Any) -> ObjectArray:
         matrix = np.asarray(a, dtype=object)
-        if self._symbolic():
+        if self._symbolic() and self._values(matrix) is None:
             import sympy as sp
 
             return _obj(np.asarray(sp.Matrix(matrix.tolist()).inv().tolist(), dtype=object))

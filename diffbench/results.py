@@ -87,6 +87,7 @@ class Cause(_Text):
     NOT_APPLICABLE = "not-applicable"  # the method or variant does not apply (the diagnosis says why)
     NO_GRADIENT = "no-gradient"  # the framework returned no gradient (None)
     RAISED = "raised"  # the method or the case raised while measured
+    FLUSH_TO_ZERO = "flush-to-zero"  # the framework flushed a subnormal true value to 0 (FTZ/DAZ arithmetic)
 
 
 #: causes that are the finite-difference method's own, known limits

@@ -429,7 +429,10 @@ def assert_gradients(fn: Callable[..., Any], inputs: dict[str, Any], *, referenc
     dtype = _dtype_of(inputs)
     arrays = {k: np.asarray(v.numpy() if hasattr(v, "numpy") else v, dtype=np.float64) for k, v in inputs.items()}
     names = list(arrays)
-    got = _tape_gradient(fn, arrays, dtype)
+    try:
+        got = _tape_gradient(fn, arrays, dtype)
+    except _NoTapeGradient as error:
+        raise AssertionError(f"assert_gradients: {_none_truth(error, fn, arrays, dtype, reference)}") from None
     checks: list[tuple[str, dict[str, np.ndarray], Any, Any]] = []
     if reference is not None:
         from .reference import reference as certified
@@ -463,6 +466,28 @@ def assert_gradients(fn: Callable[..., Any], inputs: dict[str, Any], *, referenc
                                  f"{point}:\n  {message}")
 
 
+def _none_truth(error: _NoTapeGradient, fn: Callable[..., Any], arrays: dict[str, np.ndarray], dtype: str,
+                reference: Callable[..., Any] | None) -> str:
+    """The None message with the truth along the missing inputs, from the certified reference when one is given,
+    else from Richardson differences of ``fn`` (zero within their own error estimate)."""
+    names = list(arrays)
+    sizes = np.cumsum([arrays[k].size for k in names])[:-1]
+    try:
+        if reference is not None:
+            from .reference import reference as certified
+
+            flat = certified(make_case(reference, arrays, name="reference"), dtype).flat
+            source = "the certified reference's derivatives"
+        else:
+            value, estimate = _richardson_truth(fn, arrays, dtype)
+            flat = np.where(np.abs(value) <= 10 * estimate, 0.0, value)
+            source = "Richardson-extrapolated differences in float64"
+    except Exception:  # noqa: BLE001 - the truth is then not known, and the text says so
+        return _none_text(error, None, "")
+    truth = {k: part.reshape(arrays[k].shape) for k, part in zip(names, np.split(np.asarray(flat, float), sizes))}
+    return _none_text(error, truth, source)
+
+
 def _element_labels(arrays: dict[str, np.ndarray]) -> list[str]:
     out = []
     for name, value in arrays.items():
@@ -471,6 +496,29 @@ def _element_labels(arrays: dict[str, np.ndarray]) -> list[str]:
         else:
             out.extend(f"{name}[{', '.join(map(str, idx))}]" for idx in np.ndindex(value.shape))
     return out
+
+
+class _NoTapeGradient(AssertionError):
+    """TensorFlow returned None for ``missing``; assert_gradients says what the truth is there."""
+
+    def __init__(self, missing: list[str]):
+        super().__init__(f"TensorFlow returned None for the gradient with respect to {', '.join(missing)}")
+        self.missing = missing
+
+
+def _none_text(error: _NoTapeGradient, truth: dict[str, np.ndarray] | None, source: str) -> str:
+    """TensorFlow's None with what the truth shows along the missing inputs: 0 only where the truth is 0."""
+    head = (f"{error}: the output does not depend on it on the tape (not connected, an integer tensor, or an "
+            "operation without a gradient such as argmax or round, or a stop_gradient)")
+    if truth is None:
+        return f"{head}; the true gradient there could not be computed"
+    values = {k: truth[k] for k in error.missing}
+    shown = "; ".join(f"{k} = {np.array2string(np.asarray(v), precision=6)}" for k, v in values.items())
+    if not any(np.any(v) for v in values.values()):
+        return (f"{head}; {source} give 0 there ({shown}), so unconnected_gradients=tf.UnconnectedGradients.ZERO "
+                "gives the right answer if 0 is meant")
+    return (f"{head}; {source} give {shown}, not 0, so unconnected_gradients=tf.UnconnectedGradients.ZERO would "
+            "give a wrong gradient: connect the output to the input on the tape")
 
 
 def _tape_gradient(fn: Callable[..., Any], arrays: dict[str, np.ndarray], dtype: str) -> dict[str, np.ndarray]:
@@ -486,10 +534,7 @@ def _tape_gradient(fn: Callable[..., Any], arrays: dict[str, np.ndarray], dtype:
     grads = tape.gradient(value, [variables[k] for k in names])
     missing = [k for k, g in zip(names, grads) if g is None]
     if missing:
-        raise AssertionError(f"TensorFlow returned None for the gradient with respect to {', '.join(missing)}: the "
-                             "output does not depend on it on the tape (not connected, an integer tensor, or an "
-                             "operation without a gradient such as argmax or round). Pass "
-                             "unconnected_gradients=tf.UnconnectedGradients.ZERO if 0 is meant")
+        raise _NoTapeGradient(missing)
     return {k: np.asarray(g.numpy(), dtype=np.float64).reshape(arrays[k].shape) for k, g in zip(names, grads)}
 
 

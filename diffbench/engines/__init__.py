@@ -18,7 +18,7 @@ from typing import Any, Callable, Protocol
 import numpy as np
 
 from ..case import Case
-from ..errors import NoGradient, Skip  # noqa: F401 - the engines and their callers import them from here
+from ..errors import NoGradient, OverBudget, Skip  # noqa: F401 - the engines and their callers import them from here
 
 #: method name -> "module:class" (imported only when the method is used)
 REGISTRY: dict[str, str] = {
@@ -61,6 +61,9 @@ class EngineInfo:
     scaling_variants: tuple[str, ...] = ()
     run_scaling_variants: tuple[str, ...] = ()
     max_hessian_inputs: int | None = None
+    #: variant -> the variant ``gradient``/``hessian`` use instead when called with the plain method name and the
+    #: first variant's budget refuses the case (``OverBudget``): a cheaper formulation of the same derivative
+    budget_fallback: dict[str, str] = field(default_factory=dict)
     default: bool = False
     extra: str | None = None
     gpu: bool = False

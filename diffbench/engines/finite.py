@@ -326,8 +326,20 @@ class _Evaluator:
                 self.missed = True
                 self.misses += 1
                 return math.nan, self._unknown
-            self._store(key, p, self.f(p))
+            self._store(key, p, self._value(p, bool(shifts)))
         return self.cache[key]
+
+    def _value(self, p: np.ndarray, shifted: bool) -> Any:
+        """f(p); at a stencil point (not x itself) where f raises an arithmetic or domain error (a singular
+        matrix: LinAlgError, a division by zero), NaN, so that the step shrinks as where f is not finite. At x
+        the error is the case's own and is raised (checked first, so a case that always raises stays an error)."""
+        try:
+            return self.f(p)
+        except (ArithmeticError, ValueError):
+            if not shifted:
+                raise
+            self.at()
+            return math.nan
 
     def _store(self, key: tuple[tuple[int, float], ...], p: np.ndarray, value: Any) -> None:
         self.evaluations += 1
@@ -482,6 +494,9 @@ def _extrapolate(ev: _Evaluator, level: Callable[[float], tuple[float, float]], 
     if ev.collecting:
         level = _remembered(ev, level)
     h, reason = h0, None
+    # the last start whose three levels were finite: where smaller starts fall below the dtype's resolution
+    # (x ± h rounds to x) rather than outside f's domain, the extrapolation falls back on it
+    last_finite: tuple[list[tuple[float, float]], float] | None = None
     for _ in range(MAX_SHRINKS + 1):
         if ev.collecting:
             # one round for the start's three levels, its check and the rows that may be added: in rounds,
@@ -496,6 +511,8 @@ def _extrapolate(ev: _Evaluator, level: Callable[[float], tuple[float, float]], 
             if not _finite(*est):
                 break
             levels.append(est)
+        if len(levels) == 3:
+            last_finite = (levels, h)
         if len(levels) < 3:
             reason = reason or "nonfinite"
         elif _asymptotic(levels):
@@ -507,9 +524,11 @@ def _extrapolate(ev: _Evaluator, level: Callable[[float], tuple[float, float]], 
             reason = reason or "slow"
         h /= SHRINK
     else:
-        if len(levels) < 3:
+        if len(levels) < 3 and last_finite is not None and reason == "slow":
+            levels, h = last_finite[0], last_finite[1] / SHRINK  # undone below
+        elif len(levels) < 3:
             return math.nan, math.inf, h * SHRINK, h * SHRINK, reason
-        h *= SHRINK  # never asymptotic: the best the last start gives, with its (large) estimate
+        h *= SHRINK  # never asymptotic: the best the last finite start gives, with its (large) estimate
     best, err, k, _ = _table(levels, ratio_power)
     extra = 0
     while extra < MAX_EXTRA_ROWS and err > floor * abs(best):
@@ -582,8 +601,13 @@ def _richardson(ev: _Evaluator, x: np.ndarray, c0: float, eps: float, floor: flo
         if not math.isfinite(value) and _finite(f0):
             # no two-sided stencil stays finite: difference on the side where f is
             right_value, _ = ev.at((i, start))
+            sides = [ev.at((i, sign * h))[0] for h in (start, h0) for sign in (1.0, -1.0)]
             ev.sync()
             right = _finite(right_value)
+            if _finite(*sides):
+                # f is finite on both sides: the steps fell below the dtype's resolution, not out of the domain
+                return value, error, step, (f"{names(i)}: the differences found no start down to the dtype's "
+                                            f"resolution at which they converge (shrunk to {start:.2g})")
             sign = 1.0 if right else -1.0
             value, error, step, _, _ = _extrapolate(ev, _one_sided_level(ev, i, eps, sign), h0,
                                                     [float(j) for j in range(1, 12)], floor)
@@ -944,8 +968,8 @@ class FiniteEngine:
         grad = result.value
         info: dict[str, Any] = {"step": c if variant != "richardson" else _relative_step(result.steps, x),
                                 **evaluation}
-        norm = float(np.linalg.norm(grad.astype(np.float64)))
-        est = float(np.linalg.norm(result.error))
+        norm = _scaled_norm(grad.astype(np.float64))
+        est = _scaled_norm(np.asarray(result.error, dtype=np.float64))
         # ‖g − r‖ ≤ est and ‖r‖ ≥ ‖g‖ − est bound the relative error; no bound where est ≥ ‖g‖
         info["error_estimate"] = est / (norm - est) if norm > est else (math.inf if est > 0 else 0.0)
         notes = list(result.notes)
@@ -1003,6 +1027,15 @@ def _relative_step(steps: np.ndarray, x: np.ndarray) -> float:
     return float(np.median(steps / np.maximum(np.abs(x.astype(np.float64)), 1.0)))
 
 
+def _scaled_norm(values: np.ndarray) -> float:
+    """‖v‖₂ scaled by the largest entry first, so gradients of size 1e-200 do not square to 0."""
+    with np.errstate(all="ignore"):
+        largest = float(np.max(np.abs(values))) if values.size else 0.0
+        if largest == 0 or not np.isfinite(largest):
+            return largest
+        return largest * float(np.linalg.norm(values / largest))
+
+
 def sweep(case: Case, dtype: str, scheme: str, reference_flat: np.ndarray,
           scales: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Normwise relative error of ``scheme`` against the reference for a range of step scales ``c``.
@@ -1015,11 +1048,11 @@ def sweep(case: Case, dtype: str, scheme: str, reference_flat: np.ndarray,
         scales = np.logspace(np.log10(eps) + 1, -1, 25)
     f = function_of(case, dtype)
     x = flatten(case.inputs, list(case.inputs)).astype(dtype)
-    ref_norm = float(np.linalg.norm(reference_flat)) or 1.0
+    ref_norm = _scaled_norm(np.asarray(reference_flat, dtype=np.float64)) or 1.0
     errors = []
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for c in scales:
             g = differentiate(f, x, scheme, float(c), estimate=False).value
-            errors.append(float(np.linalg.norm(g.astype(np.float64) - reference_flat)) / ref_norm)
+            errors.append(_scaled_norm(g.astype(np.float64) - reference_flat) / ref_norm)
     return np.asarray(scales), np.asarray(errors)

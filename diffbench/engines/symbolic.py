@@ -4,7 +4,10 @@ The trace (the function as one SymPy expression of real symbols, one per input
 element) is shared with the 50-digit reference. Symbolic cost grows fast, so two
 budgets apply before any differentiation: the number of scalar inputs
 (``MAX_INPUTS``) and the size of the function's expression (``MAX_OPS``, SymPy's
-``count_ops``). Past either the method is ``skipped`` with the reason.
+``count_ops``, decided first by :func:`tree_ops`, which walks each shared subexpression once), and
+a trace that runs past ``MAX_TRACE_S`` is stopped. Past any of them the method is ``skipped``
+with the reason (``OverBudget``). SymPy's Hessians have a budget of their own by predicted cost
+(``MAX_HESSIAN_COST``).
 
 The ``symengine`` variant does the same with SymEngine (SymPy's C++ core): the case is
 traced with :func:`diffbench.namespaces.symengine_namespace`, differentiated with
@@ -28,24 +31,31 @@ count can be somewhat lower for the same gradient.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
 from ..case import Case, per_case
-from . import EngineInfo, Prepared, Skip, check_scalar, unflatten
+from . import EngineInfo, OverBudget, Prepared, Skip, check_scalar, flatten, unflatten
 
 #: largest number of scalar inputs the symbolic method differentiates
 MAX_INPUTS = 2000
 #: largest expression (sympy.count_ops of the function) the symbolic method differentiates
 MAX_OPS = 40000
-#: SymPy forms Hessians only up to this many inputs: N² second derivatives, each a SymPy diff and the
-#: whole a lambdify; a 21-weight MLP takes about 6 s here (the ``symengine`` variant: 0.15 s, up to
-#: SYMENGINE_MAX_HESSIAN_INPUTS)
-MAX_HESSIAN_INPUTS = 10
+#: SymPy forms a Hessian only where its predicted cost is within this budget. The cost is the expression size
+#: times the inputs², counting for each first derivative only the inputs it depends on:
+#: Σᵢ count_ops(∂f/∂xᵢ)·|inputs in ∂f/∂xᵢ| (the work of the N² second derivatives and their lambdify).
+#: Measured on 2 loaded cores: Rosenbrock n = 20 costs 562 (0.8 s), n = 80 2362 (2 s), a 12-input attention
+#: block 27,560 (6 s), a 21-weight tanh MLP 110,922 (25 s: over budget; the ``symengine`` variant takes 0.15 s)
+MAX_HESSIAN_COST = 60_000
+#: kept for callers that read it: no input count limits SymPy's Hessians any more (MAX_HESSIAN_COST does)
+MAX_HESSIAN_INPUTS = MAX_INPUTS
 #: the ``symengine`` variant's budgets (the same meaning as the three above)
 SYMENGINE_MAX_INPUTS = 20000
 SYMENGINE_MAX_OPS = 2_000_000
@@ -122,11 +132,11 @@ def trace(case: Case) -> SymbolicTrace:
 def _trace(case: Case) -> SymbolicTrace:
     import sympy as sp
 
-    from ..namespaces import ObjectArray, sympy_namespace
+    from ..namespaces import ObjectArray, sympy_namespace, tracing_at
 
     if case.size > MAX_INPUTS:
-        raise Skip(f"{case.size} scalar inputs exceed the symbolic budget of {MAX_INPUTS} "
-                   "(diffbench.engines.symbolic.MAX_INPUTS): one derivative per input gets too costly")
+        raise OverBudget(f"{case.size} scalar inputs exceed the symbolic budget of {MAX_INPUTS} "
+                         "(diffbench.engines.symbolic.MAX_INPUTS): one derivative per input gets too costly")
     start = time.perf_counter()
     symbols, args = [], []
     for name, value in case.inputs.items():
@@ -135,20 +145,97 @@ def _trace(case: Case) -> SymbolicTrace:
         array = np.empty(value.shape, dtype=object)
         array.reshape(-1)[:] = flat
         args.append(array.view(ObjectArray))
-    out = case.func(*args, xp=sympy_namespace())
+    point = np.concatenate([np.asarray(v, dtype=np.float64).ravel() for v in case.inputs.values()])
+    with tracing_at({s: sp.Float(float(v)) for s, v in zip(symbols, point)}), _trace_time_limit(case):
+        out = case.func(*args, xp=sympy_namespace())
     check_scalar(case, out, "SymPy namespace")
     value = np.asarray(out, dtype=object).reshape(-1)[0]
     try:
         f = sp.sympify(value, strict=True)
     except (sp.SympifyError, TypeError):
         f = None
-    if not isinstance(f, sp.Expr) or (f.free_symbols - set(symbols)):
+    if not isinstance(f, sp.Expr):
+        raise TypeError(f"case {case.name!r} returned {value!r} ({type(value).__name__}), not a number")
+    # the tree's size, counted once per shared node and first (free_symbols and count_ops walk every path): an
+    # expression whose tree doubles at every step (40 steps of x ← 3.9x(1 − x)) is measured in a blink
+    tree = tree_ops(f, MAX_OPS)
+    if tree > MAX_OPS:
+        raise OverBudget(f"the function's expression has more than {MAX_OPS} operations (counted while walking "
+                         f"its tree, stopped at the budget), over the symbolic budget of {MAX_OPS} "
+                         "(diffbench.engines.symbolic.MAX_OPS): expression swell")
+    if f.free_symbols - set(symbols):
         raise TypeError(f"case {case.name!r} returned {value!r} ({type(value).__name__}), not a number")
     ops = sp.count_ops(f)
     if ops > MAX_OPS:
-        raise Skip(f"the function's expression has {ops} operations, over the symbolic budget of {MAX_OPS} "
-                   "(diffbench.engines.symbolic.MAX_OPS): expression swell")
+        raise OverBudget(f"the function's expression has {ops} operations, over the symbolic budget of {MAX_OPS} "
+                         "(diffbench.engines.symbolic.MAX_OPS): expression swell")
     return SymbolicTrace(case, symbols, f, time.perf_counter() - start, int(ops))
+
+
+#: a SymPy trace (the case run on symbols) that runs longer than this is stopped and the row skipped: SymPy's
+#: constructors can spend minutes in assumption queries on a large unrolled expression before any budget can
+#: count it (the in-process API's own time budget, where one is running, takes precedence)
+MAX_TRACE_S = 30.0
+
+
+def tree_ops(expr: Any, limit: int) -> int:
+    """The number of operations in ``expr`` as a tree (one per argument joined by ``+``/``×`` beyond the first,
+    one per power and function), each shared subexpression counted as often as the tree repeats it, but
+    walked once; stops as soon as the count passes ``limit`` (returns a number above it)."""
+    sizes: dict[int, int] = {}
+    keep: list[Any] = []  # ids stay valid while their objects live
+    stack: list[tuple[Any, bool]] = [(expr, False)]
+    while stack:
+        node, ready = stack.pop()
+        key = id(node)
+        if key in sizes:
+            continue
+        args = getattr(node, "args", ())
+        if not ready:
+            stack.append((node, True))
+            stack.extend((a, False) for a in args if id(a) not in sizes)
+            continue
+        local = (len(args) - 1 if getattr(node, "is_Add", False) or getattr(node, "is_Mul", False)
+                 else 0 if not args else 1)
+        sizes[key] = min(local + sum(sizes[id(a)] for a in args), limit + 1)
+        keep.append(node)
+        if sizes[key] > limit:
+            return limit + 1
+    return sizes[id(expr)]
+
+
+class _TraceTooLong(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def _trace_time_limit(case: Case) -> Iterator[None]:
+    """Stop a SymPy trace past ``MAX_TRACE_S`` with OverBudget (main thread, where no other timer runs)."""
+    if (threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer")
+            or signal.getsignal(signal.SIGALRM) not in (signal.SIG_DFL, None)
+            or signal.getitimer(signal.ITIMER_REAL)[0] > 0):
+        yield
+        return
+
+    def expire(signum: int, frame: Any) -> None:
+        while frame is not None:  # an import in progress is never cut short: wait for it
+            if frame.f_code.co_filename.startswith("<frozen importlib"):
+                signal.setitimer(signal.ITIMER_REAL, 0.05)
+                return
+            frame = frame.f_back
+        raise _TraceTooLong
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, MAX_TRACE_S)
+    try:
+        yield
+    except _TraceTooLong:
+        raise OverBudget(f"tracing the case with SymPy ran past {MAX_TRACE_S:g} s "
+                         "(diffbench.engines.symbolic.MAX_TRACE_S) before its expression could be counted: "
+                         "expression swell (SymPy's constructors query assumptions on every new node)") from None
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 # --------------------------------------------------------------------------- SymEngine
@@ -234,10 +321,18 @@ def _check_evaluated(exprs: list[Any]) -> None:
     """Raise SymEngineLacks where SymEngine left a derivative unevaluated (a function it cannot differentiate)."""
     import symengine as se
 
-    for e in exprs:
-        left = e.atoms(se.Derivative, se.Subs)
-        if left:
-            raise SymEngineLacks(f"SymEngine leaves {next(iter(left))} unevaluated")
+    # each shared subexpression is visited once (Basic.atoms walks every path of the tree: minutes on an
+    # unrolled loop whose tree doubles per step)
+    seen: set[Any] = set()
+    stack = list(exprs)
+    while stack:
+        node = stack.pop()
+        if node in seen:
+            continue
+        seen.add(node)
+        if isinstance(node, (se.Derivative, se.Subs)):
+            raise SymEngineLacks(f"SymEngine leaves {node} unevaluated")
+        stack.extend(node.args)
 
 
 def count_ops(exprs: list[Any], distinct: bool = False) -> int:
@@ -384,13 +479,15 @@ def _se_compile(symbols: list[Any], exprs: list[Any], dtype: str, cse: bool) -> 
 
 
 def _se_compile_sum(symbols: list[Any], f: Any, dtype: str) -> Callable[[np.ndarray], Any]:
-    """``f`` compiled (no CSE, as the SymPy variants compile f); a long sum as partial sums of
-    SYMENGINE_BLOCK terms each, added in ``dtype``."""
+    """``f`` compiled (no CSE, as the SymPy variants compile f, unless its tree repeats shared subexpressions
+    so often that code without CSE is many times larger: an unrolled loop whose tree doubles per step); a
+    long sum as partial sums of SYMENGINE_BLOCK terms each, added in ``dtype``."""
     import symengine as se
 
     terms = list(f.args) if isinstance(f, se.Add) and len(f.args) > SYMENGINE_BLOCK else [f]
     parts = [se.Add(*terms[i:i + SYMENGINE_BLOCK]) for i in range(0, len(terms), SYMENGINE_BLOCK)]
-    fn = _se_compile(symbols, parts, dtype, cse=False)
+    shared = count_ops([f]) > 4 * max(count_ops([f], distinct=True), 1)
+    fn = _se_compile(symbols, parts, dtype, cse=shared)
     return lambda point: fn(point).sum()
 
 
@@ -405,7 +502,7 @@ class SymbolicEngine:
     info = EngineInfo(variants=("numpy", "numpy-nocse", "tensorflow", "symengine"), default_variant="numpy",
                       order2_variants=("numpy", "symengine"), scaling_variants=("numpy", "numpy-nocse", "symengine"),
                       run_scaling_variants=("numpy", "symengine"), max_hessian_inputs=SYMENGINE_MAX_HESSIAN_INPUTS,
-                      default=True)
+                      budget_fallback={"numpy": "symengine"}, default=True)
 
     def variants(self) -> tuple[str, ...]:
         return self.info.variants
@@ -420,7 +517,10 @@ class SymbolicEngine:
             try:
                 return _symengine_variant(case, dtype)
             except SymEngineLacks as exc:
-                fallback = self.prepare(case, "numpy", dtype, device)
+                try:
+                    fallback = self.prepare(case, "numpy", dtype, device)
+                except Skip as skip:
+                    raise Skip(_fallback_skip(exc, skip)) from None
                 fallback.info["note"] = f"{SYMENGINE_FALLBACK}: {exc}"
                 return fallback
         tr = trace(case)
@@ -457,18 +557,38 @@ class SymbolicEngine:
         if variant == "symengine":
             try:
                 return _symengine_hessian(case, dtype)
-            except SymEngineLacks:
-                pass  # the SymPy Hessian below, under its own budget
-        if case.size > MAX_HESSIAN_INPUTS:
-            raise Skip(f"{case.size} inputs exceed SymPy's Hessian budget of {MAX_HESSIAN_INPUTS} inputs "
-                       f"(diffbench.engines.symbolic.MAX_HESSIAN_INPUTS); the symbolic/symengine row forms it "
-                       f"up to {SYMENGINE_MAX_HESSIAN_INPUTS}")
+            except SymEngineLacks as exc:
+                try:  # the SymPy Hessian, under its own budget
+                    return self.hessian(case, "numpy", dtype)
+                except Skip as skip:
+                    raise Skip(_fallback_skip(exc, skip)) from None
         tr = trace(case)
+        cost = hessian_cost(tr)
+        if cost > MAX_HESSIAN_COST:
+            raise OverBudget(f"the Hessian's predicted cost {cost} (Σ over the first derivatives of their size × "
+                             f"the inputs they depend on) exceeds SymPy's Hessian budget of {MAX_HESSIAN_COST} "
+                             f"(diffbench.engines.symbolic.MAX_HESSIAN_COST); the symbolic/symengine variant forms "
+                             f"it up to {SYMENGINE_MAX_HESSIAN_INPUTS} inputs")
         if "lambdify-hessian" not in tr._cache:
             tr._cache["lambdify-hessian"] = sp.lambdify([tr.symbols], tr.hessian(), modules="numpy", cse=True)
         fn = tr._cache["lambdify-hessian"]
         point = list(np.concatenate([v.ravel() for v in case.inputs.values()]).astype(dtype))
         return _real(fn(point), np.dtype(dtype))
+
+
+def _fallback_skip(lacks: Exception, skip: Skip) -> str:
+    """A symengine row's skip where SymEngine handed the case to SymPy and SymPy's budget refused it."""
+    return (f"SymEngine cannot trace this case ({lacks}), so the symengine row fell back to SymPy, and SymPy "
+            f"skipped it: {skip}")
+
+
+def hessian_cost(tr: SymbolicTrace) -> int:
+    """The predicted cost of SymPy's Hessian of a traced case (see ``MAX_HESSIAN_COST``)."""
+    if "hessian_cost" not in tr._cache:
+        import sympy as sp
+
+        tr._cache["hessian_cost"] = int(sum(sp.count_ops(g) * len(g.free_symbols) for g in tr.gradient))
+    return tr._cache["hessian_cost"]
 
 
 #: how a ``symengine`` row that used the SymPy path begins its note
@@ -495,6 +615,12 @@ def _symengine_variant(case: Case, dtype: str) -> Prepared:
     info = {"expr_ops": tr.f_ops, "grad_ops": tr._cache["grad_ops"]}
     return Prepared(gradient=gradient, timed=lambda: fn(point), f_timed=lambda: f_fn(point),
                     prepare_s=tr.trace_s + tr.diff_s + compile_s, info=info)
+
+
+def symengine_gradient(case: Case, dtype: str) -> np.ndarray:
+    """The flat gradient SymEngine's compiled formula gives at the case's point in ``dtype`` (compiled once per
+    case and dtype); raises SymEngineLacks where the symengine variant uses SymPy instead."""
+    return flatten(_symengine_variant(case, dtype).gradient(), list(case.inputs))
 
 
 def _symengine_hessian(case: Case, dtype: str) -> np.ndarray:

@@ -153,6 +153,21 @@ def _none_message(case: Case, missing: list[str]) -> str:
             "the answer you mean, pass unconnected_gradients=tf.UnconnectedGradients.ZERO to tape.gradient")
 
 
+def _second_none_message(case: Case, missing: list[str]) -> str:
+    """What TensorFlow's None for a second derivative means on the tape, without any claim about the true
+    second derivative (the caller adds what the certified reference shows)."""
+    source = _user_sources(case)
+    why = ""
+    if re.search(r"\bstop_gradient\s*\(", source):
+        why = ("; the code the tape runs calls stop_gradient, which cuts the second-order path (a "
+               "tf.custom_gradient whose backward pass stops gradients through its inputs)")
+    elif re.search(r"\bcustom_gradient\b", source):
+        why = ("; the code the tape runs has a tf.custom_gradient, whose backward pass the outer tape follows: "
+               "it does not depend on the input there")
+    return (f"TensorFlow returned None for the second derivative with respect to {', '.join(missing)}: on the tape "
+            f"the first derivative does not depend on it{why}")
+
+
 def _split(tangent: Any, primals: list[Any]) -> list[Any]:
     """One flat tangent cut into pieces shaped like ``primals``."""
     tf = _tf()
@@ -461,8 +476,5 @@ class TapeEngine:
             raise NoGradient(_none_message(case, unconnected["first"]), unconnected["first"], {})
         if unconnected.get("second"):
             missing = unconnected["second"]
-            raise NoGradient(
-                f"TensorFlow returned None for the second derivative with respect to {', '.join(missing)}: the "
-                "first derivative does not depend on it on the tape (the true second derivative is 0 there); "
-                "pass unconnected_gradients=tf.UnconnectedGradients.ZERO to the outer tape", missing, {})
+            raise NoGradient(_second_none_message(case, missing), missing, {})
         return np.asarray(second().numpy())
