@@ -144,17 +144,19 @@ class Var:
         self.value = value
         self.parents = parents
         self.mag = abs(value) if mag is None else mag
-        self.index = -1
         self.grain = grain
         self.block = block
         if _active:
             rec = _active[-1]
-            self.index = len(rec.nodes)
-            rec.nodes.append(self)
+            nodes = rec.nodes
+            self.index = len(nodes)
+            nodes.append(self)
             if rec.perturb and (parents or block is not None):
                 # a rounding of this value in the method's dtype, as a float evaluation would make it
                 self.value = value + value * arb(rec.perturb * (2 * rec.random.random() - 1))
                 self.grain = None
+        else:
+            self.index = -1
 
     # -- arithmetic (an array operand defers to NumPy, which applies the operation element by element) --
     def __add__(self, other: Any) -> Any:
@@ -259,10 +261,15 @@ def to_mpf(ball: Any) -> Any:
 
 
 def _value(a: Any) -> Any:
-    if isinstance(a, Var):
+    kind = type(a)
+    if kind is Var:
         return a.value
-    if isinstance(a, arb):
+    if kind is arb:
         return a
+    if kind is float and not (_active and _active[-1].constants == "float32"):
+        return arb(a)
+    if kind is int:
+        return arb(a)
     if isinstance(a, (complex, np.complexfloating)) or type(a).__name__ in ("mpc", "acb"):
         raise TypeError("the case computes with complex numbers; diffbench differentiates real functions of real "
                         "inputs (return a real number, e.g. the real part or the modulus)")
@@ -282,7 +289,7 @@ def _value(a: Any) -> Any:
 
 def _grain(a: Any) -> int | None:
     """E such that ``a`` is an integer multiple of 2^E (a lower bound), or None where it is no dyadic rational."""
-    if isinstance(a, Var):
+    if type(a) is Var:
         return a.grain
     if isinstance(a, (bool, np.bool_, int, np.integer)):
         return 0 if a else _NO_GRAIN
@@ -345,7 +352,7 @@ def _decide(ball: Any, grain: int | None) -> tuple[int, bool]:
 
 
 def _mag(a: Any) -> Any:
-    return a.mag if isinstance(a, Var) else abs(_value(a))
+    return a.mag if type(a) is Var else abs(_value(a))
 
 
 def _difference(a: Any, b: Any) -> Var | None:
@@ -357,7 +364,7 @@ def _difference(a: Any, b: Any) -> Var | None:
 
 def _node(value: Any, pairs: list[tuple[Any, Any]], mag: Any = None, grain: int | None = None) -> Any:
     """A new node from (argument, partial) pairs; constants (non-Var arguments) carry no partial."""
-    parents = tuple((a, d) for a, d in pairs if isinstance(a, Var))
+    parents = tuple((a, d) for a, d in pairs if type(a) is Var)
     if not parents:
         return value
     return Var(value, parents, mag, grain)
@@ -375,15 +382,27 @@ def _inf() -> Any:
 
 
 # --------------------------------------------------------------------------- elementary operations
+def _min_grain(ga: int | None, gb: int | None) -> int | None:
+    return None if ga is None or gb is None else (ga if ga < gb else gb)
+
+
 def add(a: Any, b: Any) -> Any:
+    if type(a) is Var and type(b) is Var:  # the common case, without the general path's look-ups
+        return Var(a.value + b.value, ((a, 1), (b, 1)), a.mag + b.mag, _min_grain(a.grain, b.grain))
     return _node(_value(a) + _value(b), [(a, 1), (b, 1)], _mag(a) + _mag(b), _sub_grain(a, b))
 
 
 def subtract(a: Any, b: Any) -> Any:
+    if type(a) is Var and type(b) is Var:
+        return Var(a.value - b.value, ((a, 1), (b, -1)), a.mag + b.mag, _min_grain(a.grain, b.grain))
     return _node(_value(a) - _value(b), [(a, 1), (b, -1)], _mag(a) + _mag(b), _sub_grain(a, b))
 
 
 def multiply(a: Any, b: Any) -> Any:
+    if type(a) is Var and type(b) is Var:
+        va, vb, ga, gb = a.value, b.value, a.grain, b.grain
+        grain = None if ga is None or gb is None else min(ga + gb, _NO_GRAIN)
+        return Var(va * vb, ((a, vb), (b, va)), a.mag * b.mag, grain)
     va, vb = _value(a), _value(b)
     return _node(va * vb, [(a, vb), (b, va)], _mag(a) * _mag(b), _mul_grain(a, b))
 
@@ -403,6 +422,12 @@ def negative(a: Any) -> Any:
 
 
 def power(a: Any, b: Any) -> Any:
+    if type(a) is Var and type(b) is int and b >= 2:
+        # a fixed integer power (x**2, x**3): no domain to check, no switch
+        va, g = a.value, a.grain
+        below = va ** (b - 1)
+        value = below * va
+        return Var(value, ((a, b * below),), abs(value), None if g is None else min(b * g, _NO_GRAIN))
     va, vb = _value(a), _value(b)
     sa, _ = _decide(va, _grain(a))
     integer = vb.is_integer()
@@ -697,16 +722,41 @@ def _prod(values: list[Any]) -> Any:
 
 # --------------------------------------------------------------------------- matrix operations
 def _traced(array: np.ndarray) -> bool:
-    return any(isinstance(v, Var) for v in array.flat)
+    return any(type(v) is Var for v in array.flat)
+
+
+def _constant_floats(array: np.ndarray) -> list[float] | None:
+    """The entries of a constant array as floats in the program's dtype (None unless all are real numbers)."""
+    numbers = (float, int, np.float64, np.float32)
+    if any(type(v) not in numbers for v in array.flat):
+        return None
+    floats = np.asarray(array, dtype=np.float64)
+    if _active and _active[-1].constants == "float32":
+        with np.errstate(over="ignore", under="ignore"):
+            floats = floats.astype(np.float32).astype(np.float64)
+    return floats.ravel().tolist()
 
 
 def _ball_matrix(array: np.ndarray) -> Any:
     rows, cols = array.shape
+    floats = _constant_floats(array)
+    if floats is not None:
+        return arb_mat(rows, cols, floats)
     return arb_mat(rows, cols, [_value(v) for v in array.flat])
 
 
-def _mag_matrix(array: np.ndarray) -> Any:
+def _abs_of(array: np.ndarray, balls: Any) -> Any:
+    """|entries| of an array already held as balls (from the floats where it is a constant array)."""
+    floats = _constant_floats(array)
+    if floats is not None:
+        return arb_mat(balls.nrows(), balls.ncols(), np.abs(floats).tolist())
+    return _abs_matrix(balls)
+
+
+def _mag_matrix(array: np.ndarray, absolute: Any) -> Any:
     rows, cols = array.shape
+    if not _traced(array):
+        return absolute
     return arb_mat(rows, cols, [_mag(v) for v in array.flat])
 
 
@@ -751,7 +801,7 @@ def _matmul2(left: np.ndarray, right: np.ndarray) -> np.ndarray:
         out = np.empty((c.nrows(), c.ncols()), dtype=object)
         out.flat[:] = c.entries()
         return out
-    abs_a, abs_b = _abs_matrix(a), _abs_matrix(b)
+    abs_a, abs_b = _abs_of(left, a), _abs_of(right, b)
 
     def backward(adjoint: list[Any], scale: list[Any]) -> None:
         g, s = _gather(outputs, adjoint), _gather(outputs, scale)
@@ -763,7 +813,7 @@ def _matmul2(left: np.ndarray, right: np.ndarray) -> np.ndarray:
             _scatter(right, abs_a.transpose() * s, scale)
 
     block = _Block([left, right], backward)
-    outputs = _outputs(block, c, _mag_matrix(left) * _mag_matrix(right), (c.nrows(), c.ncols()))
+    outputs = _outputs(block, c, _mag_matrix(left, abs_a) * _mag_matrix(right, abs_b), (c.nrows(), c.ncols()))
     return outputs
 
 
@@ -829,7 +879,7 @@ def _linalg_solve(matrix: np.ndarray, rhs: np.ndarray) -> np.ndarray | None:
             _scatter(matrix, sb * abs_x_t, scale)
 
     block = _Block([matrix, column], backward)
-    mags = _abs_matrix(inverse) * _mag_matrix(column)
+    mags = _abs_matrix(inverse) * _mag_matrix(column, _abs_of(column, b))
     outputs = _outputs(block, x, mags, column.shape)
     return outputs.reshape(rhs.shape)
 
@@ -878,6 +928,29 @@ def _linalg_det(matrix: np.ndarray) -> Any | None:
     one = arb_mat(1, 1, [det])
     out = _outputs(block, one, arb_mat(1, 1, [abs(det)]), (1, 1)).flat[0]
     return out
+
+
+def _tape_array(value: Any) -> Any:
+    """An object array whose ``@`` is the tape's matrix product (no search for tape values among constants)."""
+    from .namespaces import ObjectArray
+
+    class TapeArray(ObjectArray):
+        def __matmul__(self, other):  # type: ignore[override]
+            return matmul(self, other)
+
+        def __rmatmul__(self, other):  # type: ignore[override]
+            return matmul(other, self)
+
+    global _TapeArrayType
+    if _TapeArrayType is None:
+        _TapeArrayType = TapeArray
+    array = np.asarray(value, dtype=object)
+    if array.ndim == 0:
+        return array
+    return array.view(_TapeArrayType)
+
+
+_TapeArrayType: Any = None
 
 
 def _make_linalg(namespace: Any) -> Any:
@@ -967,6 +1040,10 @@ def _build_namespace() -> Any:
         @property
         def linalg(self) -> Any:
             return _make_linalg(self)
+
+        def asarray(self, x: Any, dtype: Any = None) -> Any:
+            array = _ObjectNamespace.asarray(self, x, dtype)
+            return _tape_array(array) if np.ndim(array) else array
 
     unary = {
         "exp": _unary("exp"),
@@ -1127,10 +1204,16 @@ def evaluate(func: Callable[..., Any], shapes: list[tuple[int, ...]], flat: list
     """
     from .namespaces import ObjectArray
 
+    import gc
+
     rec = _Recorder(perturb, seed, constants)
     _active.append(rec)
     saved = ctx.prec
     ctx.prec = prec
+    # the tape allocates millions of small objects and frees them together: the cyclic collector's passes over
+    # them would cost more than the evaluation
+    collecting = gc.isenabled()
+    gc.disable()
     try:
         inputs = []
         for v in flat:
@@ -1138,7 +1221,8 @@ def evaluate(func: Callable[..., Any], shapes: list[tuple[int, ...]], flat: list
             inputs.append(Var(ball, (), None, _ball_grain(ball)))
         vector = np.empty(len(inputs), dtype=object)
         vector[:] = inputs
-        args = [piece.copy().view(ObjectArray) for piece in split(vector, shapes)]
+        args = [_tape_array(piece.copy()) if piece.ndim else piece.copy().view(ObjectArray)
+                for piece in split(vector, shapes)]
         out = func(*args, xp=namespace())
         if check is not None:
             check(out)
@@ -1158,5 +1242,7 @@ def evaluate(func: Callable[..., Any], shapes: list[tuple[int, ...]], flat: list
     finally:
         ctx.prec = saved
         _active.pop()
+        if collecting:
+            gc.enable()
     return Evaluation(value, gradient, scale, magnitude, rec.switches, rec.domain, rec.ops, rec.branches, inputs,
                       rec.nodes, prec, rec.unresolved, rec.fallback, rec.domain_records)

@@ -210,6 +210,13 @@ def _to_float(value: Any) -> float:
     return float(value)
 
 
+def _ball_float(ball: Any) -> float:
+    """The midpoint of a ball as the nearest float64 (±inf beyond its range, NaN where not finite)."""
+    if not ball.is_finite():
+        return float("nan") if ball.mid().is_nan() else float(ball.mid())
+    return float(ball.mid())
+
+
 def _finite(value: Any) -> bool:
     import mpmath
 
@@ -366,14 +373,17 @@ def _reference(case: Case, dtype: str) -> Reference:
         bits = nxt
     if high.fallback:
         radius = np.full(len(x), np.nan)
-    with mpmath.workprec(bits):
-        exact = list(high.gradient)
-        scale = np.array([_to_float(abs(c)) for c in high.scale])
+    exact = list(high.gradient)
+    scale = np.array([_ball_float(c) for c in high.scale_balls]) if not high.fallback else \
+        np.array([_to_float(abs(c)) for c in high.scale])
     ref = Reference(values={}, exact=exact, source="arb-tape", f_value=high.value,
                     f_mp=_value_function(run, PRECISIONS[0]), scale=scale, magnitude=_to_float(abs(high.magnitude)),
                     bits=bits, certified=np.array(certified, dtype=bool), ops=set(high.ops), dtype=dtype, point=x,
                     branches=list(high.branches), tape=run, radius=radius, fallback=set(high.fallback))
-    flat = np.array([_to_float(v) if not n else 0.0 for v, n in zip(exact, _noise(high, bits))])
+    if high.fallback:
+        flat = np.array([_to_float(v) if not n else 0.0 for v, n in zip(exact, _noise(high, bits))])
+    else:
+        flat = np.array([_ball_float(g) if not n else 0.0 for g, n in zip(high.gradient_balls, _noise(high, bits))])
     ref.values = unflatten(flat, case.inputs)
     f_value = high.value
     bad = [i for i, v in enumerate(exact) if not _finite(v)]
@@ -659,10 +669,13 @@ def _hessian_at(run: Callable[[list[Any], int], Any], x: list[Any], prec: int) -
 
     n = len(x)
     columns = []
+    here = {prec: run(x, prec)}  # the point itself, once per precision
     for j in range(n):
         column = None
         for bits in [p for p in (prec, 2 * prec, 4 * prec, 8 * prec, 16 * prec) if p <= 4 * PRECISIONS[-1]]:
-            column = _hessian_column(run, x, j, bits)
+            if bits not in here:
+                here[bits] = run(x, bits)
+            column = _hessian_column(run, x, j, bits, here[bits])
             if column is not None:
                 break
         if column is None:
@@ -674,12 +687,13 @@ def _hessian_at(run: Callable[[list[Any], int], Any], x: list[Any], prec: int) -
         return [[(columns[j][i] + columns[i][j]) / 2 for j in range(n)] for i in range(n)]
 
 
-def _hessian_column(run: Callable[[list[Any], int], Any], x: list[Any], j: int, prec: int) -> list[Any] | None:
-    """Column j of the Hessian at ``prec`` bits, or None where both sides of the stencil cross a switch."""
+def _hessian_column(run: Callable[[list[Any], int], Any], x: list[Any], j: int, prec: int,
+                    here: Any) -> list[Any] | None:
+    """Column j of the Hessian at ``prec`` bits (``here``: the tape at x), or None where both sides of the
+    stencil cross a switch."""
     import mpmath
 
     with mpmath.workprec(prec):
-        here = run(x, prec)
         d = mpmath.ldexp(_input_scale(x, j), -(prec // 3))
 
         def shifted(t: Any) -> Any:
