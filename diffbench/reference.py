@@ -88,8 +88,9 @@ DIGITS = 50  # the precision named in reports: the first certified evaluation ha
 
 
 #: the certified Hessian costs 4 high-precision gradients per input (central differences at two precisions):
-#: about a minute for Rosenbrock with 100 inputs on 2 cores; past this many inputs it is not formed
-MAX_HESSIAN_INPUTS = 128
+#: for Rosenbrock on a loaded 2-core machine about 2.5 s with 100 inputs and 30 s with 256; past this many
+#: inputs it is not formed
+MAX_HESSIAN_INPUTS = 256
 
 
 @dataclass
