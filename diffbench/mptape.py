@@ -117,6 +117,22 @@ class _Recorder:
 _active: list[_Recorder] = []
 
 
+class _State:
+    """The innermost evaluation's node list and perturbation, read by every new node without a look-up chain."""
+
+    nodes: list[Any] | None = None
+    perturb: float = 0.0
+
+
+_state = _State()
+
+
+def _activate() -> None:
+    rec = _active[-1] if _active else None
+    _state.nodes = rec.nodes if rec is not None else None
+    _state.perturb = rec.perturb if rec is not None else 0.0
+
+
 def _record() -> _Recorder:
     return _active[-1]
 
@@ -146,13 +162,13 @@ class Var:
         self.mag = abs(value) if mag is None else mag
         self.grain = grain
         self.block = block
-        if _active:
-            rec = _active[-1]
-            nodes = rec.nodes
+        nodes = _state.nodes
+        if nodes is not None:
             self.index = len(nodes)
             nodes.append(self)
-            if rec.perturb and (parents or block is not None):
+            if _state.perturb and (parents or block is not None):
                 # a rounding of this value in the method's dtype, as a float evaluation would make it
+                rec = _active[-1]
                 self.value = value + value * arb(rec.perturb * (2 * rec.random.random() - 1))
                 self.grain = None
         else:
@@ -1208,6 +1224,7 @@ def evaluate(func: Callable[..., Any], shapes: list[tuple[int, ...]], flat: list
 
     rec = _Recorder(perturb, seed, constants)
     _active.append(rec)
+    _activate()
     saved = ctx.prec
     ctx.prec = prec
     # the tape allocates millions of small objects and frees them together: the cyclic collector's passes over
@@ -1242,6 +1259,7 @@ def evaluate(func: Callable[..., Any], shapes: list[tuple[int, ...]], flat: list
     finally:
         ctx.prec = saved
         _active.pop()
+        _activate()
         if collecting:
             gc.enable()
     return Evaluation(value, gradient, scale, magnitude, rec.switches, rec.domain, rec.ops, rec.branches, inputs,
