@@ -122,6 +122,8 @@ class _State:
 
     nodes: list[Any] | None = None
     perturb: float = 0.0
+    #: whether the program's float constants are float64 (read as they are)
+    float64: bool = True
 
 
 _state = _State()
@@ -131,6 +133,7 @@ def _activate() -> None:
     rec = _active[-1] if _active else None
     _state.nodes = rec.nodes if rec is not None else None
     _state.perturb = rec.perturb if rec is not None else 0.0
+    _state.float64 = rec is None or rec.constants != "float32"
 
 
 def _record() -> _Recorder:
@@ -153,7 +156,7 @@ class _Block:
 class Var:
     """A scalar on the tape: value (a ball), local partials (parent, ∂self/∂parent), magnitude and grain."""
 
-    __slots__ = ("value", "parents", "mag", "index", "grain", "block", "__weakref__")
+    __slots__ = ("value", "parents", "mag", "index", "grain", "block")
 
     def __init__(self, value: Any, parents: tuple[tuple["Var", Any], ...] = (), mag: Any = None,
                  grain: int | None = None, block: _Block | None = None) -> None:
@@ -176,12 +179,18 @@ class Var:
 
     # -- arithmetic (an array operand defers to NumPy, which applies the operation element by element) --
     def __add__(self, other: Any) -> Any:
+        if type(other) is Var:
+            return Var(self.value + other.value, ((self, 1), (other, 1)), self.mag + other.mag,
+                       _min_grain(self.grain, other.grain))
         return NotImplemented if isinstance(other, np.ndarray) else add(self, other)
 
     def __radd__(self, other: Any) -> Any:
         return NotImplemented if isinstance(other, np.ndarray) else add(other, self)
 
     def __sub__(self, other: Any) -> Any:
+        if type(other) is Var:
+            return Var(self.value - other.value, ((self, 1), (other, -1)), self.mag + other.mag,
+                       _min_grain(self.grain, other.grain))
         return NotImplemented if isinstance(other, np.ndarray) else subtract(self, other)
 
     def __rsub__(self, other: Any) -> Any:
@@ -200,6 +209,10 @@ class Var:
         return NotImplemented if isinstance(other, np.ndarray) else divide(other, self)
 
     def __pow__(self, other: Any) -> Any:
+        if type(other) is int and other == 2:
+            va, g = self.value, self.grain
+            value = va * va
+            return Var(value, ((self, 2 * va),), abs(value), None if g is None else min(2 * g, _NO_GRAIN))
         return NotImplemented if isinstance(other, np.ndarray) else power(self, other)
 
     def __rpow__(self, other: Any) -> Any:
@@ -402,15 +415,30 @@ def _min_grain(ga: int | None, gb: int | None) -> int | None:
     return None if ga is None or gb is None else (ga if ga < gb else gb)
 
 
+def _plain(a: Any) -> bool:
+    """A Python number the tape reads as it is (a float32 program rounds its float constants first)."""
+    kind = type(a)
+    return kind is int or (kind is float and _state.float64)
+
+
 def add(a: Any, b: Any) -> Any:
     if type(a) is Var and type(b) is Var:  # the common case, without the general path's look-ups
         return Var(a.value + b.value, ((a, 1), (b, 1)), a.mag + b.mag, _min_grain(a.grain, b.grain))
+    if type(b) is Var and _plain(a):
+        va = arb(a)
+        return Var(va + b.value, ((b, 1),), abs(va) + b.mag, _min_grain(_grain(a), b.grain))
+    if type(a) is Var and _plain(b):
+        vb = arb(b)
+        return Var(a.value + vb, ((a, 1),), a.mag + abs(vb), _min_grain(a.grain, _grain(b)))
     return _node(_value(a) + _value(b), [(a, 1), (b, 1)], _mag(a) + _mag(b), _sub_grain(a, b))
 
 
 def subtract(a: Any, b: Any) -> Any:
     if type(a) is Var and type(b) is Var:
         return Var(a.value - b.value, ((a, 1), (b, -1)), a.mag + b.mag, _min_grain(a.grain, b.grain))
+    if type(b) is Var and _plain(a):
+        va = arb(a)
+        return Var(va - b.value, ((b, -1),), abs(va) + b.mag, _min_grain(_grain(a), b.grain))
     return _node(_value(a) - _value(b), [(a, 1), (b, -1)], _mag(a) + _mag(b), _sub_grain(a, b))
 
 
@@ -419,6 +447,11 @@ def multiply(a: Any, b: Any) -> Any:
         va, vb, ga, gb = a.value, b.value, a.grain, b.grain
         grain = None if ga is None or gb is None else min(ga + gb, _NO_GRAIN)
         return Var(va * vb, ((a, vb), (b, va)), a.mag * b.mag, grain)
+    if type(b) is Var and _plain(a):
+        va, gb = arb(a), b.grain
+        ga = _grain(a)
+        grain = None if ga is None or gb is None else min(ga + gb, _NO_GRAIN)
+        return Var(va * b.value, ((b, va),), abs(va) * b.mag, grain)
     va, vb = _value(a), _value(b)
     return _node(va * vb, [(a, vb), (b, va)], _mag(a) * _mag(b), _mul_grain(a, b))
 
