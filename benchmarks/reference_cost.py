@@ -135,8 +135,13 @@ def main() -> None:
     if args.big:
         gradient(f"Rosenbrock n = {args.big:.0e}", lambda: _rosenbrock(args.big), baseline=False)
 
-    header = (f"load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1/5/15 min) on {os.cpu_count()} cores; "
-              f"mpmath backend {mpmath.libmp.BACKEND}; baseline tape from {args.baseline}")
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    after = os.getloadavg()
+    header = (f"load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1/5/15 min) at the start, "
+              f"{after[0]:.1f} / {after[1]:.1f} / {after[2]:.1f} at the end, on {os.cpu_count()} cores; "
+              f"mpmath backend {mpmath.libmp.BACKEND}; baseline tape from {args.baseline}; peak memory {peak:.0f} MB")
     if args.markdown:
         print(header, end="\n\n")
         print("| workload | inputs | mpmath tape (s) | arb (s) | speed-up | arb label | worst radius "

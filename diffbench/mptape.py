@@ -668,6 +668,8 @@ def _step(name: str, kind: str) -> Callable[[Any], Any]:
     """A piecewise-constant function (floor, ceil, round): slope 0, a jump where its argument is an integer."""
 
     def apply(a: Any) -> Any:
+        if not _value(a).is_finite():
+            return _nan()  # no integer part of an infinite or undefined value
         if kind == "floor":
             value, tie, proven = _floor_of(a)
         elif kind == "ceil":

@@ -49,6 +49,8 @@ threshold can call them kinks, and no size cap skips the test.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -347,7 +349,25 @@ def _rounding(run: Callable[..., Any], x: list[Any], exact: list[Any], dtype: st
     return worst
 
 
+@contextlib.contextmanager
+def _no_gc() -> Any:
+    """The cyclic collector paused: a reference holds millions of tape objects that die together, and the
+    collector's passes over them would cost more than the evaluation."""
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if collecting:
+            gc.enable()
+
+
 def _reference(case: Case, dtype: str) -> Reference:
+    with _no_gc():
+        return _reference_now(case, dtype)
+
+
+def _reference_now(case: Case, dtype: str) -> Reference:
     import mpmath
 
     x = point(case, dtype)
@@ -731,6 +751,11 @@ def _hessian_column(run: Callable[[list[Any], int], Any], x: list[Any], j: int, 
 
 
 def _reference_hessian(case: Case, dtype: str) -> np.ndarray:
+    with _no_gc():
+        return _reference_hessian_now(case, dtype)
+
+
+def _reference_hessian_now(case: Case, dtype: str) -> np.ndarray:
     import mpmath
 
     if case.size > MAX_HESSIAN_INPUTS:
