@@ -89,10 +89,9 @@ ROUNDING_SAMPLES = 3
 DIGITS = 50  # the precision named in reports: the first certified evaluation has at least this many
 
 
-#: the certified Hessian costs 4 high-precision gradients per input (central differences at two precisions):
-#: for Rosenbrock on a loaded 2-core machine about 2.5 s with 100 inputs and 30 s with 256; past this many
-#: inputs it is not formed
-MAX_HESSIAN_INPUTS = 256
+#: the certified Hessian costs 2 high-precision gradients per input (one-sided differences at two precisions):
+#: for Rosenbrock on a loaded 2-core machine a few seconds with 100 inputs; past this many inputs it is not formed
+MAX_HESSIAN_INPUTS = 400
 
 
 @dataclass
@@ -664,10 +663,11 @@ def _existence(ref: Reference, run: Callable[[list[Any], int], Any], base: Any, 
 def reference_hessian(case: Case, dtype: str = "float64") -> np.ndarray:
     """The certified reference Hessian (N, N) rounded to float64 (cached per case and dtype).
 
-    Central differences of the accumulated gradient at ``PRECISIONS[0]`` bits with
-    δ = 2^(−bits/3)·s (truncation and rounding both ≈ 2^(−2·bits/3)), certified by
-    one-sided differences at ``PRECISIONS[1]`` bits with δ = 2^(−bits/2)·s (truncation and
-    rounding both ≈ 2^(−bits/2)), which it returns. Raises ReferenceUnavailable when the two disagree,
+    One-sided differences of the accumulated gradient at ``PRECISIONS[1]`` bits with
+    δ = 2^(−bits/2)·s (truncation and rounding both ≈ 2^(−bits/2), far below float64's
+    2^-53), certified by the same at ``PRECISIONS[0]`` bits (each difference on a side whose
+    stencil keeps the point's branches; a switch closer than the step on both sides raises
+    the precision). Raises ReferenceUnavailable when the two disagree,
     and the case's own exception when it fails to evaluate.
     """
     store = _store(case)
@@ -763,7 +763,7 @@ def _reference_hessian_now(case: Case, dtype: str) -> np.ndarray:
                                    f"(4 gradients in high precision per input); this case has {case.size}")
     x = point(case, dtype)
     run = _tape_function(case, dtype)
-    low = _hessian_at(run, x, PRECISIONS[0])
+    low = _hessian_at(run, x, PRECISIONS[0], forward=True)
     high = _hessian_at(run, x, PRECISIONS[1], forward=True)
     n = len(x)
     base = run(x, PRECISIONS[1])
