@@ -45,6 +45,7 @@ independent of the number of inputs.
 
 from __future__ import annotations
 
+import functools
 import math
 import operator
 from dataclasses import dataclass, field
@@ -397,9 +398,6 @@ def _node(value: Any, pairs: list[tuple[Any, Any]], mag: Any = None, grain: int 
     if not parents:
         return value
     return Var(value, parents, mag, grain)
-
-
-_ONE = None
 
 
 def _nan() -> Any:
@@ -981,27 +979,25 @@ def _linalg_det(matrix: np.ndarray) -> Any | None:
     return out
 
 
-def _tape_array(value: Any) -> Any:
-    """An object array whose ``@`` is the tape's matrix product (no search for tape values among constants)."""
+@functools.lru_cache(maxsize=1)
+def _tape_array_type() -> type:
     from .namespaces import ObjectArray
 
     class TapeArray(ObjectArray):
+        """An object array whose ``@`` is the tape's matrix product (no search for tape values among constants)."""
+
         def __matmul__(self, other):  # type: ignore[override]
             return matmul(self, other)
 
         def __rmatmul__(self, other):  # type: ignore[override]
             return matmul(other, self)
 
-    global _TapeArrayType
-    if _TapeArrayType is None:
-        _TapeArrayType = TapeArray
+    return TapeArray
+
+
+def _tape_array(value: Any) -> Any:
     array = np.asarray(value, dtype=object)
-    if array.ndim == 0:
-        return array
-    return array.view(_TapeArrayType)
-
-
-_TapeArrayType: Any = None
+    return array if array.ndim == 0 else array.view(_tape_array_type())
 
 
 def _make_linalg(namespace: Any) -> Any:
