@@ -330,7 +330,7 @@ def _sweep_rows(case: Case, config: Config, refs: dict[str, Any], skip: set[tupl
 def _reference_label(ref: Any) -> str:
     if ref is None:
         return "unavailable"
-    return f"mpmath-tape-{ref.digits}" + ("-uncertain" if ref.uncertain else "")
+    return ref.label + ("-uncertain" if ref.uncertain else "")
 
 
 @dataclass(frozen=True)
@@ -505,7 +505,7 @@ def _without_reference(unit: Unit, flat: np.ndarray, missing: Missing | None, va
 
 def _measure_unit(unit: Unit, config: Config, ref: Any, missing: Missing | None) -> Measured:
     """Prepare, evaluate and judge one gradient; its timing follows with the case's others."""
-    base = dict(reference=_reference_label(ref))
+    base = dict(reference=_reference_label(ref), reference_radius=getattr(ref, "worst_radius", None))
     prepared = _prepare(unit, base)
     if isinstance(prepared, Row):
         return Measured(prepared)
