@@ -120,15 +120,15 @@ def judge(case: Case | None, method: str, variant: str, dtype: str, gradient: np
 
 
 def _truth_radius(ref: Any, n: int, scale: np.ndarray | None, dtype: str) -> np.ndarray | None:
-    """The truth's own uncertainty per component (absolute), where it has one: a reference's proven
-    ``radius``; for a truth without a tape (assert_gradients' Richardson differences, whose scale carries
-    their error estimate) the tolerance at that scale. A certified mpmath reference has none to speak of."""
-    radius = getattr(ref, "radius", None)
-    if isinstance(radius, np.ndarray) and radius.size == n:
-        return np.abs(radius.astype(np.float64))
+    """The truth's own uncertainty per component (absolute), where it has one: for a truth without a tape (assert_gradients' Richardson differences, whose scale carries
+    their error estimate) the tolerance at that scale. A certified reference has none to speak of: its proven
+    radius (``Reference.radius``, relative) is below 2⁻⁶⁰ of each certified component, far below any dtype's
+    rounding, and an uncertified component is set apart by ``Reference.certified``, never forgiven by a radius."""
     from .reference import Reference
 
-    if not isinstance(ref, Reference) and getattr(ref, "tape", None) is None and scale is not None:
+    if isinstance(ref, Reference):
+        return None
+    if getattr(ref, "tape", None) is None and scale is not None:
         return metrics.tolerance("tape", "eager", dtype) * np.asarray(scale, dtype=np.float64)
     return None
 
