@@ -120,8 +120,9 @@ def judge(case: Case | None, method: str, variant: str, dtype: str, gradient: np
 
 
 def _truth_radius(ref: Any, n: int, scale: np.ndarray | None, dtype: str) -> np.ndarray | None:
-    """The truth's own uncertainty per component (absolute), where it has one: for a truth without a tape (assert_gradients' Richardson differences, whose scale carries
-    their error estimate) the tolerance at that scale. A certified reference has none to speak of: its proven
+    """The truth's own uncertainty per component (absolute), where it has one: for a truth without a tape
+    (assert_gradients' Richardson differences, whose scale carries their error estimate) the tolerance at
+    that scale. A certified reference has none to speak of: its proven
     radius (``Reference.radius``, relative) is below 2⁻⁶⁰ of each certified component, far below any dtype's
     rounding, and an uncertified component is set apart by ``Reference.certified``, never forgiven by a radius."""
     from .reference import Reference
