@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from .namespaces import ARRAY_API_ALIASES, FUNCTIONS, LINALG, ObjectArray, _ObjectNamespace
+from .namespaces import ARRAY_API_ALIASES, FUNCTIONS, LINALG, SYNONYMS, ObjectArray, _ObjectNamespace
 
 __all__ = ["Finding", "check_function", "Probe", "DoorArray", "door_namespace"]
 
@@ -48,8 +48,7 @@ _SHAPE_ONLY = frozenset({"shape", "ndim", "size", "iscomplexobj", "isrealobj", "
                          "broadcast_shapes", "zeros_like", "ones_like", "empty_like", "full_like"})
 #: NumPy's names -> the array API's (``xp``) names
 _XP_NAMES = {v: k for k, v in ARRAY_API_ALIASES.items()} | {"absolute": "abs", "true_divide": "divide",
-                                                             "amax": "max", "amin": "min", "dot": "matmul",
-                                                             "transpose": "matrix_transpose", "trace": "trace"}
+                                                             "amax": "max", "amin": "min"}
 
 
 class Finding(Exception):
@@ -63,22 +62,24 @@ class _OutOfTime(BaseException):
 def _xp_hint(numpy_name: str) -> str:
     """``use xp.exp``, or what to do when xp has no such name."""
     base = numpy_name.split(".")[-1]
-    name = _XP_NAMES.get(base, base)
     known = set(FUNCTIONS) | {f"linalg.{n}" for n in LINALG}
-    if numpy_name.startswith("linalg.") and numpy_name in known:
-        return f"use xp.{numpy_name}"
-    if name in known:
-        return f"use xp.{name}"
+    for name in (numpy_name, base, _XP_NAMES.get(base), SYNONYMS.get(base)):
+        if name and name in known and name != "linalg":
+            return f"use xp.{name}"
     return "write it with xp's functions (the README lists them)"
 
 
 def _from_case_code() -> bool:
-    """Whether the NumPy call being dispatched was made by code outside diffbench (the case's)."""
+    """Whether the NumPy call being dispatched was made by code outside diffbench (the case's). A call made
+    inside an ndarray method (``x.max()``, ``x.clip(0)``: NumPy's ``_methods``) is the method's, not a NumPy
+    function the case called."""
     frame = sys._getframe(2)
     while frame is not None:
         path = frame.f_code.co_filename
         if not path.startswith(_NUMPY):
             return not path.startswith(_PACKAGE)
+        if os.path.basename(path) == "_methods.py":
+            return False
         frame = frame.f_back
     return False
 
@@ -92,11 +93,9 @@ def _numpy_name(fn: Any) -> str:
     return name
 
 
-def _called(what: str, operand: str = "an xp value") -> Finding:
-    qualified = what if what.startswith(("scipy", "math")) else f"numpy.{what}"
-    return Finding(f"calls {qualified} on {operand}: {_xp_hint(what)}. NumPy functions turn the other methods' "
-                   "values (TensorFlow tensors, SymPy symbols) into plain numbers or fail on them; xp has the same "
-                   "name for each of them")
+def _called(what: str) -> Finding:
+    return Finding(f"calls numpy.{what} on an xp value: {_xp_hint(what)} (a NumPy function turns TensorFlow "
+                   "tensors and SymPy symbols into plain numbers, or fails on them)")
 
 
 # --------------------------------------------------------------------------- values
@@ -229,8 +228,8 @@ class DoorArray(ObjectArray):
 
     def __array_ufunc__(self, ufunc: Any, method: str, *inputs: Any, **kwargs: Any) -> Any:
         name = getattr(ufunc, "__name__", "ufunc")
-        if name not in _OPERATORS and _from_case_code():
-            raise _called(name if method == "__call__" else f"{name}.{method}")
+        if method == "__call__" and name not in _OPERATORS and _from_case_code():
+            raise _called(name)
         plain = [np.asarray(a) if isinstance(a, DoorArray) else a for a in inputs]
         if "out" in kwargs:
             kwargs["out"] = tuple(np.asarray(a) if isinstance(a, DoorArray) else a for a in kwargs["out"])
@@ -242,6 +241,11 @@ class DoorArray(ObjectArray):
             raise _called(name)
         return _wrap(super().__array_function__(func, tuple(np.ndarray if issubclass(t, DoorArray) else t
                                                               for t in types), args, kwargs))
+
+
+    def astype(self, dtype: Any = None, *args: Any, **kwargs: Any) -> "DoorArray":  # type: ignore[override]
+        # a cast keeps the values (the namespaces' dtypes are placeholders at the door)
+        return self.copy()
 
 
 def _wrap(value: Any) -> Any:

@@ -34,6 +34,8 @@ def door(fn, inputs=X):
     (lambda x, xp: xp.sum(np.arctan(x)), "numpy.arctan", "xp.atan"),  # NumPy's name, the array API's fix
     (lambda x, xp: np.log(x[0]), "numpy.log", "xp.log"),  # on one element (NumPy calls the element's .log())
     (lambda x, xp: xp.sum(np.sqrt(xp.exp(x))), "numpy.sqrt", "xp.sqrt"),  # on a value xp computed
+    (lambda x, xp: np.dot(x, x), "numpy.dot", "xp.vecdot"),  # answered by meaning
+    (lambda x, xp: np.max(x), "numpy.max", "xp.max"),
     (lambda x, xp: np.linalg.det(xp.reshape(xp.concat([x, x]), (2, 3)) @ xp.reshape(x, (3, 1)) * x[:2]),
      "numpy.linalg.det", "xp.linalg.det"),
 ])
@@ -53,6 +55,8 @@ def test_a_numpy_function_on_an_xp_value_is_named_with_its_xp_name(fn, numpy_nam
     lambda x, xp: 2.0 if x[0] > 0 else xp.sum(x),
     lambda x, xp: xp.where(x[0] > 5, xp.sqrt(x[0]), 0.0),
     lambda x, xp: xp.sum(xp.maximum(x, 10.0)),  # the constant branch of a maximum depends on x
+    # ndarray methods are the values' own (NumPy runs them internally), and casts keep the values
+    lambda x, xp: x.max() + x.clip(0).sum() + x.astype(float).mean(),
 ])
 def test_no_finding_for_what_works_everywhere(fn):
     assert door(fn) is None
