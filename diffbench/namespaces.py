@@ -1127,7 +1127,13 @@ class _ArrayApiNamespace(_Namespace):
         return self._module.sum(a * b, axis=axis)
 
     def eye(self, n_rows: int, n_cols: int | None = None, k: int = 0, dtype: Any = None) -> Any:
-        return self._module.eye(n_rows, n_cols, k, dtype=dtype or self._dtype)
+        return self._module.eye(n_rows, n_cols, k=k, dtype=dtype or self._dtype)
+
+    def positive(self, x: Any) -> Any:
+        return +(x if hasattr(x, "dtype") else self.asarray(x))
+
+    def reciprocal(self, x: Any) -> Any:
+        return 1 / (x if hasattr(x, "dtype") else self.asarray(x))
 
     def full(self, shape: Any, fill_value: Any, dtype: Any = None) -> Any:
         return self._module.full(shape, fill_value, dtype=dtype or self._dtype)
@@ -1211,9 +1217,17 @@ def _linalg_common(module: Any) -> dict[str, Any]:
 
     def cholesky(a: Any, upper: bool = False) -> Any:
         low = linalg.cholesky(a)
-        return module.transpose(low, (1, 0)) if upper and len(low.shape) == 2 else low
+        return module.swapaxes(low, -1, -2) if upper else low
 
-    return {"slogdet": slogdet, "eigh": eigh, "cholesky": cholesky}
+    def tensordot(a: Any, b: Any, axes: Any = 2) -> Any:
+        return module.tensordot(a, b, axes) if isinstance(axes, int) else module.tensordot(a, b, dims=axes) \
+            if "torch" in getattr(module, "__name__", "") else module.tensordot(a, b, axes=axes)
+
+    return {"slogdet": slogdet, "eigh": eigh, "cholesky": cholesky,
+            "trace": lambda x, offset=0: module.sum(module.diagonal(x, offset, -2, -1), -1),
+            "outer": module.outer, "matrix_transpose": lambda x: module.swapaxes(x, -1, -2),
+            "matmul": module.matmul, "tensordot": tensordot,
+            "vecdot": lambda a, b, axis=-1: module.sum(a * b, axis)}
 
 
 def _jax_extras() -> dict[str, Any]:
