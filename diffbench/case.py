@@ -107,6 +107,10 @@ class Case:
         its variables (a Keras layer). The tape differentiates ``fn``; the case's
         ``xp`` function stays the mathematical truth it is checked against.
         """
+        if not callable(fn):
+            self.problem = self.problem or (f"case {self.name!r}: @{self.name}.tensorflow must decorate a function "
+                                            f"(the native TensorFlow code), got {fn!r}")
+            return self
         self.native = fn
         return self
 
@@ -132,6 +136,17 @@ class Case:
             digest.update(str(value.shape).encode())
             digest.update(np.ascontiguousarray(value).tobytes())
         digest.update(",".join(sorted(self.integer_inputs)).encode())
+        return digest.hexdigest()[:16]
+
+    @property
+    def input_hash(self) -> str:
+        """SHA-256 of the inputs alone (names, shapes and values): equal across loads of a case file unless the
+        file draws its inputs from an unseeded random generator (or the clock)."""
+        digest = hashlib.sha256()
+        for key, value in self.inputs.items():
+            digest.update(key.encode())
+            digest.update(str(value.shape).encode())
+            digest.update(np.ascontiguousarray(value).tobytes())
         return digest.hexdigest()[:16]
 
     @property
@@ -218,26 +233,79 @@ def _check_signature(name: str, func: Callable[..., Any], inputs: Mapping[str, A
         raise CaseError(f"case {name!r}: {'; '.join(detail)}; inputs= must name each positional parameter once, in order")
 
 
+def _valid_tags(tags: Any) -> tuple[str, ...]:
+    """The tags that are strings (a bad ``tags=`` is reported as the case's problem; selection still works)."""
+    if isinstance(tags, str):
+        return (tags,)
+    try:
+        return tuple(t for t in tags if isinstance(t, str)) if tags else ()
+    except TypeError:
+        return ()
+
+
+def _valid_expect(expect: Any) -> dict[str, str]:
+    """The entries of ``expect=`` that are text to text (the rest is reported as the case's problem)."""
+    if not isinstance(expect, Mapping):
+        return {}
+    return {k: v for k, v in expect.items() if isinstance(k, str) and isinstance(v, str)}
+
+
+def _check_arguments(name: str, given_name: Any, tags: Any, expect: Any, sizes: Any) -> None:
+    """Raise CaseError naming the first ``@case`` argument other than ``inputs`` that has the wrong type or value."""
+    where = f"case {name!r}"
+    if given_name is not None and not (isinstance(given_name, str) and given_name.strip()):
+        raise CaseError(f"{where}: name= must be a non-empty string, got {given_name!r}; e.g. name='my_case', or "
+                        "leave it out to use the function's name")
+    if isinstance(tags, str):
+        raise CaseError(f"{where}: tags must be a list of strings, e.g. tags=[{tags!r}]")
+    if tags is not None:
+        try:
+            items = list(tags)
+        except TypeError:
+            raise CaseError(f"{where}: tags must be a list of strings, got {tags!r}; e.g. tags=['vector']") from None
+        bad = [t for t in items if not isinstance(t, str) or not t]
+        if bad:
+            raise CaseError(f"{where}: tags must be non-empty strings; {bad} in tags={items!r} are not: write each "
+                            "tag as text, e.g. tags=['vector', 'classic']")
+    if expect is not None:
+        if not isinstance(expect, Mapping):
+            raise CaseError(f"{where}: expect= must be a dict of row pattern -> status, got {expect!r}; e.g. "
+                            "expect={'tape': 'none'}")
+        wrong = {k: v for k, v in expect.items() if not isinstance(k, str) or not isinstance(v, str)}
+        if wrong:
+            raise CaseError(f"{where}: expect= must map text to text; {wrong!r} does not: e.g. "
+                            "expect={'tape-float32': 'inaccurate'}")
+        bad = [s for value in expect.values() for s in value.split("|") if s not in STATUSES]
+        if bad:
+            raise CaseError(f"{where}: expect= names unknown status(es) {bad}; use one of {list(STATUSES)}")
+    if sizes is not None and not callable(sizes):
+        raise CaseError(f"{where}: sizes= must be a function of the problem size n returning inputs, got {sizes!r}; "
+                        "e.g. sizes=lambda n: {'x': diffbench.uniform(n)}")
+
+
 def make_case(func: Callable[..., Any] | None, inputs: Mapping[str, Any], *, tags: Sequence[str] = (),
               expect: Mapping[str, str] | None = None, sizes: Callable[[int], Mapping[str, Any]] | None = None,
               name: str | None = None) -> Case:
     """Build a Case, recording (never raising) any problem with it."""
-    name = name or getattr(func, "__name__", "case")
-    made = Case(name=name, func=func, tags=tuple(tags or ()), expect=dict(expect or {}), sizes=sizes,
-                doc=inspect.cleandoc(getattr(func, "__doc__", None) or ""))
+    given_name = name
+    name = name if isinstance(name, str) and name.strip() else str(getattr(func, "__name__", None) or "case")
+    doc = getattr(func, "__doc__", None)
+    made = Case(name=name, func=func, tags=_valid_tags(tags), expect=_valid_expect(expect),
+                sizes=sizes if callable(sizes) else None,
+                doc=inspect.cleandoc(doc) if isinstance(doc, str) else "")
     try:
         code = getattr(func, "__code__", None)
         if code is not None:
             made.source_file, made.line = code.co_filename, code.co_firstlineno
         if not callable(func):
             raise CaseError(f"case {name!r}: @case must decorate a function")
-        if isinstance(tags, str):
-            raise CaseError(f"case {name!r}: tags must be a list of strings, e.g. tags=[{tags!r}]")
+        _check_arguments(name, given_name, tags, expect, sizes)
         if not isinstance(inputs, Mapping) or not inputs:
             raise CaseError(f"case {name!r}: inputs must be a non-empty dict of name -> value, e.g. inputs={{'x': 1.0}}")
-        bad = [s for value in (expect or {}).values() for s in str(value).split("|") if s not in STATUSES]
-        if bad:
-            raise CaseError(f"case {name!r}: expect= names unknown status(es) {bad}; use one of {list(STATUSES)}")
+        keys = [k for k in inputs if not isinstance(k, str)]
+        if keys:
+            raise CaseError(f"case {name!r}: inputs= has key(s) {keys} that are not strings; name each input by its "
+                            "parameter, e.g. inputs={'x': 1.0}")
         _check_signature(name, func, inputs)
         converted, integer = {}, set()
         for key, value in inputs.items():
@@ -268,6 +336,13 @@ def case(inputs: Mapping[str, Any], tags: Sequence[str] = (), *, expect: Mapping
             _defined.append(made)
         return made
 
+    if inspect.isfunction(inputs):  # a bare ``@case`` hands the function over as ``inputs``
+        made = make_case(inputs, {}, name=name)
+        made.problem = (f"case {made.name!r}: @case needs the point to evaluate at: write "
+                        f"@case(inputs={{'x': 1.0}}) above def {made.name}(...)")
+        if _defined is not None:
+            _defined.append(made)
+        return made  # type: ignore[return-value]
     return decorate
 
 

@@ -111,3 +111,58 @@ def test_source_hash_changes_with_inputs(library):
     one = library["rosenbrock"]
     assert one.source_hash == one.with_inputs(one.inputs).source_hash
     assert one.source_hash != one.with_inputs({"x": [0.0, 1.0, 2.0, 3.0]}).source_hash
+
+
+# -- every @case argument is checked at definition; a bad one is the case's problem, named with the fix --------
+@pytest.mark.parametrize("arguments,words", [
+    ({"tags": [1, None]}, "tags must be non-empty strings; [1, None]"),
+    ({"tags": "vector"}, "tags must be a list of strings, e.g. tags=['vector']"),
+    ({"tags": 3}, "tags must be a list of strings, got 3"),
+    ({"tags": ["ok", ""]}, "['']"),
+    ({"expect": ["tape"]}, "expect= must be a dict"),
+    ({"expect": {"tape": 3}}, "expect= must map text to text"),
+    ({"expect": {1: "ok"}}, "expect= must map text to text"),
+    ({"expect": {"tape": "nan|broken"}}, "unknown status(es) ['broken']"),
+    ({"sizes": 5}, "sizes= must be a function of the problem size n"),
+    ({"name": ""}, "name= must be a non-empty string"),
+    ({"name": 12}, "name= must be a non-empty string, got 12"),
+    ({"inputs": {1: 2.0}}, "inputs= has key(s) [1] that are not strings"),
+    ({"inputs": [1.0]}, "inputs must be a non-empty dict"),
+])
+def test_each_bad_case_argument_is_named(arguments, words):
+    arguments = {"inputs": {"x": 1.0}, **arguments}
+
+    def f(x, xp):
+        return x
+
+    made = case(**arguments)(f)
+    assert made.problem is not None and words in made.problem, made.problem
+    # what selection and rows read stays well typed, so the other cases still run
+    assert isinstance(made.name, str) and all(isinstance(t, str) for t in made.tags)
+    assert all(isinstance(k, str) and isinstance(v, str) for k, v in made.expect.items())
+
+
+def test_a_bare_decorator_and_a_non_function_native_are_named():
+    @case
+    def bare(x, xp):
+        return x
+
+    assert bare.name == "bare" and "@case(inputs=" in bare.problem
+
+    @case(inputs={"x": 1.0})
+    def fine(x, xp):
+        return x
+
+    fine.tensorflow(3)
+    assert "must decorate a function" in fine.problem
+
+
+def test_a_bad_argument_leaves_the_other_cases_selectable(tmp_path):
+    from diffbench.case import select
+
+    path = tmp_path / "cases.py"
+    path.write_text("from diffbench import case\n\n@case(inputs={'x': 1.0}, tags=[1, None])\ndef bad(x, xp):\n"
+                    "    return x\n\n@case(inputs={'x': 1.0}, tags=['good'])\ndef fine(x, xp):\n    return x * x\n")
+    cases = load_cases(path)
+    assert [c.name for c in select(cases, "good")] == ["fine"]
+    assert [c.name for c in select(cases, "bad")] == ["bad"] and "tags" in cases[0].problem

@@ -63,10 +63,16 @@ def test_float64_rows_keep_a_batch_that_float32_cannot_hold():
     np.testing.assert_allclose(tape["out_bias"], bias, rtol=1e-13)
 
 
-def test_a_model_it_cannot_write_says_what_to_pass_and_maths_fixes_it():
+def test_a_model_it_cannot_write_has_no_certified_truth_and_maths_fixes_it():
+    from diffbench.errors import ReferenceUnavailable
+    from diffbench.keras_cases import NO_CERTIFIED_TRUTH, check_against_differences
+
     model = keras.Sequential([keras.Input((4, 1)), keras.layers.Conv1D(1, 2, name="conv"), keras.layers.Flatten()])
     made = diffbench.keras_case(model, "mse", np.ones((1, 4, 1)), np.zeros((1, 3)), name="conv")
-    assert "Conv1D" in made.problem and "maths=" in made.problem
+    assert made.problem is None and NO_CERTIFIED_TRUTH in made.tags
+    with pytest.raises(ReferenceUnavailable, match="no certified truth.*Conv1D.*maths="):
+        diffbench.gradient(made, method="reference")
+    check_against_differences(made)  # the real model's tape against Richardson differences: they agree
 
     def maths(kernel, bias, xp):
         # a width-2 convolution of a row of ones: every output is k0 + k1 + b, against a target of 0
@@ -74,10 +80,124 @@ def test_a_model_it_cannot_write_says_what_to_pass_and_maths_fixes_it():
         return out**2
 
     made = diffbench.keras_case(model, "mse", np.ones((1, 4, 1)), np.zeros((1, 3)), name="conv", maths=maths)
-    assert made.problem is None
+    assert made.problem is None and NO_CERTIFIED_TRUTH not in made.tags
     s = float(made.inputs["conv_kernel"].sum() + made.inputs["conv_bias"][0])
     tape = diffbench.gradient(made, method="tape/eager")
     np.testing.assert_allclose(tape["conv_bias"], [2 * s], rtol=1e-12)  # d(s^2)/db = 2s
+
+
+def test_without_a_certified_truth_a_wrong_custom_gradient_is_still_caught():
+    import tensorflow as tf
+
+    from diffbench.keras_cases import check_against_differences
+
+    @tf.custom_gradient
+    def wrong_square(z):
+        return z * z, lambda upstream: upstream * 3.0 * z  # the derivative of z² is 2z, not 3z
+
+    class WrongSquare(keras.layers.Layer):
+        def call(self, z):
+            return wrong_square(z)
+
+    keras.utils.set_random_seed(1)
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2, name="hidden"), WrongSquare(),
+                              keras.layers.Dense(1, name="out")])
+    made = diffbench.keras_case(model, "mse", X, Y, name="wrong_square")
+    with pytest.raises(AssertionError, match="wrong gradient"):
+        check_against_differences(made)
+
+
+# -- the maths written out: softmax classifiers, cross-entropies, activations --------------------------------
+XC = np.array([[0.5, -1.0, 2.0], [1.5, 0.25, -0.5], [-0.3, 0.8, 0.1], [1.0, 1.0, -1.0]])
+LABELS = np.array([0, 2, 1, 2])
+ONE_HOT = np.eye(3)[LABELS]
+
+
+def softmax_classifier(activation="softmax"):
+    keras.utils.set_random_seed(3)
+    return keras.Sequential([keras.Input((3,)), keras.layers.Dense(3, activation=activation, name="out")])
+
+
+def cross_entropy_gradient(model):
+    """Hand-derived: P = softmax(XW + b) row by row, L = mean_i −Σ_j Y_ij log P_ij over n rows, so
+    dL/dW = Xᵀ(P − Y)/n and dL/db = Σ_i (P_i − Y_i)/n (the textbook softmax-regression gradient)."""
+    w, b = (v.numpy().astype(np.float64) for v in model.trainable_variables)
+    z = XC @ w + b
+    p = np.exp(z - z.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    n = len(XC)
+    return XC.T @ (p - ONE_HOT) / n, (p - ONE_HOT).sum(axis=0) / n
+
+
+@pytest.mark.parametrize("loss, y", [("categorical_crossentropy", ONE_HOT), ("sparse_categorical_crossentropy", LABELS),
+                                     (keras.losses.CategoricalCrossentropy(), ONE_HOT)])
+def test_a_softmax_classifier_is_written_out(loss, y):
+    model = softmax_classifier()
+    made = diffbench.keras_case(model, loss, XC, y, name="classifier")
+    assert made.problem is None and "no-certified-truth" not in made.tags
+    kernel, bias = cross_entropy_gradient(model)
+    reference = diffbench.gradient(made, method="reference")
+    np.testing.assert_allclose(reference["out_kernel"], kernel, rtol=1e-12)
+    np.testing.assert_allclose(reference["out_bias"], bias, rtol=1e-12, atol=1e-15)
+    if isinstance(loss, str):  # a Keras loss object computes in float32 whatever the model's dtype
+        tape = diffbench.gradient(made, method="tape/eager", dtype="float64")
+        np.testing.assert_allclose(tape["out_kernel"], kernel, rtol=1e-12)
+
+
+def test_categorical_cross_entropy_from_logits():
+    model = softmax_classifier(activation="linear")
+    made = diffbench.keras_case(model, keras.losses.CategoricalCrossentropy(from_logits=True), XC, ONE_HOT, name="lg")
+    kernel, _ = cross_entropy_gradient(model)  # the same gradient: the softmax is inside the loss
+    np.testing.assert_allclose(diffbench.gradient(made, method="reference")["out_kernel"], kernel, rtol=1e-12)
+
+
+def test_binary_cross_entropy_of_a_sigmoid():
+    keras.utils.set_random_seed(4)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, activation="sigmoid", name="out")])
+    y = np.array([[1.0, 0.0], [0.0, 0.0], [1.0, 1.0], [0.0, 1.0]])
+    made = diffbench.keras_case(model, "binary_crossentropy", XC, y, name="bce")
+    # L = mean over n·k entries of −[y log σ(z) + (1−y) log(1−σ(z))]: dL/dz = (σ(z) − y)/(n·k)
+    w, b = (v.numpy().astype(np.float64) for v in model.trainable_variables)
+    r = (1 / (1 + np.exp(-(XC @ w + b))) - y) / y.size
+    reference = diffbench.gradient(made, method="reference")
+    np.testing.assert_allclose(reference["out_kernel"], XC.T @ r, rtol=1e-12)
+    np.testing.assert_allclose(diffbench.gradient(made, method="tape/eager", dtype="float64")["out_kernel"], XC.T @ r,
+                               rtol=1e-12)
+
+
+def _activations_by_hand():
+    from scipy.special import erf
+
+    sig = lambda z: 1 / (1 + np.exp(-z))  # noqa: E731
+    softplus = lambda z: np.log1p(np.exp(-np.abs(z))) + np.maximum(z, 0)  # noqa: E731
+    relu6 = lambda z: np.clip(z, 0, 6)  # noqa: E731
+    a, scale = 1.6732632423543772, 1.0507009873554805  # SELU's constants (Klambauer et al. 2017)
+    return {
+        "relu": lambda z: np.maximum(z, 0), "gelu": lambda z: 0.5 * z * (1 + erf(z / np.sqrt(2))),
+        "silu": lambda z: z * sig(z), "swish": lambda z: z * sig(z), "sigmoid": sig, "tanh": np.tanh,
+        "softplus": softplus, "elu": lambda z: np.where(z > 0, z, np.expm1(z)),
+        "leaky_relu": lambda z: np.where(z > 0, z, float(np.float32(0.2)) * z),
+        "selu": lambda z: scale * np.where(z > 0, z, a * np.expm1(z)), "softsign": lambda z: z / (1 + np.abs(z)),
+        "mish": lambda z: z * np.tanh(softplus(z)), "relu6": relu6, "hard_sigmoid": lambda z: relu6(z + 3) / 6,
+        "hard_silu": lambda z: z * relu6(z + 3) / 6, "exponential": np.exp, "linear": lambda z: z,
+    }
+
+
+@pytest.mark.parametrize("activation, by_hand", _activations_by_hand().items(), ids=list(_activations_by_hand()))
+def test_each_common_activation_is_written_out(activation, by_hand):
+    keras.utils.set_random_seed(5)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4, activation=activation, name="hidden"),
+                              keras.layers.Dense(1, name="out")])
+    y = np.array([[1.0], [-1.0], [0.5], [2.0]])
+    made = diffbench.keras_case(model, "mse", XC, y, name=f"act_{activation}")
+    assert made.problem is None and "no-certified-truth" not in made.tags
+    w1, b1, w2, b2 = (v.numpy().astype(np.float64) for v in model.trainable_variables)
+    h = by_hand(XC @ w1 + b1)
+    # L = mean((h w2 + b2 − y)²) over n rows: dL/dw2 = 2/n hᵀ r, dL/db2 = 2/n Σ r (the activation's values enter)
+    r = h @ w2 + b2 - y
+    reference = diffbench.gradient(made, method="reference")
+    np.testing.assert_allclose(reference["out_kernel"], 2 / len(y) * h.T @ r, rtol=1e-12)
+    np.testing.assert_allclose(reference["out_bias"], 2 / len(y) * r.sum(axis=0), rtol=1e-12)
 
 
 def none_case(native, name):

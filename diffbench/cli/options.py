@@ -15,6 +15,7 @@ from ..keywords import KeywordExpression
 EXIT_OK = 0
 EXIT_UNEXPECTED = 1  # --strict: a row's status is not what its case expects
 EXIT_USAGE = 2  # bad options, an unusable or locked --out, a --resume folder from other cases
+EXIT_UNMEASURED = 4  # the report was written, but no row of some case could be measured (all error/timeout)
 EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT); SIGTERM gives 143 (128 + SIGTERM)
 
 

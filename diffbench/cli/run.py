@@ -14,7 +14,7 @@ from ..harness import make_config
 from ..runner import lock_folder
 from ..selection import cases_path, load_selected
 from ..results import Status
-from .options import (EXIT_OK, EXIT_UNEXPECTED, add_case_options, add_engine_option, add_jobs_option,
+from .options import (EXIT_OK, EXIT_UNEXPECTED, EXIT_UNMEASURED, add_case_options, add_engine_option, add_jobs_option,
                       add_measurement_options, add_timeout_option, engine_options, split, variants)
 
 #: the default run's small scaling section: this case, at these sizes, with this budget per variant
@@ -26,7 +26,8 @@ SCALING_BUDGET_S = 4.0
 def cmd_run(args: argparse.Namespace) -> int:
     """Measure the cases and write report.md, results.csv and results.jsonl into the out folder.
 
-    Returns EXIT_OK, EXIT_UNEXPECTED (--strict), or 128 + the signal that interrupted it;
+    Returns EXIT_OK, EXIT_UNEXPECTED (--strict), EXIT_UNMEASURED (a case of which no row could be measured),
+    or 128 + the signal that interrupted it;
     raises UsageError for bad options or an out folder it cannot use.
     """
     chosen_variants = variants(args.variants)
@@ -145,7 +146,31 @@ def _run_locked(args: argparse.Namespace, config: Any, out: Path) -> int:
                 print(f"  {r['case']} {r['method']}/{r['variant']} {r['dtype']} order {r['order']}: expected "
                       f"{r['expected'] or 'ok'}, got {r['status']}", file=sys.stderr)
             return EXIT_UNEXPECTED
+    unmeasured = unmeasured_cases(df.to_dict("records"))
+    if unmeasured:
+        print(f"diffbench: {len(unmeasured)} case(s) could not be measured at all (every row is an error or a "
+              f"timeout): {', '.join(unmeasured[:20])}{' ...' if len(unmeasured) > 20 else ''}; their diagnoses are "
+              "in the report", file=sys.stderr)
+        return EXIT_UNMEASURED
     return EXIT_OK
+
+
+def unmeasured_cases(records: list[dict[str, Any]]) -> list[str]:
+    """The names of the cases of which no row was measured (each row ``error`` or ``timeout``, or only a case
+    note), unless every one of those rows is what the case expects (``expect=``)."""
+    from ..case import matches
+    from ..results import SWEEP, UNMEASURED_STATUSES
+
+    by_case: dict[str, list[dict[str, Any]]] = {}
+    for row in records:
+        if row.get("method") != SWEEP:
+            by_case.setdefault(str(row["case"]), []).append(row)
+    out = []
+    for name, rows in by_case.items():
+        if all(str(r["status"]) in UNMEASURED_STATUSES for r in rows) and \
+                not all(matches(str(r["status"]), str(r.get("expected") or Status.OK)) for r in rows):
+            out.append(name)
+    return out
 
 
 def _planned_rows(cases: list[Any], config: Any, measured: set[tuple[Any, ...]]) -> dict[str, int]:
