@@ -497,10 +497,45 @@ def _without_reference(unit: Unit, flat: np.ndarray, missing: Missing | None, va
     status, rel, max_eps = metrics.classify(flat, None, unit.method, unit.variant, unit.dtype)
     if missing is not None and missing.cause == Cause.CASE_FAILS:
         return unit.row(**dict(values, status=Status.ERROR, diagnosis=missing.text, cause=Cause.CASE_FAILS))
+    if status == Status.OK and unit.method == "tape" and unit.case.native is not None and \
+            (missing is None or missing.cause == Cause.NO_REFERENCE):
+        checked = _against_differences(unit, flat, missing, values)
+        if checked is not None:
+            return checked
     if status == Status.OK:
         status = Status.SKIPPED
     return unit.row(**dict(values, status=status, rel_error=rel, max_error_eps=max_eps, cause=Cause.NO_REFERENCE,
                            diagnosis=f"accuracy not checked: no reference gradient ({missing})"))
+
+
+def _against_differences(unit: Unit, flat: np.ndarray, missing: Missing | None, values: dict[str, Any]
+                         ) -> Row | None:
+    """A tape row of native code with no certified truth (a Keras model whose maths cannot be written): judged
+    against Richardson differences of the same native code in float64 and their error estimate, as
+    ``assert_gradients`` does without a reference. None where the differences cannot be formed."""
+    from .diagnose import differences_truth
+    from .engines import split
+
+    case = unit.case
+    shapes = [tuple(np.shape(v)) for v in case.inputs.values()]
+
+    def f(vector: np.ndarray) -> float:
+        import tensorflow as tf
+
+        parts = [tf.constant(p, dtype=tf.float64) for p in split(np.asarray(vector, dtype=np.float64), shapes)]
+        return float(case.native(*parts))
+
+    try:
+        truth = differences_truth(f, flatten(case.inputs, list(case.inputs)), unit.dtype)
+        verdict = judge(None, unit.method, unit.variant, unit.dtype, flat, truth, native=True)
+    except Exception:  # noqa: BLE001 - no differences to check against: the row says accuracy was not checked
+        return None
+    note = (f"no certified truth exists ({missing}); checked against Richardson-extrapolated differences of the "
+            "same TensorFlow code in float64 and their error estimate")
+    text = note if verdict.diagnosis is None else f"{verdict.diagnosis}; {note}"
+    return unit.row(**dict(values, status=verdict.status, rel_error=verdict.rel_error,
+                           max_error_eps=verdict.max_error_eps, cause=verdict.cause, diagnosis=text,
+                           reference="richardson-differences"))
 
 
 def _measure_unit(unit: Unit, config: Config, ref: Any, missing: Missing | None) -> Measured:

@@ -20,7 +20,7 @@ import numpy as np
 from .baseline import SCHEMA_VERSION, BaselineError, read_baseline
 from .case import load_cases, make_case, matches
 from . import results
-from .diagnose import judge
+from .diagnose import DifferencesTruth, judge
 from .harness import DEFAULT_TIMEOUT_S, budget, make_config
 from .metrics import describe_inputs, tolerance
 from .results import Status
@@ -444,11 +444,11 @@ def assert_gradients(fn: Callable[..., Any], inputs: dict[str, Any], *, referenc
         source = "the certified reference"
     else:
         truth, error = _richardson_truth(fn, arrays, dtype)
-        checks.append((dtype, got, None, _DifferencesTruth(truth, error, dtype)))
+        checks.append((dtype, got, None, DifferencesTruth(truth, error, dtype)))
         if dtype == "float32":
             with contextlib.suppress(Exception):  # a float32-only function: the float32 check stands alone
                 got64 = _tape_gradient(fn, arrays, "float64")
-                checks.append(("float64", got64, None, _DifferencesTruth(truth, error, "float64")))
+                checks.append(("float64", got64, None, DifferencesTruth(truth, error, "float64")))
         source = "Richardson-extrapolated differences in float64"
     for check_dtype, gradient, ref_case, truth in checks:
         flat = np.concatenate([gradient[k].ravel() for k in names])
@@ -561,29 +561,6 @@ def _richardson_truth(fn: Callable[..., Any], arrays: dict[str, np.ndarray], dty
     except Exception:  # noqa: BLE001 - a float32-only function: difference it in its own dtype
         result = finite.differentiate(f_in(dtype), flat.astype(dtype), "richardson")
     return np.asarray(result.value, dtype=np.float64), np.abs(np.asarray(result.error, dtype=np.float64))
-
-
-class _DifferencesTruth:
-    """A reference made of finite differences: no cancellation scale is known, so each component is
-    judged at its own size, widened by ten times the differences' error estimate."""
-
-    truth_name = "Richardson-extrapolated differences of the function in float64"
-    code_name = "the TensorFlow function under test"
-    undefined = None
-    order2_undefined = None
-    uncertain = None
-    kinks: list[Any] = []
-    tape = None
-    ops: set[str] = set()
-    magnitude = float("nan")
-
-    def __init__(self, values: np.ndarray, error: np.ndarray, dtype: str) -> None:
-        eps = float(np.finfo(dtype).eps)
-        self.values = {"flat": values}
-        self.flat = values
-        self.scale = np.maximum(np.abs(values), 10 * error / (1e3 * eps))
-        self.certified = np.ones(values.size, dtype=bool)
-        self.rounding = np.zeros(values.size)
 
 
 def _worst_by_input(flat: np.ndarray, truth: np.ndarray, names: list[str], arrays: dict[str, np.ndarray]) -> str:

@@ -107,6 +107,34 @@ def test_without_a_certified_truth_a_wrong_custom_gradient_is_still_caught():
         check_against_differences(made)
 
 
+def test_a_run_checks_the_tape_of_a_model_without_maths_against_differences():
+    # no maths can be written for these models, so the tape rows are judged against Richardson differences of
+    # the same TensorFlow code (with their error estimate): a right model is ok, a custom gradient of z² that
+    # returns 3z instead of 2z is inaccurate, and both rows say that no certified truth exists
+    import tensorflow as tf
+
+    @tf.custom_gradient
+    def wrong_square(z):
+        return z * z, lambda upstream: upstream * 3.0 * z
+
+    class WrongSquare(keras.layers.Layer):
+        def call(self, z):
+            return wrong_square(z)
+
+    conv = keras.Sequential([keras.Input((4, 1)), keras.layers.Conv1D(1, 2, name="conv"), keras.layers.Flatten()])
+    right = diffbench.keras_case(conv, "mse", np.arange(4.0).reshape(1, 4, 1), np.ones((1, 3)), name="conv_ok")
+    keras.utils.set_random_seed(1)
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2, name="hidden"), WrongSquare(),
+                              keras.layers.Dense(1, name="out")])
+    wrong = diffbench.keras_case(model, "mse", X, Y, name="wrong_square_run")
+    df = diffbench.run([right, wrong], methods=["tape"], dtypes=["float64"], variants={"tape": ["eager"]},
+                       order2=False, timing=False)
+    rows = {r["case"]: r for _, r in df[df["method"] == "tape"].iterrows()}
+    assert rows["conv_ok"]["status"] == "ok" and rows["conv_ok"]["reference"] == "richardson-differences"
+    assert rows["wrong_square_run"]["status"] == "inaccurate"
+    assert all("no certified truth" in rows[name]["diagnosis"] for name in rows)
+
+
 # -- the maths written out: softmax classifiers, cross-entropies, activations --------------------------------
 XC = np.array([[0.5, -1.0, 2.0], [1.5, 0.25, -0.5], [-0.3, 0.8, 0.1], [1.0, 1.0, -1.0]])
 LABELS = np.array([0, 2, 1, 2])
