@@ -632,7 +632,9 @@ def _walk_for_cancellation(ref: Any, i: int, labels: list[str] | None
     nodes = ev.nodes
     if not nodes or len(nodes) > _MAX_WALK_NODES or i >= len(ev.inputs):
         return None
-    out = next((v for v in reversed(nodes) if v.value == ev.value), None)
+    from .mptape import to_mpf  # the tape's values and partials are balls: walked at their midpoints
+
+    out = next((v for v in reversed(nodes) if to_mpf(v.value) == to_mpf(ev.value)), None)
     if out is None:
         return None
     # the nodes on i's paths: those that depend on input i
@@ -648,7 +650,7 @@ def _walk_for_cancellation(ref: Any, i: int, labels: list[str] | None
             if g is None:
                 continue
             for parent, partial in node.parents:
-                c = partial * g
+                c = to_mpf(partial) * g
                 adjoint[parent.index] = adjoint.get(parent.index, 0) + c
                 if parent.index in on_path:
                     parts.setdefault(parent.index, []).append(c)
@@ -667,7 +669,7 @@ def _walk_for_cancellation(ref: Any, i: int, labels: list[str] | None
         return None
     ratio, index, contributions, total = best
     values = sorted((float(c) for c in contributions), key=abs, reverse=True)
-    where = f"an intermediate value ({float(nodes[index].value):.4g})"
+    where = f"an intermediate value ({float(to_mpf(nodes[index].value)):.4g})"
     for k, v in enumerate(ev.inputs):
         if v.index == index:
             where = labels[k] if labels and k < len(labels) else f"input {k}"
