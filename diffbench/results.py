@@ -87,6 +87,8 @@ class Cause(_Text):
     NOT_APPLICABLE = "not-applicable"  # the method or variant does not apply (the diagnosis says why)
     NO_GRADIENT = "no-gradient"  # the framework returned no gradient (None)
     RAISED = "raised"  # the method or the case raised while measured
+    MUTATES_INPUT = "mutates-input"  # the case's function changes its input arrays in place
+    MEMORY = "memory"  # the worker ran past its memory budget (--memory)
 
 
 #: causes that are the finite-difference method's own, known limits

@@ -10,6 +10,7 @@ measured, or a selection the baseline cannot be compared with, is never a pass.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -173,15 +174,17 @@ def case_entry(case: Any, rows: list[dict[str, Any]],
 
 def write_baseline(cases: list[Any], path: Path, methods: list[str] | None = None, dtypes: list[str] | None = None,
                    variants: dict[str, list[str]] | None = None, timing: bool = True, timeout: float = DEFAULT_TIMEOUT_S,
-                   profile: str = "quick", jobs: int = 2) -> dict[str, Any] | None:
+                   profile: str = "quick", jobs: int = 2, memory: int | None = None) -> dict[str, Any] | None:
     """Measure ``cases`` in worker processes and write the baseline JSON to ``path``.
 
+    ``memory`` is each worker's memory budget in bytes (None: the runner's default; 0: none).
     Returns the baseline, or None (and writes nothing) when interrupted.
     Raises KeyError or ValueError for an unknown method, variant or dtype.
     """
     from .report import atomic_write, environment
 
-    measured = measure_isolated(cases, gate_config(methods, dtypes, variants, timing, timeout, profile), jobs)
+    config = dataclasses.replace(gate_config(methods, dtypes, variants, timing, timeout, profile), memory_bytes=memory)
+    measured = measure_isolated(cases, config, jobs)
     if measured is None:
         return None
     refs = references(cases, timeout)
