@@ -68,7 +68,7 @@ def _convert_input(case_name: str, input_name: str, value: Any) -> tuple[np.ndar
     array = array.astype(np.float64)
     if not np.all(np.isfinite(array)):
         bad = np.argwhere(~np.isfinite(array))
-        raise CaseError(f"{where}: contains NaN or inf at index {tuple(bad[0])}; "
+        raise CaseError(f"{where}: contains NaN or inf at index {tuple(int(i) for i in bad[0])}; "
                         "a gradient is only defined at a finite point, choose finite values")
     return array, integer
 

@@ -431,6 +431,7 @@ def assert_gradients(fn: Callable[..., Any], inputs: dict[str, Any], *, referenc
     """
     dtype = _dtype_of(inputs)
     arrays = {k: np.asarray(v.numpy() if hasattr(v, "numpy") else v, dtype=np.float64) for k, v in inputs.items()}
+    _check_finite(arrays)
     names = list(arrays)
     got = _tape_gradient(fn, arrays, dtype)
     checks: list[tuple[str, dict[str, np.ndarray], Any, Any]] = []
@@ -476,6 +477,17 @@ def _element_labels(arrays: dict[str, np.ndarray]) -> list[str]:
     return out
 
 
+def _check_finite(arrays: dict[str, np.ndarray]) -> None:
+    """AssertionError naming the first input holding a NaN or an infinity (no gradient is defined there)."""
+    for name, value in arrays.items():
+        bad = np.argwhere(~np.isfinite(value))
+        if len(bad):
+            index = tuple(int(i) for i in bad[0])
+            where = f" at index {index}" if index else ""
+            raise AssertionError(f"assert_gradients: input {name!r} contains {value[tuple(bad[0])]}{where}; a gradient "
+                                 "is only defined at a finite point, choose finite values")
+
+
 def _tape_gradient(fn: Callable[..., Any], arrays: dict[str, np.ndarray], dtype: str) -> dict[str, np.ndarray]:
     """The tape's gradient of ``fn`` in ``dtype``; AssertionError for a non-scalar or a None gradient."""
     import tensorflow as tf
@@ -484,6 +496,9 @@ def _tape_gradient(fn: Callable[..., Any], arrays: dict[str, np.ndarray], dtype:
     variables = {k: tf.Variable(v, dtype=dtype) for k, v in arrays.items()}
     with tf.GradientTape() as tape:
         value = fn(**variables)
+    if value is None:
+        raise AssertionError(f"assert_gradients: {getattr(fn, '__name__', 'fn')} returned None; it must return a "
+                             "scalar (a missing `return`?)")
     if int(np.prod(np.shape(value))) != 1:
         raise AssertionError(f"assert_gradients: fn returned shape {tuple(np.shape(value))}; it must return a scalar")
     grads = tape.gradient(value, [variables[k] for k in names])

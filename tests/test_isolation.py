@@ -376,3 +376,33 @@ def test_a_case_past_the_reference_budget_is_skipped_at_once():
     assert f"budget of {REFERENCE_MAX_INPUTS}" in row.diagnosis
     # the reference itself takes 33 s at 10⁵ inputs; skipping it costs what the tape costs
     assert time.perf_counter() - started < 300
+
+
+# -- messages -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan])
+def test_assert_gradients_names_a_non_finite_input(bad):
+    tf = pytest.importorskip("tensorflow")
+    from diffbench import assert_gradients
+
+    with pytest.raises(AssertionError, match=r"input 'x' contains .* at index \(1,\)"):
+        assert_gradients(lambda x: tf.reduce_sum(x * x), {"x": np.array([1.0, bad])})
+
+
+def test_assert_gradients_says_the_function_returned_none():
+    pytest.importorskip("tensorflow")
+    from diffbench import assert_gradients
+
+    def forgets_return(x):
+        x * x
+
+    with pytest.raises(AssertionError, match="forgets_return returned None"):
+        assert_gradients(forgets_return, {"x": np.array([1.0, 2.0])})
+
+
+def test_a_non_finite_case_input_names_its_index_as_plain_numbers():
+    from diffbench.case import make_case
+
+    case = make_case(lambda x, xp: xp.sum(x), {"x": [1.0, np.inf]}, name="inf_input")
+    assert "at index (1,)" in case.problem
+    assert "np.int64" not in case.problem
