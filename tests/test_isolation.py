@@ -406,3 +406,37 @@ def test_a_non_finite_case_input_names_its_index_as_plain_numbers():
     case = make_case(lambda x, xp: xp.sum(x), {"x": [1.0, np.inf]}, name="inf_input")
     assert "at index (1,)" in case.problem
     assert "np.int64" not in case.problem
+
+
+# -- a case file edited during the run -----------------------------------------------------------
+
+EDITS_ITSELF = '''
+from pathlib import Path
+
+from diffbench import case
+
+HERE = Path(__file__)
+
+
+@case(inputs={"x": 3.0})
+def edits_itself(x, xp):
+    text = HERE.read_text()
+    if "x**2  # before" in text:  # the first call rewrites the file, as an editor saving mid-run would
+        HERE.write_text(text.replace("x**2  # before", "x**3  # after!"))
+    return x**2  # before
+'''
+
+
+@pytest.mark.slow
+def test_rows_of_a_case_whose_file_changed_during_the_run_use_the_loaded_version_and_say_so(tmp_path):
+    cases = tmp_path / "edits.py"
+    cases.write_text(EDITS_ITSELF)
+    out = tmp_path / "out"
+    result = diffbench("run", "--cases", cases, "--methods", "tape", "--variants", "tape=eager,function",
+                       "--dtypes", "float64", "--no-order2", "--jobs", 1, "--out", out)
+    assert result.returncode == 0, result.stderr
+    assert "x**3" in cases.read_text()  # the edit happened
+    df = rows_of(out)
+    # d/dx x² at 3 is 6, the loaded version; tf.function re-reading the edited file would give 27
+    assert set(df.status) == {"ok"}, df[["variant", "status", "diagnosis"]]
+    assert df.diagnosis.str.contains("changed while the case was measured").all()
