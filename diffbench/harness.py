@@ -517,7 +517,7 @@ def _time_interleaved(case: Case, held: list[Measured], config: Config,
         if prepared.f_timed is not None:
             fns.setdefault(_f_key(measured), prepared.f_timed)
     for dtype in dict.fromkeys(m.row.dtype for m in held if m.prepared is not None):
-        with contextlib.suppress(Exception), np.errstate(all="ignore"), warnings.catch_warnings():
+        with contextlib.suppress(Exception, SystemExit), np.errstate(all="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             f, x = finite.function_of(case, dtype), flatten(case.inputs, list(case.inputs)).astype(dtype)
             f(x)  # a case NumPy cannot evaluate has no such ratio

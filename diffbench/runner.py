@@ -313,35 +313,41 @@ def _worker(wid: tuple[int, int], tasks: Any, connection: Any, config: Config, p
     baseline = capture()  # the switches every case must find: after the engines' own start-up
     events.put(("ready", wid, None))
     loaded: dict[str, dict[str, Case]] = {}
-    while True:
-        task = tasks.get()
-        if task is None:
-            return
-        file, name, skip, ref_problem, failed = task
-        if file not in loaded:
-            loaded[file] = {}
-            for one in load_cases(file):  # of cases sharing a name, the first valid one is measured
-                if one.problem is None:
-                    loaded[file].setdefault(one.name, one)
-        one = loaded[file].get(name)
-        if one is None:  # the file changed since the parent read it
-            gone = Case(name=name, func=None, source_file=file)
-            events.put(("row", wid, case_note(gone, "load", f"{file} no longer defines a valid case {name!r} (was "
-                                                            "it edited during the run?)")))
-            events.put(("done", wid, name))
-            continue
-        if isinstance(skip, ScaleTask):
-            events.put(("scale", wid, _scale_rows(one, skip)))
-            events.put(("done", wid, f"scaling of {name}"))
-            continue
-        measure_case(one, config, lambda row: events.put(("row", wid, row)), skip=skip,
-                     on_start=lambda key: events.put(("start", wid, key)), reference_problem=ref_problem,
-                     failed=failed, on_measured=lambda row: events.put(("measured", wid, row)), baseline=baseline)
-        if "tensorflow" in sys.modules:
-            from .engines.tape import gpu_devices
+    try:
+        while True:
+            task = tasks.get()
+            if task is None:
+                return
+            file, name, skip, ref_problem, failed = task
+            if file not in loaded:
+                loaded[file] = {}
+                for one in load_cases(file):  # of cases sharing a name, the first valid one is measured
+                    if one.problem is None:
+                        loaded[file].setdefault(one.name, one)
+            one = loaded[file].get(name)
+            if one is None:  # the file changed since the parent read it
+                gone = Case(name=name, func=None, source_file=file)
+                events.put(("row", wid, case_note(gone, "load", f"{file} no longer defines a valid case {name!r} (was "
+                                                                "it edited during the run?)")))
+                events.put(("done", wid, name))
+                continue
+            if isinstance(skip, ScaleTask):
+                events.put(("scale", wid, _scale_rows(one, skip)))
+                events.put(("done", wid, f"scaling of {name}"))
+                continue
+            measure_case(one, config, lambda row: events.put(("row", wid, row)), skip=skip,
+                         on_start=lambda key: events.put(("start", wid, key)), reference_problem=ref_problem,
+                         failed=failed, on_measured=lambda row: events.put(("measured", wid, row)), baseline=baseline)
+            if "tensorflow" in sys.modules:
+                from .engines.tape import gpu_devices
 
-            events.put(("env", wid, list(gpu_devices())))
-        events.put(("done", wid, name))
+                events.put(("env", wid, list(gpu_devices())))
+            events.put(("done", wid, name))
+    except BaseException as exc:
+        # what ends the worker outside any measurement (a bug, memory at an odd place): said, then re-raised
+        with contextlib.suppress(Exception):
+            events.put(("fatal", wid, (f"{type(exc).__name__}: {exc}", isinstance(exc, MemoryError))))
+        raise
 
 
 class _Events:
@@ -393,6 +399,8 @@ class _Slot:
     done_keys: set[tuple[Any, ...]] = field(default_factory=set)
     #: rows judged but not yet timed (kept if the worker dies before their timed rows arrive)
     provisional: dict[tuple[Any, ...], Any] = field(default_factory=dict)
+    #: (message, whether a MemoryError) of what ended the worker outside any measurement, if it said
+    fatal: tuple[str, bool] | None = None
 
 
 def _problem_rows(cases: list[Case]) -> list[dict[str, Any]]:
@@ -559,6 +567,9 @@ class _Pool:
                 slot.provisional.pop(key_of(payload), None)
                 slot.since = now
             self.sinks.rows([payload])
+        elif kind == "fatal":
+            if slot is not None:
+                slot.fatal = tuple(payload)  # type: ignore[assignment]
         elif kind == "measured":
             if slot is not None:
                 slot.provisional[key_of(payload)] = payload
@@ -606,7 +617,7 @@ class _Pool:
             self.early_deaths[name] = self.early_deaths.get(name, 0) + 1
         if self.early_deaths.get(name, 0) >= 2:
             # it dies before measuring anything (loading the file, starting up): do not loop
-            what = death_reason(slot.process.exitcode)[0] if died else \
+            what = _fatal_reason(slot, config.memory_bytes) or death_reason(slot.process.exitcode)[0] if died else \
                 "the worker process was stopped after hanging"
             self.sinks.rows([case_note(self.measured[name], "load", f"{what}, twice, before measuring this case: "
                                                                      "loading it crashes, exits or hangs the "
@@ -654,6 +665,18 @@ def _end_group(process: Any) -> None:
         os.killpg(pid, signal.SIGKILL)
 
 
+def _fatal_reason(slot: _Slot, budget: int | None) -> str | None:
+    """What the worker said ended it outside any measurement, for people, or None; ``budget`` is the
+    worker's memory budget in bytes."""
+    if slot.fatal is None:
+        return None
+    text, memory = slot.fatal
+    if memory:
+        return (f"the worker process ran out of memory ({text}) outside a measurement" +
+                (f"; its budget is {budget / 2**30:.3g} GiB (--memory)" if budget else ""))
+    return f"the worker process failed outside a measurement: {text}"
+
+
 def death_reason(code: int | None) -> tuple[str, bool]:
     """How a worker that ended with exit status ``code`` died, for people, and whether the case itself
     ended it (an exit with a status: ``os._exit(n)``, which every method of the case would repeat)
@@ -685,7 +708,11 @@ def _recover(slot: _Slot, died: bool, config: Config, pending: deque[tuple[Any, 
     file, name, skip, ref_problem, failed = slot.task  # type: ignore[misc]
     key = slot.key
     whole_case = False
-    if died:
+    if died and slot.fatal is not None:
+        reason = _fatal_reason(slot, config.memory_bytes)
+        status, cause = Status.ERROR, Cause.MEMORY if slot.fatal[1] else Cause.RAISED
+        advice = "raise --memory or shrink the case" if slot.fatal[1] else "report it with the case that caused it"
+    elif died:
         reason, whole_case = death_reason(slot.process.exitcode)
         # the reference and the input check run the case's function in pure Python and NumPy: a death
         # there is the case's own, and would repeat under every method
