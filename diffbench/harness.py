@@ -62,7 +62,10 @@ class Config:
     memory_bytes: int | None = None
 
     def variants_of(self, method: str) -> tuple[str, ...]:
-        return self.variants.get(method) or get_engine(method).variants()
+        try:
+            return self.variants.get(method) or get_engine(method).variants()
+        except ImportError:  # an optional engine that is not installed: its declared variants, each a row saying so
+            return engine_info(method).variants
 
 
 #: how long an expired budget waits, each time, for an import in progress to finish
