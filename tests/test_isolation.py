@@ -117,6 +117,29 @@ def test_restore_puts_back_every_numpy_switch_and_names_it(tmp_path):
     assert isolation.restore(baseline) == []
 
 
+def test_restore_puts_back_tensorflow_switches():
+    tf = pytest.importorskip("tensorflow")
+    from tensorflow.python.eager import context
+
+    from diffbench import isolation
+
+    baseline = isolation.capture()
+    eager, soft, seed = tf.config.functions_run_eagerly(), tf.config.get_soft_device_placement(), context.global_seed()
+    tf.debugging.enable_check_numerics()
+    tf.config.run_functions_eagerly(not eager)
+    tf.config.set_soft_device_placement(not soft)
+    tf.random.set_seed(1234)
+    changed = isolation.restore(baseline)
+    assert tf.config.functions_run_eagerly() == eager
+    assert tf.config.get_soft_device_placement() == soft
+    assert context.global_seed() == seed
+    # check_numerics off again: an overflow to inf is a value, not an error
+    assert np.isinf(tf.exp(tf.constant(1000.0, tf.float64)).numpy())
+    for text in ("check_numerics", "run_functions_eagerly", "soft device placement", "random seed"):
+        assert any(text in name for name in changed), text
+    assert isolation.restore(baseline) == []
+
+
 LEAKY = '''
 import os
 
