@@ -538,7 +538,7 @@ def _time_interleaved(case: Case, held: list[Measured], config: Config,
         try:
             timings = measure_interleaved(fns, PROFILES[config.profile], around)
             break
-        except (Exception, SystemExit) as exc:  # noqa: BLE001 - the unit that raised becomes its row; the rest are timed again
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - that unit becomes its row; the rest are timed again
             key = getattr(exc, "key", None)
             if key is None or key not in fns:
                 raise
