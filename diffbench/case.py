@@ -11,7 +11,9 @@ import fnmatch
 import hashlib
 import importlib.util
 import inspect
+import linecache
 import math
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,7 +69,7 @@ def _convert_input(case_name: str, input_name: str, value: Any) -> tuple[np.ndar
     array = array.astype(np.float64)
     if not np.all(np.isfinite(array)):
         bad = np.argwhere(~np.isfinite(array))
-        raise CaseError(f"{where}: contains NaN or inf at index {tuple(bad[0])}; "
+        raise CaseError(f"{where}: contains NaN or inf at index {tuple(int(i) for i in bad[0])}; "
                         "a gradient is only defined at a finite point, choose finite values")
     return array, integer
 
@@ -355,6 +357,35 @@ def _broken(name: str, path: Path, message: str) -> Case:
     return Case(name=name, func=None, source_file=str(path), problem=message, tags=("file-error",))
 
 
+#: SHA-256 of each case file's text as loaded (by the path its cases name in ``source_file``)
+_loaded_digests: dict[str, str] = {}
+
+
+def _snapshot_source(filename: str, source: bytes) -> None:
+    """Pin the text a case file was loaded from, so that tools that re-read a function's source
+    (``inspect.getsource``, hence ``tf.function``'s AutoGraph and :attr:`Case.source_hash`) read the
+    version that runs even if the file is edited meanwhile. A ``linecache`` entry without an mtime is
+    never checked against the file."""
+    text = source.decode("utf-8", errors="replace")
+    lines = text.splitlines(keepends=True)
+    if lines and not lines[-1].endswith("\n"):
+        lines[-1] += "\n"
+    linecache.cache[filename] = (len(source), None, lines, filename)
+    _loaded_digests[filename] = hashlib.sha256(source).hexdigest()
+
+
+def source_changed(case: Case) -> bool:
+    """Whether the file ``case`` was loaded from now holds other text than it was loaded from
+    (it was edited or removed since); False for a case not loaded from a file by :func:`load_cases`."""
+    digest = _loaded_digests.get(case.source_file or "")
+    if digest is None:
+        return False
+    try:
+        return hashlib.sha256(Path(case.source_file).read_bytes()).hexdigest() != digest  # type: ignore[arg-type]
+    except OSError:
+        return True
+
+
 def _load_file(path: Path) -> list[Case]:
     module_name = "diffbench_cases_" + hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:10] + "_" + path.stem
     spec = importlib.util.spec_from_file_location(module_name, path)
@@ -365,7 +396,12 @@ def _load_file(path: Path) -> list[Case]:
     global _defined
     outer, _defined = _defined, []
     try:
-        spec.loader.exec_module(module)
+        source = path.read_bytes()
+        _snapshot_source(str(path), source)
+        # the same file under a spelling of its own: AutoGraph (tf.function) reloads the source of a function
+        # from disk whenever a module's __file__ equals the function's file name, bypassing the snapshot
+        module.__file__ = os.path.join(os.path.dirname(str(path)), os.curdir, os.path.basename(str(path)))
+        exec(compile(source, str(path), "exec", dont_inherit=True), module.__dict__)
     except SyntaxError as exc:
         sys.modules.pop(module_name, None)
         return [_broken(path.stem, path, f"{path}:{exc.lineno}: syntax error: {exc.msg}; fix the file "

@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from .case import Case
+from .case import Case, source_changed
 from .diagnose import judge
 from .engines import NoGradient, Prepared, Skip, configure, default_methods, engine_info, flatten, get_engine
 from .errors import UnitTimeout
@@ -32,6 +32,10 @@ from .timing import PROFILES, Timing, measure_interleaved, paired_ratio
 
 DEFAULT_DTYPES = ("float32", "float64")
 DEFAULT_TIMEOUT_S = 120.0
+#: the certified reference is formed for at most this many inputs: its tape of mpmath values costs
+#: 0.3 s at 10³ inputs, 2 s at 10⁴ and 33 s at 10⁵ for ``sum(exp(x)*x)`` (more for richer cases),
+#: so past this it would spend the whole --timeout; rows past it are ``skipped``, not judged
+REFERENCE_MAX_INPUTS = 50_000
 #: how a reference failure caused by the case itself (it raised, or returned a non-scalar) begins
 CASE_ERROR = "the case fails when evaluated for the reference: "
 
@@ -53,9 +57,15 @@ class Config:
     sweep: bool = True
     #: method -> {option: value} for the options engines declare (``EngineInfo.options``)
     engine_options: dict[str, dict[str, str]] = field(default_factory=dict)
+    #: the memory budget of each worker process in bytes (``--memory``); None: the runner's default
+    #: (``diffbench.runner.default_memory``); 0: no budget. The in-process API sets none.
+    memory_bytes: int | None = None
 
     def variants_of(self, method: str) -> tuple[str, ...]:
-        return self.variants.get(method) or get_engine(method).variants()
+        try:
+            return self.variants.get(method) or get_engine(method).variants()
+        except ImportError:  # an optional engine that is not installed: its declared variants, each a row saying so
+            return engine_info(method).variants
 
 
 #: how long an expired budget waits, each time, for an import in progress to finish
@@ -156,6 +166,8 @@ def _message(exc: BaseException) -> str:
     frames = [f for f in traceback.extract_tb(exc.__traceback__) if "/diffbench/" not in f.filename.replace("\\", "/")]
     where = f" (at {frames[-1].filename.split('/')[-1]}:{frames[-1].lineno}: `{(frames[-1].line or '').strip()}`)" \
         if frames else ""
+    if isinstance(exc, SystemExit):
+        return f"the case raised SystemExit (sys.exit({exc.code!r})){where}; a case must return its value, not exit"
     return f"{type(exc).__name__}: {text}{where}"
 
 
@@ -210,15 +222,23 @@ def engine_devices(config: Config) -> dict[str, list[str]]:
 
 def measure_case(case: Case, config: Config, emit: Callable[[dict[str, Any]], None], *,
                  skip: Iterable[tuple[Any, ...]] = (), on_start: Callable[[tuple[Any, ...]], None] | None = None,
-                 reference_problem: Missing | None = None, failed: dict[str, tuple[str, str]] | None = None,
-                 keep_gradients: bool = False) -> None:
+                 reference_problem: Missing | None = None, failed: dict[Any, tuple[str, ...]] | None = None,
+                 keep_gradients: bool = False, on_measured: Callable[[dict[str, Any]], None] | None = None,
+                 baseline: dict[str, Any] | None = None) -> None:
     """Measure every unit of ``case``; call ``emit(row)`` as each row completes. Never raises
     for a problem of the case: it becomes a row.
 
-    ``skip`` holds row keys already measured; ``failed`` maps a method to (status, reason)
-    when an earlier attempt at it hung or crashed, so its remaining units are reported
-    without being run again.
+    ``skip`` holds row keys already measured; ``failed`` maps a method, a (method, variant)
+    or ``"*"`` (every method) to (status, reason[, cause]) when an earlier attempt hung or crashed,
+    so those units are reported without being run again. ``on_measured`` receives each
+    unit's row as soon as its accuracy is judged, before the case's timings are taken (a
+    worker's parent keeps it in case the worker dies before the timed row is emitted).
+    ``baseline`` holds the process-wide switches (:func:`diffbench.isolation.capture`) the
+    case must find and leave; by default those at the start of the measurement. Every switch
+    the case changes is set back after each unit and named on the case's rows.
     """
+    from . import isolation
+
     if keep_gradients:
         config = dataclasses.replace(config, keep_gradients=True)
     skip = set(skip)
@@ -230,36 +250,70 @@ def measure_case(case: Case, config: Config, emit: Callable[[dict[str, Any]], No
     if config.timeout_s:
         warm_up(config)  # before any budget is armed: imports and first uses are not measurements
     _configure(config)
+    if baseline is None:
+        baseline = isolation.capture()
+    changed = isolation.restore(baseline)  # left by loading the case's file, in a worker
+
+    def reset() -> None:
+        changed.extend(isolation.restore(baseline))
+        for name, value in isolation.capture().items():  # a framework the case's units imported
+            baseline.setdefault(name, value)
+
+    def finish_row(row: Any) -> Any:
+        notes = []
+        if changed:
+            notes.append(isolation.state_note(changed))
+        if source_changed(case):
+            notes.append(f"{case.source_file} changed while the case was measured; this row was measured with the "
+                         "version loaded at the start (source_hash)")
+        for note in notes:
+            text = row["diagnosis"]
+            row["diagnosis"] = f"{text}. Note: {note}" if text else note
+        return row
+
     devices = engine_devices(config)
     units = plan(case, config, devices)
     refs: dict[str, Any] = {}
     notes: dict[str, Missing | None] = {}
     unsupported = []
+    # a case that ended its worker (os._exit) is not evaluated again: that would end this one too
+    doomed = "*" in (failed or {})
     for dtype in config.dtypes:
-        if reference_problem is not None:
+        if reference_problem is not None or doomed:
             refs[dtype], notes[dtype] = None, reference_problem
             continue
         if on_start:
             on_start((case.name, "reference", "", dtype, "", 1))
         refs[dtype], notes[dtype], failure = _reference_for(case, dtype, config.timeout_s)
         unsupported.append(isinstance(failure, UnsupportedFunction))
+        reset()
     if unsupported and all(unsupported):
         # a name the namespaces lack fails every row alike: say it once, for the case
         row = case_note(case, "namespace", str(notes[config.dtypes[0]]), Cause.NOT_APPLICABLE)
         if key_of(row) not in skip:
-            emit(row)
+            emit(finish_row(row))
         return
-    timed_out: dict[str, tuple[str, str]] = dict(failed or {})
+    inputs_key = key_of(case_note(case, "inputs", ""))
+    if not doomed and inputs_key not in skip:
+        if on_start:
+            on_start(inputs_key)  # a worker that dies here is the case's doing, not an engine's
+        mutated = isolation.mutated_inputs(case)
+        reset()
+        if mutated:
+            emit(finish_row(case_note(case, "inputs", isolation.mutation_note(mutated), Cause.MUTATES_INPUT)))
+    timed_out: dict[Any, tuple[str, ...]] = dict(failed or {})
     held: list[Measured] = []  # rows in plan order, emitted once the case's timings are in
     for method, variant, dtype, device, order in units:
         key = (case.name, method, variant, dtype, device, order)
         if key in skip:
             continue
-        if method in timed_out:
-            status, reason = timed_out[method]
+        earlier = timed_out.get((method, variant)) or timed_out.get(method) or timed_out.get("*")
+        if earlier is not None:
+            status, reason, *cause = earlier  # (status, reason) or (status, reason, cause)
             held.append(Measured(row_of(case, method, variant, dtype, device, order, status=status,
                                         diagnosis=f"not run: {reason}",
-                                        cause=Cause.TIME_BUDGET if status == Status.TIMEOUT else Cause.RAISED)))
+                                        cause=cause[0] if cause else
+                                        Cause.TIME_BUDGET if status == Status.TIMEOUT else Cause.RAISED)))
             continue
         if on_start:
             on_start(key)
@@ -271,20 +325,28 @@ def measure_case(case: Case, config: Config, emit: Callable[[dict[str, Any]], No
                     held.append(_measure_unit(unit, config, refs.get(dtype), notes.get(dtype)))
                 else:
                     held.append(Measured(_measure_order2(unit, config, refs.get(dtype), notes.get(dtype))))
+        except SystemExit as exc:  # the case called sys.exit: its row says so, and the run goes on
+            held.append(Measured(unit.error(exc)))
         except UnitTimeout as exc:
             held.append(Measured(_timeout_row(unit, exc)))
-            timed_out[method] = ("timeout", f"{method}/{variant} in {dtype} ran past the time budget of "
-                                            f"{config.timeout_s:g} s")
+            # only this variant: another variant of the method (eager next to xla) may well finish
+            timed_out[(method, variant)] = ("timeout", f"{method}/{variant} in {dtype} ran past the time budget "
+                                                       f"of {config.timeout_s:g} s")
+        reset()
+        if on_measured is not None:
+            on_measured(finish_row(held[-1].untimed_row()))
     if config.timing:
         _time_interleaved(case, held, config, on_start)
+        reset()
     for measured in held:
-        emit(measured.finished())
+        emit(finish_row(measured.finished()))
     ref = next((r for r in refs.values() if r is not None), None)
     if config.sweep and "sweep" in case.tags and ref is not None and not ref.undefined and "finite" in config.methods:
         if on_start:
             on_start((case.name, "sweep", "", "", "", 1))
         for row in _sweep_rows(case, config, refs, skip):
             emit(row)
+        reset()
 
 
 def _reference_for(case: Case, dtype: str, timeout_s: float | None
@@ -292,6 +354,9 @@ def _reference_for(case: Case, dtype: str, timeout_s: float | None
     """The certified reference for ``dtype``, or (None, why not, the exception)."""
     from . import reference as reference_module
 
+    if case.size > REFERENCE_MAX_INPUTS:
+        return None, Missing(f"{case.size} inputs exceed the certified reference's budget of {REFERENCE_MAX_INPUTS} "
+                             "inputs (diffbench.harness.REFERENCE_MAX_INPUTS)", Cause.NO_REFERENCE), None
     try:
         with budget(timeout_s):
             return reference_module.reference(case, dtype), None, None
@@ -300,7 +365,9 @@ def _reference_for(case: Case, dtype: str, timeout_s: float | None
                              Cause.TIME_BUDGET), exc
     except reference_module.ReferenceUnavailable as exc:
         return None, Missing(str(exc), Cause.NO_REFERENCE), exc
-    except Exception as exc:  # noqa: BLE001 - the case itself fails: every row of it is an error
+    except MemoryError as exc:
+        return None, Missing(f"the certified reference {memory_message(exc)}", Cause.MEMORY), exc
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - the case itself fails: every row of it is an error
         return None, Missing(CASE_ERROR + _message(exc), Cause.CASE_FAILS), exc
 
 
@@ -348,8 +415,30 @@ class Unit:
         return row_of(self.case, self.method, self.variant, self.dtype, self.device, self.order, **values)
 
     def error(self, exc: BaseException, **values: Any) -> Row:
-        """The row of a unit that raised."""
+        """The row of a unit that raised (cause ``memory`` for a MemoryError: the budget ran out)."""
+        if isinstance(exc, MemoryError):
+            return self.row(status=Status.ERROR, diagnosis=memory_message(exc), cause=Cause.MEMORY, **values)
         return self.row(status=Status.ERROR, diagnosis=_message(exc), cause=Cause.RAISED, **values)
+
+
+def memory_limit() -> int | None:
+    """The data-size limit (RLIMIT_DATA) this process runs under in bytes, or None when there is none."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    soft, _ = resource.getrlimit(resource.RLIMIT_DATA)
+    return None if soft == resource.RLIM_INFINITY else int(soft)
+
+
+def memory_message(exc: BaseException) -> str:
+    """The diagnosis of a unit that ran out of memory, naming the budget it ran under."""
+    limit = memory_limit()
+    where = (f"the worker's memory budget of {limit / 2**30:.3g} GiB (--memory)" if limit is not None
+             else "the memory available")
+    detail = str(exc).strip()
+    return (f"ran out of memory: it needed more than {where}" + (f" ({detail})" if detail else "")
+            + "; raise --memory, shrink the case or skip this method for it")
 
 
 def _prepare(unit: Unit, base: dict[str, Any]) -> Any:
@@ -381,6 +470,18 @@ class Measured:
     untimed: dict[str, Any] = field(default_factory=dict)
     note: str | None = None
     judged: bool = False
+
+    def untimed_row(self) -> Row:
+        """A copy of the row as it stands before timing, with the note, saying its time is not measured
+        yet (what the run keeps if the worker dies before the case's timings are in)."""
+        row = dataclasses.replace(self.row)
+        parts = [self.note] if self.note and self.judged else []
+        if self.prepared is not None:
+            parts.append("its time was not measured: the worker stopped before the case's timings were taken")
+        if parts:
+            text = "; ".join(parts)
+            row.diagnosis = f"{row.diagnosis}. Note: {text}" if row.diagnosis else text
+        return row
 
     def timing_failed(self, row: Row) -> None:
         self.row, self.prepared, self.note = row, None, None
@@ -419,7 +520,7 @@ def _time_interleaved(case: Case, held: list[Measured], config: Config,
         if prepared.f_timed is not None:
             fns.setdefault(_f_key(measured), prepared.f_timed)
     for dtype in dict.fromkeys(m.row.dtype for m in held if m.prepared is not None):
-        with contextlib.suppress(Exception), np.errstate(all="ignore"), warnings.catch_warnings():
+        with contextlib.suppress(Exception, SystemExit), np.errstate(all="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             f, x = finite.function_of(case, dtype), flatten(case.inputs, list(case.inputs)).astype(dtype)
             f(x)  # a case NumPy cannot evaluate has no such ratio
@@ -437,7 +538,7 @@ def _time_interleaved(case: Case, held: list[Measured], config: Config,
         try:
             timings = measure_interleaved(fns, PROFILES[config.profile], around)
             break
-        except Exception as exc:  # noqa: BLE001 - the unit that raised becomes its row; the rest are timed again
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - that unit becomes its row; the rest are timed again
             key = getattr(exc, "key", None)
             if key is None or key not in fns:
                 raise

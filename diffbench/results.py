@@ -88,6 +88,8 @@ class Cause(_Text):
     NO_GRADIENT = "no-gradient"  # the framework returned no gradient (None)
     RAISED = "raised"  # the method or the case raised while measured
     FLUSH_TO_ZERO = "flush-to-zero"  # the framework flushed a subnormal true value to 0 (FTZ/DAZ arithmetic)
+    MUTATES_INPUT = "mutates-input"  # the case's function changes its input arrays in place
+    MEMORY = "memory"  # the worker ran past its memory budget (--memory)
 
 
 #: causes that are the finite-difference method's own, known limits

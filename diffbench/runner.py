@@ -36,7 +36,7 @@ from typing import Any, Callable, Iterator
 from .case import Case
 from .errors import FolderLocked
 from .harness import Config, key_of
-from .results import COLUMNS, SWEEP, Cause, Missing, Status, atomic_write, case_note, row_of
+from .results import CASE_NOTE, COLUMNS, SWEEP, Cause, Missing, Status, atomic_write, case_note, row_of
 
 #: extra seconds beyond --timeout before a worker is killed: only the lag of its ``start``
 #: event through the queue, since no timer runs inside the worker
@@ -225,6 +225,53 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
+#: a worker's memory budget is never set below this (TensorFlow alone needs about 0.6 GiB of data
+#: after its warm-up, measured with /proc/self/status VmData)
+MIN_MEMORY_BYTES = 2 * 2**30
+#: the share of the memory available at the start that the default budgets of all workers take together
+MEMORY_SHARE = 0.8
+
+
+def available_memory() -> int | None:
+    """The memory available for new work on this machine in bytes (Linux ``MemAvailable``), or None."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    with contextlib.suppress(AttributeError, ValueError, OSError):
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return None
+
+
+def default_memory(jobs: int) -> int:
+    """The default memory budget of one of ``jobs`` workers: together they take ``MEMORY_SHARE`` of the
+    memory available now, each at least ``MIN_MEMORY_BYTES``; 0 (no budget) where it cannot be known."""
+    available = available_memory()
+    if not available:
+        return 0
+    return max(MIN_MEMORY_BYTES, int(available * MEMORY_SHARE / max(1, jobs)))
+
+
+def limit_memory(budget: int | None) -> None:
+    """Hold this process (and what it starts) to ``budget`` bytes of data, where the platform allows.
+
+    RLIMIT_DATA, not RLIMIT_AS: TensorFlow and JAX reserve gigabytes of address space they never
+    use (a warmed-up worker: 2.8 GiB of address space, 0.6 GiB of data), so an address-space limit
+    would have to be set far above what a case really uses. Since Linux 4.7 RLIMIT_DATA counts
+    every private writable mapping (the heap, NumPy's and TensorFlow's buffers, thread stacks), so
+    an allocation past it fails: a MemoryError in Python, which becomes the row's ``memory`` cause.
+    """
+    if not budget:
+        return
+    with contextlib.suppress(ImportError, ValueError, OSError):
+        import resource
+
+        _, hard = resource.getrlimit(resource.RLIMIT_DATA)
+        if hard != resource.RLIM_INFINITY:
+            budget = min(budget, hard)
+        resource.setrlimit(resource.RLIMIT_DATA, (budget, hard))
+
+
 def _die_with_parent(parent_pid: int) -> None:
     """Make this process end when ``parent_pid`` does, however that one ends."""
     if sys.platform.startswith("linux"):
@@ -245,7 +292,12 @@ def _die_with_parent(parent_pid: int) -> None:
 
 
 def _worker(wid: tuple[int, int], tasks: Any, connection: Any, config: Config, parent_pid: int) -> None:
+    # its own session and process group, so that the parent can end every process a case starts
+    # (``_end_group``) together with the worker
+    with contextlib.suppress(OSError, AttributeError):
+        os.setsid()
     _die_with_parent(parent_pid)
+    limit_memory(config.memory_bytes)
     # the parent handles Ctrl-C and SIGTERM (a terminal or CI sends them to the whole group)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -256,37 +308,46 @@ def _worker(wid: tuple[int, int], tasks: Any, connection: Any, config: Config, p
     # the parent enforces every budget from outside; a timer signal here could land inside an import
     config = dataclasses.replace(config, timeout_s=0.0)
     warm_up(config)
+    from .isolation import capture
+
+    baseline = capture()  # the switches every case must find: after the engines' own start-up
     events.put(("ready", wid, None))
     loaded: dict[str, dict[str, Case]] = {}
-    while True:
-        task = tasks.get()
-        if task is None:
-            return
-        file, name, skip, ref_problem, failed = task
-        if file not in loaded:
-            loaded[file] = {}
-            for one in load_cases(file):  # of cases sharing a name, the first valid one is measured
-                if one.problem is None:
-                    loaded[file].setdefault(one.name, one)
-        one = loaded[file].get(name)
-        if one is None:  # the file changed since the parent read it
-            gone = Case(name=name, func=None, source_file=file)
-            events.put(("row", wid, case_note(gone, "load", f"{file} no longer defines a valid case {name!r} (was "
-                                                            "it edited during the run?)")))
-            events.put(("done", wid, name))
-            continue
-        if isinstance(skip, ScaleTask):
-            events.put(("scale", wid, _scale_rows(one, skip)))
-            events.put(("done", wid, f"scaling of {name}"))
-            continue
-        measure_case(one, config, lambda row: events.put(("row", wid, row)), skip=skip,
-                     on_start=lambda key: events.put(("start", wid, key)), reference_problem=ref_problem,
-                     failed=failed)
-        if "tensorflow" in sys.modules:
-            from .engines.tape import gpu_devices
+    try:
+        while True:
+            task = tasks.get()
+            if task is None:
+                return
+            file, name, skip, ref_problem, failed = task
+            if file not in loaded:
+                loaded[file] = {}
+                for one in load_cases(file):  # of cases sharing a name, the first valid one is measured
+                    if one.problem is None:
+                        loaded[file].setdefault(one.name, one)
+            one = loaded[file].get(name)
+            if one is None:  # the file changed since the parent read it
+                gone = Case(name=name, func=None, source_file=file)
+                events.put(("row", wid, case_note(gone, "load", f"{file} no longer defines a valid case {name!r} (was "
+                                                                "it edited during the run?)")))
+                events.put(("done", wid, name))
+                continue
+            if isinstance(skip, ScaleTask):
+                events.put(("scale", wid, _scale_rows(one, skip)))
+                events.put(("done", wid, f"scaling of {name}"))
+                continue
+            measure_case(one, config, lambda row: events.put(("row", wid, row)), skip=skip,
+                         on_start=lambda key: events.put(("start", wid, key)), reference_problem=ref_problem,
+                         failed=failed, on_measured=lambda row: events.put(("measured", wid, row)), baseline=baseline)
+            if "tensorflow" in sys.modules:
+                from .engines.tape import gpu_devices
 
-            events.put(("env", wid, list(gpu_devices())))
-        events.put(("done", wid, name))
+                events.put(("env", wid, list(gpu_devices())))
+            events.put(("done", wid, name))
+    except BaseException as exc:
+        # what ends the worker outside any measurement (a bug, memory at an odd place): said, then re-raised
+        with contextlib.suppress(Exception):
+            events.put(("fatal", wid, (f"{type(exc).__name__}: {exc}", isinstance(exc, MemoryError))))
+        raise
 
 
 class _Events:
@@ -336,6 +397,10 @@ class _Slot:
     key: tuple[Any, ...] | None = None
     since: float = 0.0
     done_keys: set[tuple[Any, ...]] = field(default_factory=set)
+    #: rows judged but not yet timed (kept if the worker dies before their timed rows arrive)
+    provisional: dict[tuple[Any, ...], Any] = field(default_factory=dict)
+    #: (message, whether a MemoryError) of what ended the worker outside any measurement, if it said
+    fatal: tuple[str, bool] | None = None
 
 
 def _problem_rows(cases: list[Case]) -> list[dict[str, Any]]:
@@ -370,6 +435,8 @@ def run_isolated(cases: list[Case], config: Config, jobs: int, on_rows: Callable
     False if interrupted (KeyboardInterrupt, which :class:`Interrupts` also raises for
     SIGTERM), True when every case finished. Workers never outlive this call.
     """
+    if config.memory_bytes is None:
+        config = dataclasses.replace(config, memory_bytes=default_memory(jobs))
     pool = _Pool(config, _Sinks(on_rows, progress, on_scale, gpus, notify or (lambda message: None), started))
     for row in _problem_rows(cases):
         if key_of(row) not in skip:
@@ -439,6 +506,7 @@ class _Pool:
             for slot in self.slots:
                 if slot.process.is_alive():
                     slot.process.kill()
+                _end_group(slot.process)
             return False
         finally:
             self.shut_down()
@@ -462,6 +530,7 @@ class _Pool:
         for slot in self.slots:
             if slot.task is None and self.pending:
                 slot.task, slot.key, slot.done_keys = self.pending.popleft(), None, set()
+                slot.provisional = {}
                 slot.since = time.monotonic()
                 slot.tasks.put(slot.task)
 
@@ -483,6 +552,7 @@ class _Pool:
         if old.process.is_alive():
             old.process.kill()
         old.process.join(timeout=5)
+        _end_group(old.process)
         if old.events is not None:
             old.events.close()
         self.slots[index] = self.start_slot(index)
@@ -497,8 +567,16 @@ class _Pool:
         elif kind == "row":
             if slot is not None:
                 slot.done_keys.add(key_of(payload))
+                slot.provisional.pop(key_of(payload), None)
                 slot.since = now
             self.sinks.rows([payload])
+        elif kind == "fatal":
+            if slot is not None:
+                slot.fatal = tuple(payload)  # type: ignore[assignment]
+        elif kind == "measured":
+            if slot is not None:
+                slot.provisional[key_of(payload)] = payload
+                slot.since = now
         elif kind == "start":
             if slot is not None:
                 slot.key, slot.since = payload, now
@@ -544,10 +622,10 @@ class _Pool:
             self.early_deaths[name] = self.early_deaths.get(name, 0) + 1
         if self.early_deaths.get(name, 0) >= 2:
             # it dies before measuring anything (loading the file, starting up): do not loop
-            what = "died" if died else "was stopped after hanging"
-            self.sinks.rows([case_note(self.measured[name], "load", f"the worker process {what} twice (exit code "
-                                                                     f"{slot.process.exitcode}) before measuring this "
-                                                                     "case: loading it crashes or hangs the "
+            what = _fatal_reason(slot, config.memory_bytes) or death_reason(slot.process.exitcode)[0] if died else \
+                "the worker process was stopped after hanging"
+            self.sinks.rows([case_note(self.measured[name], "load", f"{what}, twice, before measuring this case: "
+                                                                     "loading it crashes, exits or hangs the "
                                                                      "interpreter",
                                        Cause.RAISED if died else Cause.TIME_BUDGET)])
             if self.sinks.progress:
@@ -566,6 +644,7 @@ class _Pool:
             if slot.process.is_alive():
                 slot.process.kill()
                 slot.process.join(timeout=5)
+            _end_group(slot.process)
             if slot.events is not None:
                 slot.events.close()
 
@@ -581,40 +660,111 @@ def _by_wid(slots: list[_Slot], wid: tuple[int, int]) -> _Slot | None:
     return None
 
 
+def _end_group(process: Any) -> None:
+    """End every process left in the process group a worker led (children a case started)."""
+    pid = getattr(process, "pid", None)
+    if not pid or not hasattr(os, "killpg"):
+        return
+    # a worker that never reached ``os.setsid`` leads no group: ESRCH, nothing is signalled
+    with contextlib.suppress(OSError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def _fatal_reason(slot: _Slot, budget: int | None) -> str | None:
+    """What the worker said ended it outside any measurement, for people, or None; ``budget`` is the
+    worker's memory budget in bytes."""
+    if slot.fatal is None:
+        return None
+    text, memory = slot.fatal
+    if memory:
+        return (f"the worker process ran out of memory ({text}) outside a measurement" +
+                (f"; its budget is {budget / 2**30:.3g} GiB (--memory)" if budget else ""))
+    return f"the worker process failed outside a measurement: {text}"
+
+
+def death_reason(code: int | None) -> tuple[str, bool]:
+    """How a worker that ended with exit status ``code`` died, for people, and whether the case itself
+    ended it (an exit with a status: ``os._exit(n)``, which every method of the case would repeat)
+    rather than one method (a signal: a crash in native code, or the out-of-memory killer)."""
+    if code is None:
+        return "the worker process vanished", False
+    if code >= 0:
+        return (f"the case ended the worker process with exit code {code} (os._exit({code}), or a native "
+                "library calling exit)"), True
+    try:
+        name = signal.Signals(-code).name
+    except ValueError:
+        name = f"signal {-code}"
+    if -code == getattr(signal, "SIGKILL", 9):
+        return (f"the worker process was killed by {name}, most often the kernel's out-of-memory killer: the case "
+                "needed more memory than the machine could give (see --memory)"), False
+    if -code in (getattr(signal, "SIGSEGV", 11), getattr(signal, "SIGBUS", 7), getattr(signal, "SIGABRT", 6),
+                 getattr(signal, "SIGFPE", 8), getattr(signal, "SIGILL", 4)):
+        return f"the worker process crashed with {name} (a crash in native code)", False
+    return f"the worker process was ended by {name}", False
+
+
 def _recover(slot: _Slot, died: bool, config: Config, pending: deque[tuple[Any, ...]],
              on_rows: Callable[[list[dict[str, Any]]], None], case: Case,
              progress: Callable[[str], None] | None, tell: Callable[[str], None]) -> None:
-    """Record what happened to the unit in flight and queue the rest of its case."""
+    """Record what happened to the unit in flight, keep the rows measured before it, and queue the
+    rest of its case. A timeout is charged to the unit that ran past it alone; a death the case
+    itself caused (an exit status) to every unit of the case not yet measured."""
     file, name, skip, ref_problem, failed = slot.task  # type: ignore[misc]
     key = slot.key
-    code = slot.process.exitcode
-    if died:
-        status, reason = Status.ERROR, (f"the worker process died (exit code {code}) — a crash in native code "
-                                        "or the interpreter")
+    whole_case = False
+    if died and slot.fatal is not None:
+        reason = _fatal_reason(slot, config.memory_bytes)
+        status, cause = Status.ERROR, Cause.MEMORY if slot.fatal[1] else Cause.RAISED
+        advice = "raise --memory or shrink the case" if slot.fatal[1] else "report it with the case that caused it"
+    elif died:
+        reason, whole_case = death_reason(slot.process.exitcode)
+        # the reference and the input check run the case's function in pure Python and NumPy: a death
+        # there is the case's own, and would repeat under every method
+        whole_case = whole_case or (key is not None and key[1] in ("reference", CASE_NOTE))
+        status, cause = Status.ERROR, Cause.RAISED
+        advice = "fix the case"
     else:
-        status, reason = Status.TIMEOUT, f"ran past --timeout {config.timeout_s:g} s and was stopped"
+        reason = f"ran past --timeout {config.timeout_s:g} s and was stopped"
+        status, cause = Status.TIMEOUT, Cause.TIME_BUDGET
+        advice = "raise --timeout or shrink the case"
+    # judged rows whose timing never came: kept, with the note they carry, unless it is the unit in flight
+    kept = [row for k, row in slot.provisional.items() if k != key]
+    if kept:
+        on_rows(kept)
+    skip = set(skip) | slot.done_keys | {key_of(row) for row in kept}
     if key is not None and key[1] == SWEEP:
         # every row of the case is in; only the step-size sweep (an illustration) is missing
-        tell(f"diffbench: case {name!r}: the step-size sweep {reason}; the report shows no sweep for it")
+        tell(f"diffbench: case {name!r}: the step-size sweep: {reason}; the report shows no sweep for it")
         if progress:
             progress(name)
         return
-    skip = set(skip) | slot.done_keys
     failed = dict(failed)
+    if whole_case:
+        failed["*"] = (status, reason, cause)
     if key is None or key[1] == "reference":
-        ref_problem = Missing(f"the certified reference {reason}", Cause.RAISED if died else Cause.TIME_BUDGET) \
-            if key is not None else ref_problem
+        ref_problem = Missing(f"the certified reference: {reason}", cause) if key is not None else ref_problem
         if key is None:
-            failed = {m: (status, f"the case {reason} while starting") for m in config.methods}
+            failed = {m: (status, f"{reason} while the case was starting", cause) for m in config.methods}
         else:
-            failed["symbolic"] = (status, ref_problem.text)
+            failed["symbolic"] = (status, ref_problem.text, cause)
+    elif key[1] == CASE_NOTE:  # checking the case's inputs (diffbench.isolation.mutated_inputs)
+        note = case_note(case, key[2], f"evaluating the case once with NumPy: {reason}; {advice}", cause)
+        note.status = status
+        on_rows([note])
+        skip.add(key)
     else:
         _, method, variant, dtype, device, order = key
-        row = row_of(case, method, variant, dtype, device, order, status=status,
-                     cause=Cause.RAISED if died else Cause.TIME_BUDGET,
-                     diagnosis=f"{method}/{variant} in {dtype} {reason}; raise --timeout or fix the case")
+        row = row_of(case, method, variant, dtype, device, order, status=status, cause=cause,
+                     diagnosis=f"{method}/{variant} in {dtype}: {reason}; {advice}")
         on_rows([row])
         skip.add(key)
-        failed[method] = (status, f"{method}/{variant} in {dtype} {reason}")
+        if died and not whole_case:
+            # a crash of the method's native code would repeat for its other variants
+            failed[method] = (status, f"{method}/{variant} in {dtype}: {reason}", cause)
+        elif not died:
+            # a variant that ran past the budget would again in another dtype; the method's other
+            # variants (eager next to a slow-compiling xla) may well finish
+            failed[(method, variant)] = (status, f"{method}/{variant} in {dtype}: {reason}", cause)
     pending.appendleft((file, name, skip, ref_problem, failed))
     tell(f"diffbench: case {name!r}: {reason}; continuing with a fresh worker")

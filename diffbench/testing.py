@@ -10,6 +10,7 @@ measured, or a selection the baseline cannot be compared with, is never a pass.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -173,15 +174,17 @@ def case_entry(case: Any, rows: list[dict[str, Any]],
 
 def write_baseline(cases: list[Any], path: Path, methods: list[str] | None = None, dtypes: list[str] | None = None,
                    variants: dict[str, list[str]] | None = None, timing: bool = True, timeout: float = DEFAULT_TIMEOUT_S,
-                   profile: str = "quick", jobs: int = 2) -> dict[str, Any] | None:
+                   profile: str = "quick", jobs: int = 2, memory: int | None = None) -> dict[str, Any] | None:
     """Measure ``cases`` in worker processes and write the baseline JSON to ``path``.
 
+    ``memory`` is each worker's memory budget in bytes (None: the runner's default; 0: none).
     Returns the baseline, or None (and writes nothing) when interrupted.
     Raises KeyError or ValueError for an unknown method, variant or dtype.
     """
     from .report import atomic_write, environment
 
-    measured = measure_isolated(cases, gate_config(methods, dtypes, variants, timing, timeout, profile), jobs)
+    config = dataclasses.replace(gate_config(methods, dtypes, variants, timing, timeout, profile), memory_bytes=memory)
+    measured = measure_isolated(cases, config, jobs)
     if measured is None:
         return None
     refs = references(cases, timeout)
@@ -428,6 +431,7 @@ def assert_gradients(fn: Callable[..., Any], inputs: dict[str, Any], *, referenc
     """
     dtype = _dtype_of(inputs)
     arrays = {k: np.asarray(v.numpy() if hasattr(v, "numpy") else v, dtype=np.float64) for k, v in inputs.items()}
+    _check_finite(arrays)
     names = list(arrays)
     try:
         got = _tape_gradient(fn, arrays, dtype)
@@ -521,6 +525,17 @@ def _none_text(error: _NoTapeGradient, truth: dict[str, np.ndarray] | None, sour
             "give a wrong gradient: connect the output to the input on the tape")
 
 
+def _check_finite(arrays: dict[str, np.ndarray]) -> None:
+    """AssertionError naming the first input holding a NaN or an infinity (no gradient is defined there)."""
+    for name, value in arrays.items():
+        bad = np.argwhere(~np.isfinite(value))
+        if len(bad):
+            index = tuple(int(i) for i in bad[0])
+            where = f" at index {index}" if index else ""
+            raise AssertionError(f"assert_gradients: input {name!r} contains {value[tuple(bad[0])]}{where}; a gradient "
+                                 "is only defined at a finite point, choose finite values")
+
+
 def _tape_gradient(fn: Callable[..., Any], arrays: dict[str, np.ndarray], dtype: str) -> dict[str, np.ndarray]:
     """The tape's gradient of ``fn`` in ``dtype``; AssertionError for a non-scalar or a None gradient."""
     import tensorflow as tf
@@ -529,6 +544,9 @@ def _tape_gradient(fn: Callable[..., Any], arrays: dict[str, np.ndarray], dtype:
     variables = {k: tf.Variable(v, dtype=dtype) for k, v in arrays.items()}
     with tf.GradientTape() as tape:
         value = fn(**variables)
+    if value is None:
+        raise AssertionError(f"assert_gradients: {getattr(fn, '__name__', 'fn')} returned None; it must return a "
+                             "scalar (a missing `return`?)")
     if int(np.prod(np.shape(value))) != 1:
         raise AssertionError(f"assert_gradients: fn returned shape {tuple(np.shape(value))}; it must return a scalar")
     grads = tape.gradient(value, [variables[k] for k in names])

@@ -49,3 +49,20 @@ def test_missing_engine_is_skipped_with_the_install_hint(monkeypatch, library):
     row = measure_one(library["quadratic"], "jax", "jit", "float64")
     assert row["status"] == "skipped"
     assert 'pip install -e ".[jax]"' in row["diagnosis"]
+
+
+def test_an_engine_that_is_not_installed_gives_skipped_rows_not_a_crash():
+    import importlib.util
+
+    if importlib.util.find_spec("jax") is not None:
+        pytest.skip("jax is installed here")
+    from diffbench import run
+    from diffbench.case import make_case
+    from diffbench.engines import engine_info
+
+    df = run([make_case(lambda x, xp: x**2, {"x": 3.0}, name="square")], methods=["jax"], dtypes=["float64"],
+             order2=False, timing=False)
+    # one row per declared variant, each saying what to install
+    assert sorted(df.variant) == sorted(engine_info("jax").variants)
+    assert set(df.status) == {"skipped"}
+    assert df.diagnosis.str.contains("not installed").all()

@@ -102,3 +102,56 @@ def test_items_give_the_same_outcomes_spread_over_xdist_workers(pytester):
     # quad and unused: 4 symbolic + 4 finite variants each, all ok; broken: one item that cannot run
     assert result.parseoutcomes() == {"passed": 16, "failed": 1}
     assert not list(pytester.path.glob("**/*.tmp")) and not list(pytester.path.glob("**/.diffbench*"))
+
+
+EXITS = '''
+import os
+
+from diffbench import case
+
+
+@case(inputs={"x": 3.0})
+def first(x, xp):
+    return x**2
+
+
+@case(inputs={"x": 2.0})
+def exits(x, xp):
+    os._exit(0)
+
+
+@case(inputs={"x": 1.0})
+def last(x, xp):
+    return x**3
+'''
+
+
+@pytest.mark.slow
+def test_a_case_that_ends_its_process_fails_its_items_and_the_rest_run(pytester):
+    # os._exit(0) in the pytest process would end the session with exit 0 and skip every later item
+    pytester.makepyfile(exits=EXITS)
+    result = pytester.runpytest_subprocess("--diffbench-cases", "exits.py", "--diffbench-methods", "finite",
+                                           "--diffbench-dtypes", "float64")
+    # first and last: 4 finite variants each, ok; exits: its 4 items fail
+    assert result.parseoutcomes() == {"passed": 8, "failed": 4}
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(["*expected status 'ok', got 'error'*exit code 0*"])
+    assert "<Status." not in result.stdout.str()
+
+
+EXITS_AT_IMPORT = '''
+import os
+
+os._exit(0)
+'''
+
+
+@pytest.mark.slow
+def test_a_case_file_that_ends_the_process_at_import_fails_and_the_other_files_run(pytester):
+    pytester.makepyfile(a_exits=EXITS_AT_IMPORT, b_fine=CASES.split("@case(inputs={\"x\": 2.0")[0])
+    result = pytester.runpytest_subprocess("--diffbench-cases", "a_exits.py", "--diffbench-cases", "b_fine.py",
+                                           "--diffbench-methods", "finite", "--diffbench-dtypes", "float64")
+    # a_exits: one failing item; b_fine (quad alone): 4 finite variants, ok
+    assert result.parseoutcomes() == {"passed": 4, "failed": 1}
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(["*ended the process*exit code 0*"])

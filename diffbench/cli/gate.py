@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -27,7 +28,7 @@ def _selection(args: argparse.Namespace, timing: bool) -> tuple[list[Any], Any]:
                              args.profile)
     except (KeyError, ValueError) as exc:
         raise UsageError(exc.args[0] if exc.args else str(exc)) from None
-    return cases, config
+    return cases, dataclasses.replace(config, memory_bytes=args.memory)
 
 
 def _unwritable(path: Path) -> str | None:
@@ -56,7 +57,7 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
         return EXIT_BASELINE
     data = write_baseline(cases, path, methods=list(config.methods), dtypes=list(config.dtypes),
                           variants={m: list(v) for m, v in config.variants.items()}, timing=config.timing,
-                          timeout=args.timeout, profile=args.profile, jobs=args.jobs)
+                          timeout=args.timeout, profile=args.profile, jobs=args.jobs, memory=args.memory)
     if data is None:
         print("diffbench: interrupted; no baseline written", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -48,6 +48,26 @@ def jobs(text: str) -> int:
     return value
 
 
+def memory(text: str) -> int:
+    """argparse type of --memory: a size in bytes with an optional K, M, G or T suffix (powers of 1024),
+    e.g. ``4G``; ``0`` means no budget."""
+    cleaned = text.strip().upper().removesuffix("B").removesuffix("I")
+    scale = 1
+    if cleaned and cleaned[-1] in "KMGT":
+        scale = 1024 ** ("KMGT".index(cleaned[-1]) + 1)
+        cleaned = cleaned[:-1]
+    try:
+        value = float(cleaned)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (use e.g. 4G, 512M or 0 for no budget)") from None
+    if math.isnan(value) or math.isinf(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 (no budget) or a positive size, got {text!r}")
+    if 0 < value * scale < 256 * 2**20:
+        raise argparse.ArgumentTypeError(f"{text!r} is too small for a worker (at least 256M; TensorFlow alone "
+                                         "needs about 600M)")
+    return int(value * scale)
+
+
 def keyword(text: str) -> KeywordExpression:
     """argparse type of -k: a pytest-style expression (``safe and not wrong``), parsed once."""
     try:
@@ -144,3 +164,7 @@ def add_jobs_option(parser: argparse.ArgumentParser) -> None:
     """--jobs: how many worker processes measure."""
     parser.add_argument("--jobs", type=jobs, default=2, metavar="N",
                         help="worker processes (default 2; use 1 for the least timing interference)")
+    parser.add_argument("--memory", type=memory, default=None, metavar="SIZE",
+                        help="memory budget of each worker, e.g. 4G (default: the workers together get 80%% of the "
+                             "memory available at the start, each at least 2G; 0: no budget). A measurement past it "
+                             "is an error row with cause memory, and the rest run on")

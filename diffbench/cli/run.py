@@ -33,7 +33,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     chosen_variants = variants(args.variants)
     try:
         config = make_config(split(args.methods), split(args.dtypes), chosen_variants, args.profile,
-                             not args.no_order2, args.timeout, engine_options=engine_options(args.engine_option))
+                             not args.no_order2, args.timeout, engine_options=engine_options(args.engine_option),
+                             memory_bytes=args.memory)
     except (KeyError, ValueError) as exc:
         raise UsageError(exc.args[0]) from None
     out = Path(args.resume or args.out)
