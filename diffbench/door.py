@@ -20,13 +20,12 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import signal
 import sys
-import threading
 from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from .alarm import alarm
 from .namespaces import ARRAY_API_ALIASES, FUNCTIONS, LINALG, SYNONYMS, ObjectArray, _ObjectNamespace
 
 __all__ = ["Finding", "check_function", "Probe", "DoorArray", "door_namespace"]
@@ -328,20 +327,11 @@ def door_namespace() -> Any:
 @contextlib.contextmanager
 def _budget(seconds: float) -> Iterator[None]:
     """Stop the evaluation after ``seconds`` (main thread only; elsewhere no budget)."""
-    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
-        yield
-        return
-
     def expire(signum: int, frame: Any) -> None:
         raise _OutOfTime()
 
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
+    with alarm(seconds, expire):
         yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def _probes(value: np.ndarray) -> DoorArray:

@@ -13,7 +13,6 @@ import dataclasses
 import functools
 import math
 import signal
-import threading
 import time
 import traceback
 import warnings
@@ -22,6 +21,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from .alarm import alarm
 from .case import Case, source_changed
 from .diagnose import judge
 from .engines import NoGradient, Prepared, Skip, configure, default_methods, engine_info, flatten, get_engine
@@ -91,9 +91,6 @@ def budget(seconds: float | None) -> Iterator[None]:
     this process, so the timeout is raised just after the import completes. For the
     in-process API only: worker processes run without it and their parent stops them.
     """
-    if not seconds or threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
-        yield
-        return
 
     def expire(signum: int, frame: Any) -> None:
         if _importing(frame):
@@ -101,13 +98,8 @@ def budget(seconds: float | None) -> Iterator[None]:
             return
         raise UnitTimeout(f"ran past the time budget of {seconds:g} s")
 
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
+    with alarm(seconds, expire):
         yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def _warm_up_function(x: Any, xp: Any) -> Any:
