@@ -172,9 +172,10 @@ def _hessian_scale(ref: Any) -> float:
     gradient one point-scale away over that distance."""
     x = np.array([float(v) for v in ref.point]) if ref.point else np.zeros(0)
     spread = max(float(np.max(np.abs(x))) if x.size else 0.0, 1.0)
-    size = float(np.linalg.norm(ref.scale)) if ref.scale.size else 0.0
+    # scaled norms: 1e160-sized scales overflow np.linalg.norm to inf, which would accept any Hessian
+    size = metrics._norm(np.asarray(ref.scale, dtype=np.float64)) if ref.scale.size else 0.0
     if size == 0:
-        size = float(np.linalg.norm(_stationary_scale(ref, max(x.size, 1))))
+        size = metrics._norm(_stationary_scale(ref, max(x.size, 1)))
     return size / spread
 
 
@@ -198,7 +199,7 @@ def _stationary_scale(ref: Any, n: int) -> np.ndarray:
         except Exception:  # noqa: BLE001 - outside the domain: come closer
             continue
         if np.all(np.isfinite(g)) and np.any(g):
-            return np.full(n, float(np.linalg.norm(g)) / math.sqrt(max(n, 1)))
+            return np.full(n, metrics._norm(g) / math.sqrt(max(n, 1)))
     return np.zeros(n)
 
 
