@@ -122,3 +122,35 @@ def test_hessian_of_sinc_near_zero_blames_the_formula():
     rows = [r for r in order2_rows(sinc_h) if r["method"] in ("symbolic", "tape")]
     assert rows and all(r["status"] == "inaccurate" for r in rows)
     assert all(r["cause"] in FUNCTION_CAUSES for r in rows), [r["cause"] for r in rows]
+
+
+# =========================================================== E. assert_gradients without a reference: a wrong truth
+def _absorbed(x):
+    # plain TensorFlow: (1e9 + x) − 1e9 is x in exact arithmetic; float64 rounds it to multiples of 2⁻²³
+    return (1e9 + x) - 1e9
+
+
+def _absorbed_wrong_zero(x):
+    import tensorflow as tf
+
+    @tf.custom_gradient
+    def f(a):
+        return (1e12 + a) - 1e12, lambda dy: 0 * dy  # wrong: the derivative of a − 0 is 1
+    return f(x)
+
+
+@pytest.mark.xfail(strict=True, reason="Richardson's rounding model counts eps·|f| (0.3) where f rounds at eps·1e9: "
+                   "the start looks slow, the step shrinks into the rounding plateau, and the differences there are "
+                   "exactly 0 with an error estimate of 5e-11; the truth is then 0")
+def test_assert_gradients_accepts_the_right_gradient_of_an_absorbed_sum():
+    # f(x) = (1e9 + x) − 1e9 = x: f′ = 1, and the tape's chain rule gives exactly 1 (1 − 0 along both paths).
+    x = mpmath.mpf(0.3)
+    assert mpmath.diff(lambda t: (mpmath.mpf(1e9) + t) - mpmath.mpf(1e9), x) == pytest.approx(1, abs=1e-40)
+    diffbench.assert_gradients(_absorbed, {"x": np.array(0.3)})
+
+
+@pytest.mark.xfail(strict=True, reason="the same wrong truth of 0 (see above) accepts a custom gradient of 0")
+def test_assert_gradients_rejects_a_zero_gradient_of_an_absorbed_sum():
+    # f(x) = (1e12 + x) − 1e12 = x: f′ = 1; the custom gradient returns 0, 100% wrong
+    with pytest.raises(AssertionError):
+        diffbench.assert_gradients(_absorbed_wrong_zero, {"x": np.array(0.3)})
