@@ -682,7 +682,7 @@ def _quiet() -> contextlib.ExitStack:
 
 def _relative(got: np.ndarray, want: np.ndarray, size: float) -> float:
     with np.errstate(all="ignore"):
-        diff = float(np.linalg.norm(np.asarray(got, dtype=np.float64).ravel() - want.ravel()))
+        diff = metrics._norm(np.asarray(got, dtype=np.float64).ravel() - want.ravel())
     return diff / size if math.isfinite(diff) else math.inf
 
 
@@ -736,7 +736,7 @@ def _exact_resolution(exact: Any, x: np.ndarray, steps: np.ndarray, size: float)
         p = x.copy()
         p[i] += steps[i]
         parts.append(eps * abs(exact(p)) / steps[i])
-    return float(np.linalg.norm(parts)) / size
+    return metrics._norm(np.asarray(parts, dtype=np.float64)) / size
 
 
 def _pole_or_domain(f: Any, x: np.ndarray, reach: np.ndarray, both: bool, names: list[str]) -> str | None:
@@ -860,7 +860,7 @@ def fd_diagnosis(case: Case, dtype: str, scheme: str, rel_error: float, referenc
     f = finite.function_of(case, dtype)
     x = flatten(case.inputs, list(case.inputs)).astype(dtype)
     names = labels(case)
-    size = float(np.linalg.norm(reference_flat)) or (float(np.linalg.norm(ref.scale)) if ref.scale.size else 0.0) or 1.0
+    size = metrics._norm(reference_flat) or (metrics._norm(ref.scale) if ref.scale.size else 0.0) or 1.0
     chosen = finite.step_scale(scheme, dtype) if step is None or not math.isfinite(step) else step
     smallest = float(np.min(np.abs(x[x != 0]))) if np.any(x != 0) else 0.0
     largest = float(np.max(np.abs(x))) if x.size else 0.0
@@ -933,7 +933,7 @@ def _complex_step_diagnosis(case: Case, dtype: str, rel_error: float, reference_
     f = finite.function_of(case, dtype)
     x = flatten(case.inputs, list(case.inputs)).astype(dtype)
     want = np.asarray(reference_flat, dtype=np.float64)
-    size = float(np.linalg.norm(want)) or (float(np.linalg.norm(ref.scale)) if ref.scale.size else 0.0) or 1.0
+    size = metrics._norm(want) or (metrics._norm(ref.scale) if ref.scale.size else 0.0) or 1.0
     steps = finite.step_scale("complex_step", dtype) * np.maximum(np.abs(x.astype(np.float64)), 1.0)
     imaginary = np.abs(want) * steps
     magnitude = float(getattr(ref, "magnitude", math.nan))
@@ -966,7 +966,7 @@ def _fd_hessian_diagnosis(case: Case, dtype: str, rel_error: float, reference_fl
     f = finite.function_of(case, dtype)
     x = flatten(case.inputs, list(case.inputs)).astype(dtype)
     want = np.asarray(reference_flat, dtype=np.float64)
-    size = float(np.linalg.norm(want)) or 1.0
+    size = metrics._norm(np.asarray(want, dtype=np.float64)) or 1.0
     with _quiet():
         result = finite.hessian_matrix(f, x)
     h = float(np.median(np.diag(result.steps))) if x.size else math.nan

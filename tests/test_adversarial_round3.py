@@ -130,6 +130,27 @@ def test_an_exactly_cancelling_zero_stays_zero_at_the_higher_precision():
         lambda x, xp: (1e120 * x[0] + x[1]) - 1e120 * x[0])), [0.0, 1.0])
 
 
+# =========================================================== C2. diagnosis texts at huge scales
+@case(inputs={"x": [30.0, 0.0]}, name="lse_minus_x0_times_1e250")
+def lse_huge(x, xp):
+    return 1e250 * (xp.log(xp.exp(x[0]) + xp.exp(x[1])) - x[0])
+
+
+def test_central_differences_at_1e250_are_blamed_on_rounding_as_at_scale_one():
+    # f = c·(log(e^x0 + e^x1) − x0), c = 1e250: ∇f = c·(p − 1, q) = c·(−q, q) with
+    # p = e^30/(e^30 + 1) and q = 1 − p = 1/(1 + e^30) = 9.36e-14.
+    # Central differences at h = 6.1e-6·30 = 1.8e-4 round at eps·(values of size 60·c)/h ≈ 7e-11·c, about 500
+    # times ‖∇f‖ = 1.3e-13·c, while their truncation f‴·h²/6 ≈ q·h²/6·c ≈ 5e-22·c is 1e11 times smaller.
+    # ‖∇f‖² = 1.7e473 overflows float64, so an unscaled norm in the text made the gradient's size inf.
+    q = 1 / (1 + mpmath.exp(30))
+    assert float(q) == pytest.approx(9.357622968840175e-14, rel=1e-12)
+    np.testing.assert_allclose(ref_flat(lse_huge), [float(-1e250 * q), float(1e250 * q)], rtol=1e-12)
+    r = row(lse_huge, "finite", "central")
+    assert r["status"] == "inaccurate"
+    assert "dominated by rounding" in r["diagnosis"] and "truncation" not in r["diagnosis"].split(";")[0], \
+        r["diagnosis"]
+
+
 # =========================================================== D. known limits
 @case(inputs={"x": 1e-3}, name="sinc_hessian_1e3")
 def sinc_h(x, xp):
