@@ -82,12 +82,14 @@ def judge(case: Case | None, method: str, variant: str, dtype: str, gradient: np
     scale = ref.scale if ref.scale.size == flat.size else None
     attainable = metrics.attainable_error(ref_flat, scale, dtype)
     radius = _truth_radius(ref, flat.size, scale, dtype)
-    if not metrics.is_exact(method, variant) and case is not None and scale is not None \
-            and not np.any(ref_flat) and not np.any(scale):
-        scale = _stationary_scale(ref, flat.size)
+    stationary = None
+    if case is not None and scale is not None and not np.any(ref_flat) and not np.any(scale):
+        # a stationary point with nothing cancelling: every method, exact or not, is judged at the gradient's size
+        # one point-scale away (native code computing 2·(exp(log x0) − x1) at x0 = x1 rounds at that size)
+        scale = stationary = _stationary_scale(ref, flat.size)
     status, rel, max_eps = metrics.classify(flat, ref_flat, method, variant, dtype, scale=scale, radius=radius)
     if status == Status.OK and method == "tape" and native and scale is not None and case is not None:
-        status = _native_within_rounding(case, variant, dtype, flat, ref_flat, scale, ref)
+        status = _native_within_rounding(case, variant, dtype, flat, ref_flat, scale, ref, stationary)
     if status in (Status.OK, Status.INACCURATE) and not certified.all():
         # judged on what is certified only: wrong there is wrong; right there says nothing of the rest
         part, _, _ = metrics.classify(flat[certified], ref_flat[certified], method, variant, dtype,
@@ -124,18 +126,20 @@ def _truth_radius(ref: Any, n: int, scale: np.ndarray | None, dtype: str) -> np.
 
 
 def _native_within_rounding(case: Case, variant: str, dtype: str, flat: np.ndarray, ref_flat: np.ndarray,
-                            scale: np.ndarray, ref: Any = None) -> str:
+                            scale: np.ndarray, ref: Any = None, stationary: np.ndarray | None = None) -> str:
     """Native code is held to the contract like any method: within 1000·eps of each component's judging
     size. The one size that comes from the *xp* formula is that of a zero truth (its rounding scale sᵢ),
     and the native code may compute something else: there its error is accepted only as far as the same
     tape, differentiating the xp formula in the same dtype, errs there too, and that formula's error is
-    itself within its rounding scale. A nonzero truth is never widened."""
+    itself within its rounding scale. A nonzero truth is never widened. At a stationary point with nothing
+    cancelling (``stationary``: the gradient's size one point-scale away) that size is the maths', not the
+    formula's, and holds for the native code too."""
     eps = float(np.finfo(dtype).eps)
     tol = 1e3 * eps
     floor = 1e3 * float(np.finfo(dtype).smallest_subnormal)
     with np.errstate(all="ignore"):
         err = np.abs(flat - ref_flat)
-    strict = err <= np.maximum(tol * metrics.judging_sizes(ref_flat, None), floor)
+    strict = err <= np.maximum(tol * metrics.judging_sizes(ref_flat, stationary), floor)
     if strict.all():
         return "ok"
     xp_grad = _formula_gradient(case, variant, dtype, ref)
@@ -188,6 +192,14 @@ def _stationary_scale(ref: Any, n: int) -> np.ndarray:
 
     if ref.tape is None:
         return np.zeros(n)
+    cache = ref.__dict__.setdefault("_stationary_scale", {}) if hasattr(ref, "__dict__") else {}
+    if n not in cache:
+        cache[n] = _stationary_size(ref, n, mpmath)
+    return cache[n]
+
+
+def _stationary_size(ref: Any, n: int, mpmath: Any) -> np.ndarray:
+    """The uncached search of :func:`_stationary_scale`."""
     rng = np.random.default_rng(7)
     u = rng.standard_normal(n)
     u /= np.linalg.norm(u)

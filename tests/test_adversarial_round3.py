@@ -151,6 +151,39 @@ def test_central_differences_at_1e250_are_blamed_on_rounding_as_at_scale_one():
         r["diagnosis"]
 
 
+# =========================================================== C3. a stationary point, native code rounding at its size
+def _stationary_case(name, offset):
+    @case(inputs={"x": [0.1, 0.1]}, name=name)
+    def sq(x, xp):
+        return (x[0] - x[1]) ** 2
+
+    @sq.tensorflow
+    def _(x):
+        import tensorflow as tf
+
+        @tf.custom_gradient
+        def f(a):
+            # the same maths, ∂f/∂a = 2(a0 − a1)·(1, −1), with a0 taken through exp(log(a0)): that rounds
+            d = tf.exp(tf.math.log(a[0])) - a[1] + offset
+            return (a[0] - a[1]) ** 2, lambda dy: dy * tf.stack([2 * d, -2 * d])
+        return f(x)
+
+    return sq
+
+
+@pytest.mark.parametrize("offset,status", [(0.0, "ok"), (1e-6, "inaccurate")])
+def test_native_code_at_a_stationary_point_is_judged_at_the_gradients_size_nearby(offset, status):
+    # f = (x0 − x1)², ∇f = 2(x0 − x1)·(1, −1) = 0 at x0 = x1 = 0.1, and every path through x0 − x1 carries the
+    # factor 0: the path-sum scale is 0 too. One point-scale (distance 1) away along a unit u the gradient is
+    # 2(u0 − u1)·(1, −1), of size ~1, so rounding there is ~1e-16. The native code's exp(log(0.1)) differs from
+    # 0.1 by a few ulps, giving ±2.8e-17: accurate at that size (ok). An offset of 1e-6 is not.
+    rounded = 2 * (np.exp(np.log(0.1)) - 0.1)
+    assert 0 < abs(rounded) <= 8 * np.spacing(0.1)
+    c = _stationary_case(f"stationary_native_{offset:g}", offset)
+    np.testing.assert_array_equal(ref_flat(c), [0.0, 0.0])
+    assert row(c, "tape", "eager")["status"] == status
+
+
 # =========================================================== D. known limits
 @case(inputs={"x": 1e-3}, name="sinc_hessian_1e3")
 def sinc_h(x, xp):
