@@ -22,35 +22,36 @@ from verdict_helpers import order2_rows, ref_flat, row, sixty_digits  # noqa: F4
 pytestmark = pytest.mark.filterwarnings("ignore")
 
 
-# =========================================================== A. a wrong Hessian at a zero truth, f of size 1e160
-HUGE = 1e160
+# =========================================================== A. a wrong Hessian at a zero truth, f scaled by c
+def _linear_case(c):
+    @case(inputs={"x": [0.5, 0.25]}, name=f"linear_{c:g}_wrong_native")
+    def linear(x, xp):
+        return c * (x[0] + x[1])
+
+    @linear.tensorflow
+    def _(x):
+        import tensorflow as tf
+
+        @tf.custom_gradient
+        def f(a):
+            # the backward pass is wrong: c·(1 + a²) instead of c, so the tape's Hessian is diag(2·c·a)
+            return c * tf.reduce_sum(a), lambda dy: dy * c * (1 + a * a)
+        return f(x)
+
+    return linear
 
 
-@case(inputs={"x": [0.5, 0.25]}, name="linear_1e160_wrong_native")
-def linear_huge(x, xp):
-    return HUGE * (x[0] + x[1])
-
-
-@linear_huge.tensorflow
-def _(x):
-    import tensorflow as tf
-
-    @tf.custom_gradient
-    def f(a):
-        # the backward pass is wrong: HUGE·(1 + a²) instead of HUGE, so the tape's Hessian is diag(2·HUGE·a)
-        return HUGE * tf.reduce_sum(a), lambda dy: dy * HUGE * (1 + a * a)
-    return f(x)
-
-
-def test_wrong_hessian_of_a_huge_linear_function_is_not_ok():
-    # f = 1e160·(x0 + x1) is linear: its Hessian is exactly 0. The native backward pass gives
-    # ∂²/∂xᵢ² = 2e160·xᵢ = diag(1e160, 5e159). A zero truth is judged at the gradient's scale per unit of
-    # input, ‖(1e160, 1e160)‖ — whose square overflows float64, so an unscaled norm made that size inf
-    # and accepted any Hessian.
-    h = diffbench.hessian(linear_huge, "tape")
-    np.testing.assert_allclose(np.diag(h), [2 * HUGE * 0.5, 2 * HUGE * 0.25], rtol=1e-12)
-    assert not np.any(reference_hessian(linear_huge))
-    (r,) = [r for r in order2_rows(linear_huge, methods=("tape",)) if r["variant"] == "eager"]
+@pytest.mark.parametrize("c", [1e160, 1.0, 1e-170])
+def test_wrong_hessian_of_a_scaled_linear_function_is_not_ok(c):
+    # f = c·(x0 + x1) is linear: its Hessian is exactly 0. The native backward pass gives
+    # ∂²/∂xᵢ² = 2c·xᵢ = diag(c, c/2). A zero truth is judged at the gradient's scale per unit of input,
+    # ‖(c, c)‖ — whose square overflows float64 at c = 1e160 (an unscaled norm made that size inf and accepted
+    # any Hessian) and underflows at 1e-170. The verdict must not depend on c.
+    linear = _linear_case(c)
+    h = diffbench.hessian(linear, "tape")
+    np.testing.assert_allclose(np.diag(h), [2 * c * 0.5, 2 * c * 0.25], rtol=1e-12)
+    assert not np.any(reference_hessian(linear))
+    (r,) = [r for r in order2_rows(linear, methods=("tape",)) if r["variant"] == "eager"]
     assert r["status"] == "inaccurate" and r["cause"] == Cause.NATIVE
 
 
