@@ -556,6 +556,31 @@ def _none_diagnosis(case: Case, exc: NoGradient, ref: Any) -> str:
     return text
 
 
+def _none_hessian_diagnosis(case: Case, exc: NoGradient, ref: Any) -> str:
+    """TensorFlow's None for a second derivative, with what the certified Hessian says there: zeros are advised
+    only where it shows them (a stop_gradient in a custom gradient gives None where the truth is not 0)."""
+    from . import reference as reference_module
+
+    text = str(exc)
+    if ref is None:
+        return text
+    try:
+        hess = reference_module.reference_hessian(case, ref.dtype)
+    except Exception:  # noqa: BLE001 - no certified Hessian: nothing is claimed about the truth
+        return text + "; no certified Hessian here to say whether the true second derivatives are 0"
+    from .reference import labels as input_labels
+
+    names = input_labels(case)
+    rows = [i for i, label in enumerate(names) if label.split("[")[0] in exc.inputs]
+    if rows and not np.any(hess[rows]):
+        return text + ("; the certified Hessian is 0 there too, so passing "
+                       "unconnected_gradients=tf.UnconnectedGradients.ZERO to the outer tape gives the right values")
+    shown = "; ".join(f"{names[i]}: {np.array2string(hess[i], precision=6)}" for i in rows[:4])
+    return text + (f"; the certified second derivatives there are not 0 ({shown}): the backward pass must be "
+                   "differentiable (no tf.stop_gradient of the input in it), and UnconnectedGradients.ZERO would give "
+                   "a wrong Hessian")
+
+
 def _measure_order2(unit: Unit, config: Config, ref: Any, missing: Missing | None,
                     f_times: dict[tuple[Any, ...], float] | None = None) -> Row:
     from . import reference as reference_module
@@ -580,7 +605,8 @@ def _measure_order2(unit: Unit, config: Config, ref: Any, missing: Missing | Non
         if no_hessian:
             return unit.row(status=Status.UNDEFINED, cause=Cause.NO_DERIVATIVE, **values,
                             diagnosis=f"the true Hessian does not exist here: {ref.undefined or ref.order2_undefined}")
-        return unit.row(status=Status.NONE, diagnosis=str(exc), cause=Cause.NO_GRADIENT, **values)
+        return unit.row(status=Status.NONE, diagnosis=_none_hessian_diagnosis(unit.case, exc, ref),
+                        cause=Cause.NO_GRADIENT, **values)
     except UnitTimeout:
         raise
     except ImportError as exc:

@@ -185,6 +185,36 @@ def test_native_code_at_a_stationary_point_is_judged_at_the_gradients_size_nearb
     assert row(c, "tape", "eager")["status"] == status
 
 
+# =========================================================== C4. TensorFlow's None for a second derivative
+def _cube_case(name):
+    @case(inputs={"x": [1.5, -0.5]}, name=name)
+    def cube(x, xp):
+        return xp.sum(x * x * x)
+
+    @cube.tensorflow
+    def _(x):
+        import tensorflow as tf
+
+        @tf.custom_gradient
+        def f(a):
+            # 3·stop_gradient(a)²: right first derivative, cut off from the outer tape
+            return tf.reduce_sum(a ** 3), lambda dy: dy * 3 * tf.stop_gradient(a) ** 2
+        return f(x)
+
+    return cube
+
+
+def test_none_for_a_second_derivative_does_not_claim_a_zero_the_reference_does_not_show():
+    # f = Σxᵢ³: H = diag(6xᵢ) = diag(9, −3) at (1.5, −0.5). The backward pass 3·stop_gradient(x)² makes the
+    # outer tape return None; following "pass UnconnectedGradients.ZERO" would give a zero Hessian, wrong.
+    cube = _cube_case("cube_stop_gradient_backward")
+    np.testing.assert_allclose(reference_hessian(cube), [[9, 0], [0, -3]], rtol=1e-12)
+    (r,) = [r for r in order2_rows(cube, methods=("tape",)) if r["variant"] == "eager"]
+    assert r["status"] == "none"
+    assert "second derivative is 0" not in r["diagnosis"]
+    assert "would give a wrong Hessian" in r["diagnosis"] and "9" in r["diagnosis"]
+
+
 # =========================================================== D. known limits
 @case(inputs={"x": 1e-3}, name="sinc_hessian_1e3")
 def sinc_h(x, xp):

@@ -463,6 +463,7 @@ class TapeEngine:
             missing = unconnected["second"]
             raise NoGradient(
                 f"TensorFlow returned None for the second derivative with respect to {', '.join(missing)}: the "
-                "first derivative does not depend on it on the tape (the true second derivative is 0 there); "
-                "pass unconnected_gradients=tf.UnconnectedGradients.ZERO to the outer tape", missing, {})
+                "first derivative does not depend on it on the tape (a tf.stop_gradient, or a custom gradient whose "
+                "backward pass is not itself differentiable, cuts it off; that says nothing of the true second "
+                "derivative)", missing, {})
         return np.asarray(second().numpy())
