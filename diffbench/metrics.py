@@ -21,8 +21,8 @@ Tolerances, with eps the dtype's machine epsilon (float32 1.2e-7, float64 2.2e-1
     wᵢ = max(ν·‖r‖₂, zᵢ)               where rᵢ = 0,
 
 with ν = ``WEIGHT`` = 0.01 and zᵢ the function's own rounding scale for that component (the path-sum
-scale sᵢ = Σ_paths Π|∂| of the reference; for finite differences at a stationary point the size of the
-gradient one point-scale away). An exact method is ``ok`` when every |gᵢ − rᵢ| ≤ 1000·eps·wᵢ.
+scale sᵢ = Σ_paths Π|∂| of the reference; at a stationary point where every rᵢ and sᵢ is 0, for every method,
+the size of the gradient one point-scale away). An exact method is ``ok`` when every |gᵢ − rᵢ| ≤ 1000·eps·wᵢ.
 
 - *Its own size*: a component holding at least 1% of the norm is judged relative to itself, so a
   small wrong component next to a large right one fails.

@@ -331,6 +331,41 @@ def _noise(high: Any, bits: int) -> list[bool]:
             for b, c in zip(high.gradient, high.scale)]
 
 
+def _resolved(certified: list[bool], high: Any, bits: int, dtype: str) -> list[bool]:
+    """``certified`` less the components that cancel to within rounding noise of their scale at ``bits``
+    while that noise is still above the dtype's smallest subnormal: such a value is not shown to be 0 yet,
+    and a truth hidden beneath far larger terms ((1e120·x + x) − 1e120·x has ∂f/∂x = 1, lost to 0 at 384
+    bits) shows at a higher precision. The precision is raised for them within the time budget; zeros
+    without a path (scale 0) and noise below every representable value need nothing more."""
+    import mpmath
+
+    floor = mpmath.mpf(float(np.finfo(dtype).smallest_subnormal))
+    return [c and not (_finite(b) and s != 0 and abs(b) <= mpmath.ldexp(abs(s), 16 - bits)
+                       and mpmath.ldexp(abs(s), 16 - bits) >= floor)
+            for c, b, s in zip(certified, high.gradient, high.scale)]
+
+
+def _resolved(certified: list[bool], high: Any, bits: int, dtype: str) -> list[bool]:
+    """``certified`` less the components whose ball still holds 0 while its radius is above the dtype's
+    smallest subnormal: such a value is not shown to be 0 yet, and a truth hidden beneath far larger terms
+    ((1e120·x + x) − 1e120·x has ∂f/∂x = 1, inside a ball around 0 at 384 bits) shows at a higher precision.
+    The precision is raised for them within the time budget; zeros without a path (scale 0) and balls
+    narrower than every representable value need nothing more. With the mpmath fallback (no balls), the
+    same holds for a value within rounding noise of its scale."""
+    import mpmath
+
+    floor = float(np.finfo(dtype).smallest_subnormal)
+    if not high.fallback:
+        out = []
+        for c, g, s in zip(certified, high.gradient_balls, high.scale_balls):
+            hidden = bool(g.is_finite() and g.contains(0) and not s.is_zero() and float(g.rad()) >= floor)
+            out.append(c and not hidden)
+        return out
+    return [c and not (_finite(b) and s != 0 and abs(b) <= mpmath.ldexp(abs(s), 16 - bits)
+                       and mpmath.ldexp(abs(s), 16 - bits) >= floor)
+            for c, b, s in zip(certified, high.gradient, high.scale)]
+
+
 def _rounding(run: Callable[..., Any], x: list[Any], exact: list[Any], dtype: str) -> np.ndarray:
     """Largest change of each component over random roundings of every computed value in ``dtype``."""
     import mpmath
@@ -383,7 +418,8 @@ def _reference_now(case: Case, dtype: str) -> Reference:
         bits = PRECISIONS[1]
         certified = _certify(low.gradient, high.gradient, high.scale, PRECISIONS[0], bits)
     for nxt in [p for p in PRECISIONS if p > bits]:
-        if (all(certified) and not high.unresolved) or time.perf_counter() - start > BUDGET_S:
+        if (all(_resolved(certified, high, bits, dtype)) and not high.unresolved) or \
+                time.perf_counter() - start > BUDGET_S:
             break
         low, high = high, run(x, nxt)
         if high.fallback:
