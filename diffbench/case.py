@@ -11,6 +11,7 @@ import fnmatch
 import hashlib
 import importlib.util
 import inspect
+import json
 import linecache
 import math
 import os
@@ -374,10 +375,29 @@ def _snapshot_source(filename: str, source: bytes) -> None:
     _loaded_digests[filename] = hashlib.sha256(source).hexdigest()
 
 
+#: how a run's parent process hands its worker processes the digests of the case files as it loaded them at
+#: the start of the run (a worker loads them later, maybe after an edit)
+DIGESTS_ENV = "DIFFBENCH_LOADED_DIGESTS"
+
+
+def loaded_digests() -> dict[str, str]:
+    """The SHA-256 digests of the case files this process has loaded, by file name."""
+    return dict(_loaded_digests)
+
+
+def _run_digests() -> dict[str, str]:
+    try:
+        found = json.loads(os.environ.get(DIGESTS_ENV, "{}"))
+    except ValueError:
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
 def source_changed(case: Case) -> bool:
-    """Whether the file ``case`` was loaded from now holds other text than it was loaded from
-    (it was edited or removed since); False for a case not loaded from a file by :func:`load_cases`."""
-    digest = _loaded_digests.get(case.source_file or "")
+    """Whether the file ``case`` was loaded from now holds other text than when the run loaded it (or, outside
+    a run's workers, than this process loaded it): it was edited or removed since; False for a case not loaded
+    from a file by :func:`load_cases`."""
+    digest = _run_digests().get(case.source_file or "") or _loaded_digests.get(case.source_file or "")
     if digest is None:
         return False
     try:

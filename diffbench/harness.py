@@ -256,8 +256,9 @@ def measure_case(case: Case, config: Config, emit: Callable[[dict[str, Any]], No
         if changed:
             notes.append(isolation.state_note(changed))
         if source_changed(case):
-            notes.append(f"{case.source_file} changed while the case was measured; this row was measured with the "
-                         "version loaded at the start (source_hash)")
+            notes.append(f"{case.source_file} changed after the run loaded it (while this case was measured, or "
+                         "before its worker read it): this row was measured with the file as its worker read it, which may be "
+                         "the edited version; re-run once the file is settled")
         for note in notes:
             text = row["diagnosis"]
             row["diagnosis"] = f"{text}. Note: {note}" if text else note

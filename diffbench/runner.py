@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from .case import Case
+from .case import DIGESTS_ENV, Case, loaded_digests
 from .errors import FolderLocked
 from .harness import Config, key_of
 from .results import CASE_NOTE, COLUMNS, SWEEP, Cause, Missing, Status, atomic_write, case_note, row_of
@@ -437,6 +437,8 @@ def run_isolated(cases: list[Case], config: Config, jobs: int, on_rows: Callable
     """
     if config.memory_bytes is None:
         config = dataclasses.replace(config, memory_bytes=default_memory(jobs))
+    # workers load the case files later, maybe after an edit: they compare them with what this process loaded
+    os.environ[DIGESTS_ENV] = json.dumps(loaded_digests())
     pool = _Pool(config, _Sinks(on_rows, progress, on_scale, gpus, notify or (lambda message: None), started))
     for row in _problem_rows(cases):
         if key_of(row) not in skip:

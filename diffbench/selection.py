@@ -6,8 +6,10 @@ option to change; none prints or exits.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -98,6 +100,13 @@ print(%(checked)r, flush=True)
 """
 
 
+def _end_group(pid: int) -> None:
+    """End every process left in the session the child ``pid`` leads (what a case started while checked)."""
+    if hasattr(os, "killpg"):
+        with contextlib.suppress(OSError):
+            os.killpg(pid, signal.SIGKILL)
+
+
 def door_report(path: Path, timeout: float) -> DoorReport:
     """Load the case files at ``path`` in a child process, and there evaluate each case once at the door
     (:func:`diffbench.door.check_function`). A case that ends the child while it is checked is skipped in a
@@ -106,17 +115,23 @@ def door_report(path: Path, timeout: float) -> DoorReport:
     code = _CHILD % {"loaded": _LOADED, "checked": _CHECKED}
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     for _ in range(3):
+        # in a session of its own: whatever a case starts while it is checked ends with the check (no orphans)
+        child = subprocess.Popen([sys.executable, "-c", code, str(path), *skip], stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True, env=env, stdin=subprocess.DEVNULL,
+                                 start_new_session=True)
         try:
-            done = subprocess.run([sys.executable, "-c", code, str(path), *skip], capture_output=True, text=True,
-                                  env=env, timeout=timeout, stdin=subprocess.DEVNULL)
-            stdout, stderr, exit_code = done.stdout, done.stderr, done.returncode
-        except subprocess.TimeoutExpired as exc:
-            stdout = exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else (exc.stdout or "")
-            stderr, exit_code = "", None
+            stdout, stderr = child.communicate(timeout=timeout)
+            exit_code = child.returncode
+        except subprocess.TimeoutExpired:
+            _end_group(child.pid)
+            stdout, stderr = child.communicate()
+            exit_code = None
             if _LOADED not in stdout:
                 report.failure = f"loading the case files in {path} took longer than {timeout:g} s; a case file " \
                                  "hangs at import"
                 return report
+        finally:
+            _end_group(child.pid)
         checking = None
         for line in stdout.splitlines():
             if line == _LOADED:
