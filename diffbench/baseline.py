@@ -10,6 +10,12 @@ history:
   rather than called stale); ``source_hash`` stays, for information. Rows gain
   ``time_min_s`` and ``time_samples_s`` (every timing sample, for the significance test
   of ``--fail-slower``).
+- 3: rows gain ``twin_ratios``: the per-round ratios of the gradient's time to the twin
+  workload's, timed alternately (:mod:`diffbench.slowdown`); ``check --fail-slower``
+  confirms a flagged row against them. The environment gains ``twin`` (the twin workload's
+  name), ``load`` and ``load_after`` (load averages, CPUs, clock and governor before and
+  after the snapshot). A version-2 baseline is still read: its gradients are compared as
+  before, and a row ``--fail-slower`` flags cannot be confirmed (re-run snapshot).
 
 Reading a baseline only parses JSON; it never executes code. Every value is checked
 against :data:`SCHEMA` before use, and NaN/Infinity literals or numbers beyond a float's
@@ -28,7 +34,9 @@ import jsonschema
 from .case import STATUSES
 from .errors import BaselineError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+#: older versions this diffbench still reads (the fields they lack are optional in the schema)
+READABLE_VERSIONS = (2, 3)
 #: integers longer than this cannot be a float's value; they are refused rather than parsed
 MAX_INTEGER_DIGITS = 308
 
@@ -49,6 +57,7 @@ _ROW = {
         "time_median_s": _SECONDS, "time_min_s": _SECONDS,
         "time_samples_s": {"anyOf": [{"type": "null"},
                                      {"type": "array", "items": {"type": "number", "minimum": 0}}]},
+        "twin_ratios": {"anyOf": [{"type": "null"}, {"type": "array", "items": {"type": "number", "minimum": 0}}]},
     },
 }
 _INPUT = {"type": "object", "required": ["shape", "values"],
@@ -65,11 +74,11 @@ _CASE = {
         "rows": {"type": "array", "items": _ROW},
     },
 }
-#: the JSON Schema of a version-2 baseline
+#: the JSON Schema of a version-3 baseline (and of a version-2 one, which lacks the optional new fields)
 SCHEMA = {
     "type": "object",
     "required": ["schema_version", "cases"],
-    "properties": {"schema_version": {"const": SCHEMA_VERSION}, "environment": {"type": "object"},
+    "properties": {"schema_version": {"enum": list(READABLE_VERSIONS)}, "environment": {"type": "object"},
                    "cases": {"type": "object", "additionalProperties": _CASE}},
 }
 
@@ -108,8 +117,9 @@ def validate(data: Any, path: Path) -> None:
     if not isinstance(data, dict) or "schema_version" not in data:
         raise BaselineError(f"{path} is not a diffbench baseline (no schema_version)")
     version = data["schema_version"]
-    if version != SCHEMA_VERSION or isinstance(version, bool):
-        raise BaselineError(f"{path} has schema_version {version!r}; this diffbench reads version {SCHEMA_VERSION}. "
+    if version not in READABLE_VERSIONS or isinstance(version, bool):
+        readable = " and ".join(map(str, READABLE_VERSIONS))
+        raise BaselineError(f"{path} has schema_version {version!r}; this diffbench reads versions {readable}. "
                             "Re-create it with this version's diffbench snapshot")
     error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(SCHEMA).iter_errors(data))
     if error is not None:
