@@ -10,9 +10,10 @@ history:
   rather than called stale); ``source_hash`` stays, for information. Rows gain
   ``time_min_s`` and ``time_samples_s`` (every timing sample, for the significance test
   of ``--fail-slower``).
-- 3: rows gain ``twin_ratios``: the per-round ratios of the gradient's time to the twin
-  workload's, timed alternately (:mod:`diffbench.slowdown`); ``check --fail-slower``
-  confirms a flagged row against them. The environment gains ``twin`` (the twin workload's
+- 3: rows gain ``twin_sessions``: sessions of the gradient timed alternately with a fixed
+  twin workload, each ``{"gradient_s": [...], "twin_s": [...]}`` (per-call seconds, one of
+  each per round; :mod:`diffbench.slowdown`); ``check --fail-slower`` confirms a flagged row
+  against them. The environment gains ``twin`` (the twin workload's
   name), ``load`` and ``load_after`` (load averages, CPUs, clock and governor before and
   after the snapshot). A version-2 baseline is still read: its gradients are compared as
   before, and a row ``--fail-slower`` flags cannot be confirmed (re-run snapshot).
@@ -46,6 +47,9 @@ _GRADIENT_VALUE = {"anyOf": [_NUMBER, {"type": "null"}, {"enum": ["inf", "-inf"]
 _VALUES = {"type": "array", "items": _GRADIENT_VALUE}
 _SECONDS = {"anyOf": [{"type": "number", "minimum": 0}, {"type": "null"}]}
 _NAME = {"type": "string", "minLength": 1}
+_TIMES = {"type": "array", "items": {"type": "number", "minimum": 0}}
+_SESSION = {"type": "object", "required": ["gradient_s", "twin_s"],
+            "properties": {"gradient_s": _TIMES, "twin_s": _TIMES}}
 _ROW = {
     "type": "object",
     "required": ["method", "variant", "dtype", "status", "gradient"],
@@ -57,7 +61,7 @@ _ROW = {
         "time_median_s": _SECONDS, "time_min_s": _SECONDS,
         "time_samples_s": {"anyOf": [{"type": "null"},
                                      {"type": "array", "items": {"type": "number", "minimum": 0}}]},
-        "twin_ratios": {"anyOf": [{"type": "null"}, {"type": "array", "items": {"type": "number", "minimum": 0}}]},
+        "twin_sessions": {"anyOf": [{"type": "null"}, {"type": "array", "items": _SESSION}]},
     },
 }
 _INPUT = {"type": "object", "required": ["shape", "values"],

@@ -4,21 +4,27 @@ A run's samples on a shared machine are not independent: a burst of load hits se
 samples of one row in a row, so a test on them (five samples against five) calls noise
 significant. ``check --fail-slower`` therefore decides in two steps:
 
-1. **Flag.** Rows whose statistic (median or minimum of the run's samples) grew by more than
-   the threshold once the machine's own drift is divided out (:func:`machine_drift`; of
-   its estimates the smallest is divided out, so that either can flag) are candidates.
-   Flagging only chooses what to measure again; it never fails a check by itself.
-2. **Confirm.** Each candidate's gradient is timed again, alternating sample by sample with
-   a fixed *twin* workload (:func:`twin_workload`, NumPy and Python work of ~20 µs), for
-   many rounds (:func:`paired_rounds`), in the process's CPU time. A burst of load lands on
-   both halves of a round, so the per-round ratio gradient/twin holds still where the times
-   do not. The snapshot
-   measured the same ratio the same way. The slowdown is the ratio of the two medians, and
-   its interval comes from the distribution-free order-statistic interval of each median
-   (the sign test inverted: no assumption of independent or normal samples within a row
-   beyond exchangeable rounds). The row is slower only when the whole interval lies above
-   1 + threshold; within the limit when the whole interval lies at or below it; otherwise
-   the machine was too noisy to tell, and ``check`` says so (exit 2) rather than guess.
+1. **Flag.** Rows whose median or minimum time (``STAT``) grew by more than the threshold
+   once the machine's own drift is divided out are candidates (:meth:`SlowerCheck.flag`; of
+   the drift's estimates, :func:`machine_drift`, the smallest is divided out, so that either
+   can flag). Flagging only chooses what to measure again; it never fails a check by itself.
+2. **Confirm.** Each candidate's gradient is timed again in a fresh worker process,
+   alternating sample by sample with a fixed *twin* workload (:func:`twin_workload`, NumPy
+   and Python work of ~20 µs), in the process's CPU time (:func:`paired_rounds`). A
+   *session*'s statistic is the ratio of the fastest samples, gradient over twin
+   (:func:`session_ratio`). The snapshot took :data:`SESSIONS` sessions of every row, a
+   pass over all rows apart, and the ratio moves between sessions by more than within one
+   (under a load of 8 on 2 CPUs, by more than 20% on a third of the rows). A session *votes*
+   (:meth:`SlowerCheck.vote`) against the baseline's slowest session: ``slower`` when it
+   exceeds it by more than the limit times the baseline's own spread between its sessions,
+   ``within`` when it exceeds it by at most the limit, otherwise ``unclear``. The row is
+   slower when every one of :data:`SESSIONS` sessions votes so; within when the first
+   session does, or two do; otherwise the machine was too noisy to tell, and ``check`` says
+   so (exit 2) rather than guess (:meth:`SlowerCheck.verdict`).
+
+A session's votes need no independence between the samples of a session, nor any
+distribution: a false alarm needs every session now to land above the highest of the
+baseline's sessions by more than their own spread and the threshold together.
 
 The Mann-Whitney U test (for ``compare`` of two runs) stays here as well, implemented
 without SciPy: the exact distribution for small samples without ties, the normal
@@ -37,18 +43,20 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-#: significance level: the slowdown's interval has confidence 1 - alpha
+#: significance level of the Mann-Whitney test of ``compare``
 DEFAULT_ALPHA = 0.01
 #: up to this many (n_baseline * n_current) pairs the exact U distribution is used
 EXACT_MAX_PAIRS = 400
 #: the twin workload's name, stored in a baseline; a baseline made against another twin is not compared
 TWIN = "numpy-exp-sum-2000+python-sum-300"
-#: rounds of (gradient, twin) samples taken at snapshot and at the first confirmation of a check
+#: rounds of (gradient, twin) samples in one session
 PAIRED_ROUNDS = 41
-#: rounds added when the first confirmation cannot tell (the interval straddles the limit)
-EXTRA_ROUNDS = 80
+#: sessions per row: all of them at snapshot, up to this many at check
+SESSIONS = 3
 #: each sample runs its function this long at least (loops doubled until it does)
 PAIRED_SAMPLE_S = 0.001
+#: a session's statistic compares this quantile of the gradient's and the twin's per-call times (0: the fastest)
+QUANTILE = 0.0
 
 
 @dataclass(frozen=True)
@@ -67,37 +75,45 @@ class Candidate:
 
 
 @dataclass(frozen=True)
-class Confirmation:
-    """The verdict of a re-measurement against the twin.
+class Vote:
+    """One session's vote on a flagged row (:meth:`SlowerCheck.vote`).
 
-    ``estimate`` is how many times slower the row is now, relative to the twin workload, than
-    in the baseline (Hodges-Lehmann estimate); ``low``/``high`` bound it with confidence
-    1 - alpha (:func:`ratio_interval`); ``outcome`` is ``slower`` (``low`` above the limit),
-    ``within`` (``high`` at or below it) or ``undecided``. ``twin_spread`` is the twin's own
-    interquartile range over its median in the re-measurement (how noisy the machine was).
+    ``estimate`` is the session's ratio gradient/twin (:func:`session_ratio`) over the
+    baseline's highest session ratio; ``noise`` the baseline's highest over its lowest (how far
+    the row strays between sessions of unchanged code); ``kind`` is ``slower``, ``within`` or
+    ``unclear``; ``twin_s`` the twin's time in this session (the machine's speed).
     """
 
-    outcome: str
+    kind: str
     estimate: float
-    low: float
-    high: float
+    noise: float
+    twin_s: float
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What the sessions decided about a flagged row: ``slower``, ``within`` or ``undecided``, and why."""
+
+    outcome: str
+    votes: tuple[Vote, ...]
     limit: float
-    rounds: int
-    baseline_rounds: int
-    confidence: float
-    twin_spread: float
+    baseline_sessions: int
 
     def describe(self) -> str:
-        """One clause with the numbers behind the verdict."""
-        return (f"×{self.estimate:.2f} the baseline's time relative to the twin workload ({self.confidence:.0%} "
-                f"interval ×{self.low:.2f}–×{self.high:.2f}, limit ×{self.limit:.2f}; {self.rounds} interleaved "
-                f"rounds now, {self.baseline_rounds} in the baseline; the twin's own spread "
-                f"{self.twin_spread:.0%})")
+        """One clause with every session's numbers."""
+        noise = self.votes[0].noise if self.votes else math.nan
+        kinds = ", ".join(f"×{v.estimate:.2f} ({v.kind})" for v in self.votes)
+        twins = [v.twin_s for v in self.votes if v.twin_s > 0]
+        spread = f"; the twin's own time moved ×{max(twins) / min(twins):.2f} between sessions" if len(twins) > 1 else ""
+        return (f"CPU time relative to the twin workload, over the slowest of the baseline's {self.baseline_sessions} "
+                f"sessions, in {len(self.votes)} sessions now: {kinds} (slower needs more than ×{self.limit:.2f} "
+                f"times the baseline's own spread ×{noise:.2f} = ×{self.limit * noise:.2f} in every one of "
+                f"{SESSIONS} sessions){spread}")
 
 
 @dataclass(frozen=True)
 class SlowerCheck:
-    """``--fail-slower STAT:PERCENT``: which statistic flags, how much slower is too slow, at what level."""
+    """``--fail-slower STAT:PERCENT``: which statistic flags, and how much slower is too slow."""
 
     statistic: str
     threshold: float
@@ -123,7 +139,7 @@ class SlowerCheck:
 
         Each drift is the machine's own change of speed (after/before); the smallest one is
         divided out, so that a slowdown one estimate of the machine would hide is still
-        measured again. No significance is asked here: :meth:`confirm` decides.
+        measured again. No significance is asked here: :meth:`vote` and :meth:`verdict` decide.
         """
         pick = statistics.median if self.statistic == "median" else min
         old, new = float(pick(before)), float(pick(after))
@@ -133,74 +149,60 @@ class SlowerCheck:
             return None
         return Candidate(self.statistic, old, new / drift, drift)
 
-    def confirm(self, before: Sequence[float], after: Sequence[float], twin_samples: Sequence[float] = ()
-                ) -> Confirmation:
-        """Judge per-round ratios gradient/twin: ``before`` from the baseline, ``after`` measured now.
+    def vote(self, baseline: Sequence[tuple[Sequence[float], Sequence[float]]],
+             session: tuple[Sequence[float], Sequence[float]]) -> Vote:
+        """One session's vote: (gradient samples, twin samples) now against the baseline's sessions.
 
-        ``slower`` when the lower end of the interval of after/before (:func:`ratio_interval`)
-        exceeds the limit, ``within`` when its upper end does not, ``undecided`` otherwise
-        (also when there are too few rounds to bound it at this level).
+        The reference is the baseline's *highest* session ratio (its slowest moment), so that a
+        slow moment of the snapshot's is never taken for the row's normal speed, and the margin
+        is the baseline's own spread between its sessions. ``slower`` when the estimate exceeds
+        the limit times that spread; ``within`` when it is at most the limit; ``unclear``
+        otherwise (or when anything is missing).
         """
-        estimate, low, high = ratio_interval(before, after, 1 - self.alpha)
-        if low > self.limit:
-            outcome = "slower"
-        elif high <= self.limit:
+        references = [session_ratio(*b) for b in baseline]
+        references = [r for r in references if r > 0 and math.isfinite(r)]
+        now = session_ratio(*session)
+        twin = quantile(session[1], QUANTILE) if session[1] else math.nan
+        if not references or not (now > 0 and math.isfinite(now)):
+            return Vote("unclear", math.nan, math.nan, twin)
+        noise = max(references) / min(references)
+        estimate = now / max(references)
+        kind = "slower" if estimate > self.limit * noise else "within" if estimate <= self.limit else "unclear"
+        return Vote(kind, estimate, noise, twin)
+
+    def verdict(self, votes: Sequence[Vote], baseline_sessions: int = SESSIONS) -> Verdict | None:
+        """The row's outcome from the sessions' votes so far, or None while another session is needed.
+
+        ``within`` when the first session votes so, or two do; ``slower`` when every one of
+        :data:`SESSIONS` sessions votes so; ``undecided`` after :data:`SESSIONS` sessions otherwise.
+        """
+        kinds = [v.kind for v in votes]
+        if kinds[:1] == ["within"] or kinds.count("within") >= 2:
             outcome = "within"
+        elif len(kinds) >= SESSIONS:
+            outcome = "slower" if kinds.count("slower") == len(kinds) else "undecided"
         else:
-            outcome = "undecided"
-        ordered = sorted(twin_samples)
-        spread = math.nan
-        if len(ordered) >= 4 and statistics.median(ordered) > 0:
-            quartiles = statistics.quantiles(ordered, n=4)
-            spread = (quartiles[2] - quartiles[0]) / statistics.median(ordered)
-        return Confirmation(outcome, estimate, low, high, self.limit, len(after), len(before), 1 - self.alpha,
-                            spread)
+            return None
+        return Verdict(outcome, tuple(votes), self.limit, baseline_sessions)
 
     def __str__(self) -> str:
         return f"{self.statistic}:{self.threshold * 100:g}%"
 
 
-# --------------------------------------------------------------------------- distribution-free statistics
-def ratio_interval(before: Sequence[float], after: Sequence[float], confidence: float = 1 - DEFAULT_ALPHA
-                   ) -> tuple[float, float, float]:
-    """How many times larger ``after`` is than ``before``: (estimate, low, high), from positive samples.
-
-    On logarithms, the Hodges-Lehmann estimate of the shift between the two samples (the median
-    of all n·m differences log a - log b) and its distribution-free confidence interval, the
-    k-th smallest and k-th largest difference, where k is the largest with P(U <= k-1) <=
-    (1 - confidence)/2 for the Mann-Whitney U under no shift (exact for small samples, the
-    normal approximation otherwise; Hollander & Wolfe, *Nonparametric Statistical Methods*,
-    §4.3). It assumes only that each sample's values are exchangeable and that the two differ
-    by a shift; exponentiated, the three are ratios. (nan, 0, inf) when a sample is empty or has
-    too few values to reach the confidence.
-    """
-    old = [math.log(v) for v in before if v > 0 and math.isfinite(v)]
-    new = [math.log(v) for v in after if v > 0 and math.isfinite(v)]
-    n, m = len(new), len(old)
-    if not n or not m:
-        return math.nan, 0.0, math.inf
-    differences = sorted(a - b for a in new for b in old)
-    estimate = math.exp(statistics.median(differences))
-    k = _rank_for(n, m, (1 - confidence) / 2)
-    if k < 1:
-        return estimate, 0.0, math.inf
-    return estimate, math.exp(differences[k - 1]), math.exp(differences[n * m - k])
+# --------------------------------------------------------------------------- a session's statistic
+def quantile(values: Sequence[float], q: float) -> float:
+    """The order statistic x_(floor(q·(n-1)) + 1) of ``values`` (the lower empirical quantile); nan when empty."""
+    ordered = sorted(values)
+    return ordered[int(math.floor(q * (len(ordered) - 1)))] if ordered else math.nan
 
 
-def _rank_for(n: int, m: int, tail: float) -> int:
-    """The largest k with P(U <= k-1) <= tail, U the Mann-Whitney statistic of samples of n and m."""
-    if n * m <= EXACT_MAX_PAIRS:
-        counts, total = _u_counts(n, m), math.comb(n + m, n)
-        k, below = 0, 0
-        while k < len(counts) and (below + counts[k]) / total <= tail:
-            below += counts[k]
-            k += 1
-        return k
-    z = statistics.NormalDist().inv_cdf(1 - tail)
-    # the normal approximation's critical value, with the continuity correction
-    return max(int(math.floor(n * m / 2 - z * math.sqrt(n * m * (n + m + 1) / 12) + 0.5)), 0)
+def session_ratio(gradient_s: Sequence[float], twin_s: Sequence[float], q: float = QUANTILE) -> float:
+    """A session's statistic: the ``q`` quantile of the gradient's times over the twin's (nan without twin times)."""
+    twin = quantile(twin_s, q)
+    return quantile(gradient_s, q) / twin if twin > 0 else math.nan
 
 
+# --------------------------------------------------------------------------- the Mann-Whitney test
 def mann_whitney_greater(x: Sequence[float], y: Sequence[float]) -> float:
     """One-sided p-value of the Mann-Whitney U test that ``x`` tends to be larger than ``y``.
 
@@ -314,26 +316,25 @@ def _sample(fn: Callable[[], Any], loops: int, clock: Callable[[], float]) -> fl
 def paired_rounds(fn: Callable[[], Any], twin: Callable[[], Any], rounds: int = PAIRED_ROUNDS,
                   min_sample_s: float = PAIRED_SAMPLE_S, budget_s: float = math.inf,
                   clock: Callable[[], float] = time.process_time) -> tuple[list[float], list[float]]:
-    """Time ``fn`` and ``twin`` alternately; return (per-round ratios fn/twin, the twin's per-call samples).
+    """Time ``fn`` and ``twin`` alternately; return (fn's per-call samples, the twin's), one of each per round.
 
     Both are warmed up and calibrated (loops doubled until a sample lasts ``min_sample_s``);
     each round takes one sample of each, the order swapped every round so neither always runs
     first. Garbage collection is off while timing. Rounds stop early once ``budget_s`` of wall
-    time is spent (a slow gradient then gets fewer rounds, and a wider interval).
+    time is spent (a slow gradient then gets fewer rounds).
 
-    The clock is the process's CPU time (``time.process_time``, every thread of the process),
-    not the wall clock: on a shared machine a wall-clock sample of a millisecond includes
-    whatever time other processes held the CPU, which made per-round ratios scatter over a
-    factor of 5 under a load of 5 on 2 CPUs, against ±7% in CPU time. The price: a slowdown
-    that shows only in wall time (waiting, sleeping, work moved off parallel threads) is not
-    confirmed.
+    The clock is the process's CPU time (every thread of it), not the wall clock: under a load
+    of 8 on 2 CPUs most wall-clock samples of a millisecond are interrupted by other
+    processes, and the ratio of the fastest samples moved by more than ×1.9 between sessions
+    on one row in ten, against ×1.3 in CPU time. The price: a slowdown that shows only in wall
+    time (waiting, sleeping, work moved off parallel threads) is not confirmed.
     """
     enabled = gc.isenabled()
     gc.disable()
     try:
         fn(), twin()
         loops_fn, loops_twin = _loops_for(fn, min_sample_s, clock), _loops_for(twin, min_sample_s, clock)
-        ratios, twins = [], []
+        times, twins = [], []
         began = time.perf_counter()
         for r in range(rounds):
             if time.perf_counter() - began > budget_s:
@@ -344,13 +345,12 @@ def paired_rounds(fn: Callable[[], Any], twin: Callable[[], Any], rounds: int = 
             else:
                 g = _sample(fn, loops_fn, clock)
                 t = _sample(twin, loops_twin, clock)
-            if t > 0:
-                ratios.append(g / t)
-                twins.append(t)
+            times.append(g)
+            twins.append(t)
     finally:
         if enabled:
             gc.enable()
-    return ratios, twins
+    return times, twins
 
 
 def machine_load() -> dict[str, Any]:

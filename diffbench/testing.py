@@ -24,7 +24,7 @@ from .diagnose import judge
 from .harness import DEFAULT_TIMEOUT_S, budget, make_config
 from .metrics import describe_inputs, tolerance
 from .results import Status
-from .slowdown import (EXTRA_ROUNDS, PAIRED_ROUNDS, TWIN, SlowerCheck, calibration_s, describe_load, machine_drift,
+from .slowdown import (PAIRED_ROUNDS, SESSIONS, TWIN, SlowerCheck, calibration_s, describe_load, machine_drift,
                        machine_load)
 
 __all__ = ["SCHEMA_VERSION", "BaselineError", "read_baseline", "write_baseline", "compare", "assert_gradients"]
@@ -43,10 +43,11 @@ NO_GRADIENT_STATUSES = results.NO_GRADIENT_STATUSES
 #: statuses meaning the row could not be measured at all
 UNMEASURED_STATUSES = results.UNMEASURED_STATUSES
 ROW_FIELDS = ("method", "variant", "dtype", "status", "rel_error", "gradient", "time_median_s", "time_min_s",
-              "time_samples_s", "twin_ratios")
+              "time_samples_s", "twin_sessions")
 #: a row's key in the gate: (case name, method, variant, dtype)
 RowKey = tuple[str, str, str, str]
-#: re-measures rows against the twin: (keys, rounds) -> key -> (ratios, twin samples) or why not
+#: re-measures rows against the twin, one session each: (keys, rounds) -> key -> (gradient samples, twin samples)
+#: or why not
 Remeasure = Callable[[list[RowKey], int], dict[RowKey, Any]]
 
 
@@ -78,11 +79,11 @@ def gate_config(methods: list[str] | None, dtypes: list[str] | None, variants: d
 
 def _baseline_row(row: dict[str, Any]) -> dict[str, Any]:
     gradient = row.get("gradient")
-    out = {k: _clean(row.get(k)) for k in ROW_FIELDS if k not in ("gradient", "time_samples_s", "twin_ratios")}
+    out = {k: _clean(row.get(k)) for k in ROW_FIELDS if k not in ("gradient", "time_samples_s", "twin_sessions")}
     out["gradient"] = None if gradient is None else {k: _as_list(v) for k, v in gradient.items()}
-    for key in ("time_samples_s", "twin_ratios"):
-        samples = row.get(key)
-        out[key] = [float(s) for s in samples] if samples else None
+    samples = row.get("time_samples_s")
+    out["time_samples_s"] = [float(s) for s in samples] if samples else None
+    out["twin_sessions"] = row.get("twin_sessions") or None
     return out
 
 
@@ -183,39 +184,53 @@ def references(cases: list[Any], timeout: float) -> dict[str, tuple[dict[str, li
 PAIRED_BUDGET_S = 20.0
 
 
-def _paired_worker(todo: list[tuple[Any, ...]], rounds: int, timeout: float, results: Any) -> None:
+def _paired_worker(todo: list[tuple[Any, ...]], rounds: int, sessions: int, timeout: float, results: Any) -> None:
     from .engines import get_engine
     from .slowdown import paired_rounds, twin_workload
 
     loaded: dict[str, dict[str, Any]] = {}
     twin = twin_workload()
+    prepared: dict[RowKey, Any] = {}
+    found: dict[RowKey, list[tuple[list[float], list[float]]]] = {}
     for file, name, method, variant, dtype in todo:
         key = (name, method, variant, dtype)
         try:
             if file not in loaded:
                 loaded[file] = {c.name: c for c in load_cases(file)}
             with budget(timeout), np.errstate(all="ignore"):
-                prepared = get_engine(method).prepare(loaded[file][name], variant, dtype, "CPU")
-            with np.errstate(all="ignore"):
-                ratios, twins = paired_rounds(prepared.timed, twin, rounds, budget_s=PAIRED_BUDGET_S)
-            results.put((key, (ratios, twins), None))
+                prepared[key] = get_engine(method).prepare(loaded[file][name], variant, dtype, "CPU").timed
+            found[key] = []
         except Exception as exc:  # noqa: BLE001 - the row cannot be confirmed; the caller says so
             results.put((key, None, f"{type(exc).__name__}: {exc}"))
+    # one pass over every row per session, so that a row's sessions lie a pass apart, at different loads
+    for session in range(sessions):
+        for key in list(prepared):
+            try:
+                with np.errstate(all="ignore"):
+                    found[key].append(paired_rounds(prepared[key], twin, rounds, budget_s=PAIRED_BUDGET_S))
+            except Exception as exc:  # noqa: BLE001
+                results.put((key, None, f"{type(exc).__name__}: {exc}"))
+                del prepared[key]
+                continue
+            if session == sessions - 1:
+                results.put((key, found[key], None))
 
 
-def paired_ratios(cases: list[Any], keys: list[RowKey], rounds: int = PAIRED_ROUNDS,
-                  timeout: float = DEFAULT_TIMEOUT_S) -> dict[RowKey, tuple[list[float], list[float]] | str]:
-    """Time each row's gradient alternately with the twin workload, in a worker process, for ``rounds`` rounds.
+def paired_ratios(cases: list[Any], keys: list[RowKey], rounds: int = PAIRED_ROUNDS, sessions: int = 1,
+                  timeout: float = DEFAULT_TIMEOUT_S) -> dict[RowKey, list[tuple[list[float], list[float]]] | str]:
+    """Sessions of each row: its gradient timed alternately with the twin workload, in one worker process.
 
-    Returns key -> (per-round ratios gradient/twin, the twin's samples), or a sentence saying
-    why the row could not be timed (its preparation raised, ran past ``timeout``, or died).
-    One worker, one row after another: rows timed side by side would load each other.
+    Every row is prepared first; then each of ``sessions`` passes times every row for
+    ``rounds`` rounds. Returns key -> [(the gradient's per-call samples, the twin's) per session],
+    or a sentence saying why the row could not be timed (its preparation raised, ran past
+    ``timeout``, or the worker died). One worker: rows timed side by side would load each other.
     """
     files = {c.name: c.source_file for c in cases if c.func is not None and c.source_file and not c.problem}
     todo = [(files[k[0]], *k) for k in keys if k[0] in files]
-    found = _in_workers(_paired_worker, todo, (rounds, timeout), timeout + PAIRED_BUDGET_S,
-                        "timing against the twin")
-    out: dict[RowKey, tuple[list[float], list[float]] | str] = {}
+    # results come after every row is prepared and all but the last pass are done: wait for all of it
+    wait = (max(timeout, 0) or DEFAULT_TIMEOUT_S) + PAIRED_BUDGET_S * sessions * max(len(todo), 1)
+    found = _in_workers(_paired_worker, todo, (rounds, sessions, timeout), wait, "timing against the twin")
+    out: dict[RowKey, list[tuple[list[float], list[float]]] | str] = {}
     for key in keys:
         values, problem = found.get(key, (None, "the case cannot be loaded"))
         out[key] = values if values is not None else (problem or "no timing came back")
@@ -224,7 +239,8 @@ def paired_ratios(cases: list[Any], keys: list[RowKey], rounds: int = PAIRED_ROU
 
 def remeasurer(cases: list[Any], timeout: float) -> Remeasure:
     """The ``remeasure`` of :func:`compare` for ``cases``: :func:`paired_ratios` in a worker process."""
-    return lambda keys, rounds: paired_ratios(cases, keys, rounds, timeout)
+    return lambda keys, rounds: {k: v if isinstance(v, str) else v[0]
+                                 for k, v in paired_ratios(cases, keys, rounds, 1, timeout).items()}
 
 
 def case_entry(case: Any, rows: list[dict[str, Any]],
@@ -259,13 +275,12 @@ def write_baseline(cases: list[Any], path: Path, methods: list[str] | None = Non
         return None
     refs = references(cases, timeout)
     if timing:
-        timed = [(name, r["method"], r["variant"], r["dtype"]) for name, rows in measured.items() for r in rows
-                 if r.get("time_samples_s")]
-        paired = paired_ratios(cases, timed, PAIRED_ROUNDS, timeout)
+        timed = [key_of(name, r) for name, rows in measured.items() for r in rows if r.get("time_samples_s")]
+        sessions = {k: [{"gradient_s": g, "twin_s": t} for g, t in v] for k, v in
+                    paired_ratios(cases, timed, PAIRED_ROUNDS, SESSIONS, timeout).items() if not isinstance(v, str)}
         for name, rows in measured.items():
             for r in rows:
-                found = paired.get((name, r["method"], r["variant"], r["dtype"]))
-                r["twin_ratios"] = found[0] if isinstance(found, tuple) else None
+                r["twin_sessions"] = sessions.get(key_of(name, r)) or None
 
     data = {"schema_version": SCHEMA_VERSION, "environment": dict(environment([], profile),
                                                                   calibration_s=calibration_s() if timing else None,
@@ -438,7 +453,7 @@ def compare(baseline: dict[str, Any], current: dict[str, dict[str, Any]], slower
                     continue
                 timed += 1
                 timings.append((key_of(name, row), old["time_samples_s"], row["time_samples_s"],
-                                old.get("twin_ratios")))
+                                old.get("twin_sessions")))
         compared += case_compared
         missing = [r for key, r in base_rows.items() if key not in seen and (selected is None or selected(*key))]
         if missing:
@@ -495,7 +510,7 @@ def _key_label(key: RowKey) -> str:
     return f"**{key[0]}** {key[1]}/{key[2]} {key[3]}"
 
 
-def _slowdowns(baseline: dict[str, Any], timings: list[tuple[RowKey, list[float], list[float], list[float] | None]],
+def _slowdowns(baseline: dict[str, Any], timings: list[tuple[RowKey, list[float], list[float], Any]],
                slower: SlowerCheck, calibration: float | None, remeasure: Remeasure | None,
                load: dict[str, Any] | None) -> tuple[list[str], list[str], int]:
     """(confirmed slowdown lines, too-noisy lines, rows flagged and found within the limit)."""
@@ -506,224 +521,50 @@ def _slowdowns(baseline: dict[str, Any], timings: list[tuple[RowKey, list[float]
                             for _, before, after, _ in timings if statistics.median(before) > 0],
                            environment.get("calibration_s"), calibration)
     how = "; ".join(f"×{d:.2f} from {text}" for d, text in drifts)
-    flagged: dict[RowKey, tuple[Any, list[float]]] = {}
+    flagged: dict[RowKey, tuple[str, list[tuple[list[float], list[float]]]]] = {}
     noisy: list[str] = []
-    for key, before, after, base_ratios in timings:
+    for key, before, after, sessions in timings:
         candidate = slower.flag(before, after, [d for d, _ in drifts])
         if candidate is None:
             continue
         flagged_by = (f"flagged by the run: {candidate.statistic} time {candidate.before_s:.3g} s -> "
                       f"{candidate.after_s:.3g} s once a drift of ×{candidate.drift:.2f} is divided out "
                       f"({candidate.percent:.0f}% slower; machine drift {how})")
-        if environment.get("twin") != TWIN or not base_ratios:
-            noisy.append(f"- {_key_label(key)}: {flagged_by}; the baseline has no interleaved timing against the "
-                         f"twin workload {TWIN} to confirm it with (made by an older diffbench, or with another "
-                         "twin); re-run snapshot")
+        if environment.get("twin") != TWIN or not sessions:
+            noisy.append(f"- {_key_label(key)}: {flagged_by}; the baseline has no sessions timed against the twin "
+                         f"workload {TWIN} to confirm it with (made by an older diffbench, or with another twin); "
+                         "re-run snapshot")
             continue
-        flagged[key] = (flagged_by, base_ratios)
-    slowdowns: list[str] = []
-    within = 0
-    pending = {key: ([], []) for key in flagged}  # type: dict[RowKey, tuple[list[float], list[float]]]
-    for rounds in (PAIRED_ROUNDS, EXTRA_ROUNDS):
-        if not pending or remeasure is None:
-            break
-        measured = remeasure(sorted(pending), rounds)
-        for key in sorted(pending):
-            flagged_by, base_ratios = flagged[key]
-            found = measured.get(key, "no timing came back")
-            if isinstance(found, str):
-                noisy.append(f"- {_key_label(key)}: {flagged_by}; could not be re-measured against the twin: {found}")
-                del pending[key]
-                continue
-            pending[key][0].extend(found[0])
-            pending[key][1].extend(found[1])
-            verdict = slower.confirm(base_ratios, *pending[key])
-            if verdict.outcome == "slower":
-                slowdowns.append(f"- {_key_label(key)}: {verdict.describe()}; {flagged_by}")
-            elif verdict.outcome == "within":
-                within += 1
-            elif rounds == EXTRA_ROUNDS:
-                noisy.append(f"- {_key_label(key)}: cannot tell whether it is slower than ×{slower.limit:.2f}: "
-                             f"{verdict.describe()}; {flagged_by}; {describe_load(load)}. Re-run check on a quieter "
-                             "machine, or snapshot again if the baseline's own interval is wide")
-                del pending[key]
-                continue
-            else:
-                continue
-            del pending[key]
+        flagged[key] = (flagged_by, [(s["gradient_s"], s["twin_s"]) for s in sessions])
     if remeasure is None:
         noisy += [f"- {_key_label(key)}: {flagged[key][0]}; not re-measured against the twin, so not confirmed"
                   for key in sorted(flagged)]
+        return [], noisy, 0
+    slowdowns: list[str] = []
+    within = 0
+    votes: dict[RowKey, list[Any]] = {key: [] for key in flagged}
+    # one pass over the flagged rows per session, each in a fresh worker, until every row has a verdict
+    while votes:
+        measured = remeasure(sorted(votes), PAIRED_ROUNDS)
+        for key in sorted(votes):
+            flagged_by, base_sessions = flagged[key]
+            found = measured.get(key, "no timing came back")
+            if isinstance(found, str):
+                noisy.append(f"- {_key_label(key)}: {flagged_by}; could not be re-measured against the twin: {found}")
+                del votes[key]
+                continue
+            votes[key].append(slower.vote(base_sessions, found))
+            verdict = slower.verdict(votes[key], len(base_sessions))
+            if verdict is None:
+                continue
+            del votes[key]
+            if verdict.outcome == "slower":
+                slowdowns.append(f"- {_key_label(key)}: slower than ×{slower.limit:.2f}: {verdict.describe()}; "
+                                 f"{flagged_by}")
+            elif verdict.outcome == "within":
+                within += 1
+            else:
+                noisy.append(f"- {_key_label(key)}: cannot tell whether it is slower than ×{slower.limit:.2f}: "
+                             f"{verdict.describe()}; {flagged_by}; {describe_load(load)}. Re-run check on a quieter "
+                             "machine")
     return slowdowns, noisy, within
-
-
-# --------------------------------------------------------------------------- assert_gradients
-def _dtype_of(inputs: dict[str, Any]) -> str:
-    for value in inputs.values():
-        dtype = getattr(value, "dtype", None)
-        name = getattr(dtype, "name", str(dtype)) if dtype is not None else ""
-        if "float32" in name:
-            return "float32"
-    return "float64"
-
-
-def assert_gradients(fn: Callable[..., Any], inputs: dict[str, Any], *, reference: Callable[..., Any] | None = None,
-                     rtol: float | None = None, atol: float | None = None) -> None:
-    """Check the tf.GradientTape gradient of a TensorFlow function; raise AssertionError if wrong.
-
-    ``fn`` is plain TensorFlow code called as ``fn(**tensors)`` (the keys of ``inputs``
-    are its parameter names) and returns a scalar. The gradient is computed in the
-    inputs' dtype (float32 if any input is float32, else float64).
-
-    With ``reference`` (an xp function ``reference(*inputs, xp)``, the maths), it is
-    judged exactly as ``diffbench run`` judges a tape row: against the certified
-    reference at the point as the dtype holds it, every component within
-    1000·eps of its own scale (:func:`diffbench.diagnose.judge`). Without it, the truth is
-    Richardson-extrapolated differences of ``fn`` in float64, and each component must be
-    within 1000·eps of its size plus ten times the differences' own error estimate; a
-    float32 gradient is also recomputed in float64 and held to that tighter standard, so a
-    wrong custom gradient cannot hide behind float32 rounding. ``rtol``/``atol``, when
-    given, replace this with the elementwise test |g − truth| ≤ atol + rtol·|truth|.
-    On failure the message names the input, the worst elements with their indices,
-    both values, the relative error and the cause, in the same words as ``run``.
-    """
-    dtype = _dtype_of(inputs)
-    arrays = {k: np.asarray(v.numpy() if hasattr(v, "numpy") else v, dtype=np.float64) for k, v in inputs.items()}
-    names = list(arrays)
-    got = _tape_gradient(fn, arrays, dtype)
-    checks: list[tuple[str, dict[str, np.ndarray], Any, Any]] = []
-    if reference is not None:
-        from .reference import reference as certified
-
-        ref_case = make_case(reference, arrays, name=getattr(reference, "__name__", "reference"))
-        if ref_case.problem:
-            raise AssertionError(f"assert_gradients: the reference function cannot be used: {ref_case.problem}")
-        checks.append((dtype, got, ref_case, certified(ref_case, dtype)))
-        source = "the certified reference"
-    else:
-        truth, error = _richardson_truth(fn, arrays, dtype)
-        checks.append((dtype, got, None, _DifferencesTruth(truth, error, dtype)))
-        if dtype == "float32":
-            with contextlib.suppress(Exception):  # a float32-only function: the float32 check stands alone
-                got64 = _tape_gradient(fn, arrays, "float64")
-                checks.append(("float64", got64, None, _DifferencesTruth(truth, error, "float64")))
-        source = "Richardson-extrapolated differences in float64"
-    for check_dtype, gradient, ref_case, truth in checks:
-        flat = np.concatenate([gradient[k].ravel() for k in names])
-        if rtol is not None or atol is not None:
-            message = _user_tolerance(flat, truth, rtol, atol, names, arrays)
-        else:
-            verdict = judge(ref_case, "tape", "eager", check_dtype, flat, truth, native=True,
-                            labels=_element_labels(arrays))
-            message = None if verdict.status == Status.OK else (
-                f"status {verdict.status} in {check_dtype} against {source}: "
-                f"{_worst_by_input(flat, truth.flat, names, arrays)}. {verdict.diagnosis}")
-        if message:
-            point = describe_inputs(arrays)
-            raise AssertionError(f"assert_gradients: wrong gradient of {getattr(fn, '__name__', 'fn')} at "
-                                 f"{point}:\n  {message}")
-
-
-def _element_labels(arrays: dict[str, np.ndarray]) -> list[str]:
-    out = []
-    for name, value in arrays.items():
-        if value.ndim == 0:
-            out.append(name)
-        else:
-            out.extend(f"{name}[{', '.join(map(str, idx))}]" for idx in np.ndindex(value.shape))
-    return out
-
-
-def _tape_gradient(fn: Callable[..., Any], arrays: dict[str, np.ndarray], dtype: str) -> dict[str, np.ndarray]:
-    """The tape's gradient of ``fn`` in ``dtype``; AssertionError for a non-scalar or a None gradient."""
-    import tensorflow as tf
-
-    names = list(arrays)
-    variables = {k: tf.Variable(v, dtype=dtype) for k, v in arrays.items()}
-    with tf.GradientTape() as tape:
-        value = fn(**variables)
-    if int(np.prod(np.shape(value))) != 1:
-        raise AssertionError(f"assert_gradients: fn returned shape {tuple(np.shape(value))}; it must return a scalar")
-    grads = tape.gradient(value, [variables[k] for k in names])
-    missing = [k for k, g in zip(names, grads) if g is None]
-    if missing:
-        raise AssertionError(f"TensorFlow returned None for the gradient with respect to {', '.join(missing)}: the "
-                             "output does not depend on it on the tape (not connected, an integer tensor, or an "
-                             "operation without a gradient such as argmax or round). Pass "
-                             "unconnected_gradients=tf.UnconnectedGradients.ZERO if 0 is meant")
-    return {k: np.asarray(g.numpy(), dtype=np.float64).reshape(arrays[k].shape) for k, g in zip(names, grads)}
-
-
-def _richardson_truth(fn: Callable[..., Any], arrays: dict[str, np.ndarray], dtype: str
-                      ) -> tuple[np.ndarray, np.ndarray]:
-    """Richardson differences of ``fn`` in float64 (in ``dtype`` if fn only runs there) and their error estimate."""
-    import tensorflow as tf
-
-    from .engines import finite
-
-    names = list(arrays)
-    sizes = [arrays[k].size for k in names]
-    flat = np.concatenate([arrays[k].ravel() for k in names])
-
-    def f_in(run_dtype: str) -> Callable[[np.ndarray], float]:
-        def f(vector: np.ndarray) -> float:
-            parts = np.split(vector, np.cumsum(sizes)[:-1])
-            return float(fn(**{k: tf.constant(p.reshape(arrays[k].shape), dtype=run_dtype)
-                               for k, p in zip(names, parts)}))
-        return f
-
-    try:
-        result = finite.differentiate(f_in("float64"), flat, "richardson")
-    except Exception:  # noqa: BLE001 - a float32-only function: difference it in its own dtype
-        result = finite.differentiate(f_in(dtype), flat.astype(dtype), "richardson")
-    return np.asarray(result.value, dtype=np.float64), np.abs(np.asarray(result.error, dtype=np.float64))
-
-
-class _DifferencesTruth:
-    """A reference made of finite differences: no cancellation scale is known, so each component is
-    judged at its own size, widened by ten times the differences' error estimate."""
-
-    truth_name = "Richardson-extrapolated differences of the function in float64"
-    code_name = "the TensorFlow function under test"
-    undefined = None
-    order2_undefined = None
-    uncertain = None
-    kinks: list[Any] = []
-    tape = None
-    ops: set[str] = set()
-    magnitude = float("nan")
-
-    def __init__(self, values: np.ndarray, error: np.ndarray, dtype: str) -> None:
-        eps = float(np.finfo(dtype).eps)
-        self.values = {"flat": values}
-        self.flat = values
-        self.scale = np.maximum(np.abs(values), 10 * error / (1e3 * eps))
-        self.certified = np.ones(values.size, dtype=bool)
-        self.rounding = np.zeros(values.size)
-
-
-def _worst_by_input(flat: np.ndarray, truth: np.ndarray, names: list[str], arrays: dict[str, np.ndarray]) -> str:
-    parts, start = [], 0
-    for k in names:
-        size = arrays[k].size
-        expected, actual = truth[start:start + size], flat[start:start + size]
-        start += size
-        if np.array_equal(expected, actual):
-            continue
-        norm = float(np.linalg.norm(expected))
-        diff = float(np.linalg.norm(np.nan_to_num(actual, nan=np.inf) - expected))
-        rel = diff / norm if norm > 0 else diff
-        parts.append(f"gradient with respect to {k!r}: relative error {rel:.3g}; worst elements "
-                     f"{'; '.join(_worst(expected, actual, list(arrays[k].shape)))}")
-    return "; ".join(parts) or "no element differs"
-
-
-def _user_tolerance(flat: np.ndarray, truth: Any, rtol: float | None, atol: float | None, names: list[str],
-                    arrays: dict[str, np.ndarray]) -> str | None:
-    expected = truth.flat
-    rtol = 0.0 if rtol is None else rtol
-    atol = 0.0 if atol is None else atol
-    bad = ~(np.abs(flat - expected) <= atol + rtol * np.abs(expected))
-    if not bad.any():
-        return None
-    return f"{_worst_by_input(flat, expected, names, arrays)} (rtol {rtol:g}, atol {atol:g})"
