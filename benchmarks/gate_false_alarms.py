@@ -30,7 +30,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 CASES = ROOT / "benchmarks" / "gate_cases.py"
-SELECT = ["--methods", "symbolic,tape,finite", "--dtypes", "float64"]
+#: six rows per case (24 in all): SymPy and SymEngine, the eager tape and tf.function, two finite differences
+SELECT = ["--methods", "symbolic,tape,finite", "--variants", "symbolic=numpy,symengine", "--variants",
+          "tape=eager,function", "--variants", "finite=central,forward", "--dtypes", "float64"]
 
 
 def diffbench(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, float]:

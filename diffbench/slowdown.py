@@ -4,10 +4,11 @@ A run's samples on a shared machine are not independent: a burst of load hits se
 samples of one row in a row, so a test on them (five samples against five) calls noise
 significant. ``check --fail-slower`` therefore decides in two steps:
 
-1. **Flag.** Rows whose median or minimum time (``STAT``) grew by more than the threshold
-   once the machine's own drift is divided out are candidates (:meth:`SlowerCheck.flag`; of
-   the drift's estimates, :func:`machine_drift`, the smallest is divided out, so that either
-   can flag). Flagging only chooses what to measure again; it never fails a check by itself.
+1. **Flag.** Rows whose median or minimum time (``STAT``) in the run grew by more than the
+   threshold, or whose fastest time in the run exceeds the baseline's fastest CPU time by more
+   than the threshold, are candidates (:meth:`SlowerCheck.flag`). The run's five wall-clock
+   samples are too noisy to decide anything on a loaded machine, so flagging is generous: it
+   only chooses what to measure again, and never fails a check by itself.
 2. **Confirm.** Each candidate's gradient is timed again in a fresh worker process,
    alternating sample by sample with a fixed *twin* workload (:func:`twin_workload`, NumPy
    and Python work of ~20 µs), in the process's CPU time (:func:`paired_rounds`). A
@@ -61,17 +62,13 @@ QUANTILE = 0.0
 
 @dataclass(frozen=True)
 class Candidate:
-    """A row the run's times flag as slower: the statistic before and after (drift divided out)."""
+    """A row the run's times flag as possibly slower, and what flagged it (:meth:`SlowerCheck.flag`)."""
 
     statistic: str
     before_s: float
     after_s: float
     drift: float
-
-    @property
-    def percent(self) -> float:
-        """How much slower, in percent of the baseline's statistic."""
-        return (self.after_s / self.before_s - 1) * 100 if self.before_s > 0 else math.inf
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -133,21 +130,34 @@ class SlowerCheck:
         """The largest ratio now/before that passes: 1 + threshold."""
         return 1 + self.threshold
 
-    def flag(self, before: Sequence[float], after: Sequence[float], drifts: Sequence[float] = (1.0,)
-             ) -> Candidate | None:
-        """A candidate when the statistic of ``after`` over ``before`` exceeds the limit for any of ``drifts``.
+    def flag(self, before: Sequence[float], after: Sequence[float], drifts: Sequence[float] = (1.0,),
+             reference_s: float | None = None) -> Candidate | None:
+        """A candidate when the run's samples ``after`` may be slower than the baseline's ``before``.
 
-        Each drift is the machine's own change of speed (after/before); the smallest one is
-        divided out, so that a slowdown one estimate of the machine would hide is still
-        measured again. No significance is asked here: :meth:`vote` and :meth:`verdict` decide.
+        Flagged when the statistic (median or min) of ``after`` exceeds the limit times that of
+        ``before``, once the smallest of ``drifts`` (the machine's own change of speed,
+        after/before) *below 1* is divided out: a machine that got faster hides nothing, and a
+        machine that seems to have got slower (a load burst during one estimate) is never
+        allowed to hide a slowdown. Also flagged when the fastest sample of ``after`` exceeds the
+        limit times ``reference_s``, the gradient's fastest CPU time per call in the baseline's
+        sessions: a wall-clock time is never below the CPU time of single-threaded work, so this
+        holds for every real slowdown past the limit whatever load inflated the baseline's run.
+        No significance is asked here: flagging only chooses what :meth:`vote` measures again.
         """
         pick = statistics.median if self.statistic == "median" else min
         old, new = float(pick(before)), float(pick(after))
-        usable = [d for d in drifts if d > 0 and math.isfinite(d)] or [1.0]
-        drift = min(usable)
-        if not new / drift > old * self.limit:
-            return None
-        return Candidate(self.statistic, old, new / drift, drift)
+        drift = min([1.0] + [d for d in drifts if d > 0 and math.isfinite(d)])
+        if new / drift > old * self.limit:
+            return Candidate(self.statistic, old, new / drift, drift,
+                             f"{self.statistic} time {old:.3g} s -> {new / drift:.3g} s"
+                             + (f" once the machine's speed-up ×{drift:.2f} is divided out" if drift < 1 else "")
+                             + f" ({(new / drift / old - 1) * 100:.0f}% slower)")
+        fastest = float(min(after))
+        if reference_s and reference_s > 0 and fastest > reference_s * self.limit:
+            return Candidate("min", reference_s, fastest, 1.0,
+                             f"fastest time {fastest:.3g} s against the baseline's fastest CPU time "
+                             f"{reference_s:.3g} s ({(fastest / reference_s - 1) * 100:.0f}% slower)")
+        return None
 
     def vote(self, baseline: Sequence[tuple[Sequence[float], Sequence[float]]],
              session: tuple[Sequence[float], Sequence[float]]) -> Vote:

@@ -524,18 +524,18 @@ def _slowdowns(baseline: dict[str, Any], timings: list[tuple[RowKey, list[float]
     flagged: dict[RowKey, tuple[str, list[tuple[list[float], list[float]]]]] = {}
     noisy: list[str] = []
     for key, before, after, sessions in timings:
-        candidate = slower.flag(before, after, [d for d, _ in drifts])
+        pairs = [(s["gradient_s"], s["twin_s"]) for s in sessions or [] if s.get("gradient_s")]
+        reference = statistics.median(min(g) for g, _ in pairs) if pairs else None
+        candidate = slower.flag(before, after, [d for d, _ in drifts], reference)
         if candidate is None:
             continue
-        flagged_by = (f"flagged by the run: {candidate.statistic} time {candidate.before_s:.3g} s -> "
-                      f"{candidate.after_s:.3g} s once a drift of ×{candidate.drift:.2f} is divided out "
-                      f"({candidate.percent:.0f}% slower; machine drift {how})")
-        if environment.get("twin") != TWIN or not sessions:
+        flagged_by = f"flagged by the run: {candidate.reason}; machine drift {how}"
+        if environment.get("twin") != TWIN or not pairs:
             noisy.append(f"- {_key_label(key)}: {flagged_by}; the baseline has no sessions timed against the twin "
                          f"workload {TWIN} to confirm it with (made by an older diffbench, or with another twin); "
                          "re-run snapshot")
             continue
-        flagged[key] = (flagged_by, [(s["gradient_s"], s["twin_s"]) for s in sessions])
+        flagged[key] = (flagged_by, pairs)
     if remeasure is None:
         noisy += [f"- {_key_label(key)}: {flagged[key][0]}; not re-measured against the twin, so not confirmed"
                   for key in sorted(flagged)]
