@@ -568,3 +568,175 @@ def _slowdowns(baseline: dict[str, Any], timings: list[tuple[RowKey, list[float]
                              f"{verdict.describe()}; {flagged_by}; {describe_load(load)}. Re-run check on a quieter "
                              "machine")
     return slowdowns, noisy, within
+
+
+# --------------------------------------------------------------------------- assert_gradients
+def _dtype_of(inputs: dict[str, Any]) -> str:
+    for value in inputs.values():
+        dtype = getattr(value, "dtype", None)
+        name = getattr(dtype, "name", str(dtype)) if dtype is not None else ""
+        if "float32" in name:
+            return "float32"
+    return "float64"
+
+
+def assert_gradients(fn: Callable[..., Any], inputs: dict[str, Any], *, reference: Callable[..., Any] | None = None,
+                     rtol: float | None = None, atol: float | None = None) -> None:
+    """Check the tf.GradientTape gradient of a TensorFlow function; raise AssertionError if wrong.
+
+    ``fn`` is plain TensorFlow code called as ``fn(**tensors)`` (the keys of ``inputs``
+    are its parameter names) and returns a scalar. The gradient is computed in the
+    inputs' dtype (float32 if any input is float32, else float64).
+
+    With ``reference`` (an xp function ``reference(*inputs, xp)``, the maths), it is
+    judged exactly as ``diffbench run`` judges a tape row: against the certified
+    reference at the point as the dtype holds it, every component within
+    1000·eps of its own scale (:func:`diffbench.diagnose.judge`). Without it, the truth is
+    Richardson-extrapolated differences of ``fn`` in float64, and each component must be
+    within 1000·eps of its size plus ten times the differences' own error estimate; a
+    float32 gradient is also recomputed in float64 and held to that tighter standard, so a
+    wrong custom gradient cannot hide behind float32 rounding. ``rtol``/``atol``, when
+    given, replace this with the elementwise test |g − truth| ≤ atol + rtol·|truth|.
+    On failure the message names the input, the worst elements with their indices,
+    both values, the relative error and the cause, in the same words as ``run``.
+    """
+    dtype = _dtype_of(inputs)
+    arrays = {k: np.asarray(v.numpy() if hasattr(v, "numpy") else v, dtype=np.float64) for k, v in inputs.items()}
+    names = list(arrays)
+    got = _tape_gradient(fn, arrays, dtype)
+    checks: list[tuple[str, dict[str, np.ndarray], Any, Any]] = []
+    if reference is not None:
+        from .reference import reference as certified
+
+        ref_case = make_case(reference, arrays, name=getattr(reference, "__name__", "reference"))
+        if ref_case.problem:
+            raise AssertionError(f"assert_gradients: the reference function cannot be used: {ref_case.problem}")
+        checks.append((dtype, got, ref_case, certified(ref_case, dtype)))
+        source = "the certified reference"
+    else:
+        truth, error = _richardson_truth(fn, arrays, dtype)
+        checks.append((dtype, got, None, _DifferencesTruth(truth, error, dtype)))
+        if dtype == "float32":
+            with contextlib.suppress(Exception):  # a float32-only function: the float32 check stands alone
+                got64 = _tape_gradient(fn, arrays, "float64")
+                checks.append(("float64", got64, None, _DifferencesTruth(truth, error, "float64")))
+        source = "Richardson-extrapolated differences in float64"
+    for check_dtype, gradient, ref_case, truth in checks:
+        flat = np.concatenate([gradient[k].ravel() for k in names])
+        if rtol is not None or atol is not None:
+            message = _user_tolerance(flat, truth, rtol, atol, names, arrays)
+        else:
+            verdict = judge(ref_case, "tape", "eager", check_dtype, flat, truth, native=True,
+                            labels=_element_labels(arrays))
+            message = None if verdict.status == Status.OK else (
+                f"status {verdict.status} in {check_dtype} against {source}: "
+                f"{_worst_by_input(flat, truth.flat, names, arrays)}. {verdict.diagnosis}")
+        if message:
+            point = describe_inputs(arrays)
+            raise AssertionError(f"assert_gradients: wrong gradient of {getattr(fn, '__name__', 'fn')} at "
+                                 f"{point}:\n  {message}")
+
+
+def _element_labels(arrays: dict[str, np.ndarray]) -> list[str]:
+    out = []
+    for name, value in arrays.items():
+        if value.ndim == 0:
+            out.append(name)
+        else:
+            out.extend(f"{name}[{', '.join(map(str, idx))}]" for idx in np.ndindex(value.shape))
+    return out
+
+
+def _tape_gradient(fn: Callable[..., Any], arrays: dict[str, np.ndarray], dtype: str) -> dict[str, np.ndarray]:
+    """The tape's gradient of ``fn`` in ``dtype``; AssertionError for a non-scalar or a None gradient."""
+    import tensorflow as tf
+
+    names = list(arrays)
+    variables = {k: tf.Variable(v, dtype=dtype) for k, v in arrays.items()}
+    with tf.GradientTape() as tape:
+        value = fn(**variables)
+    if int(np.prod(np.shape(value))) != 1:
+        raise AssertionError(f"assert_gradients: fn returned shape {tuple(np.shape(value))}; it must return a scalar")
+    grads = tape.gradient(value, [variables[k] for k in names])
+    missing = [k for k, g in zip(names, grads) if g is None]
+    if missing:
+        raise AssertionError(f"TensorFlow returned None for the gradient with respect to {', '.join(missing)}: the "
+                             "output does not depend on it on the tape (not connected, an integer tensor, or an "
+                             "operation without a gradient such as argmax or round). Pass "
+                             "unconnected_gradients=tf.UnconnectedGradients.ZERO if 0 is meant")
+    return {k: np.asarray(g.numpy(), dtype=np.float64).reshape(arrays[k].shape) for k, g in zip(names, grads)}
+
+
+def _richardson_truth(fn: Callable[..., Any], arrays: dict[str, np.ndarray], dtype: str
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """Richardson differences of ``fn`` in float64 (in ``dtype`` if fn only runs there) and their error estimate."""
+    import tensorflow as tf
+
+    from .engines import finite
+
+    names = list(arrays)
+    sizes = [arrays[k].size for k in names]
+    flat = np.concatenate([arrays[k].ravel() for k in names])
+
+    def f_in(run_dtype: str) -> Callable[[np.ndarray], float]:
+        def f(vector: np.ndarray) -> float:
+            parts = np.split(vector, np.cumsum(sizes)[:-1])
+            return float(fn(**{k: tf.constant(p.reshape(arrays[k].shape), dtype=run_dtype)
+                               for k, p in zip(names, parts)}))
+        return f
+
+    try:
+        result = finite.differentiate(f_in("float64"), flat, "richardson")
+    except Exception:  # noqa: BLE001 - a float32-only function: difference it in its own dtype
+        result = finite.differentiate(f_in(dtype), flat.astype(dtype), "richardson")
+    return np.asarray(result.value, dtype=np.float64), np.abs(np.asarray(result.error, dtype=np.float64))
+
+
+class _DifferencesTruth:
+    """A reference made of finite differences: no cancellation scale is known, so each component is
+    judged at its own size, widened by ten times the differences' error estimate."""
+
+    truth_name = "Richardson-extrapolated differences of the function in float64"
+    code_name = "the TensorFlow function under test"
+    undefined = None
+    order2_undefined = None
+    uncertain = None
+    kinks: list[Any] = []
+    tape = None
+    ops: set[str] = set()
+    magnitude = float("nan")
+
+    def __init__(self, values: np.ndarray, error: np.ndarray, dtype: str) -> None:
+        eps = float(np.finfo(dtype).eps)
+        self.values = {"flat": values}
+        self.flat = values
+        self.scale = np.maximum(np.abs(values), 10 * error / (1e3 * eps))
+        self.certified = np.ones(values.size, dtype=bool)
+        self.rounding = np.zeros(values.size)
+
+
+def _worst_by_input(flat: np.ndarray, truth: np.ndarray, names: list[str], arrays: dict[str, np.ndarray]) -> str:
+    parts, start = [], 0
+    for k in names:
+        size = arrays[k].size
+        expected, actual = truth[start:start + size], flat[start:start + size]
+        start += size
+        if np.array_equal(expected, actual):
+            continue
+        norm = float(np.linalg.norm(expected))
+        diff = float(np.linalg.norm(np.nan_to_num(actual, nan=np.inf) - expected))
+        rel = diff / norm if norm > 0 else diff
+        parts.append(f"gradient with respect to {k!r}: relative error {rel:.3g}; worst elements "
+                     f"{'; '.join(_worst(expected, actual, list(arrays[k].shape)))}")
+    return "; ".join(parts) or "no element differs"
+
+
+def _user_tolerance(flat: np.ndarray, truth: Any, rtol: float | None, atol: float | None, names: list[str],
+                    arrays: dict[str, np.ndarray]) -> str | None:
+    expected = truth.flat
+    rtol = 0.0 if rtol is None else rtol
+    atol = 0.0 if atol is None else atol
+    bad = ~(np.abs(flat - expected) <= atol + rtol * np.abs(expected))
+    if not bad.any():
+        return None
+    return f"{_worst_by_input(flat, expected, names, arrays)} (rtol {rtol:g}, atol {atol:g})"
