@@ -385,18 +385,19 @@ def compare(baseline: dict[str, Any], current: dict[str, dict[str, Any]], slower
     EXIT_BASELINE when a flagged row could not be told apart from noise, else EXIT_OK.
     ``selected(method, variant, dtype)`` says which baseline rows this check should have measured.
 
-    Slowdowns (``slower``) are found in two steps (:mod:`diffbench.slowdown`): rows whose times
-    grew past the threshold once the machine's drift is divided out (``calibration`` is this
-    check's calibration time) are flagged; ``remeasure(keys, rounds)`` then times each flagged
-    row again interleaved with the twin workload, and only a slowdown whose whole interval lies
-    above the limit fails. Without ``remeasure`` a flagged row cannot be confirmed and is
-    reported as undecided. ``load`` (:func:`diffbench.slowdown.machine_load`) is quoted in the lines.
+    Slowdowns (``slower``) are found in two steps (:mod:`diffbench.slowdown`): the run's times
+    flag candidates (:meth:`SlowerCheck.flag`; ``calibration`` is this check's calibration time,
+    for the machine's drift); ``remeasure(keys, rounds)`` then times the flagged rows again, one
+    session per call, interleaved with the twin workload, until :meth:`SlowerCheck.verdict`
+    decides each; only a row every session confirms fails. Without ``remeasure`` a flagged row
+    cannot be confirmed and is reported as undecided. ``load``
+    (:func:`diffbench.slowdown.machine_load`) is quoted in the lines.
     """
     regressions: list[str] = []
     uncovered: list[str] = []
     slowdowns: list[str] = []
     noisy: list[str] = []
-    timings: list[tuple[RowKey, list[float], list[float], list[float] | None]] = []
+    timings: list[tuple[RowKey, list[float], list[float], Any]] = []
     compared = timed = 0
     for name, entry in current.items():
         base = baseline["cases"].get(name)
