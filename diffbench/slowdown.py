@@ -101,7 +101,8 @@ class Verdict:
         noise = self.votes[0].noise if self.votes else math.nan
         kinds = ", ".join(f"×{v.estimate:.2f} ({v.kind})" for v in self.votes)
         twins = [v.twin_s for v in self.votes if v.twin_s > 0]
-        spread = f"; the twin's own time moved ×{max(twins) / min(twins):.2f} between sessions" if len(twins) > 1 else ""
+        spread = (f"; the twin's own time moved ×{max(twins) / min(twins):.2f} between sessions"
+                  if len(twins) > 1 else "")
         return (f"CPU time relative to the twin workload, over the slowest of the baseline's {self.baseline_sessions} "
                 f"sessions, in {len(self.votes)} sessions now: {kinds} (slower needs more than ×{self.limit:.2f} "
                 f"times the baseline's own spread ×{noise:.2f} = ×{self.limit * noise:.2f} in every one of "
@@ -114,7 +115,6 @@ class SlowerCheck:
 
     statistic: str
     threshold: float
-    alpha: float = DEFAULT_ALPHA
 
     @classmethod
     def parse(cls, spec: str) -> "SlowerCheck":
