@@ -10,6 +10,13 @@ history:
   rather than called stale); ``source_hash`` stays, for information. Rows gain
   ``time_min_s`` and ``time_samples_s`` (every timing sample, for the significance test
   of ``--fail-slower``).
+- 3: rows gain ``twin_sessions``: sessions of the gradient timed alternately with a fixed
+  twin workload, each ``{"gradient_s": [...], "twin_s": [...]}`` (per-call seconds, one of
+  each per round; :mod:`diffbench.slowdown`); ``check --fail-slower`` confirms a flagged row
+  against them. The environment gains ``twin`` (the twin workload's
+  name), ``load`` and ``load_after`` (load averages, CPUs, clock and governor before and
+  after the snapshot). A version-2 baseline is still read: its gradients are compared as
+  before, and a row ``--fail-slower`` flags cannot be confirmed (re-run snapshot).
 
 Reading a baseline only parses JSON; it never executes code. Every value is checked
 against :data:`SCHEMA` before use, and NaN/Infinity literals or numbers beyond a float's
@@ -28,7 +35,9 @@ import jsonschema
 from .case import STATUSES
 from .errors import BaselineError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+#: older versions this diffbench still reads (the fields they lack are optional in the schema)
+READABLE_VERSIONS = (2, 3)
 #: integers longer than this cannot be a float's value; they are refused rather than parsed
 MAX_INTEGER_DIGITS = 308
 
@@ -38,6 +47,9 @@ _GRADIENT_VALUE = {"anyOf": [_NUMBER, {"type": "null"}, {"enum": ["inf", "-inf"]
 _VALUES = {"type": "array", "items": _GRADIENT_VALUE}
 _SECONDS = {"anyOf": [{"type": "number", "minimum": 0}, {"type": "null"}]}
 _NAME = {"type": "string", "minLength": 1}
+_TIMES = {"type": "array", "items": {"type": "number", "minimum": 0}}
+_SESSION = {"type": "object", "required": ["gradient_s", "twin_s"],
+            "properties": {"gradient_s": _TIMES, "twin_s": _TIMES}}
 _ROW = {
     "type": "object",
     "required": ["method", "variant", "dtype", "status", "gradient"],
@@ -49,6 +61,7 @@ _ROW = {
         "time_median_s": _SECONDS, "time_min_s": _SECONDS,
         "time_samples_s": {"anyOf": [{"type": "null"},
                                      {"type": "array", "items": {"type": "number", "minimum": 0}}]},
+        "twin_sessions": {"anyOf": [{"type": "null"}, {"type": "array", "items": _SESSION}]},
     },
 }
 _INPUT = {"type": "object", "required": ["shape", "values"],
@@ -65,11 +78,11 @@ _CASE = {
         "rows": {"type": "array", "items": _ROW},
     },
 }
-#: the JSON Schema of a version-2 baseline
+#: the JSON Schema of a version-3 baseline (and of a version-2 one, which lacks the optional new fields)
 SCHEMA = {
     "type": "object",
     "required": ["schema_version", "cases"],
-    "properties": {"schema_version": {"const": SCHEMA_VERSION}, "environment": {"type": "object"},
+    "properties": {"schema_version": {"enum": list(READABLE_VERSIONS)}, "environment": {"type": "object"},
                    "cases": {"type": "object", "additionalProperties": _CASE}},
 }
 
@@ -108,8 +121,9 @@ def validate(data: Any, path: Path) -> None:
     if not isinstance(data, dict) or "schema_version" not in data:
         raise BaselineError(f"{path} is not a diffbench baseline (no schema_version)")
     version = data["schema_version"]
-    if version != SCHEMA_VERSION or isinstance(version, bool):
-        raise BaselineError(f"{path} has schema_version {version!r}; this diffbench reads version {SCHEMA_VERSION}. "
+    if version not in READABLE_VERSIONS or isinstance(version, bool):
+        readable = " and ".join(map(str, READABLE_VERSIONS))
+        raise BaselineError(f"{path} has schema_version {version!r}; this diffbench reads versions {readable}. "
                             "Re-create it with this version's diffbench snapshot")
     error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(SCHEMA).iter_errors(data))
     if error is not None:

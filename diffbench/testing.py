@@ -25,7 +25,8 @@ from .diagnose import DifferencesTruth, judge
 from .harness import DEFAULT_TIMEOUT_S, budget, make_config
 from .metrics import describe_inputs, tolerance
 from .results import Status
-from .slowdown import SlowerCheck, calibration_s, machine_drift
+from .slowdown import (PAIRED_ROUNDS, SESSIONS, TWIN, SlowerCheck, calibration_s, describe_load, machine_drift,
+                       machine_load)
 
 __all__ = ["SCHEMA_VERSION", "BaselineError", "read_baseline", "write_baseline", "compare", "assert_gradients"]
 
@@ -35,14 +36,20 @@ EXIT_OK, EXIT_REGRESSION, EXIT_BASELINE, EXIT_SLOWER = 0, 1, 2, 3
 EXIT_INTERRUPTED = 130
 CHECK_EXIT_CODES = ("exit status: 0 every selected row matches the baseline; 1 a gradient or status regressed, or a "
                     "row could not be measured; 2 the baseline is missing, malformed, of another version or stale, "
-                    "or there is nothing to compare for part of the selection, or an option is bad; 3 only "
-                    "significant slowdowns (--fail-slower); 130 interrupted")
+                    "or there is nothing to compare for part of the selection, or an option is bad, or a row "
+                    "--fail-slower flagged was too noisy to tell; 3 only confirmed slowdowns (--fail-slower); "
+                    "130 interrupted")
 #: statuses whose rows carry no gradient; for the others a baseline row without one compares nothing
 NO_GRADIENT_STATUSES = results.NO_GRADIENT_STATUSES
 #: statuses meaning the row could not be measured at all
 UNMEASURED_STATUSES = results.UNMEASURED_STATUSES
 ROW_FIELDS = ("method", "variant", "dtype", "status", "rel_error", "gradient", "time_median_s", "time_min_s",
-              "time_samples_s")
+              "time_samples_s", "twin_sessions")
+#: a row's key in the gate: (case name, method, variant, dtype)
+RowKey = tuple[str, str, str, str]
+#: re-measures rows against the twin, one session each: (keys, rounds) -> key -> (gradient samples, twin samples)
+#: or why not
+Remeasure = Callable[[list[RowKey], int], dict[RowKey, Any]]
 
 
 # --------------------------------------------------------------------------- measuring
@@ -73,10 +80,11 @@ def gate_config(methods: list[str] | None, dtypes: list[str] | None, variants: d
 
 def _baseline_row(row: dict[str, Any]) -> dict[str, Any]:
     gradient = row.get("gradient")
-    out = {k: _clean(row.get(k)) for k in ROW_FIELDS if k not in ("gradient", "time_samples_s")}
+    out = {k: _clean(row.get(k)) for k in ROW_FIELDS if k not in ("gradient", "time_samples_s", "twin_sessions")}
     out["gradient"] = None if gradient is None else {k: _as_list(v) for k, v in gradient.items()}
     samples = row.get("time_samples_s")
     out["time_samples_s"] = [float(s) for s in samples] if samples else None
+    out["twin_sessions"] = row.get("twin_sessions") or None
     return out
 
 
@@ -100,7 +108,7 @@ def measure_isolated(cases: list[Any], config: Any, jobs: int = 2, notify: Calla
     return found if complete else None
 
 
-def _reference_worker(todo: list[tuple[str, str]], timeout: float, results: Any) -> None:
+def _reference_worker(todo: list[tuple[Any, ...]], timeout: float, results: Any) -> None:
     from .reference import reference
 
     loaded: dict[str, dict[str, Any]] = {}
@@ -115,11 +123,14 @@ def _reference_worker(todo: list[tuple[str, str]], timeout: float, results: Any)
             results.put((name, None, str(exc) or type(exc).__name__))
 
 
-def references(cases: list[Any], timeout: float) -> dict[str, tuple[dict[str, list[Any]] | None, str | None]]:
-    """Each case's 50-digit reference gradient (as lists) or the reason it has none.
+def _in_workers(target: Callable[..., None], todo: list[tuple[Any, ...]], args: tuple[Any, ...], timeout: float,
+                what: str) -> dict[Any, tuple[Any, str | None]]:
+    """Run ``target(todo, *args, results)`` in a worker process that reports (ident, value, problem) per item.
 
-    Computed in a worker process that is stopped from outside when one case takes longer
-    than ``timeout`` plus the runner's grace period, or dies; the rest go on in a fresh one.
+    An item is identified by ``todo[i][1:]`` (its case file left out; a single element unwrapped).
+    A worker that spends longer than ``timeout`` plus the runner's grace period on one item, or
+    dies, is stopped from outside; that item gets (None, "``what`` ran past --timeout"/"died")
+    and the rest go on in a fresh worker.
     """
     import multiprocessing as mp
     import queue
@@ -127,33 +138,110 @@ def references(cases: list[Any], timeout: float) -> dict[str, tuple[dict[str, li
 
     from .runner import GRACE_S
 
+    def ident(item: tuple[Any, ...]) -> Any:
+        return item[1] if len(item) == 2 else tuple(item[1:])
+
     context = mp.get_context("spawn")
-    todo = [(c.source_file, c.name) for c in cases if c.func is not None and c.source_file and not c.problem]
-    found: dict[str, tuple[dict[str, list[Any]] | None, str | None]] = {}
+    # --timeout 0 or inf means no limit
+    timeout = timeout if timeout and timeout > 0 else math.inf
+    found: dict[Any, tuple[Any, str | None]] = {}
     while todo:
         # a fresh queue per worker: one that died mid-write may leave the old queue's lock held
         results = context.Queue()
-        process = context.Process(target=_reference_worker, args=(todo, timeout, results), daemon=True)
+        process = context.Process(target=target, args=(todo, *args, results), daemon=True)
         process.start()
         try:
             deadline = time.monotonic() + timeout + GRACE_S
             while todo:
                 try:
-                    name, values, problem = results.get(timeout=0.5)
+                    key, values, problem = results.get(timeout=0.5)
                 except queue.Empty:
                     if process.is_alive() and time.monotonic() < deadline:
                         continue
                     why = "ran past --timeout" if process.is_alive() else f"died (exit code {process.exitcode})"
-                    found[todo.pop(0)[1]] = (None, f"the reference computation {why}")
+                    found[ident(todo.pop(0))] = (None, f"{what} {why}")
                     break
-                found[name] = (values, problem)
-                todo = [t for t in todo if t[1] != name]
+                found[key] = (values, problem)
+                todo = [t for t in todo if ident(t) != key]
                 deadline = time.monotonic() + timeout + GRACE_S
         finally:
             if process.is_alive():
                 process.kill()
             process.join(timeout=5)
     return found
+
+
+def references(cases: list[Any], timeout: float) -> dict[str, tuple[dict[str, list[Any]] | None, str | None]]:
+    """Each case's 50-digit reference gradient (as lists) or the reason it has none.
+
+    Computed in a worker process that is stopped from outside when one case takes longer
+    than ``timeout`` plus the runner's grace period, or dies; the rest go on in a fresh one.
+    """
+    todo = [(c.source_file, c.name) for c in cases if c.func is not None and c.source_file and not c.problem]
+    return _in_workers(_reference_worker, todo, (timeout,), timeout, "the reference computation")
+
+
+#: the longest one row's interleaved rounds may take (fewer rounds are taken past it)
+PAIRED_BUDGET_S = 20.0
+
+
+def _paired_worker(todo: list[tuple[Any, ...]], rounds: int, sessions: int, timeout: float, results: Any) -> None:
+    from .engines import get_engine
+    from .slowdown import paired_rounds, twin_workload
+
+    loaded: dict[str, dict[str, Any]] = {}
+    twin = twin_workload()
+    prepared: dict[RowKey, Any] = {}
+    found: dict[RowKey, list[tuple[list[float], list[float]]]] = {}
+    for file, name, method, variant, dtype in todo:
+        key = (name, method, variant, dtype)
+        try:
+            if file not in loaded:
+                loaded[file] = {c.name: c for c in load_cases(file)}
+            with budget(timeout), np.errstate(all="ignore"):
+                prepared[key] = get_engine(method).prepare(loaded[file][name], variant, dtype, "CPU").timed
+            found[key] = []
+        except Exception as exc:  # noqa: BLE001 - the row cannot be confirmed; the caller says so
+            results.put((key, None, f"{type(exc).__name__}: {exc}"))
+    # one pass over every row per session, so that a row's sessions lie a pass apart, at different loads
+    for session in range(sessions):
+        for key in list(prepared):
+            try:
+                with np.errstate(all="ignore"):
+                    found[key].append(paired_rounds(prepared[key], twin, rounds, budget_s=PAIRED_BUDGET_S))
+            except Exception as exc:  # noqa: BLE001
+                results.put((key, None, f"{type(exc).__name__}: {exc}"))
+                del prepared[key]
+                continue
+            if session == sessions - 1:
+                results.put((key, found[key], None))
+
+
+def paired_ratios(cases: list[Any], keys: list[RowKey], rounds: int = PAIRED_ROUNDS, sessions: int = 1,
+                  timeout: float = DEFAULT_TIMEOUT_S) -> dict[RowKey, list[tuple[list[float], list[float]]] | str]:
+    """Sessions of each row: its gradient timed alternately with the twin workload, in one worker process.
+
+    Every row is prepared first; then each of ``sessions`` passes times every row for
+    ``rounds`` rounds. Returns key -> [(the gradient's per-call samples, the twin's) per session],
+    or a sentence saying why the row could not be timed (its preparation raised, ran past
+    ``timeout``, or the worker died). One worker: rows timed side by side would load each other.
+    """
+    files = {c.name: c.source_file for c in cases if c.func is not None and c.source_file and not c.problem}
+    todo = [(files[k[0]], *k) for k in keys if k[0] in files]
+    # results come after every row is prepared and all but the last pass are done: wait for all of it
+    wait = (max(timeout, 0) or DEFAULT_TIMEOUT_S) + PAIRED_BUDGET_S * sessions * max(len(todo), 1)
+    found = _in_workers(_paired_worker, todo, (rounds, sessions, timeout), wait, "timing against the twin")
+    out: dict[RowKey, list[tuple[list[float], list[float]]] | str] = {}
+    for key in keys:
+        values, problem = found.get(key, (None, "the case cannot be loaded"))
+        out[key] = values if values is not None else (problem or "no timing came back")
+    return out
+
+
+def remeasurer(cases: list[Any], timeout: float) -> Remeasure:
+    """The ``remeasure`` of :func:`compare` for ``cases``: :func:`paired_ratios` in a worker process."""
+    return lambda keys, rounds: {k: v if isinstance(v, str) else v[0]
+                                 for k, v in paired_ratios(cases, keys, rounds, 1, timeout).items()}
 
 
 def case_entry(case: Any, rows: list[dict[str, Any]],
@@ -183,14 +271,24 @@ def write_baseline(cases: list[Any], path: Path, methods: list[str] | None = Non
     """
     from .report import atomic_write, environment
 
+    load = machine_load()
     config = dataclasses.replace(gate_config(methods, dtypes, variants, timing, timeout, profile), memory_bytes=memory)
     measured = measure_isolated(cases, config, jobs)
     if measured is None:
         return None
     refs = references(cases, timeout)
+    if timing:
+        timed = [key_of(name, r) for name, rows in measured.items() for r in rows if r.get("time_samples_s")]
+        sessions = {k: [{"gradient_s": g, "twin_s": t} for g, t in v] for k, v in
+                    paired_ratios(cases, timed, PAIRED_ROUNDS, SESSIONS, timeout).items() if not isinstance(v, str)}
+        for name, rows in measured.items():
+            for r in rows:
+                r["twin_sessions"] = sessions.get(key_of(name, r)) or None
 
     data = {"schema_version": SCHEMA_VERSION, "environment": dict(environment([], profile),
-                                                                  calibration_s=calibration_s() if timing else None),
+                                                                  calibration_s=calibration_s() if timing else None,
+                                                                  twin=TWIN if timing else None, load=load,
+                                                                  load_after=machine_load()),
             "cases": {c.name: case_entry(c, [_baseline_row(r) for r in measured.get(c.name, [])],
                                          refs.get(c.name, (None, c.problem or "no function")))
                       for c in cases}}
@@ -280,21 +378,29 @@ def _number(value: Any) -> str:
 
 
 def compare(baseline: dict[str, Any], current: dict[str, dict[str, Any]], slower: SlowerCheck | None = None,
-            selected: Callable[[str, str, str], bool] | None = None, calibration: float | None = None
-            ) -> tuple[int, list[str]]:
+            selected: Callable[[str, str, str], bool] | None = None, calibration: float | None = None,
+            remeasure: Remeasure | None = None, load: dict[str, Any] | None = None) -> tuple[int, list[str]]:
     """Compare fresh case entries with a validated baseline; return (exit code, markdown lines).
 
     The exit code is EXIT_REGRESSION when a gradient or status regressed or a row could not
     be measured, else EXIT_BASELINE when a case is stale or missing or there is nothing to
-    compare for something selected, else EXIT_SLOWER for a significant slowdown, else EXIT_OK.
+    compare for something selected, else EXIT_SLOWER for a confirmed slowdown, else
+    EXIT_BASELINE when a flagged row could not be told apart from noise, else EXIT_OK.
     ``selected(method, variant, dtype)`` says which baseline rows this check should have measured.
-    Times are compared after dividing out the machine's own drift between snapshot and check
-    (:func:`diffbench.slowdown.machine_drift`; ``calibration`` is this check's calibration time).
+
+    Slowdowns (``slower``) are found in two steps (:mod:`diffbench.slowdown`): the run's times
+    flag candidates (:meth:`SlowerCheck.flag`; ``calibration`` is this check's calibration time,
+    for the machine's drift); ``remeasure(keys, rounds)`` then times the flagged rows again, one
+    session per call, interleaved with the twin workload, until :meth:`SlowerCheck.verdict`
+    decides each; only a row every session confirms fails. Without ``remeasure`` a flagged row
+    cannot be confirmed and is reported as undecided. ``load``
+    (:func:`diffbench.slowdown.machine_load`) is quoted in the lines.
     """
     regressions: list[str] = []
     uncovered: list[str] = []
     slowdowns: list[str] = []
-    timings: list[tuple[str, str, list[float], list[float]]] = []
+    noisy: list[str] = []
+    timings: list[tuple[RowKey, list[float], list[float], Any]] = []
     compared = timed = 0
     for name, entry in current.items():
         base = baseline["cases"].get(name)
@@ -350,7 +456,8 @@ def compare(baseline: dict[str, Any], current: dict[str, dict[str, Any]], slower
                     untimed.append(_label(row))
                     continue
                 timed += 1
-                timings.append((name, _label(row), old["time_samples_s"], row["time_samples_s"]))
+                timings.append((key_of(name, row), old["time_samples_s"], row["time_samples_s"],
+                                old.get("twin_sessions")))
         compared += case_compared
         missing = [r for key, r in base_rows.items() if key not in seen and (selected is None or selected(*key))]
         if missing:
@@ -365,19 +472,11 @@ def compare(baseline: dict[str, Any], current: dict[str, dict[str, Any]], slower
         if untimed:
             uncovered.append(f"- nothing to compare for --fail-slower in **{name}** {_labels(untimed)}: the baseline "
                              "has no timing samples; re-run snapshot without --no-timing")
+    confirmed = 0
     if slower is not None and timings:
-        import statistics
-
-        drift, how = machine_drift([statistics.median(after) / statistics.median(before)
-                                    for _, _, before, after in timings if statistics.median(before) > 0],
-                                   (baseline.get("environment") or {}).get("calibration_s"), calibration)
-        for name, label, before, after in timings:
-            found = slower.judge(before, after, drift)
-            if found:
-                slowdowns.append(f"- **{name}** {label}: {found.statistic} time {found.before_s:.3g} s -> "
-                                 f"{found.after_s:.3g} s once the machine's own drift ×{drift:.2f} is divided out "
-                                 f"({found.percent:.0f}% slower, limit {slower.threshold * 100:g}%; one-sided "
-                                 f"Mann-Whitney p = {found.p_value:.2g}; drift from {how})")
+        found_slower, found_noisy, confirmed = _slowdowns(baseline, timings, slower, calibration, remeasure, load)
+        slowdowns += found_slower
+        noisy += found_noisy
     if slower is not None and not timed and not any("--fail-slower" in line for line in uncovered):
         uncovered.append("- nothing to compare for --fail-slower: no row has timing samples both in the baseline and "
                          "in this check")
@@ -386,7 +485,8 @@ def compare(baseline: dict[str, Any], current: dict[str, dict[str, Any]], slower
     lines: list[str] = []
     for heading, found_lines in (("gradient regressions", regressions),
                                  ("the baseline does not cover this check (nothing to compare)", uncovered),
-                                 (f"slowdowns (--fail-slower {slower})", slowdowns)):
+                                 (f"slowdowns (--fail-slower {slower})", slowdowns),
+                                 (f"too noisy to tell (--fail-slower {slower})", noisy)):
         if found_lines:
             lines += [f"## diffbench check: {heading}", "", *found_lines, ""]
     if regressions:
@@ -395,8 +495,83 @@ def compare(baseline: dict[str, Any], current: dict[str, dict[str, Any]], slower
         return EXIT_BASELINE, lines
     if slowdowns:
         return EXIT_SLOWER, lines
+    if noisy:
+        return EXIT_BASELINE, lines
+    timing_note = ""
+    if slower is not None:
+        timing_note = (f", {timed} timed; {confirmed} flagged by the run's times and re-measured against the twin "
+                       f"workload: within ×{slower.limit:.2f}; {describe_load(load)}")
     return EXIT_OK, [f"diffbench check: {len(current)} cases match the baseline ({compared} rows compared"
-                     f"{f', {timed} timed' if slower else ''})"]
+                     f"{timing_note})"]
+
+
+def key_of(name: str, row: dict[str, Any]) -> RowKey:
+    """The gate's key of a row of case ``name``."""
+    return (name, row["method"], row["variant"], row["dtype"])
+
+
+def _key_label(key: RowKey) -> str:
+    return f"**{key[0]}** {key[1]}/{key[2]} {key[3]}"
+
+
+def _slowdowns(baseline: dict[str, Any], timings: list[tuple[RowKey, list[float], list[float], Any]],
+               slower: SlowerCheck, calibration: float | None, remeasure: Remeasure | None,
+               load: dict[str, Any] | None) -> tuple[list[str], list[str], int]:
+    """(confirmed slowdown lines, too-noisy lines, rows flagged and found within the limit)."""
+    import statistics
+
+    environment = baseline.get("environment") or {}
+    drifts = machine_drift([statistics.median(after) / statistics.median(before)
+                            for _, before, after, _ in timings if statistics.median(before) > 0],
+                           environment.get("calibration_s"), calibration)
+    how = "; ".join(f"×{d:.2f} from {text}" for d, text in drifts)
+    flagged: dict[RowKey, tuple[str, list[tuple[list[float], list[float]]]]] = {}
+    noisy: list[str] = []
+    for key, before, after, sessions in timings:
+        pairs = [(s["gradient_s"], s["twin_s"]) for s in sessions or [] if s.get("gradient_s")]
+        reference = statistics.median(min(g) for g, _ in pairs) if pairs else None
+        candidate = slower.flag(before, after, [d for d, _ in drifts], reference)
+        if candidate is None:
+            continue
+        flagged_by = f"flagged by the run: {candidate.reason}; machine drift {how}"
+        if environment.get("twin") != TWIN or not pairs:
+            noisy.append(f"- {_key_label(key)}: {flagged_by}; the baseline has no sessions timed against the twin "
+                         f"workload {TWIN} to confirm it with (made by an older diffbench, or with another twin); "
+                         "re-run snapshot")
+            continue
+        flagged[key] = (flagged_by, pairs)
+    if remeasure is None:
+        noisy += [f"- {_key_label(key)}: {flagged[key][0]}; not re-measured against the twin, so not confirmed"
+                  for key in sorted(flagged)]
+        return [], noisy, 0
+    slowdowns: list[str] = []
+    within = 0
+    votes: dict[RowKey, list[Any]] = {key: [] for key in flagged}
+    # one pass over the flagged rows per session, each in a fresh worker, until every row has a verdict
+    while votes:
+        measured = remeasure(sorted(votes), PAIRED_ROUNDS)
+        for key in sorted(votes):
+            flagged_by, base_sessions = flagged[key]
+            found = measured.get(key, "no timing came back")
+            if isinstance(found, str):
+                noisy.append(f"- {_key_label(key)}: {flagged_by}; could not be re-measured against the twin: {found}")
+                del votes[key]
+                continue
+            votes[key].append(slower.vote(base_sessions, found))
+            verdict = slower.verdict(votes[key], len(base_sessions))
+            if verdict is None:
+                continue
+            del votes[key]
+            if verdict.outcome == "slower":
+                slowdowns.append(f"- {_key_label(key)}: slower than ×{slower.limit:.2f}: {verdict.describe()}; "
+                                 f"{flagged_by}")
+            elif verdict.outcome == "within":
+                within += 1
+            else:
+                noisy.append(f"- {_key_label(key)}: cannot tell whether it is slower than ×{slower.limit:.2f}: "
+                             f"{verdict.describe()}; {flagged_by}; {describe_load(load)}. Re-run check on a quieter "
+                             "machine")
+    return slowdowns, noisy, within
 
 
 # --------------------------------------------------------------------------- assert_gradients

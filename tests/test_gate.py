@@ -154,7 +154,7 @@ def test_a_malformed_baseline_names_the_field(baseline, tmp_path, edit, raw, fie
     assert field in out.stderr and "Traceback" not in out.stderr, out.stderr
 
 
-def test_the_previous_schema_version_is_refused(baseline, tmp_path):
+def test_an_unknown_schema_version_is_refused(baseline, tmp_path):
     path = edited(baseline, tmp_path, lambda d: d.update(schema_version=1))
     out = check(path)
     assert out.returncode == EXIT_BASELINE and "schema_version 1" in out.stderr and "snapshot" in out.stderr
@@ -175,88 +175,186 @@ def test_an_unwritable_baseline_or_summary_is_said_before_a_traceback(baseline, 
     assert out.returncode == 2 and "--summary" in out.stderr and "Traceback" not in out.stderr
 
 
-# --------------------------------------------------------------------------- slowdowns
-def _timed(samples, gradient=1.0):
+# --------------------------------------------------------------------------- slowdowns: the statistics by hand
+def test_a_session_compares_the_fastest_samples():
+    from diffbench.slowdown import quantile, session_ratio
+
+    # sorted [1, 2, 3, 4, 5]: q = 0 is x_(1) = 1; q = 0.5 is x_(floor(0.5·4) + 1) = x_(3) = 3
+    assert quantile([5.0, 1.0, 3.0, 2.0, 4.0], 0) == 1.0
+    assert quantile([5.0, 1.0, 3.0, 2.0, 4.0], 0.5) == 3.0
+    # fastest gradient sample 2.0 over fastest twin sample 0.5
+    assert session_ratio([3.0, 2.0, 2.5], [0.5, 0.8, 0.6]) == 4.0
+
+
+def _session(ratio, twin=0.1, rounds=5):
+    """Samples whose fastest gradient sample is ``ratio`` times the fastest twin sample (with the twin's 0.1 s,
+    a ratio of 10 is a gradient of 1 s, the size of the run samples below)."""
+    return [ratio * twin * (1 + 0.1 * i) for i in range(rounds)], [twin * (1 + 0.05 * i) for i in range(rounds)]
+
+
+BASE_SESSIONS = [_session(10.0), _session(11.0), _session(12.0)]
+
+
+@pytest.mark.parametrize("now, kind, estimate", [
+    # the baseline's sessions have ratios 10, 11, 12: the reference is the slowest, 12, and the
+    # baseline's own spread is 12/10 = 1.2; with the limit 1.2 a session is slower above
+    # 12 · 1.2 · 1.2 = 17.28, within at or below 12 · 1.2 = 14.4, unclear between
+    (18.0, "slower", 1.5), (17.0, "unclear", 17 / 12), (14.4, "within", 1.2), (9.0, "within", 0.75),
+])
+def test_a_session_votes_against_the_baselines_slowest_session_and_its_spread(now, kind, estimate):
+    from diffbench.slowdown import SlowerCheck
+
+    vote = SlowerCheck.parse("median:20%").vote(BASE_SESSIONS, _session(now))
+    assert vote.kind == kind
+    assert vote.estimate == pytest.approx(estimate) and vote.noise == pytest.approx(1.2)
+
+
+@pytest.mark.parametrize("kinds, outcome", [
+    (["within"], "within"),                       # the first session within: done
+    (["unclear"], None), (["slower"], None), (["slower", "slower"], None),  # another session is needed
+    (["unclear", "within", "within"], "within"),  # two of three within
+    (["slower", "slower", "slower"], "slower"),   # every session slower
+    (["slower", "unclear", "slower"], "undecided"), (["unclear", "unclear", "within"], "undecided"),
+])
+def test_the_verdict_needs_every_session_to_call_a_slowdown(kinds, outcome):
+    from diffbench.slowdown import SlowerCheck, Vote
+
+    verdict = SlowerCheck.parse("median:20%").verdict([Vote(k, 1.0, 1.0, 1e-3) for k in kinds])
+    assert (verdict.outcome if verdict else None) == outcome
+
+
+# --------------------------------------------------------------------------- slowdowns: compare()
+def _timed(samples, gradient=1.0, sessions=None):
     return {"method": "tape", "variant": "eager", "dtype": "float64", "status": "ok", "rel_error": 0.0,
-            "gradient": {"x": [gradient]}, "time_samples_s": samples}
+            "gradient": {"x": [gradient]}, "time_samples_s": samples,
+            "twin_sessions": None if sessions is None else [{"gradient_s": g, "twin_s": t} for g, t in sessions]}
 
 
-def _compare(before, after, spec, gradient=1.0):
+class _Remeasure:
+    """A stand-in for the worker that times rows against the twin: hands out the given sessions in turn."""
+
+    def __init__(self, *sessions):
+        self.sessions, self.calls = list(sessions), []
+
+    def __call__(self, keys, rounds):
+        self.calls.append(list(keys))
+        session = self.sessions[min(len(self.calls), len(self.sessions)) - 1]
+        return {k: session for k in keys}
+
+
+def _compare_cases(pairs, spec="median:20%", remeasure=None, calibration=(None, None), sessions=BASE_SESSIONS,
+                   gradient=1.0, twin="numpy-exp-sum-2000+python-sum-300"):
+    """compare() over one timed row per case: pairs of (before, after) run samples."""
     from diffbench.slowdown import SlowerCheck
     from diffbench.testing import compare
 
-    base = {"cases": {"c": {"definition_hash": "h", "source_hash": "s", "rows": [_timed(before)]}}}
-    now = {"c": {"definition_hash": "h", "source_hash": "s", "inputs": {"x": {"shape": []}},
-                 "rows": [_timed(after, gradient)]}}
-    return compare(base, now, SlowerCheck.parse(spec))
+    base = {"environment": {"calibration_s": calibration[0], "twin": twin},
+            "cases": {f"c{i}": {"definition_hash": "h", "source_hash": "s", "rows": [_timed(b, sessions=sessions)]}
+                      for i, (b, _) in enumerate(pairs)}}
+    now = {f"c{i}": {"definition_hash": "h", "source_hash": "s", "inputs": {"x": {"shape": []}},
+                     "rows": [_timed(a, gradient)]} for i, (_, a) in enumerate(pairs)}
+    return compare(base, now, SlowerCheck.parse(spec), calibration=calibration[1], remeasure=remeasure)
 
 
 BEFORE = [1.00, 1.02, 0.98, 1.01, 0.99]
+SLOWER_RUN = [1.50, 1.52, 1.48, 1.51, 1.49]
 
 
-def test_a_significant_slowdown_above_the_threshold_has_its_own_code_and_heading():
-    code, lines = _compare(BEFORE, [1.50, 1.52, 1.48, 1.51, 1.49], "median:20%")
+def test_the_twin_is_named_as_the_code_names_it():
+    from diffbench.slowdown import TWIN
+
+    assert TWIN == "numpy-exp-sum-2000+python-sum-300"
+
+
+def test_a_slowdown_in_the_run_alone_is_measured_again_and_passes():
+    # the run says +50 %, the re-measurement against the twin says ×11/12: noise of the run, not the code
+    remeasure = _Remeasure(_session(11.0))
+    code, lines = _compare_cases([(BEFORE, BEFORE)] * 3 + [(BEFORE, SLOWER_RUN)], remeasure=remeasure)
+    assert code == EXIT_OK, lines
+    assert remeasure.calls == [[("c3", "tape", "eager", "float64")]]  # only the flagged row, once
+    assert "1 flagged" in lines[0]
+
+
+def test_a_slowdown_every_session_confirms_fails_with_its_own_code_and_heading():
+    # ×2 the baseline's slowest session in all three sessions: 2 > 1.2 · 1.2
+    remeasure = _Remeasure(_session(24.0))
+    code, lines = _compare_cases([(BEFORE, BEFORE)] * 3 + [(BEFORE, SLOWER_RUN)], remeasure=remeasure)
     text = "\n".join(lines)
-    assert code == EXIT_SLOWER
-    assert "slowdowns" in text and "gradient regressions" not in text and "50% slower" in text
+    assert code == EXIT_SLOWER, text
+    assert len(remeasure.calls) == 3
+    assert "slowdowns" in text and "gradient regressions" not in text and "×2.00 (slower)" in text
 
 
-def test_noise_is_not_a_slowdown():
-    # medians 1.00 -> 1.25 (+25%), but the samples interleave: no significant difference
-    code, _ = _compare(BEFORE, [0.97, 1.25, 1.60, 0.99, 1.30], "median:20%")
-    assert code == EXIT_OK
+def test_a_machine_too_noisy_to_tell_is_exit_2_with_the_reason():
+    # the sessions disagree (slower, unclear, slower): no verdict either way
+    remeasure = _Remeasure(_session(24.0), _session(16.0), _session(24.0))
+    code, lines = _compare_cases([(BEFORE, SLOWER_RUN)], remeasure=remeasure, calibration=(0.01, 0.01))
+    text = "\n".join(lines)
+    assert code == EXIT_BASELINE, text
+    assert "too noisy to tell" in text and "cannot tell whether it is slower than ×1.20" in text
 
 
-def test_a_significant_slowdown_below_the_threshold_passes():
-    code, _ = _compare(BEFORE, [1.10, 1.12, 1.08, 1.11, 1.09], "median:20%")
-    assert code == EXIT_OK
+def test_a_row_that_cannot_be_re_measured_is_not_a_pass():
+    code, lines = _compare_cases([(BEFORE, SLOWER_RUN)], calibration=(0.01, 0.01),
+                                 remeasure=lambda keys, rounds: {k: "RuntimeError: boom" for k in keys})
+    assert code == EXIT_BASELINE and "could not be re-measured" in "\n".join(lines) and "boom" in "\n".join(lines)
 
 
-def test_min_compares_minimums():
-    # nine of ten samples slower and the median +50% (significant), but the fastest run is
-    # within 1% of the baseline's (0.98 -> 0.985)
+def test_a_baseline_without_twin_sessions_cannot_confirm_a_flagged_row():
+    # a version-2 baseline (no sessions) or one timed against another twin: re-run snapshot, exit 2
+    for kwargs in ({"sessions": None}, {"twin": "another-twin"}):
+        remeasure = _Remeasure(_session(24.0))
+        code, lines = _compare_cases([(BEFORE, SLOWER_RUN)], remeasure=remeasure, calibration=(0.01, 0.01),
+                                     **kwargs)
+        assert code == EXIT_BASELINE and "re-run snapshot" in "\n".join(lines) and not remeasure.calls
+
+
+def test_a_row_the_run_does_not_flag_is_not_measured_again():
+    remeasure = _Remeasure(_session(24.0))
+    # +10 %: below the 20 % threshold, so not even a candidate
+    assert _compare_cases([(BEFORE, [t * 1.1 for t in BEFORE])], remeasure=remeasure,
+                          calibration=(0.01, 0.01))[0] == EXIT_OK
+    assert not remeasure.calls
+
+
+def test_a_machine_that_got_slower_everywhere_is_measured_again_and_passes():
+    # every row 40 % slower alike, and the calibration workload too: flagged all the same (a load burst
+    # during one estimate must never hide a slowdown), and the twin finds them unchanged
+    remeasure = _Remeasure(_session(11.0))
+    slower = [t * 1.4 for t in BEFORE]
+    assert _compare_cases([(BEFORE, slower)] * 4, remeasure=remeasure, calibration=(0.010, 0.014))[0] == EXIT_OK
+    assert len(remeasure.calls[0]) == 4
+
+
+def test_a_machine_that_seems_slower_never_hides_a_slowdown():
+    # every row 40 % slower and the calibration workload 40 % slower too; the twin says ×2: slower
+    remeasure = _Remeasure(_session(24.0))
+    slower = [t * 1.4 for t in BEFORE]
+    code, _ = _compare_cases([(BEFORE, slower)] * 4, remeasure=remeasure, calibration=(0.010, 0.014))
+    assert code == EXIT_SLOWER and len(remeasure.calls[0]) == 4
+
+
+def test_a_baseline_run_inflated_by_load_cannot_hide_a_slowdown():
+    # the snapshot's run ran five times slower than the code (load): the run's medians 5.0 -> 1.5 look
+    # faster, but 1.5 s is more than 1.2 × the baseline's fastest CPU time, median(1.0, 1.1, 1.2) = 1.1 s
+    remeasure = _Remeasure(_session(24.0))
+    code, lines = _compare_cases([([5.0] * 5, [1.5] * 5)], remeasure=remeasure, calibration=(0.01, 0.01))
+    assert code == EXIT_SLOWER and "baseline's fastest CPU time 1.1 s" in "\n".join(lines)
+
+
+def test_min_flags_on_minimums():
+    # nine of ten samples slower and the median +50 %, but the fastest run is within 1 % of the baseline's
     after = [0.985, 1.45, 1.46, 1.47, 1.48, 1.49, 1.50, 1.51, 1.52, 1.53]
-    assert _compare(BEFORE, after, "median:20%")[0] == EXIT_SLOWER
-    assert _compare(BEFORE, after, "min:20%")[0] == EXIT_OK
-    assert _compare(BEFORE, [1.30, 1.52, 1.48, 1.51, 1.49], "min:20%")[0] == EXIT_SLOWER  # min 0.98 -> 1.30
+    remeasure = _Remeasure(_session(24.0))
+    assert _compare_cases([(BEFORE, after)], "min:20%", remeasure, (0.01, 0.01))[0] == EXIT_OK
+    assert not remeasure.calls
+    assert _compare_cases([(BEFORE, after)], "median:20%", remeasure, (0.01, 0.01))[0] == EXIT_SLOWER
 
 
 def test_a_wrong_gradient_outranks_a_slowdown():
-    code, lines = _compare(BEFORE, [1.50, 1.52, 1.48, 1.51, 1.49], "median:20%", gradient=2.0)
+    code, lines = _compare_cases([(BEFORE, SLOWER_RUN)], remeasure=_Remeasure(_session(24.0)),
+                                 calibration=(0.01, 0.01), gradient=2.0)
     assert code == EXIT_REGRESSION and any("slowdowns" in line for line in lines)
-
-
-def _compare_cases(pairs, spec, calibration=(None, None)):
-    """compare() over one timed row per case: pairs of (before, after) samples."""
-    from diffbench.slowdown import SlowerCheck
-    from diffbench.testing import compare
-
-    base = {"environment": {"calibration_s": calibration[0]},
-            "cases": {f"c{i}": {"definition_hash": "h", "source_hash": "s", "rows": [_timed(b)]}
-                      for i, (b, _) in enumerate(pairs)}}
-    now = {f"c{i}": {"definition_hash": "h", "source_hash": "s", "inputs": {"x": {"shape": []}},
-                     "rows": [_timed(a)]} for i, (_, a) in enumerate(pairs)}
-    return compare(base, now, SlowerCheck.parse(spec), calibration=calibration[1])
-
-
-def test_a_machine_that_got_slower_everywhere_is_not_a_slowdown():
-    # every row 40 % slower alike: the machine's load, not the code (median ratio 1.4 divided out)
-    slower = [t * 1.4 for t in BEFORE]
-    assert _compare_cases([(BEFORE, slower)] * 4, "median:20%")[0] == EXIT_OK
-
-
-def test_one_row_slower_than_the_rest_is_a_slowdown():
-    # three rows unchanged, one 50 % slower: the median ratio is 1.0, and that row stands out
-    code, lines = _compare_cases([(BEFORE, BEFORE)] * 3 + [(BEFORE, [1.50, 1.52, 1.48, 1.51, 1.49])], "median:20%")
-    assert code == EXIT_SLOWER and sum("slower" in line and "c3" in line for line in lines) == 1
-
-
-def test_with_few_rows_the_calibration_workload_measures_the_machine():
-    # one row 40 % slower while the calibration workload also took 40 % longer: the machine
-    slower = [t * 1.4 for t in BEFORE]
-    assert _compare_cases([(BEFORE, slower)], "median:20%", calibration=(0.010, 0.014))[0] == EXIT_OK
-    # the same row with the machine unchanged: a slowdown
-    assert _compare_cases([(BEFORE, slower)], "median:20%", calibration=(0.010, 0.010))[0] == EXIT_SLOWER
 
 
 @pytest.mark.parametrize("x, y", [([2.0, 3, 4, 5, 6], [1.0, 1.1, 1.2, 1.3, 1.4]),
@@ -271,18 +369,60 @@ def test_mann_whitney_agrees_with_scipy(x, y):
     assert mann_whitney_greater(x, y) == pytest.approx(want, rel=1e-9)
 
 
-def test_the_baseline_keeps_every_timing_sample(baseline):
-    rows = json.loads(baseline.read_text())["cases"]["cubic"]["rows"]
+# --------------------------------------------------------------------------- slowdowns: end to end
+def test_the_baseline_keeps_every_timing_sample_and_the_twin_sessions(baseline):
+    from diffbench.slowdown import PAIRED_ROUNDS, SESSIONS
+
+    data = json.loads(baseline.read_text())
+    rows = data["cases"]["cubic"]["rows"]
     assert all(len(r["time_samples_s"]) >= 5 and min(r["time_samples_s"]) == r["time_min_s"] for r in rows)
+    for row in rows:
+        assert len(row["twin_sessions"]) == SESSIONS
+        assert all(len(s["gradient_s"]) == len(s["twin_s"]) == PAIRED_ROUNDS for s in row["twin_sessions"])
+    load = data["environment"]["load"]
+    assert load["cpu_count"] == os.cpu_count() and len(load["loadavg"]) == 3 and load["clock_resolution_s"] > 0
 
 
-def test_check_exits_3_on_a_slowdown_from_the_command_line(baseline, tmp_path):
-    # the baseline made a hundred times faster than it was: every fresh sample is slower
-    def faster(data):
+def test_a_version_2_baseline_still_checks_gradients(baseline, tmp_path):
+    def older(data):
+        data["schema_version"] = 2
         for row in data["cases"]["cubic"]["rows"]:
-            row["time_samples_s"] = [s / 100 for s in row["time_samples_s"]]
-    out = check(edited(baseline, tmp_path, faster), "--fail-slower", "median:20%")
-    assert out.returncode == EXIT_SLOWER, out.stdout + out.stderr
+            del row["twin_sessions"]
+    out = check(edited(baseline, tmp_path, older))
+    assert out.returncode == EXIT_OK, out.stdout + out.stderr
+
+
+SLOW_CASE = """
+import os
+from diffbench import case
+
+@case(inputs={"x": [0.5, -1.0, 2.0, 0.25]})
+def work(x, xp):
+    value = xp.sum(xp.exp(x) * x**2)
+    # DIFFBENCH_TEST_SLOWER=1: the same value, computed 20 times over (a real slowdown, same gradient)
+    for _ in range(19 if os.environ.get("DIFFBENCH_TEST_SLOWER") == "1" else 0):
+        value = (value + xp.sum(xp.exp(x) * x**2)) / 2
+    return value
+"""
+
+
+@pytest.mark.slow
+def test_unchanged_code_passes_and_a_real_slowdown_is_caught(tmp_path):
+    cases = tmp_path / "slow_case.py"
+    cases.write_text(SLOW_CASE)
+    path = tmp_path / "baseline.json"
+    select = ["--cases", cases, "--baseline", path, "--methods", "finite", "--variants", "finite=central,forward",
+              "--dtypes", "float64"]
+    assert diffbench("snapshot", *select).returncode == 0
+    unchanged = diffbench("check", *select, "--fail-slower", "median:20%")
+    # on a machine too loaded to tell, check may refuse (2, saying so), but it never calls unchanged code slower
+    assert unchanged.returncode == EXIT_OK or (unchanged.returncode == EXIT_BASELINE
+                                               and "too noisy to tell" in unchanged.stdout), unchanged.stdout
+    env = dict(ENV, DIFFBENCH_TEST_SLOWER="1")
+    slowed = subprocess.run([sys.executable, "-m", "diffbench", "check", *map(str, select), "--fail-slower",
+                             "median:20%"], capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
+    assert slowed.returncode == EXIT_SLOWER, slowed.stdout + slowed.stderr
+    assert "**work** finite/" in slowed.stdout and "(slower)" in slowed.stdout
 
 
 # --------------------------------------------------------------------------- what is under test vs what is true

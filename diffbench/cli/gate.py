@@ -11,9 +11,10 @@ from typing import Any
 
 from ..errors import BaselineError, UsageError
 from ..selection import cases_path, load_selected, probe_case_files
-from ..slowdown import SlowerCheck, calibration_s
+from ..slowdown import SlowerCheck, calibration_s, machine_load
 from ..testing import (CHECK_EXIT_CODES, DEFAULT_BASELINE, EXIT_BASELINE, EXIT_INTERRUPTED, EXIT_OK, case_entry,
-                       compare, gate_config, measure_isolated, read_baseline, unmeasured_note, write_baseline)
+                       compare, gate_config, measure_isolated, read_baseline, remeasurer, unmeasured_note,
+                       write_baseline)
 from .options import (add_case_options, add_jobs_option, add_measurement_options, add_timeout_option, fail, split,
                       variants)
 
@@ -78,6 +79,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         return EXIT_BASELINE
     except UsageError as exc:
         return fail(str(exc), EXIT_BASELINE)
+    load = machine_load()
     measured = measure_isolated(cases, config, args.jobs, notify=lambda text: print(text, file=sys.stderr))
     if measured is None:
         print("diffbench check: interrupted; nothing was compared", file=sys.stderr)
@@ -88,7 +90,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         return method in config.methods and dtype in config.dtypes and variant in config.variants_of(method)
 
     calibration = calibration_s() if args.fail_slower is not None else None
-    code, lines = compare(baseline, current, args.fail_slower, selected, calibration)
+    remeasure = remeasurer(cases, args.timeout)
+    code, lines = compare(baseline, current, args.fail_slower, selected, calibration, remeasure, load)
     text = "\n".join(lines).rstrip("\n") + "\n"
     print(text, end="")
     if args.summary:
@@ -119,6 +122,8 @@ def add_commands(sub: Any) -> None:
         else:
             parser.add_argument("--fail-slower", metavar="STAT:PERCENT", type=SlowerCheck.parse,
                                 help="also fail (exit 3) when a row's median or min time grew by more than PERCENT "
-                                     "and the slowdown is significant, e.g. median:20%% (needs a timed baseline)")
+                                     "and the slowdown is confirmed by timing the row again interleaved with a fixed "
+                                     "twin workload, e.g. median:20%% (needs a timed baseline); exit 2 when the "
+                                     "machine is too noisy to tell")
             parser.add_argument("--summary", metavar="FILE", help="also write the markdown summary to FILE")
         parser.set_defaults(func=func)
