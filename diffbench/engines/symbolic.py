@@ -34,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import math
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -126,7 +127,21 @@ def sanitize(expr: Any) -> Any:
 @per_case
 def trace(case: Case) -> SymbolicTrace:
     """Trace ``case`` with SymPy (cached per case); raises Skip past the budgets, or the case's error."""
-    return _trace(case)
+    with _depth_budget():
+        return _trace(case)
+
+
+@contextlib.contextmanager
+def _depth_budget() -> Iterator[None]:
+    """SymPy's algorithms recurse along the expression: one nested deeper than Python's recursion limit
+    (a long chain of steps, each applied to the last) is past a budget, not an error of the case."""
+    try:
+        yield
+    except RecursionError:
+        raise OverBudget(f"the function's expression nests deeper than SymPy's recursive algorithms reach "
+                         f"(Python's recursion limit of {sys.getrecursionlimit()}; a long chain of steps each "
+                         "applied to the last); the symbolic/symengine variant differentiates it without "
+                         "recursing") from None
 
 
 def _trace(case: Case) -> SymbolicTrace:
@@ -523,6 +538,12 @@ class SymbolicEngine:
                     raise Skip(_fallback_skip(exc, skip)) from None
                 fallback.info["note"] = f"{SYMENGINE_FALLBACK}: {exc}"
                 return fallback
+        with _depth_budget():
+            return self._prepare_sympy(case, variant, dtype)
+
+    def _prepare_sympy(self, case: Case, variant: str, dtype: str) -> Prepared:
+        import sympy as sp
+
         tr = trace(case)
         grads = tr.gradient
         start = time.perf_counter()
@@ -562,6 +583,12 @@ class SymbolicEngine:
                     return self.hessian(case, "numpy", dtype)
                 except Skip as skip:
                     raise Skip(_fallback_skip(exc, skip)) from None
+        with _depth_budget():
+            return self._hessian_sympy(case, dtype)
+
+    def _hessian_sympy(self, case: Case, dtype: str) -> np.ndarray:
+        import sympy as sp
+
         tr = trace(case)
         cost = hessian_cost(tr)
         if cost > MAX_HESSIAN_COST:
