@@ -23,11 +23,13 @@ comparisons, ``floor``/``ceil``/``round``, ``atan2``'s cut) decides the sign of 
 switching argument (``a − b`` for max/min and comparisons, the distance to the integer
 for floor): the sign is proven when the argument's ball excludes 0, and the argument is
 exactly 0 when its ball is the exact 0. A ball that contains 0 but is not exact is
-decided exactly where the argument is a polynomial in the inputs and constants: those
-are float64 (or float32) numbers, that is dyadic rationals, so such an argument is an
-integer multiple of 2^E (E, its *grain*, follows from the operands: the smaller one's for
-a sum, the sum of both for a product), and a ball around 0 narrower than 2^(E−1) proves it
-is 0. Anything else stays *unresolved* at this precision (``Evaluation.unresolved``): the
+decided exactly where the argument is a rational function of the inputs and constants: those
+are float64 (or float32) numbers, that is dyadic rationals, so such an argument is k·2^E/d for
+integers k and 0 < d ≤ 2^B (E, its *grain*, and B, its denominator bits, follow from the
+operands: the smaller grain and the sum of the bits for a sum, the sums of both for a product,
+and for a quotient a/b the difference of the grains and a's bits plus those of b's numerator
+|b|·d_b·2^−E_b), so its smallest nonzero size is 2^(E−B) and a ball around 0 narrower than that
+proves it is 0. Anything else stays *unresolved* at this precision (``Evaluation.unresolved``): the
 reference raises the precision until the ball excludes 0 or proves it; where the budget
 runs out first, the midpoint decides (a tie only where the midpoint is exactly 0). A tie
 is recorded as a :class:`Switch`: these are the only places where a kink or a jump can
@@ -157,14 +159,16 @@ class _Block:
 class Var:
     """A scalar on the tape: value (a ball), local partials (parent, ∂self/∂parent), magnitude and grain."""
 
-    __slots__ = ("value", "parents", "mag", "index", "grain", "block")
+    __slots__ = ("value", "parents", "mag", "index", "grain", "block", "denom")
 
     def __init__(self, value: Any, parents: tuple[tuple["Var", Any], ...] = (), mag: Any = None,
-                 grain: int | None = None, block: _Block | None = None) -> None:
+                 grain: int | None = None, block: _Block | None = None, denom: int = 0) -> None:
         self.value = value
         self.parents = parents
         self.mag = abs(value) if mag is None else mag
         self.grain = grain
+        #: bits of a bound on the denominator: the value is k·2^grain/d for integers k and 0 < d ≤ 2^denom
+        self.denom = denom
         self.block = block
         nodes = _state.nodes
         if nodes is not None:
@@ -182,7 +186,7 @@ class Var:
     def __add__(self, other: Any) -> Any:
         if type(other) is Var:
             return Var(self.value + other.value, ((self, 1), (other, 1)), self.mag + other.mag,
-                       _min_grain(self.grain, other.grain))
+                       _min_grain(self.grain, other.grain), denom=self.denom + other.denom)
         return NotImplemented if isinstance(other, np.ndarray) else add(self, other)
 
     def __radd__(self, other: Any) -> Any:
@@ -191,7 +195,7 @@ class Var:
     def __sub__(self, other: Any) -> Any:
         if type(other) is Var:
             return Var(self.value - other.value, ((self, 1), (other, -1)), self.mag + other.mag,
-                       _min_grain(self.grain, other.grain))
+                       _min_grain(self.grain, other.grain), denom=self.denom + other.denom)
         return NotImplemented if isinstance(other, np.ndarray) else subtract(self, other)
 
     def __rsub__(self, other: Any) -> Any:
@@ -213,7 +217,8 @@ class Var:
         if type(other) is int and other == 2:
             va, g = self.value, self.grain
             value = va * va
-            return Var(value, ((self, 2 * va),), abs(value), None if g is None else min(2 * g, _NO_GRAIN))
+            return Var(value, ((self, 2 * va),), abs(value), None if g is None else min(2 * g, _NO_GRAIN),
+                       denom=2 * self.denom)
         return NotImplemented if isinstance(other, np.ndarray) else power(self, other)
 
     def __rpow__(self, other: Any) -> Any:
@@ -230,7 +235,7 @@ class Var:
 
     # -- comparisons: plain booleans; a tie is a switch of whatever selects on it ---
     def _compare(self, other: Any, op: Callable[[Any, Any], bool]) -> bool:
-        s, proven = _decide(_value(self) - _value(other), _sub_grain(self, other))
+        s, proven = _decide(_value(self) - _value(other), _difference_bound(self, other))
         if s == 0:
             _record().switches.append(Switch("comparison", _difference(self, other), "jump", len(_record().branches),
                                              proven))
@@ -318,9 +323,10 @@ def _value(a: Any) -> Any:
 
 
 def _grain(a: Any) -> int | None:
-    """E such that ``a`` is an integer multiple of 2^E (a lower bound), or None where it is no dyadic rational."""
+    """E such that ``a`` is an integer multiple of 2^E (a lower bound), or None where it is no dyadic rational
+    (a quotient, whose denominator bound :func:`_rational` carries, is none here)."""
     if type(a) is Var:
-        return a.grain
+        return a.grain if not a.denom else None
     if isinstance(a, (bool, np.bool_, int, np.integer)):
         return 0 if a else _NO_GRAIN
     if isinstance(a, (float, np.floating)):
@@ -361,6 +367,30 @@ def _mul_grain(a: Any, b: Any) -> int | None:
     if ga is None or gb is None:
         return None
     return min(ga + gb, _NO_GRAIN)
+
+
+def _rational(a: Any) -> tuple[int, int] | None:
+    """(E, B) such that ``a`` is k·2^E/d for integers k and 0 < d ≤ 2^B, or None where it is no rational of the
+    inputs and constants that the tape can bound (a transcendental function, a perturbed value)."""
+    if type(a) is Var:
+        return None if a.grain is None else (a.grain, a.denom)
+    grain = _grain(a)
+    return None if grain is None else (grain, 0)
+
+
+def _bound(e: int | None, b: int) -> int | None:
+    """The exponent of the smallest nonzero magnitude a value k·2^e/d with 0 < d ≤ 2^b can have: 2^(e − b)."""
+    if e is None:
+        return None
+    return e if e >= _NO_GRAIN else e - b
+
+
+def _difference_bound(a: Any, b: Any) -> int | None:
+    """:func:`_bound` of a − b: a sum of k·2^Ea/da and k'·2^Eb/db is a multiple of 2^min(Ea, Eb)/(da·db)."""
+    ra, rb = _rational(a), _rational(b)
+    if ra is None or rb is None:
+        return None
+    return _bound(min(ra[0], rb[0]), ra[1] + rb[1])
 
 
 def _decide(ball: Any, grain: int | None) -> tuple[int, bool]:
@@ -421,22 +451,24 @@ def _plain(a: Any) -> bool:
 
 def add(a: Any, b: Any) -> Any:
     if type(a) is Var and type(b) is Var:  # the common case, without the general path's look-ups
-        return Var(a.value + b.value, ((a, 1), (b, 1)), a.mag + b.mag, _min_grain(a.grain, b.grain))
+        return Var(a.value + b.value, ((a, 1), (b, 1)), a.mag + b.mag, _min_grain(a.grain, b.grain),
+                   denom=a.denom + b.denom)
     if type(b) is Var and _plain(a):
         va = arb(a)
-        return Var(va + b.value, ((b, 1),), abs(va) + b.mag, _min_grain(_grain(a), b.grain))
+        return Var(va + b.value, ((b, 1),), abs(va) + b.mag, _min_grain(_grain(a), b.grain), denom=b.denom)
     if type(a) is Var and _plain(b):
         vb = arb(b)
-        return Var(a.value + vb, ((a, 1),), a.mag + abs(vb), _min_grain(a.grain, _grain(b)))
+        return Var(a.value + vb, ((a, 1),), a.mag + abs(vb), _min_grain(a.grain, _grain(b)), denom=a.denom)
     return _node(_value(a) + _value(b), [(a, 1), (b, 1)], _mag(a) + _mag(b), _sub_grain(a, b))
 
 
 def subtract(a: Any, b: Any) -> Any:
     if type(a) is Var and type(b) is Var:
-        return Var(a.value - b.value, ((a, 1), (b, -1)), a.mag + b.mag, _min_grain(a.grain, b.grain))
+        return Var(a.value - b.value, ((a, 1), (b, -1)), a.mag + b.mag, _min_grain(a.grain, b.grain),
+                   denom=a.denom + b.denom)
     if type(b) is Var and _plain(a):
         va = arb(a)
-        return Var(va - b.value, ((b, -1),), abs(va) + b.mag, _min_grain(_grain(a), b.grain))
+        return Var(va - b.value, ((b, -1),), abs(va) + b.mag, _min_grain(_grain(a), b.grain), denom=b.denom)
     return _node(_value(a) - _value(b), [(a, 1), (b, -1)], _mag(a) + _mag(b), _sub_grain(a, b))
 
 
@@ -444,28 +476,41 @@ def multiply(a: Any, b: Any) -> Any:
     if type(a) is Var and type(b) is Var:
         va, vb, ga, gb = a.value, b.value, a.grain, b.grain
         grain = None if ga is None or gb is None else min(ga + gb, _NO_GRAIN)
-        return Var(va * vb, ((a, vb), (b, va)), a.mag * b.mag, grain)
+        return Var(va * vb, ((a, vb), (b, va)), a.mag * b.mag, grain, denom=a.denom + b.denom)
     if type(b) is Var and _plain(a):
         va, gb = arb(a), b.grain
         ga = _grain(a)
         grain = None if ga is None or gb is None else min(ga + gb, _NO_GRAIN)
-        return Var(va * b.value, ((b, va),), abs(va) * b.mag, grain)
+        return Var(va * b.value, ((b, va),), abs(va) * b.mag, grain, denom=b.denom)
     va, vb = _value(a), _value(b)
     return _node(va * vb, [(a, vb), (b, va)], _mag(a) * _mag(b), _mul_grain(a, b))
 
 
 def divide(a: Any, b: Any) -> Any:
     va, vb = _value(a), _value(b)
-    s, _ = _decide(vb, _grain(b))
+    rb = _rational(b)
+    s, _ = _decide(vb, None if rb is None else _bound(*rb))
     if s == 0:
         _record().fail("a division by zero")
         return _node(_nan(), [(a, _nan()), (b, _nan())])
     value = va / vb
-    return _node(value, [(a, 1 / vb), (b, -value / vb)], _mag(a) / abs(vb))
+    out = _node(value, [(a, 1 / vb), (b, -value / vb)], _mag(a) / abs(vb))
+    ra = _rational(a)
+    if type(out) is Var and ra is not None and rb is not None and ra[0] < _NO_GRAIN and vb.is_finite() \
+            and not vb.contains(0):
+        # a = ka·2^Ea/da, b = kb·2^Eb/db: a/b = ka·db·2^(Ea−Eb)/(da·kb), and 1 ≤ |kb| = |b|·db·2^−Eb
+        log2_upper = ((abs(vb).mid() + vb.rad()).log() / arb(2).log()).upper()
+        if log2_upper.is_finite():
+            kb_bits = rb[1] - rb[0] + int(math.ceil(float(log2_upper))) + 1
+            out.grain, out.denom = ra[0] - rb[0], ra[1] + max(kb_bits, 0)
+    return out
 
 
 def negative(a: Any) -> Any:
-    return _node(-_value(a), [(a, -1)], _mag(a), _grain(a))
+    out = _node(-_value(a), [(a, -1)], _mag(a), _grain(a))
+    if type(out) is Var and type(a) is Var:
+        out.grain, out.denom = a.grain, a.denom
+    return out
 
 
 def power(a: Any, b: Any) -> Any:
@@ -474,7 +519,8 @@ def power(a: Any, b: Any) -> Any:
         va, g = a.value, a.grain
         below = va ** (b - 1)
         value = below * va
-        return Var(value, ((a, b * below),), abs(value), None if g is None else min(b * g, _NO_GRAIN))
+        return Var(value, ((a, b * below),), abs(value), None if g is None else min(b * g, _NO_GRAIN),
+                   denom=b * a.denom)
     va, vb = _value(a), _value(b)
     sa, _ = _decide(va, _grain(a))
     integer = vb.is_integer()
@@ -631,7 +677,8 @@ def _within_unit(va: Any, grain: int | None) -> bool:
 
 def absolute(a: Any) -> Any:
     va = _value(a)
-    s, proven = _decide(va, _grain(a))
+    ra = _rational(a)
+    s, proven = _decide(va, None if ra is None else _bound(*ra))
     if isinstance(a, Var):
         if s == 0:
             _record().switches.append(Switch("abs", a, "kink", len(_record().branches), proven))
@@ -641,7 +688,8 @@ def absolute(a: Any) -> Any:
 
 def sign(a: Any) -> Any:
     va = _value(a)
-    s, proven = _decide(va, _grain(a))
+    ra = _rational(a)
+    s, proven = _decide(va, None if ra is None else _bound(*ra))
     if isinstance(a, Var):
         if s == 0:
             _record().switches.append(Switch("sign", a, "jump", len(_record().branches), proven))
@@ -688,7 +736,7 @@ def _step(name: str, kind: str) -> Callable[[Any], Any]:
 def _extremum(name: str, prefer: Callable[[int], bool]) -> Callable[[Any, Any], Any]:
     def apply(a: Any, b: Any) -> Any:
         va, vb = _value(a), _value(b)
-        s, proven = _decide(va - vb, _sub_grain(a, b))
+        s, proven = _decide(va - vb, _difference_bound(a, b))
         first = prefer(s)
         if isinstance(a, Var) or isinstance(b, Var):
             _record().branches.append(first)

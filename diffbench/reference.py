@@ -28,11 +28,12 @@ holds: ``arb-N`` (balls) or ``mpmath-2prec-N`` (agreement), N the digits carried
 argument, ``a − b`` for max/min and comparisons, the distance to the nearest integer for
 floor/ceil/round, ``atan2``'s y on its cut) is non-zero when its ball excludes 0, and 0 when
 its ball is the exact 0. The inputs and the case's constants are floats, that is dyadic
-rationals; an argument computed from them by sums, differences and products is an integer
-multiple of 2^E for an E the tape tracks, so a ball around 0 narrower than 2^(E−1) proves
-it 0. A ball that holds 0 undecided is looked at again at the next precision; where even
-the largest precision leaves it undecided (an argument through a division or a
-transcendental function that cancels to within 2^-3072), its midpoint decides.
+rationals; an argument computed from them by sums, differences, products, integer powers and
+quotients is k·2^E/d with 0 < d ≤ 2^B for E and B the tape tracks, so its smallest nonzero
+size is 2^(E−B) and a ball around 0 narrower than that proves it 0. A ball that holds 0
+undecided is looked at again at the next precision; where even the largest precision leaves
+it undecided (an argument through a transcendental function that cancels to within
+2^-3072: no bound on its smallest nonzero value exists), its midpoint decides.
 
 **The scale** of each component is ``Σ_paths Π |∂|``, the size of the quantities that
 cancel in it (see :mod:`diffbench.mptape`); verdicts measure errors against it.

@@ -128,6 +128,37 @@ def test_switch_on_an_exact_rational_tie():
     assert ref.undefined is None and ref.values["x"] == 3.0 * sign
 
 
+def test_a_tie_through_quotients_is_proven_not_guessed():
+    # x/y and z/w at (1, 3, 2, 6) are both 1/3, which no binary ball holds exactly: |x/y − z/w| has a kink
+    # there, with one-sided slopes ∓1/y = ∓1/3 along x (and ∓z/w² = ∓1/18 along w); the tie must be proven
+    # from the quotients' denominators (1/3 − 2/6 = 0 exactly), not read off a midpoint
+    @case(inputs={"x": 1.0, "y": 3.0, "z": 2.0, "w": 6.0})
+    def quotients(x, y, z, w, xp):
+        return xp.abs(x / y - z / w)
+
+    ref = reference(quotients)
+    assert ref.undefined is not None and "kink" in ref.undefined
+    kink = next(k for k in ref.kinks if k.label == "x")
+    assert (kink.left, kink.right) == pytest.approx((-1 / 3, 1 / 3), rel=1e-12)
+    run = mptape.evaluate(quotients.func, [(), (), (), ()], [mpmath.mpf(v) for v in (1, 3, 2, 6)], 192)
+    assert [(s.op, s.proven) for s in run.switches] == [("abs", True)] and run.unresolved == 0
+
+    # max(x/3 + y/7, z/21) at (1, 1, 10): 1/3 + 1/7 = 10/21 exactly, a tie of two rationals with odd denominators
+    @case(inputs={"x": 1.0, "y": 1.0, "z": 10.0})
+    def sevenths(x, y, z, xp):
+        return xp.maximum(x / 3 + y / 7, z / 21)
+
+    run = mptape.evaluate(sevenths.func, [(), (), ()], [mpmath.mpf(v) for v in (1, 1, 10)], 192)
+    assert [(s.op, s.proven) for s in run.switches] == [("maximum", True)]
+
+    # one unit in the last place off the tie: no switch at all (2 + 2⁻⁵¹ over 6 is not 1/3)
+    @case(inputs={"x": 1.0, "y": 3.0, "z": 2.0 + 2.0**-51, "w": 6.0})
+    def near_quotients(x, y, z, w, xp):
+        return xp.abs(x / y - z / w)
+
+    assert reference(near_quotients).undefined is None
+
+
 def test_matrix_operations_are_single_nodes_with_exact_adjoints():
     a, b, c, d = 2.0, 0.5, -1.0, 3.0
     rhs = [1.0, -2.0]
