@@ -193,6 +193,68 @@ def unflatten(flat: np.ndarray, like: dict[str, np.ndarray]) -> dict[str, np.nda
     return dict(zip(like, pieces))
 
 
+#: a case tagged ``batch`` declares axis 0 of its first input and of its output a batch axis: output row b depends
+#: only on input row b (per-example gradients), so its Jacobian is block-diagonal and ``batch_jacobian`` applies
+BATCH_TAG = "batch"
+
+
+def output_shape(case: Case) -> tuple[int, ...]:
+    """The shape of what ``case`` returns, evaluated once in NumPy float64 at its point (cached on the case).
+
+    A result of one element (shape ``()``, ``(1,)``, ...) is a scalar: ``()`` is returned and the case's
+    derivative is its gradient, exactly as for any scalar case. Any other shape ``S`` makes the derivative a
+    Jacobian: each engine's ``Prepared.gradient()`` then returns, per input of shape ``I``, an array of shape
+    ``S + I`` (``J[k..., i...] = ∂out[k...]/∂in[i...]``). A case whose function raises here is treated as scalar
+    (its own error surfaces in every engine, as before).
+    """
+    cached = case.__dict__.get("_output_shape")
+    if cached is not None:
+        return cached
+    shape: tuple[int, ...] = ()
+    if case.func is not None:
+        from ..namespaces import numpy_namespace
+
+        try:
+            with np.errstate(all="ignore"):
+                args = [np.array(v, dtype=np.int64 if k in case.integer_inputs else np.float64)
+                        for k, v in case.inputs.items()]
+                out = case.func(*args, xp=numpy_namespace("float64"))
+            found = tuple(int(d) for d in np.shape(out))
+            if out is not None and int(np.prod(found, dtype=int)) > 1:
+                shape = found
+        except Exception:  # noqa: BLE001 - the case's own error is every engine's row, not this helper's
+            shape = ()
+    case.__dict__["_output_shape"] = shape
+    return shape
+
+
+def output_size(case: Case) -> int:
+    """Number of output components: 1 for a scalar case, the Jacobian's row count otherwise."""
+    return int(np.prod(output_shape(case), dtype=int)) if output_shape(case) else 1
+
+
+def flatten_jacobian(values: dict[str, np.ndarray], order: list[str], outputs: int) -> np.ndarray:
+    """The (outputs, N) float64 Jacobian from per-input arrays of shape ``output_shape + input_shape``,
+    inputs concatenated in parameter order (the columns follow ``flatten``'s order)."""
+    if not order:
+        return np.zeros((outputs, 0))
+    return np.concatenate([np.asarray(values[name], dtype=np.float64).reshape(outputs, -1) for name in order], axis=1)
+
+
+def check_output(case: Case, value: Any, where: str) -> None:
+    """Raise ValueError naming the case when its function returned something that is not an array of the
+    shape it returns in NumPy (``output_shape``): a scalar case must stay scalar in every namespace, and a
+    vector case must return the same shape everywhere."""
+    expected = output_shape(case)
+    shape = tuple(np.shape(value))
+    if not expected:
+        check_scalar(case, value, where)
+        return
+    if shape != expected:
+        raise ValueError(f"case {case.name!r} returned a value of shape {shape} in the {where}, but shape "
+                         f"{expected} in NumPy; a case must return the same shape in every namespace")
+
+
 def check_scalar(case: Case, value: Any, where: str) -> None:
     """Raise ValueError naming the case when its function returned a non-scalar."""
     shape = tuple(np.shape(value))
