@@ -64,6 +64,8 @@ class EngineInfo:
     #: variant -> the variant ``gradient``/``hessian`` use instead when called with the plain method name and the
     #: first variant's budget refuses the case (``OverBudget``): a cheaper formulation of the same derivative
     budget_fallback: dict[str, str] = field(default_factory=dict)
+    #: variants that only compute Jacobians of vector outputs (``harness.plan`` drops them for scalar cases)
+    jacobian_variants: tuple[str, ...] = ()
     default: bool = False
     extra: str | None = None
     gpu: bool = False

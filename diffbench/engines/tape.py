@@ -24,6 +24,28 @@ in the traced function. Up to ``MAX_HESSIAN_INPUTS`` inputs. (Forward-over-rever
 A ``None`` gradient is never turned into zeros: it raises :class:`NoGradient`. Forward
 mode decides which inputs are unconnected while tracing (with several inputs, one
 accumulator per input), so it names the same inputs reverse mode would.
+
+Vector outputs (a case returning an array of shape S, see ``engines.output_shape``): ``gradient()``
+returns the Jacobian, per input of shape I an array of shape S + I, and ``timed()`` evaluates all of it.
+``eager``, ``function`` and ``xla`` take ``tape.jacobian`` with pfor (TensorFlow's default: the m
+reverse passes vectorised into one); where pfor cannot convert the function, the same variant takes
+the while-loop path and its ``evaluation`` column says ``loop``. Two variants exist for vector
+outputs only (``EngineInfo.jacobian_variants``): ``loop``, ``tape.jacobian(...,
+experimental_use_pfor=False)`` (one reverse pass per output component in a ``tf.while_loop``),
+and ``batch``, ``tape.batch_jacobian`` for a case tagged ``batch`` (axis 0 of its first input and
+of its output is a batch axis): the per-example blocks, laid out as the full block-diagonal
+Jacobian with zeros off the blocks (the other inputs by ``tape.jacobian``); on a case without the
+tag it raises Skip. Both are traced once with ``tf.function``, as ``function`` is. ``forward`` pushes
+the N basis tangents through the function in one vectorised pass, as for gradients, each giving a
+column of the Jacobian.
+
+For a Jacobian, an input that no output depends on is not an error: TensorFlow's ``tape.jacobian``
+returns ``None`` for it (and zeros, inside pfor, for an output component that does not depend on an
+input others do), and the engine returns the zero block that
+``unconnected_gradients=tf.UnconnectedGradients.ZERO`` would give, but records the names in
+``Prepared.info["none_inputs"]`` (comma-separated; absent when there are none), so that what
+TensorFlow said is reported while the zero block is judged against the certified reference. An
+integer input still raises :class:`NoGradient`. ``hessian`` of a vector case raises Skip.
 """
 
 from __future__ import annotations
@@ -37,7 +59,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..case import Case
-from . import EngineInfo, NoGradient, Prepared, Skip, check_scalar
+from . import BATCH_TAG, EngineInfo, NoGradient, Prepared, Skip, check_output, check_scalar, output_shape
 
 #: forward mode pushes one tangent per scalar input through the function, all N in one vectorised
 #: pass: time and memory grow N-fold over one evaluation (reverse mode needs one backward pass).
@@ -269,10 +291,10 @@ class TapeEngine:
     """``tf.GradientTape`` in its execution modes."""
 
     name = "tape"
-    info = EngineInfo(variants=("eager", "function", "xla", "forward"), default_variant="eager",
+    info = EngineInfo(variants=("eager", "function", "xla", "forward", "loop", "batch"), default_variant="eager",
                       order2_variants=("eager",), scaling_variants=("eager", "function", "xla", "forward"),
                       run_scaling_variants=("function", "xla", "forward"), max_hessian_inputs=MAX_HESSIAN_INPUTS, default=True,
-                      gpu=True)
+                      gpu=True, jacobian_variants=("loop", "batch"))
 
     def variants(self) -> tuple[str, ...]:
         return self.info.variants
@@ -290,6 +312,13 @@ class TapeEngine:
             args = _inputs(case, dtype)
             f = _function_of(case, dtype)
             names = list(case.inputs)
+            if output_shape(case):
+                if variant == "forward":
+                    return _forward_jacobian(case, f, args, names, dtype, sync)
+                return _reverse_jacobian(case, f, args, names, dtype, variant, sync)
+            if variant in self.info.jacobian_variants:
+                raise Skip(f"the {variant} variant computes Jacobians of vector outputs; this case returns a scalar "
+                           "(its gradient is measured by the other variants)")
             if variant == "forward":
                 return self._forward(case, f, args, names, dtype, sync)
 
@@ -434,6 +463,9 @@ class TapeEngine:
         component i. Raises Skip past ``MAX_HESSIAN_INPUTS`` inputs, NoGradient where the first derivative is
         ``None`` or does not depend on an input."""
         tf = _tf()
+        if output_shape(case):
+            raise Skip(f"Hessian of a vector output (shape {output_shape(case)}) is not formed: second-order rows "
+                       "are for scalar cases")
         if case.size > MAX_HESSIAN_INPUTS:
             raise Skip(f"{case.size} inputs exceed the tape Hessian budget of {MAX_HESSIAN_INPUTS} "
                        "(diffbench.engines.tape.MAX_HESSIAN_INPUTS): its vectorised pass holds one gradient per "
@@ -478,3 +510,237 @@ class TapeEngine:
             missing = unconnected["second"]
             raise NoGradient(_second_none_message(case, missing), missing, {})
         return np.asarray(second().numpy())
+
+
+# --------------------------------------------------------------------------- Jacobians of vector outputs
+def _where(case: Case) -> str:
+    return "TensorFlow namespace" if case.native is None else "native TensorFlow code"
+
+
+def _integer_check(case: Case, names: list[str], values: dict[str, Any]) -> None:
+    """Raise NoGradient for integer inputs (the tape does not watch them: no Jacobian block exists)."""
+    integer = [n for n in names if n in case.integer_inputs]
+    if integer:
+        raise NoGradient(_none_message(case, integer), integer, values)
+
+
+def _first_call(call: Callable[[], Any], variant: str) -> Any:
+    """The first call of a compiled Jacobian step; XLA's unsupported operations become Skip."""
+    tf = _tf()
+    try:
+        return call()
+    except tf.errors.InvalidArgumentError as exc:
+        if variant == "xla" and "unsupported operations" in str(exc):
+            ops = sorted(set(re.findall(r"(\w+) \(No registered", str(exc)))) or ["an operation"]
+            raise Skip(f"XLA cannot compile {', '.join(ops)} on this device; the function and eager "
+                       "variants run it") from None
+        raise
+
+
+def _batch_layout(case: Case, args: list[Any], names: list[str], shape: tuple[int, ...]) -> tuple[int, int, int]:
+    """(B, output entries per example, first-input entries per example) for the ``batch`` variant; Skip with
+    the reason where the case does not declare or does not have the batch axis ``batch_jacobian`` needs."""
+    if BATCH_TAG not in case.tags:
+        raise Skip(f"tape.batch_jacobian needs a batch axis, and this case does not declare one (tag a case "
+                   f"{BATCH_TAG!r} when axis 0 of its first input and of its output is a batch axis: output row b "
+                   "depends only on input row b)")
+    first = names[0]
+    in_shape = tuple(int(d) for d in args[0].shape)
+    if first in case.integer_inputs or not in_shape:
+        raise Skip(f"the case is tagged {BATCH_TAG!r}, but its first input {first!r} is not a float array with a "
+                   "batch axis 0")
+    if in_shape[0] != shape[0]:
+        raise Skip(f"the case is tagged {BATCH_TAG!r}, but axis 0 of its output ({shape[0]}) and of its first "
+                   f"input {first!r} ({in_shape[0]}) differ in length")
+    b = in_shape[0]
+    return b, int(np.prod(shape[1:], dtype=int)), int(np.prod(in_shape[1:], dtype=int))
+
+
+def _reverse_jacobian(case: Case, f: Callable[[list[Any]], Any], args: list[Any], names: list[str], dtype: str,
+                      variant: str, sync: Callable[[], None]) -> Prepared:
+    """The Jacobian of a vector case by reverse mode: ``tape.jacobian`` with pfor (``eager``, ``function``,
+    ``xla``), without it (``loop``), or ``tape.batch_jacobian`` for the first input (``batch``)."""
+    tf = _tf()
+    shape = output_shape(case)
+    floats = [k for k, name in enumerate(names) if name not in case.integer_inputs]
+    sources = [args[k] for k in floats]
+    # what TensorFlow returned None for, decided while tracing (or by each eager call)
+    none_inputs: list[str] = []
+    layout = _batch_layout(case, args, names, shape) if variant == "batch" else None
+
+    def blocks_of(tape: Any, y: Any, wrt: list[int], use_pfor: bool) -> list[Any]:
+        found = tape.jacobian(y, [args[k] for k in wrt], experimental_use_pfor=use_pfor)
+        none_inputs.extend(names[k] for k, block in zip(wrt, found) if block is None)
+        # the zero block unconnected_gradients=ZERO gives, the None recorded above
+        return [tf.zeros(tuple(y.shape) + tuple(args[k].shape), y.dtype) if block is None else block
+                for k, block in zip(wrt, found)]
+
+    def build(use_pfor: bool) -> Callable[[], Any]:
+        def step() -> tuple[Any, list[Any]]:
+            none_inputs.clear()
+            with tf.GradientTape(persistent=not use_pfor or variant == "batch") as tape:
+                for a in args:
+                    if not isinstance(a, tf.Variable):
+                        tape.watch(a)
+                if variant == "batch":
+                    b, per_out, per_in = layout  # type: ignore[misc]
+                    # batch_jacobian wants rank-2 source and target: the first input is read through a (B, n/B)
+                    # view that the tape records, and the output reshaped to (B, m/B)
+                    view = tf.reshape(args[0], [b, per_in])
+                    y = f([tf.reshape(view, args[0].shape), *args[1:]])
+                    target = tf.reshape(y, [b, per_out])
+                else:
+                    y = f(args)
+            if variant != "batch":
+                return y, blocks_of(tape, y, floats, use_pfor)
+            block = tape.batch_jacobian(target, view)
+            if block is None:
+                none_inputs.append(names[0])
+                block = tf.zeros([b, per_out, per_in], y.dtype)
+            return y, [block, *blocks_of(tape, y, floats[1:], True)]
+
+        if variant == "eager":
+            return step
+        return tf.function(step, jit_compile=(variant == "xla"))
+
+    info: dict[str, Any] = {}
+    compiled_step = build(variant != "loop")
+    start = time.perf_counter()
+    try:
+        y, first_blocks = _first_call(compiled_step, variant)
+        info["evaluation"] = "loop" if variant == "loop" else "vectorized"
+    except (ValueError, NotImplementedError, TypeError) as exc:
+        if variant in ("loop", "batch"):
+            raise
+        # pfor could not convert an operation: the while-loop path, saying so
+        compiled_step = build(False)
+        y, first_blocks = _first_call(compiled_step, variant)
+        info["evaluation"] = "loop"
+        info["note"] = (f"tape.jacobian took the while-loop path (one reverse pass per output component): pfor "
+                        f"cannot vectorise the function ({_cause(exc)})")
+    sync()
+    prepare_s = time.perf_counter() - start
+    check_output(case, y, _where(case))
+    if np.dtype(y.dtype.as_numpy_dtype) != np.dtype(dtype):
+        promoted = (f"the function returned {y.dtype.name} in a {dtype} run (a constant of another dtype promoted "
+                    "it; create constants with xp.asarray)")
+        info["note"] = f"{info['note']}; {promoted}" if "note" in info else promoted
+    if none_inputs:
+        info["none_inputs"] = ",".join(dict.fromkeys(none_inputs))
+    compiled_f: Callable[[], Any] = lambda: f(args)  # noqa: E731
+    if variant != "eager":
+        compiled_f = tf.function(compiled_f, jit_compile=(variant == "xla"))
+    compiled_f()
+    traces = compiled_step.experimental_get_tracing_count() if variant != "eager" else 0
+
+    def gradient() -> dict[str, np.ndarray]:
+        _, blocks = compiled_step()
+        values: dict[str, np.ndarray] = {}
+        for k, block in zip(floats, blocks):
+            array = np.asarray(block.numpy())
+            if variant == "batch" and k == 0:
+                b, per_out, per_in = layout  # type: ignore[misc]
+                full = np.zeros((b, per_out, b, per_in), dtype=array.dtype)
+                rows = np.arange(b)
+                full[rows, :, rows, :] = array  # block b on the diagonal, zeros off it
+                array = full
+            values[names[k]] = array.reshape(shape + case.inputs[names[k]].shape)
+        _integer_check(case, names, values)
+        return values
+
+    def timed() -> Any:
+        out = compiled_step()
+        sync()
+        return out
+
+    def f_timed() -> Any:
+        out = compiled_f()
+        sync()
+        return out
+
+    def check_stable() -> str | None:
+        if variant != "eager" and compiled_step.experimental_get_tracing_count() != traces:
+            return "tf.function retraced while being timed; the time includes tracing"
+        return None
+
+    return Prepared(gradient=gradient, timed=timed, f_timed=f_timed, prepare_s=prepare_s, info=info,
+                    check_stable=check_stable, f_key="function" if variant in ("loop", "batch") else None)
+
+
+def _forward_jacobian(case: Case, f: Callable[[list[Any]], Any], args: list[Any], names: list[str], dtype: str,
+                      sync: Callable[[], None]) -> Prepared:
+    """The Jacobian of a vector case by forward mode: one ``ForwardAccumulator`` pass per basis tangent of the
+    flattened float inputs, all N pushed through together (``_over_basis``), each giving a column."""
+    tf = _tf()
+    if case.size > MAX_FORWARD_INPUTS:
+        raise Skip(f"forward mode pushes one tangent per input element ({case.size}) through the function at "
+                   f"once; over the budget of {MAX_FORWARD_INPUTS} (diffbench.engines.tape.MAX_FORWARD_INPUTS)")
+    shape = output_shape(case)
+    m = int(np.prod(shape, dtype=int))
+    value = f(args)
+    check_output(case, value, _where(case))
+    start = time.perf_counter()
+    floats = [k for k, name in enumerate(names) if name not in case.integer_inputs]
+    primals = [args[k] for k in floats]
+    unconnected = _forward_unconnected(f, args, floats) if len(floats) > 1 else set()
+
+    def jvp(tangent: Any) -> Any:
+        with tf.autodiff.ForwardAccumulator(primals=primals, tangents=_split(tangent, primals)) as acc:
+            y = f(args)
+        out = acc.jvp(y)
+        if out is None:
+            unconnected.update(floats)
+            return tf.zeros([m], y.dtype)
+        return tf.reshape(out, [m])
+
+    if primals:
+        jvps, how, unvectorised = _over_basis(jvp, primals, dtype, tf.TensorSpec([m], value.dtype))
+    else:
+        jvps, how, unvectorised = tf.function(lambda: tf.reshape(f(args), [-1])[:0]), "unrolled", None
+    first = jvps()
+    sync()
+    prepare_s = time.perf_counter() - start
+    traces = jvps.experimental_get_tracing_count()
+    info: dict[str, Any] = {"evaluation": how}
+    none_inputs = [names[k] for k in floats if k in unconnected]
+    if none_inputs:
+        info["none_inputs"] = ",".join(none_inputs)
+    if unvectorised is not None:
+        info["note"] = (f"forward mode pushed the {sum(int(np.prod(p.shape, dtype=int)) for p in primals)} "
+                        f"tangents one at a time (tf.map_fn): TensorFlow cannot vectorise the function "
+                        f"({unvectorised})")
+
+    def gradient() -> dict[str, np.ndarray]:
+        columns = np.asarray(first.numpy()).reshape(-1, m).T  # (m, N): tangent j gave column j
+        values: dict[str, np.ndarray] = {}
+        offset = 0
+        for k in floats:
+            size = int(np.prod(args[k].shape, dtype=int))
+            block = columns[:, offset:offset + size]
+            if k in unconnected:  # TensorFlow's None: the zero block, recorded in none_inputs
+                block = np.zeros_like(block)
+            values[names[k]] = block.reshape(shape + case.inputs[names[k]].shape)
+            offset += size
+        _integer_check(case, names, values)
+        return values
+
+    def timed() -> Any:
+        out = jvps()
+        sync()
+        return out
+
+    evaluate = tf.function(lambda: f(args))
+    evaluate()
+
+    def f_timed() -> Any:
+        out = evaluate()
+        sync()
+        return out
+
+    def check_stable() -> str | None:
+        if jvps.experimental_get_tracing_count() != traces:
+            return "tf.function retraced while being timed; the time includes tracing"
+        return None
+
+    return Prepared(gradient=gradient, timed=timed, f_timed=f_timed, prepare_s=prepare_s, info=info,
+                    check_stable=check_stable, f_key="function")
