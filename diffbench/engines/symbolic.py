@@ -27,6 +27,18 @@ operation per ``+ − × ÷``, power and function); ``grad_ops`` counts each dis
 subexpression once, which is what a common-subexpression pass leaves when it shares every
 repeated subtree. ``sympy.cse`` also regroups the arguments of sums and products, so its
 count can be somewhat lower for the same gradient.
+
+Vector outputs (a case returning an array of shape S, see ``engines.output_shape``): every variant
+returns the Jacobian, per input of shape I an array of shape S + I. The SymPy variants trace the case
+once (:func:`jacobian_trace`), form ``sympy.Matrix(outputs).jacobian(symbols)`` and lambdify its
+entries as they do a gradient (``numpy`` and ``tensorflow`` with CSE, ``numpy-nocse`` without);
+``symengine`` forms SymEngine's ``DenseMatrix.jacobian`` and compiles it with ``symengine.Lambdify``
+(falling back to SymPy as for gradients). Budgets: the inputs and the expression size (the outputs'
+operations together) as for a gradient, and for SymPy a predicted cost, Σₖ count_ops(outₖ)·|inputs in
+outₖ| (the work of the m·N derivatives and their lambdify, the per-output cost times the outputs),
+within ``MAX_JACOBIAN_COST``; for SymEngine at most ``SYMENGINE_MAX_JACOBIAN_ENTRIES`` entries.
+``expr_ops`` is then the outputs' operations together and ``grad_ops`` the Jacobian's. Hessians of
+vector outputs are not formed (Skip).
 """
 
 from __future__ import annotations
@@ -43,7 +55,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from ..case import Case, per_case
-from . import EngineInfo, OverBudget, Prepared, Skip, check_scalar, flatten, unflatten
+from . import EngineInfo, OverBudget, Prepared, Skip, check_output, check_scalar, flatten, output_shape, unflatten
 
 #: largest number of scalar inputs the symbolic method differentiates
 MAX_INPUTS = 2000
@@ -544,6 +556,8 @@ class SymbolicEngine:
     def _prepare_sympy(self, case: Case, variant: str, dtype: str) -> Prepared:
         import sympy as sp
 
+        if output_shape(case):
+            return _sympy_jacobian(case, variant, dtype)
         tr = trace(case)
         grads = tr.gradient
         start = time.perf_counter()
@@ -575,6 +589,9 @@ class SymbolicEngine:
     def hessian(self, case: Case, variant: str, dtype: str) -> np.ndarray:
         import sympy as sp
 
+        if output_shape(case):
+            raise Skip(f"Hessian of a vector output (shape {output_shape(case)}) is not formed: second-order rows "
+                       "are for scalar cases")
         if variant == "symengine":
             try:
                 return _symengine_hessian(case, dtype)
@@ -624,6 +641,8 @@ SYMENGINE_FALLBACK = "differentiated and compiled with SymPy, as the numpy varia
 
 def _symengine_variant(case: Case, dtype: str) -> Prepared:
     """The ``symengine`` variant; raises SymEngineLacks where the SymPy path must be used."""
+    if output_shape(case):
+        return _symengine_jacobian(case, dtype)
     tr = symengine_trace(case)
     start = time.perf_counter()
     key = f"compiled-{dtype}"
@@ -748,7 +767,7 @@ def _tensorflow_variant(case: Case, tr: SymbolicTrace, grads: list[Any], dtype: 
         numeric = [g.evalf(20) for g in grads]
         tr._cache[key] = (
             sp.lambdify([tr.symbols], numeric, modules=[extra, "tensorflow"], cse=True, printer=printer),
-            sp.lambdify([tr.symbols], tr.f.evalf(20), modules=[extra, "tensorflow"], printer=printer))
+            sp.lambdify([tr.symbols], _evalf(tr.f), modules=[extra, "tensorflow"], printer=printer))
     fn, f_fn = tr._cache[key]
     flat = np.concatenate([v.ravel() for v in case.inputs.values()])
     point = [tf.constant(v, dtype=tf_dtype) for v in flat]
@@ -767,3 +786,244 @@ def _tensorflow_variant(case: Case, tr: SymbolicTrace, grads: list[Any], dtype: 
         return unflatten(grad_ops().numpy(), case.inputs)
 
     return gradient, grad_ops, f_ops
+
+
+# --------------------------------------------------------------------------- Jacobians of vector outputs
+#: SymPy forms a Jacobian only where its predicted cost, Σₖ count_ops(outₖ)·|inputs in outₖ| (the m·N
+#: derivatives and their lambdify: per output, the expression size times the inputs it depends on), is within
+#: this budget: the same work per unit as a Hessian's, so the same budget (``MAX_HESSIAN_COST``)
+MAX_JACOBIAN_COST = MAX_HESSIAN_COST
+#: the ``symengine`` variant forms Jacobians up to this many entries (outputs × inputs): the size of the
+#: largest Hessian it forms (``SYMENGINE_MAX_HESSIAN_INPUTS``²)
+SYMENGINE_MAX_JACOBIAN_ENTRIES = SYMENGINE_MAX_HESSIAN_INPUTS ** 2
+
+
+@dataclass
+class JacobianTrace:
+    """A vector case as SymPy expressions, one per output component (flattened), and (lazily) its Jacobian."""
+
+    case: Case
+    symbols: list[Any]
+    f: list[Any]
+    trace_s: float
+    f_ops: int
+    cost: int
+    _jacobian: list[Any] | None = None
+    diff_s: float = 0.0
+    _cache: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def jacobian(self) -> list[Any]:
+        """The m·N entries of ``Matrix(outputs).jacobian(symbols)``, row by row (output-major)."""
+        if self._jacobian is None:
+            import sympy as sp
+
+            start = time.perf_counter()
+            matrix = sp.Matrix(self.f).jacobian(self.symbols)
+            self._jacobian = [sanitize(e) for e in matrix]
+            self.diff_s = time.perf_counter() - start
+        return self._jacobian
+
+
+def _evalf(f: Any) -> Any:
+    """An expression, or each of a list of them, with exact constants as 20-digit decimals."""
+    return [e.evalf(20) for e in f] if isinstance(f, list) else f.evalf(20)
+
+
+@per_case
+def jacobian_trace(case: Case) -> JacobianTrace:
+    """Trace a vector ``case`` with SymPy (cached per case); raises OverBudget past the budgets (inputs,
+    operations of the outputs together, ``MAX_JACOBIAN_COST``), or the case's own error."""
+    with _depth_budget():
+        return _jacobian_trace(case)
+
+
+def _jacobian_trace(case: Case) -> JacobianTrace:
+    import sympy as sp
+
+    from ..namespaces import ObjectArray, sympy_namespace, tracing_at
+
+    if case.size > MAX_INPUTS:
+        raise OverBudget(f"{case.size} scalar inputs exceed the symbolic budget of {MAX_INPUTS} "
+                         "(diffbench.engines.symbolic.MAX_INPUTS): one derivative per input gets too costly")
+    start = time.perf_counter()
+    symbols, args = [], []
+    for name, value in case.inputs.items():
+        flat = [sp.Symbol(f"{name}_{i}" if value.size > 1 else name, real=True) for i in range(value.size)]
+        symbols.extend(flat)
+        array = np.empty(value.shape, dtype=object)
+        array.reshape(-1)[:] = flat
+        args.append(array.view(ObjectArray))
+    point = np.concatenate([np.asarray(v, dtype=np.float64).ravel() for v in case.inputs.values()])
+    with tracing_at({s: sp.Float(float(v)) for s, v in zip(symbols, point)}), _trace_time_limit(case):
+        out = case.func(*args, xp=sympy_namespace())
+    check_output(case, out, "SymPy namespace")
+    outputs = []
+    for value in np.asarray(out, dtype=object).reshape(-1):
+        try:
+            e = sp.sympify(value, strict=True)
+        except (sp.SympifyError, TypeError):
+            e = None
+        if not isinstance(e, sp.Expr) or e.free_symbols - set(symbols):
+            raise TypeError(f"case {case.name!r} returned {value!r} ({type(value).__name__}) in an output, not a "
+                            "number")
+        outputs.append(e)
+    total = 0
+    for e in outputs:  # walked once per shared node, stopped at the budget (see _trace)
+        total += tree_ops(e, MAX_OPS)
+        if total > MAX_OPS:
+            raise OverBudget(f"the function's outputs have more than {MAX_OPS} operations together (counted while "
+                             f"walking their trees, stopped at the budget), over the symbolic budget of {MAX_OPS} "
+                             "(diffbench.engines.symbolic.MAX_OPS): expression swell")
+    sizes = [int(sp.count_ops(e)) for e in outputs]
+    cost = int(sum(size * len(e.free_symbols) for size, e in zip(sizes, outputs)))
+    if cost > MAX_JACOBIAN_COST:
+        raise OverBudget(f"the Jacobian's predicted cost {cost} (Σ over the {len(outputs)} outputs of their size × "
+                         f"the inputs they depend on) exceeds SymPy's Jacobian budget of {MAX_JACOBIAN_COST} "
+                         "(diffbench.engines.symbolic.MAX_JACOBIAN_COST); the symbolic/symengine variant forms it "
+                         f"up to {SYMENGINE_MAX_JACOBIAN_ENTRIES} entries")
+    return JacobianTrace(case, symbols, outputs, time.perf_counter() - start, sum(sizes), cost)
+
+
+def _split_jacobian(case: Case, flat: np.ndarray) -> dict[str, np.ndarray]:
+    """Output-major Jacobian entries (m·N, inputs concatenated in parameter order) -> name -> S + I arrays."""
+    shape = output_shape(case)
+    matrix = np.asarray(flat).reshape(int(np.prod(shape, dtype=int)), -1)
+    out, start = {}, 0
+    for name, value in case.inputs.items():
+        out[name] = matrix[:, start:start + value.size].reshape(shape + value.shape)
+        start += value.size
+    return out
+
+
+def _sympy_jacobian(case: Case, variant: str, dtype: str) -> Prepared:
+    """A SymPy variant (``numpy``, ``numpy-nocse``, ``tensorflow``) of a vector case."""
+    import sympy as sp
+
+    tr = jacobian_trace(case)
+    entries = tr.jacobian
+    start = time.perf_counter()
+    np_dtype = np.dtype(dtype)
+    if variant in ("numpy", "numpy-nocse"):
+        key = f"lambdify-{variant}"
+        if key not in tr._cache:
+            tr._cache[key] = (sp.lambdify([tr.symbols], entries, modules="numpy", cse=(variant == "numpy")),
+                              sp.lambdify([tr.symbols], tr.f, modules="numpy"))
+        fn, f_fn = tr._cache[key]
+        point = list(np.concatenate([v.ravel() for v in case.inputs.values()]).astype(dtype))
+
+        def gradient() -> dict[str, np.ndarray]:
+            return _split_jacobian(case, _real(fn(point), np_dtype))
+
+        timed: Callable[[], Any] = lambda: fn(point)  # noqa: E731
+        f_timed: Callable[[], Any] = lambda: f_fn(point)  # noqa: E731
+    elif variant == "tensorflow":
+        _, timed, f_timed = _tensorflow_variant(case, tr, entries, dtype)  # type: ignore[arg-type]
+
+        def gradient() -> dict[str, np.ndarray]:
+            return _split_jacobian(case, np.asarray(timed().numpy()))
+    else:
+        raise ValueError(f"unknown symbolic variant {variant!r}; known: {SymbolicEngine.info.variants}")
+    lambdify_s = time.perf_counter() - start
+    cse = variant != "numpy-nocse"
+    key = f"ops-{cse}"
+    if key not in tr._cache:
+        if cse:
+            replacements, reduced = sp.cse(entries)
+            tr._cache[key] = int(sum(sp.count_ops(e) for _, e in replacements) + sum(sp.count_ops(e) for e in reduced))
+        else:
+            tr._cache[key] = int(sum(sp.count_ops(e) for e in entries))
+    info = {"expr_ops": tr.f_ops, "grad_ops": tr._cache[key]}
+    return Prepared(gradient=gradient, timed=timed, f_timed=f_timed, prepare_s=tr.trace_s + tr.diff_s + lambdify_s,
+                    info=info, f_key="numpy" if variant.startswith("numpy") else None)
+
+
+@dataclass
+class SymEngineJacobianTrace:
+    """A vector case as SymEngine expressions (one per output component, flattened) and its Jacobian entries."""
+
+    case: Case
+    symbols: list[Any]
+    f: list[Any]
+    jacobian: list[Any]
+    trace_s: float
+    diff_s: float
+    f_ops: int
+    _cache: dict[str, Any] = field(default_factory=dict)
+
+
+@per_case
+def symengine_jacobian_trace(case: Case) -> SymEngineJacobianTrace:
+    """Trace a vector ``case`` with SymEngine and form its Jacobian (cached per case).
+
+    Raises Skip past the ``symengine`` budgets (inputs, operations, ``SYMENGINE_MAX_JACOBIAN_ENTRIES``),
+    SymEngineLacks where the SymPy path must be used instead, or the case's own error.
+    """
+    import symengine as se
+
+    from ..namespaces import ObjectArray, UnsupportedFunction, symengine_namespace
+
+    if case.size > SYMENGINE_MAX_INPUTS:
+        raise Skip(f"{case.size} scalar inputs exceed the SymEngine budget of {SYMENGINE_MAX_INPUTS} "
+                   "(diffbench.engines.symbolic.SYMENGINE_MAX_INPUTS)")
+    entries = case.size * int(np.prod(output_shape(case), dtype=int))
+    if entries > SYMENGINE_MAX_JACOBIAN_ENTRIES:
+        raise Skip(f"the Jacobian has {entries} entries, over the SymEngine budget of "
+                   f"{SYMENGINE_MAX_JACOBIAN_ENTRIES} (diffbench.engines.symbolic.SYMENGINE_MAX_JACOBIAN_ENTRIES)")
+    start = time.perf_counter()
+    symbols, args = [], []
+    for name, value in case.inputs.items():
+        flat = [se.Symbol(f"{name}_{i}" if value.size > 1 else name) for i in range(value.size)]
+        symbols.extend(flat)
+        array = np.empty(value.shape, dtype=object)
+        array.reshape(-1)[:] = flat
+        args.append(array.view(ObjectArray))
+    try:
+        out = case.func(*args, xp=symengine_namespace())
+    except UnsupportedFunction as exc:
+        raise SymEngineLacks(str(exc)) from exc
+    check_output(case, out, "SymEngine namespace")
+    outputs = []
+    for value in np.asarray(out, dtype=object).reshape(-1):
+        try:
+            e = se.sympify(value)
+        except (se.SympifyError, TypeError, ValueError) as exc:
+            raise SymEngineLacks(f"SymEngine cannot represent {value!r}") from exc
+        if not isinstance(e, se.Expr) or (e.free_symbols - set(symbols)):
+            raise SymEngineLacks(f"the case returned {value!r} ({type(value).__name__}) in SymEngine")
+        outputs.append(e)
+    ops = count_ops(outputs)
+    if ops > SYMENGINE_MAX_OPS:
+        raise Skip(f"the function's outputs have {ops} operations together, over the SymEngine budget of "
+                   f"{SYMENGINE_MAX_OPS} (diffbench.engines.symbolic.SYMENGINE_MAX_OPS): expression swell")
+    trace_s = time.perf_counter() - start
+    start = time.perf_counter()
+    matrix = se.DenseMatrix(len(outputs), 1, outputs).jacobian(se.DenseMatrix(len(symbols), 1, symbols))
+    jacobian = list(matrix)  # row by row: output-major, as _split_jacobian reads it
+    diff_s = time.perf_counter() - start
+    _check_evaluated(jacobian)
+    return SymEngineJacobianTrace(case, symbols, outputs, jacobian, trace_s, diff_s, ops)
+
+
+def _symengine_jacobian(case: Case, dtype: str) -> Prepared:
+    """The ``symengine`` variant of a vector case; raises SymEngineLacks where the SymPy path must be used."""
+    tr = symengine_jacobian_trace(case)
+    start = time.perf_counter()
+    key = f"compiled-{dtype}"
+    if key not in tr._cache:
+        # f without CSE, as the SymPy variants compile it, unless its trees repeat shared subexpressions often
+        shared = count_ops(tr.f) > 4 * max(count_ops(tr.f, distinct=True), 1)
+        tr._cache[key] = (_se_compile(tr.symbols, tr.jacobian, dtype, cse=True),
+                          _se_compile(tr.symbols, tr.f, dtype, cse=shared))
+    fn, f_fn = tr._cache[key]
+    compile_s = time.perf_counter() - start
+    point = _se_point(case, dtype)
+
+    def gradient() -> dict[str, np.ndarray]:
+        return _split_jacobian(case, fn(point))
+
+    if "grad_ops" not in tr._cache:
+        tr._cache["grad_ops"] = count_ops(tr.jacobian, distinct=True)
+    info = {"expr_ops": tr.f_ops, "grad_ops": tr._cache["grad_ops"]}
+    return Prepared(gradient=gradient, timed=lambda: fn(point), f_timed=lambda: f_fn(point),
+                    prepare_s=tr.trace_s + tr.diff_s + compile_s, info=info)
