@@ -3,6 +3,13 @@
 Optional: ``pip install -e ".[jax]"``. float64 needs JAX's x64 mode, which this engine
 switches on when it loads. Timed calls end with ``block_until_ready`` (JAX dispatches
 asynchronously, on a GPU especially).
+
+Vector outputs (a case returning an array of shape S, see ``engines.output_shape``): ``gradient()``
+returns the Jacobian, per input of shape I an array of shape S + I: ``eager`` takes ``jax.jacrev``,
+``jit`` ``jax.jit(jax.jacrev)``, and the variant ``jacfwd`` (vector outputs only,
+``EngineInfo.jacobian_variants``) ``jax.jit(jax.jacfwd)``, forward mode with one tangent per input
+element. An input no output depends on gets JAX's zero block. Hessians of vector outputs are not
+formed (Skip).
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..case import Case
-from . import EngineInfo, Prepared, Skip, check_scalar, split
+from . import EngineInfo, Prepared, Skip, check_output, check_scalar, output_shape, split
 
 
 def _jax() -> Any:
@@ -43,8 +50,9 @@ class JaxEngine:
     """``jax.grad`` (reverse mode) of the case written against ``jax.numpy``."""
 
     name = "jax"
-    info = EngineInfo(variants=("eager", "jit"), default_variant="eager", order2_variants=("jit",),
-                      scaling_variants=("jit",), max_hessian_inputs=400, extra="jax", gpu=True)
+    info = EngineInfo(variants=("eager", "jit", "jacfwd"), default_variant="eager", order2_variants=("jit",),
+                      scaling_variants=("jit",), max_hessian_inputs=400, extra="jax", gpu=True,
+                      jacobian_variants=("jacfwd",))
 
     def __init__(self) -> None:
         _jax()  # ImportError here reports the engine as not installed
@@ -68,20 +76,32 @@ class JaxEngine:
         xp = array_api_namespace(jnp, "JAX (jax.numpy)", getattr(jnp, dtype))
         args = [jax.device_put(jnp.asarray(v, dtype=getattr(jnp, dtype)), target) for v in case.inputs.values()]
         func = case.func
+        shape = output_shape(case)
 
         def f(*a: Any) -> Any:
-            return jnp.reshape(func(*a, xp=xp), ())
+            return jnp.reshape(func(*a, xp=xp), shape)
 
-        check_scalar(case, func(*args, xp=xp), "JAX namespace")
+        if shape:
+            check_output(case, func(*args, xp=xp), "JAX namespace")
+        else:
+            check_scalar(case, func(*args, xp=xp), "JAX namespace")
         return jax, f, args, target
 
     def prepare(self, case: Case, variant: str, dtype: str, device: str = "CPU") -> Prepared:
         if variant not in self.variants():
             raise ValueError(f"unknown jax variant {variant!r}; known: {self.variants()}")
+        vector = bool(output_shape(case))
+        if variant in self.info.jacobian_variants and not vector:
+            raise Skip(f"the {variant} variant computes Jacobians of vector outputs; this case returns a scalar "
+                       "(its gradient is measured by the other variants)")
         jax, f, args, _ = self._setup(case, dtype, device)
-        grad = jax.grad(f, argnums=tuple(range(len(args))))
+        argnums = tuple(range(len(args)))
+        if vector:
+            grad = (jax.jacfwd if variant == "jacfwd" else jax.jacrev)(f, argnums=argnums)
+        else:
+            grad = jax.grad(f, argnums=argnums)
         evaluate = f
-        if variant == "jit":
+        if variant in ("jit", "jacfwd"):
             grad, evaluate = jax.jit(grad), jax.jit(f)
         start = time.perf_counter()
         first = jax.block_until_ready(grad(*args))
@@ -89,12 +109,16 @@ class JaxEngine:
         jax.block_until_ready(evaluate(*args))
 
         def gradient() -> dict[str, np.ndarray]:
-            return {n: np.asarray(g).reshape(case.inputs[n].shape) for n, g in zip(case.inputs, first)}
+            return {n: np.asarray(g).reshape(output_shape(case) + case.inputs[n].shape)
+                    for n, g in zip(case.inputs, first)}
 
         return Prepared(gradient=gradient, timed=lambda: jax.block_until_ready(grad(*args)),
                         f_timed=lambda: jax.block_until_ready(evaluate(*args)), prepare_s=prepare_s)
 
     def hessian(self, case: Case, variant: str, dtype: str) -> np.ndarray:
+        if output_shape(case):
+            raise Skip(f"Hessian of a vector output (shape {output_shape(case)}) is not formed: second-order rows "
+                       "are for scalar cases")
         jax, f, args, _ = self._setup(case, dtype, "CPU")
         import jax.numpy as jnp
 

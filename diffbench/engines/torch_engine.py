@@ -3,6 +3,16 @@
 Optional: ``pip install -e ".[torch]"`` (torch and array-api-compat). On a GPU the
 timed call ends with ``torch.cuda.synchronize()``. An input the output does not depend
 on gets ``None`` from autograd (``allow_unused=True``), reported as status ``none``.
+
+Vector outputs (a case returning an array of shape S, see ``engines.output_shape``): ``gradient()``
+returns the Jacobian, per input of shape I an array of shape S + I: ``eager`` takes
+``torch.func.jacrev`` (reverse mode, the m backward passes vectorised by ``vmap``), and the variant
+``jacfwd`` (vector outputs only, ``EngineInfo.jacobian_variants``) ``torch.func.jacfwd``. Where
+``torch.func`` cannot transform the function (an operation without a batching rule, ``.item()``),
+``eager`` falls back to ``torch.autograd.functional.jacobian`` (one backward pass per output
+component) and says so in its note. Integer inputs are held fixed and raise NoGradient; an input no
+output depends on gets torch's zero block (``torch.func`` does not say None). Hessians of vector
+outputs are not formed (Skip).
 """
 
 from __future__ import annotations
@@ -13,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..case import Case
-from . import EngineInfo, NoGradient, Prepared, Skip, check_scalar, split
+from . import EngineInfo, NoGradient, Prepared, Skip, check_output, check_scalar, output_shape, split
 
 
 def _torch() -> Any:
@@ -27,8 +37,9 @@ class TorchEngine:
     """``torch.autograd.grad`` of the case written against the array-API torch namespace."""
 
     name = "torch"
-    info = EngineInfo(variants=("eager",), default_variant="eager", order2_variants=("eager",),
-                      scaling_variants=("eager",), max_hessian_inputs=400, extra="torch", gpu=True)
+    info = EngineInfo(variants=("eager", "jacfwd"), default_variant="eager", order2_variants=("eager",),
+                      scaling_variants=("eager",), max_hessian_inputs=400, extra="torch", gpu=True,
+                      jacobian_variants=("jacfwd",))
 
     def __init__(self) -> None:
         _torch()  # ImportError here reports the engine as not installed
@@ -70,7 +81,13 @@ class TorchEngine:
     def prepare(self, case: Case, variant: str, dtype: str, device: str = "CPU") -> Prepared:
         if variant not in self.variants():
             raise ValueError(f"unknown torch variant {variant!r}; known: {self.variants()}")
+        vector = bool(output_shape(case))
+        if variant in self.info.jacobian_variants and not vector:
+            raise Skip(f"the {variant} variant computes Jacobians of vector outputs; this case returns a scalar "
+                       "(its gradient is measured by the other variants)")
         torch, xp, args, sync = self._setup(case, dtype, device)
+        if vector:
+            return _jacobian(case, variant, torch, xp, args, sync)
         names = list(case.inputs)
         func = case.func
         differentiable = [a for a in args if a.requires_grad]
@@ -114,6 +131,9 @@ class TorchEngine:
         return Prepared(gradient=gradient, timed=timed, f_timed=f_timed, prepare_s=prepare_s)
 
     def hessian(self, case: Case, variant: str, dtype: str) -> np.ndarray:
+        if output_shape(case):
+            raise Skip(f"Hessian of a vector output (shape {output_shape(case)}) is not formed: second-order rows "
+                       "are for scalar cases")
         torch, xp, args, _ = self._setup(case, dtype, "CPU")
         if case.integer_inputs:
             raise Skip("torch Hessians need every input to be a float")
@@ -124,3 +144,69 @@ class TorchEngine:
 
         point = torch.cat([a.detach().reshape(-1) for a in args])
         return torch.autograd.functional.hessian(flat_f, point).detach().cpu().numpy()
+
+
+def _jacobian(case: Case, variant: str, torch: Any, xp: Any, args: list[Any], sync: Any) -> Prepared:
+    """The Jacobian of a vector case: ``torch.func.jacrev`` (``eager``; ``torch.autograd.functional.jacobian``
+    where torch.func cannot transform the function) or ``torch.func.jacfwd`` (``jacfwd``)."""
+    names = list(case.inputs)
+    shape = output_shape(case)
+    func = case.func
+    floats = [k for k, a in enumerate(args) if a.requires_grad]
+    primals = tuple(args[k].detach() for k in floats)
+
+    def of_floats(*values: Any) -> Any:
+        full = list(args)
+        for k, v in zip(floats, values):
+            full[k] = v
+        return func(*full, xp=xp)
+
+    check_output(case, func(*args, xp=xp), "PyTorch namespace")
+    info: dict[str, Any] = {}
+
+    make = torch.func.jacfwd if variant == "jacfwd" else torch.func.jacrev
+    jacobian = make(of_floats, argnums=tuple(range(len(floats))))
+
+    def transformed() -> Any:
+        return jacobian(*primals) if floats else ()
+
+    def looped() -> Any:
+        found = torch.autograd.functional.jacobian(of_floats, primals)
+        return found if isinstance(found, tuple) else (found,)
+
+    compute = transformed
+    start = time.perf_counter()
+    try:
+        first = compute()
+    except (RuntimeError, NotImplementedError) as exc:
+        if variant != "eager":
+            raise
+        # torch.func cannot transform an operation of the function: one backward pass per output component
+        compute = looped
+        first = compute()
+        info["note"] = (f"torch.func.jacrev cannot transform the function ({str(exc).splitlines()[0][:200]}); "
+                        "torch.autograd.functional.jacobian took one backward pass per output component")
+    sync()
+    prepare_s = time.perf_counter() - start
+
+    def gradient() -> dict[str, np.ndarray]:
+        values = {names[k]: block.detach().cpu().numpy().reshape(shape + case.inputs[names[k]].shape)
+                  for k, block in zip(floats, first)}
+        integer = [n for n in names if n in case.integer_inputs]
+        if integer:
+            raise NoGradient(f"PyTorch has no gradient for {', '.join(integer)}: integer tensors cannot require "
+                             "gradients; give the input as a float, e.g. 3.0", integer, values)
+        return values
+
+    def timed() -> Any:
+        out = compute()
+        sync()
+        return out
+
+    def f_timed() -> Any:
+        with torch.no_grad():
+            out = func(*args, xp=xp)
+        sync()
+        return out
+
+    return Prepared(gradient=gradient, timed=timed, f_timed=f_timed, prepare_s=prepare_s, info=info)
