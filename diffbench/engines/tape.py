@@ -35,7 +35,10 @@ experimental_use_pfor=False)`` (one reverse pass per output component in a ``tf.
 and ``batch``, ``tape.batch_jacobian`` for a case tagged ``batch`` (axis 0 of its first input and
 of its output is a batch axis): the per-example blocks, laid out as the full block-diagonal
 Jacobian with zeros off the blocks (the other inputs by ``tape.jacobian``); on a case without the
-tag it raises Skip. Both are traced once with ``tf.function``, as ``function`` is. ``forward`` pushes
+tag it raises Skip. Both are traced once with ``tf.function``, as ``function`` is. (In eager mode
+TensorFlow converts the pfor loop into a new ``tf.function`` on every ``tape.jacobian`` call, so the
+``eager`` row's time includes that tracing: tens of milliseconds per Jacobian, what an eager caller
+pays.) ``forward`` pushes
 the N basis tangents through the function in one vectorised pass, as for gradients, each giving a
 column of the Jacobian.
 
