@@ -275,3 +275,28 @@ def test_symbolic_jacobian_budget_is_the_predicted_cost(monkeypatch):
     with pytest.raises(OverBudget, match="predicted cost 98"):
         get_engine("symbolic").prepare(case, "numpy", "float64", "CPU")
 
+
+
+def test_integer_input_of_a_vector_case_has_no_jacobian_block():
+    from diffbench.engines import NoGradient
+
+    def scaled(x, n, xp):
+        return x * n
+
+    case = make_case(scaled, {"x": [1.0, 2.0], "n": np.array(3)}, name="scaled")  # an integer array: an integer input
+    for variant in ("function", "loop", "forward"):
+        with pytest.raises(NoGradient, match="integer") as raised:
+            get_engine("tape").prepare(case, variant, "float64", "CPU").gradient()
+        assert raised.value.inputs == ["n"]
+        # the float input's block is still there: out_i = n x_i, so ∂out/∂x = n·I = 3·I
+        np.testing.assert_array_equal(raised.value.partial["x"], 3 * np.eye(2))
+
+
+@pytest.mark.parametrize("variant", ["eager", "function", "loop", "forward"])
+def test_native_tensorflow_vector_output(variant):
+    import tensorflow as tf
+
+    case = make_case(softmax, {"x": X_SOFTMAX}, name="softmax_native")
+    case.tensorflow(lambda x: tf.nn.softmax(x))
+    got = get_engine("tape").prepare(case, variant, "float64", "CPU").gradient()["x"]
+    np.testing.assert_allclose(got, softmax_truth(X_SOFTMAX), rtol=1e-12, atol=1e-15)
