@@ -300,3 +300,30 @@ def test_native_tensorflow_vector_output(variant):
     case.tensorflow(lambda x: tf.nn.softmax(x))
     got = get_engine("tape").prepare(case, variant, "float64", "CPU").gradient()["x"]
     np.testing.assert_allclose(got, softmax_truth(X_SOFTMAX), rtol=1e-12, atol=1e-15)
+
+
+def test_batch_variant_with_a_shared_input():
+    def shifted(w, c, xp):
+        return xp.tanh(xp.sum(w * xp.asarray(DATA), axis=1) + c)
+
+    # y_b = tanh(u_b), u_b = Σ_j w_bj X_bj + c.  ∂y_b/∂w_b'j = δ_bb' (1 − y_b²) X_bj (block-diagonal, by
+    # batch_jacobian); c is shared, so ∂y_b/∂c = 1 − y_b² for every b (by tape.jacobian, shape (4,) + () = (4,))
+    c = 0.2
+    case = make_case(shifted, {"w": W_TILED, "c": c}, name="shifted", tags=["batch"])
+    got = get_engine("tape").prepare(case, "batch", "float64", "CPU").gradient()
+    y = np.tanh((W_TILED * DATA).sum(axis=1) + c)
+    d = 1 - y ** 2
+    want_w = np.zeros((4, 4, 3))
+    want_w[np.arange(4), np.arange(4)] = d[:, None] * DATA
+    np.testing.assert_allclose(got["w"], want_w, rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(got["c"], d, rtol=1e-13)
+
+
+def test_symengine_jacobian_budget_counts_entries(monkeypatch):
+    from diffbench.engines import symbolic
+
+    # the dense layer's Jacobian has 2 outputs × (3 + 6 + 2) inputs = 22 entries
+    monkeypatch.setattr(symbolic, "SYMENGINE_MAX_JACOBIAN_ENTRIES", 21)
+    case = make_case(dense, {"x": X_DENSE, "W": W, "b": B}, name="dense")
+    with pytest.raises(Skip, match="22 entries"):
+        get_engine("symbolic").prepare(case, "symengine", "float64", "CPU")
