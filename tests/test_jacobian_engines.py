@@ -327,3 +327,20 @@ def test_symengine_jacobian_budget_counts_entries(monkeypatch):
     case = make_case(dense, {"x": X_DENSE, "W": W, "b": B}, name="dense")
     with pytest.raises(Skip, match="22 entries"):
         get_engine("symbolic").prepare(case, "symengine", "float64", "CPU")
+
+
+def test_torch_falls_back_to_one_backward_pass_per_output(monkeypatch):
+    _require("torch")
+    import torch
+
+    def no_vmap(*args, **kwargs):
+        def transformed(*primals):  # torch.func raises when the transformed function runs
+            raise RuntimeError("vmap: there is no batching rule for an operation of this function")
+
+        return transformed
+
+    # a function torch.func cannot transform: the eager row uses torch.autograd.functional.jacobian and says so
+    monkeypatch.setattr(torch.func, "jacrev", no_vmap)
+    prepared = get_engine("torch").prepare(CASES["softmax"][0], "eager", "float64", "CPU")
+    np.testing.assert_allclose(prepared.gradient()["x"], softmax_truth(X_SOFTMAX), rtol=1e-12, atol=1e-15)
+    assert "torch.autograd.functional.jacobian" in prepared.info["note"]
