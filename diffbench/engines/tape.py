@@ -34,7 +34,8 @@ outputs only (``EngineInfo.jacobian_variants``): ``loop``, ``tape.jacobian(...,
 experimental_use_pfor=False)`` (one reverse pass per output component in a ``tf.while_loop``),
 and ``batch``, ``tape.batch_jacobian`` for a case tagged ``batch`` (axis 0 of its first input and
 of its output is a batch axis): the per-example blocks, laid out as the full block-diagonal
-Jacobian with zeros off the blocks (the other inputs by ``tape.jacobian``); on a case without the
+Jacobian with zeros off the blocks (the other inputs by ``tape.jacobian``; ``timed()`` takes the blocks,
+the layout is NumPy work in ``gradient()``); on a case without the
 tag it raises Skip. Both are traced once with ``tf.function``, as ``function`` is. (In eager mode
 TensorFlow converts the pfor loop into a new ``tf.function`` on every ``tape.jacobian`` call, so the
 ``eager`` row's time includes that tracing: tens of milliseconds per Jacobian, what an eager caller
