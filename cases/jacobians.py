@@ -1,7 +1,7 @@
 """Vector-valued functions (tag ``jacobian``): their derivative is a Jacobian, J[k, i] = ∂out[k]/∂in[i].
 
 Each docstring derives the Jacobian by hand; tests/test_jacobian_cases.py writes the same formula in NumPy and
-checks it against central differences. Sizes stay small (m·N ≤ 76, m ≤ 6 rows) because the certified reference
+checks it against central differences. Sizes stay small (m·N ≤ 81, m ≤ 9 rows) because the certified reference
 costs one certified gradient per output row; the one large case, ``elementwise_large``, is measured by
 Jacobian-vector and vector-Jacobian products only.
 """
@@ -164,9 +164,9 @@ def elementwise_large(x, xp):
 # TensorFlow's two Jacobian paths
 
 
-@case(inputs={"X": [[0.4, -1.1, 0.7], [1.3, -0.2, 0.9]]}, tags=["jacobian", "native", "pfor"])
+@case(inputs={"X": [[0.4, -1.1, 0.7], [1.3, -0.2, 0.9], [-0.6, 0.5, -1.4]]}, tags=["jacobian", "native", "pfor"])
 def diag_tensor_tanh(X, xp):
-    """tanh(X ⊙ C) for a fixed 2 × 3 matrix C; the tape differentiates it written through a rank-4 diagonal tensor.
+    """tanh(X ⊙ C) for a fixed 3 × 3 matrix C; the tape differentiates it written through a rank-4 diagonal tensor.
 
     The native code forms D = tensor_diag(X) (D[i, j, k, l] = X[i, j] δᵢₖ δⱼₗ) and contracts it with C, which is
     X ⊙ C. Truth: ∂out[i, j]/∂X[k, l] = δᵢₖ δⱼₗ C[i, j](1 − out[i, j]²), diagonal in (i, j).
@@ -177,7 +177,7 @@ def diag_tensor_tanh(X, xp):
     they for sort, segment_sum, QR, SVD and determinants, which pfor vectorises); the case guards the fallback
     path, which no other case takes.
     """
-    C = xp.asarray([[1.5, -0.5, 2.0], [-1.0, 0.8, 0.3]])
+    C = xp.asarray([[1.5, -0.5, 2.0], [-1.0, 0.8, 0.3], [0.7, -2.0, 1.2]])
     return xp.tanh(X * C)
 
 
@@ -185,5 +185,5 @@ def diag_tensor_tanh(X, xp):
 def _diag_tensor_tanh_tf(X):
     import tensorflow as tf
 
-    C = tf.constant([[1.5, -0.5, 2.0], [-1.0, 0.8, 0.3]], dtype=X.dtype)
+    C = tf.constant([[1.5, -0.5, 2.0], [-1.0, 0.8, 0.3], [0.7, -2.0, 1.2]], dtype=X.dtype)
     return tf.tanh(tf.tensordot(tf.linalg.tensor_diag(X), C, axes=2))

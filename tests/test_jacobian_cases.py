@@ -95,12 +95,12 @@ def _elementwise_large(x):
     return {"x": np.diag(t + x * (1 - t**2))}
 
 
-_C_DIAG = np.array([[1.5, -0.5, 2.0], [-1.0, 0.8, 0.3]])
+_C_DIAG = np.array([[1.5, -0.5, 2.0], [-1.0, 0.8, 0.3], [0.7, -2.0, 1.2]])
 
 
 def _diag_tensor_tanh(X):
-    out = np.tanh(X * _C_DIAG)
-    return {"X": np.einsum("ik,jl->ijkl", np.eye(2), np.eye(3)) * (_C_DIAG * (1 - out**2))[:, :, None, None]}
+    out = np.tanh(X * _C_DIAG)                                      # δᵢₖ δⱼₗ C[i, j](1 − out[i, j]²)
+    return {"X": np.einsum("ik,jl->ijkl", np.eye(3), np.eye(3)) * (_C_DIAG * (1 - out**2))[:, :, None, None]}
 
 
 TRUTHS = {"softmax": _softmax, "dense_tanh": _dense_tanh, "logistic_per_example": _logistic_per_example,
@@ -172,7 +172,7 @@ def test_output_shapes_are_the_vector_shapes():
 
     expected = {"softmax": (4,), "dense_tanh": (4,), "logistic_per_example": (5, 1), "rosenbrock_residuals": (6,),
                 "robertson": (3,), "lorenz": (3,), "rotation": (2,), "unused_input_block": (2,),
-                "relu_vector_kink": (3,), "elementwise_large": (100_000,), "diag_tensor_tanh": (2, 3)}
+                "relu_vector_kink": (3,), "elementwise_large": (100_000,), "diag_tensor_tanh": (3, 3)}
     assert {name: output_shape(one) for name, one in CASES.items()} == expected
     batched = [name for name, one in CASES.items() if BATCH_TAG in one.tags]
     assert batched == ["logistic_per_example"]
