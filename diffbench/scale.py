@@ -317,7 +317,8 @@ def plots(df: pd.DataFrame, out: Path, name: str, what: str = "gradient") -> lis
             ax.set_ylabel(ylabel)
             ax.set_title(title)
             ax.grid(True, which="both", alpha=0.3)
-            ax.legend(fontsize=7)
+            if curves:  # every size failed or was skipped: an empty frame, without a legend of nothing
+                ax.legend(fontsize=7)
             fig.tight_layout()
             fig.savefig(inside(out, path), dpi=90)
             plt.close(fig)

@@ -14,6 +14,7 @@ import pytest
 import diffbench
 from diffbench import engines, scale
 from diffbench.cli import main
+from diffbench.report import md
 
 TOY = textwrap.dedent('''
     """A toy engine: the Jacobian by the complex step, one column per input, every output at once."""
@@ -158,3 +159,19 @@ def test_cli_refuses_a_scalar_case_and_a_missing_case(capsys):
     assert main(["scale", "rosenbrock", "--jacobian", "--sizes", "10"]) == 1
     assert "gradient, not a Jacobian" in capsys.readouterr().err
     assert main(["scale"]) == 1
+
+
+@pytest.mark.slow
+def test_cli_writes_the_jacobian_study(tmp_path):
+    out = tmp_path / "jac"
+    assert main(["scale", "--jacobian", "--sizes", "3,6", "--methods", "finite", "--budget", "60",
+                 "--out", str(out)]) == 0
+    df = pd.read_csv(out / "scale.csv")
+    assert list(df.columns) == scale.JACOBIAN_SCALE_COLUMNS
+    shapes = {(r.case, r.n): (r.outputs, r.n_inputs) for r in df.itertuples()}
+    # elementwise: m = N = n; dense layer of 4 units: m = 4, N = 4n (W) + 4 (b) + n (x)
+    assert shapes == {("elementwise_large", 3): (3, 3), ("elementwise_large", 6): (6, 6),
+                      ("dense_tanh", 3): (4, 19), ("dense_tanh", 6): (4, 34)}
+    assert set(df["variant"]) == {"central"}
+    text = (out / "report.md").read_text()
+    assert f"## {md('elementwise_large')}" in text and f"## {md('dense_tanh')}" in text and "4 × 34" in text
