@@ -224,6 +224,18 @@ def test_robertson_conserves_mass_and_is_stiff():
     assert eigenvalues[-1] / eigenvalues[1] > 1e4                    # stiff: time scales four decades apart
 
 
+def test_robertson_forward_differences_truncate_as_its_docstring_says():
+    # row 2 (index 1), column y₂: the entry −1e4 y₃ − 6e7 y₂, and a forward difference's error h·3e7 (half of
+    # |∂²f₂/∂y₂²| = 6e7): 2.6e-4 relative at h = 1.5e-8 in float64
+    one = CASES["robertson"]
+    y = one.inputs["y"]
+    entry = _robertson(y)["y"][1, 1]
+    for h, expected in ((1.5e-8, 2.6e-4), (3.5e-4, 6.2)):
+        step = np.array([0.0, h, 0.0])
+        forward = (_evaluate(one, {"y": y + step}) - _evaluate(one, {"y": y}))[1] / h
+        assert abs(forward - entry) / abs(entry) == pytest.approx(expected, rel=0.05)
+
+
 def test_rotation_jacobian_is_a_rotation():
     one = CASES["rotation"]
     truth = _rotation(*one.inputs.values())
