@@ -459,12 +459,13 @@ def jacobian_study(cases: list[Case], sizes: list[int], methods: list[str], dtyp
                       else [(method, variant, "CPU") for method in methods
                             for variant in JACOBIAN_VARIANTS.get(method, ("-",))])
             for method, variant, device in labels:
+                reason = (f"the Jacobian has {m} × {inputs} = {m * inputs:.3g} entries ({8 * m * inputs / 1e9:.1f} GB in "
+                          f"float64), over the study's limit of {max_entries:.3g} entries (--max-entries)")
                 too_big.append(dict(case=one.name, n=n, method=method, variant=variant, dtype=dtype, device=device,
-                                    status=Status.SKIPPED, diagnosis=(
-                                        f"the Jacobian has {m} × {inputs} = {m * inputs:.3g} entries ({8 * m * inputs / 1e9:.1f} "
-                                        f"GB in float64), over the study's limit of {max_entries:.3g} entries")))
+                                    status=Status.SKIPPED, diagnosis=reason))
         df = pd.concat([df, pd.DataFrame(too_big, columns=SCALE_COLUMNS)], ignore_index=True) if too_big else df
-        df = df.assign(outputs=df["n"].map(lambda n: shapes[int(n)][0]), n_inputs=df["n"].map(lambda n: shapes[int(n)][1]))
+        df = df.assign(outputs=df["n"].map(lambda n: shapes[int(n)][0]),
+                       n_inputs=df["n"].map(lambda n: shapes[int(n)][1]))
         parts.append(df)
     if not parts:
         return pd.DataFrame(columns=JACOBIAN_SCALE_COLUMNS)

@@ -35,7 +35,8 @@ def _jacobian_cases(args: argparse.Namespace) -> list[Any]:
 
     scalar = [one.name for one in found if output_size(one) == 1]
     if scalar:
-        raise UsageError(f"case {scalar[0]!r} returns a scalar: it has a gradient, not a Jacobian; leave out --jacobian")
+        raise UsageError(f"case {scalar[0]!r} returns a scalar: it has a gradient, not a Jacobian; "
+                         "leave out --jacobian")
     return found
 
 
