@@ -295,9 +295,10 @@ def _predict(history: list[tuple[int, float]], n: int) -> float:
     return t1 * (n / n1) ** exponent
 
 
-def plots(df: pd.DataFrame, out: Path, name: str) -> list[Path]:
+def plots(df: pd.DataFrame, out: Path, name: str, what: str = "gradient") -> list[Path]:
     """time-vs-n and expression-size-vs-n PNGs inside ``out``, named after :func:`diffbench.paths.slug` of
-    ``name`` (a case name is the user's text: it never chooses the folder)."""
+    ``name`` (a case name is the user's text: it never chooses the folder); ``what`` names what is timed
+    (``gradient``, ``Jacobian``)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -316,7 +317,8 @@ def plots(df: pd.DataFrame, out: Path, name: str) -> list[Path]:
             ax.set_ylabel(ylabel)
             ax.set_title(title)
             ax.grid(True, which="both", alpha=0.3)
-            ax.legend(fontsize=7)
+            if curves:  # every size failed or was skipped: an empty frame, without a legend of nothing
+                ax.legend(fontsize=7)
             fig.tight_layout()
             fig.savefig(inside(out, path), dpi=90)
             plt.close(fig)
@@ -327,7 +329,7 @@ def plots(df: pd.DataFrame, out: Path, name: str) -> list[Path]:
                f"{method}/{variant}" + ("" if device == "CPU" else f" {device}"))
               for (method, variant, device), part in ok.groupby(["method", "variant", "device"])]
     title = plot_text(name)
-    written = [loglog(curves, "seconds per gradient (median)", f"{title}: gradient time against size",
+    written = [loglog(curves, f"seconds per {what} (median)", f"{title}: {what} time against size",
                       out / f"{stem}_time.png")]
     sym = df[(df["method"] == "symbolic") & df["grad_ops_cse"].notna()].drop_duplicates("n").sort_values("n")
     if len(sym):
@@ -400,4 +402,132 @@ def write_study(case: Case, sizes: list[int], methods: list[str], out: Path, dty
     except Exception as exc:  # noqa: BLE001 - the numbers matter more than their picture
         images, failed = [], f"\nThe plots could not be drawn ({type(exc).__name__}: {md(exc)}).\n"
     atomic_write(out / "report.md", render(df, slope_table, images, case.name) + failed)
+    return out / "report.md"
+
+
+# -- Jacobians ------------------------------------------------------------------------------------------------------
+
+#: the cases ``scale --jacobian`` studies by default (cases/jacobians.py): a diagonal Jacobian (m = N = n) and a
+#: wide one (4 outputs, N = 5n + 4 inputs), so that forward and reverse mode meet both shapes
+JACOBIAN_CASES = ("elementwise_large", "dense_tanh")
+#: sizes n for ``scale --jacobian`` when ``--sizes`` is not given
+JACOBIAN_SIZES = (10, 100, 1000, 10_000)
+#: the variants timed per method (reverse mode vectorised by pfor, eagerly and traced; forward mode in one
+#: vectorised pass; central differences, one column per input with all outputs at once; SymPy's Jacobian); a
+#: method not named here is timed with its own scaling variants
+JACOBIAN_VARIANTS: dict[str, tuple[str, ...]] = {"tape": ("eager", "function", "forward"), "finite": ("central",),
+                                                 "symbolic": ("numpy",)}
+#: the largest Jacobian (m·N entries) the study forms: 10⁸ float64 entries are 800 MB, and a method holds a few
+#: such arrays at once (its result, the cross-check, TensorFlow's cotangents)
+MAX_JACOBIAN_ENTRIES = 10**8
+
+JACOBIAN_SCALE_COLUMNS = SCALE_COLUMNS + ["outputs", "n_inputs"]
+
+
+def _jacobian_shape(sized: Case) -> tuple[int, int]:
+    """(m, N) of a case at one size: outputs evaluated once in NumPy, inputs counted."""
+    from .engines import output_size
+
+    return output_size(sized), sized.size
+
+
+def jacobian_study(cases: list[Case], sizes: list[int], methods: list[str], dtype: str = "float64",
+                   budget_s: float = 20.0, profile: str = "quick", progress: Callable[[str], None] | None = None,
+                   isolate: bool = False, max_entries: int = MAX_JACOBIAN_ENTRIES) -> pd.DataFrame:
+    """Time the whole Jacobian of each vector-output case in ``cases`` against its size n (:func:`study` with
+    :data:`JACOBIAN_VARIANTS`); return the table with columns :data:`JACOBIAN_SCALE_COLUMNS` (``outputs`` = m,
+    ``n_inputs`` = N at that size).
+
+    A size whose Jacobian has more than ``max_entries`` entries is not formed: each variant gets a ``skipped``
+    row naming the size of the matrix. ``budget_s`` is each variant's time per case. Raises ValueError when a
+    case returns a scalar at some size (it has a gradient, not a Jacobian; use :func:`study`).
+    """
+    parts = []
+    for one in cases:
+        shapes = {n: _jacobian_shape(one.at_size(n)) for n in sizes}
+        scalar = [n for n, (m, _) in shapes.items() if m == 1]
+        if scalar:
+            raise ValueError(f"case {one.name!r} returns a scalar at n = {scalar[0]}: it has a gradient, not a "
+                             "Jacobian; study it without --jacobian")
+        fits = [n for n in sizes if shapes[n][0] * shapes[n][1] <= max_entries]
+        df = study(one, fits, methods, dtype, budget_s, profile, progress=progress, variants=JACOBIAN_VARIANTS,
+                   isolate=isolate) if fits else pd.DataFrame(columns=SCALE_COLUMNS)
+        too_big = []
+        for n in (n for n in sizes if n not in fits):
+            m, inputs = shapes[n]
+            labels = (df[["method", "variant", "device"]].drop_duplicates().itertuples(index=False) if len(df)
+                      else [(method, variant, "CPU") for method in methods
+                            for variant in JACOBIAN_VARIANTS.get(method, ("-",))])
+            for method, variant, device in labels:
+                reason = (f"the Jacobian has {m} × {inputs} = {m * inputs:.3g} entries ({8 * m * inputs / 1e9:.1f} GB in "
+                          f"float64), over the study's limit of {max_entries:.3g} entries (--max-entries)")
+                too_big.append(dict(case=one.name, n=n, method=method, variant=variant, dtype=dtype, device=device,
+                                    status=Status.SKIPPED, diagnosis=reason))
+        df = pd.concat([df, pd.DataFrame(too_big, columns=SCALE_COLUMNS)], ignore_index=True) if too_big else df
+        df = df.assign(outputs=df["n"].map(lambda n: shapes[int(n)][0]),
+                       n_inputs=df["n"].map(lambda n: shapes[int(n)][1]))
+        parts.append(df)
+    if not parts:
+        return pd.DataFrame(columns=JACOBIAN_SCALE_COLUMNS)
+    return pd.concat(parts, ignore_index=True)[JACOBIAN_SCALE_COLUMNS]
+
+
+def jacobian_slopes(df: pd.DataFrame) -> pd.DataFrame:
+    """:func:`diffbench.report.slopes` per case: the log-log slope of the time per Jacobian against n for each
+    case and method/variant/device, fitted over the sizes past the fixed-overhead floor."""
+    parts = [slopes(part).assign(case=name) for name, part in df.groupby("case", sort=False)]
+    columns = ["case", "method", "variant", "device", "slope", "sizes", "floor"]
+    return pd.concat(parts, ignore_index=True)[columns] if parts else pd.DataFrame(columns=columns)
+
+
+def render_jacobians(df: pd.DataFrame, slope_table: pd.DataFrame, images: list[str]) -> str:
+    """The markdown report of :func:`jacobian_study`: per case, the time per Jacobian by n and method, the
+    shape m × N at each n, the slopes, and what was not measured."""
+    lines = ["# Scaling of Jacobians", "",
+             "Median seconds per whole Jacobian by size n (CPU unless a device is named). Reverse mode (`tape/eager`, "
+             "`tape/function`: tape.jacobian vectorised by pfor) costs about m vector-Jacobian products, forward mode "
+             "(`tape/forward`) and central differences (`finite/central`) about N products or columns, so their "
+             "slopes differ as the shapes m × N differ.", ""]
+    for name, part in df.groupby("case", sort=False):
+        table = part.assign(label=part["method"] + "/" + part["variant"]
+                            + part["device"].map(lambda d: "" if d == "CPU" else f" {d}"),
+                            cell=part.apply(lambda r: format_seconds(r["time_median_s"]) if r["status"] == Status.OK
+                                            else r["status"], axis=1))
+        pivot = table.pivot_table(index="n", columns="label", values="cell", aggfunc="first", sort=False)
+        shape = part.drop_duplicates("n").set_index("n")
+        pivot.insert(0, "m × N", [f"{int(shape.loc[n, 'outputs'])} × {int(shape.loc[n, 'n_inputs'])}"
+                                  for n in pivot.index])
+        lines += [f"## {md(name)}", "", pivot.fillna("").to_markdown(), ""]
+        own = slope_table[slope_table["case"] == name].drop(columns=["case"])
+        if len(own):
+            lines += ["Log-log slopes of time against n (fitted over the sizes whose time is at least 3× that of "
+                      "the smallest; `floor` lists those left out):", "",
+                      own.to_markdown(index=False, floatfmt=".2f"), ""]
+        notes = part[part["status"] != Status.OK].drop_duplicates(["method", "variant", "device"])
+        if len(notes):
+            lines += ["Not measured (the first size each variant missed, and why):", ""] + [
+                f"- {r['method']}/{r['variant']} from n = {r['n']}: `{r['status']}` — {md(r['diagnosis'])}"
+                for _, r in notes.iterrows()] + [""]
+    lines += [f"![{md(Path(i).stem)}]({i})" for i in images]
+    return "\n".join(lines) + "\n"
+
+
+def write_jacobian_study(cases: list[Case], sizes: list[int], methods: list[str], out: Path,
+                         dtype: str = "float64", budget_s: float = 20.0, profile: str = "quick",
+                         progress: Callable[[str], None] | None = None,
+                         max_entries: int = MAX_JACOBIAN_ENTRIES) -> Path:
+    """Run :func:`jacobian_study` (each size in a separate process, stopped at the budget) and write scale.csv,
+    report.md and a time plot per case into ``out``; return the report's path."""
+    df = jacobian_study(cases, sizes, methods, dtype, budget_s, profile, progress=progress, isolate=True,
+                        max_entries=max_entries)
+    slope_table = jacobian_slopes(df)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(out / "scale.csv", for_csv(df).to_csv(index=False))
+    images, failed = [], ""
+    for name, part in df.groupby("case", sort=False):
+        try:
+            images += [str(p.relative_to(out)) for p in plots(part, out / "plots", str(name), what="Jacobian")]
+        except Exception as exc:  # noqa: BLE001 - the numbers matter more than their picture
+            failed += f"\nThe plots of {md(name)} could not be drawn ({type(exc).__name__}: {md(exc)}).\n"
+    atomic_write(out / "report.md", render_jacobians(df, slope_table, images) + failed)
     return out / "report.md"
