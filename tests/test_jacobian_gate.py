@@ -125,6 +125,16 @@ def test_a_jacobian_the_baseline_does_not_hold_is_not_a_pass(tmp_path):
     assert code == EXIT_BASELINE and "holds no Jacobian w.r.t. `p`" in "\n".join(lines)
 
 
+def test_a_jacobian_that_stops_coming_back_is_a_regression_and_one_that_starts_is_not(tmp_path):
+    truth = rotation_jacobians()
+    base = snapshot([measured_row(truth)], tmp_path=tmp_path)
+    code, lines = check(base, [measured_row(None, status="none")])
+    assert code == EXIT_REGRESSION and "status `ok` -> `none`" in "\n".join(lines)
+    # as for gradients: a row that had none in the baseline (TensorFlow gave None) and has one now improved
+    base = snapshot([measured_row(None, status="none")], tmp_path=tmp_path)
+    assert check(base, [measured_row(truth)])[0] == EXIT_OK
+
+
 # --------------------------------------------------------------------------- old baselines
 def test_a_schema_3_baseline_still_loads_and_checks_gradients_as_before(tmp_path):
     # booth(x, y) = (x + 2y − 7)² + (2x + y − 5)² at (0.3, −1.7), as version 3 wrote it (twin sessions, no
