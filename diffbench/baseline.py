@@ -23,8 +23,9 @@ history:
   components) has more than :data:`JACOBIAN_FULL_ENTRIES` entries (and n > ``PROJECTIONS`` + 1,
   where the fingerprint would be no smaller). Every other block is stored in full in
   ``gradient`` as before: the flat values of ``output_shape + input_shape`` in C order
-  (output index major). A scalar case's rows are exactly those of version 3. Versions 2 and
-  3 are still read; their rows have no Jacobians and are checked as before.
+  (output index major). A vector case's ``reference`` holds its reference Jacobian in the same
+  form, for the blocks stored in full only. A scalar case's rows are exactly those of version 3.
+  Versions 2 and 3 are still read; their rows have no Jacobians and are checked as before.
 
 Reading a baseline only parses JSON; it never executes code. Every value is checked
 against :data:`SCHEMA` before use, and NaN/Infinity literals or numbers beyond a float's

@@ -18,8 +18,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .baseline import (PROJECTIONS, SCHEMA_VERSION, BaselineError, fingerprint, read_baseline, row_norms,
-                       stored_in_full)
+from .baseline import (FINGERPRINT_ENTRIES, JACOBIAN_FULL_ENTRIES, PROJECTIONS, SCHEMA_VERSION, BaselineError,
+                       fingerprint, read_baseline, row_norms, stored_in_full)
 from .case import load_cases, make_case, matches
 from . import results
 from .diagnose import DifferencesTruth, judge
@@ -114,10 +114,16 @@ def _baseline_row(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def compact_row(row: dict[str, Any]) -> dict[str, Any]:
+#: of a fingerprint's stored entries, at most this many are those furthest from the reference (the rest: largest)
+WORST_ENTRIES = FINGERPRINT_ENTRIES // 2
+
+
+def compact_row(row: dict[str, Any], reference: dict[str, list[Any]] | None = None) -> dict[str, Any]:
     """A baseline row as a snapshot stores it: a vector-output row's Jacobian blocks beyond
     :func:`diffbench.baseline.stored_in_full` move from ``gradient`` to ``jacobian`` as fingerprints; every other
-    row (scalar cases' included) unchanged."""
+    row (scalar cases' included) unchanged. With the case's ``reference`` Jacobian (flat lists per input), a
+    fingerprint keeps the entries furthest from it (relative to their row's norm), where the method is weakest
+    and a change most likely, besides the largest ones."""
     shape = output_shape_of(row)
     if shape is None or not row.get("gradient"):
         return row
@@ -127,9 +133,28 @@ def compact_row(row: dict[str, Any]) -> dict[str, Any]:
         n, rest = divmod(len(values), m) if m else (0, len(values))
         if rest or stored_in_full(m, n):
             kept[name] = values
-        else:
-            printed[name] = fingerprint(_array(values).reshape(m, n), name)
+            continue
+        block = _array(values).reshape(m, n)
+        truth = _array((reference or {}).get(name) or [])
+        at = None
+        if truth.size == block.size:
+            at = _worst_and_largest(block, truth.reshape(m, n))
+        printed[name] = fingerprint(block, name, at=at)
     return dict(row, gradient=kept, jacobian=printed or None)
+
+
+def _worst_and_largest(block: np.ndarray, truth: np.ndarray) -> list[int]:
+    """Flat indices of the WORST_ENTRIES entries of ``block`` furthest from ``truth`` relative to their row's norm,
+    then the largest in magnitude up to FINGERPRINT_ENTRIES in all."""
+    scale = row_norms(np.where(np.isfinite(truth), truth, 0.0))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        error = np.abs(block - truth) / np.where(scale > 0, scale, 1.0)[:, None]
+    error = np.where(np.isnan(error), np.inf, error).ravel()
+    worst = [int(i) for i in np.argsort(-error, kind="stable")[:WORST_ENTRIES] if error[i] > 0]
+    flat = block.ravel()
+    magnitude = np.where(np.isnan(flat), np.inf, np.abs(flat))
+    chosen = list(dict.fromkeys(worst + [int(i) for i in np.argsort(-magnitude, kind="stable")]))
+    return sorted(chosen[:FINGERPRINT_ENTRIES])
 
 
 def measure_isolated(cases: list[Any], config: Any, jobs: int = 2, notify: Callable[[str], None] | None = None
@@ -152,17 +177,32 @@ def measure_isolated(cases: list[Any], config: Any, jobs: int = 2, notify: Calla
     return found if complete else None
 
 
-def _reference_worker(todo: list[tuple[Any, ...]], timeout: float, results: Any) -> None:
-    from .reference import reference
+def _reference_values(case: Any) -> dict[str, Any]:
+    """The case's reference gradient, or for a vector-output case its reference Jacobian (output shape + input
+    shape per input, from one certified reference row per output component), as arrays."""
+    from . import reference as references_module
+    from .engines import output_shape
 
+    shape = output_shape(case)
+    if not shape:
+        return references_module.reference(case).values
+    jacobian = getattr(references_module, "reference_jacobian", None)
+    if jacobian is None:
+        raise ValueError("this diffbench has no reference Jacobian for a vector-output case")
+    rows = jacobian(case, "float64").rows
+    return {k: np.stack([np.asarray(r.values[k], dtype=np.float64) for r in rows]).reshape(
+        tuple(shape) + np.shape(v)) for k, v in case.inputs.items()}
+
+
+def _reference_worker(todo: list[tuple[Any, ...]], timeout: float, results: Any) -> None:
     loaded: dict[str, dict[str, Any]] = {}
     for file, name in todo:
         try:
             if file not in loaded:
                 loaded[file] = {c.name: c for c in load_cases(file)}
             with budget(timeout):
-                ref = reference(loaded[file][name])
-            results.put((name, {k: _as_list(v) for k, v in ref.values.items()}, None))
+                values = _reference_values(loaded[file][name])
+            results.put((name, {k: _as_list(v) for k, v in values.items()}, None))
         except Exception as exc:  # noqa: BLE001 - recorded in the baseline, not fatal
             results.put((name, None, str(exc) or type(exc).__name__))
 
@@ -304,6 +344,23 @@ def case_entry(case: Any, rows: list[dict[str, Any]],
     return entry
 
 
+def _case_with_jacobians(case: Any, rows: list[dict[str, Any]],
+                         reference: tuple[dict[str, list[Any]] | None, str | None]) -> dict[str, Any]:
+    """The baseline entry of a case, its rows' Jacobians compacted (:func:`compact_row`) and, for a vector-output
+    case, only the reference blocks small enough to be stored in full kept (the rest is in the fingerprints)."""
+    values, problem = reference
+    compacted = [compact_row(_baseline_row(r), values) for r in rows]
+    shape = next((s for s in map(output_shape_of, compacted) if s), None)
+    if values is not None and shape is not None:
+        m = math.prod(shape)
+        kept = {k: v for k, v in values.items() if m and len(v) % m == 0 and stored_in_full(m, len(v) // m)}
+        if len(kept) < len(values):
+            problem = (f"the reference Jacobian w.r.t. {', '.join(sorted(set(values) - set(kept)))} is beyond "
+                       f"{JACOBIAN_FULL_ENTRIES} entries: not stored (its worst entries are in the fingerprints)")
+        values = kept
+    return case_entry(case, compacted, (values, problem))
+
+
 def write_baseline(cases: list[Any], path: Path, methods: list[str] | None = None, dtypes: list[str] | None = None,
                    variants: dict[str, list[str]] | None = None, timing: bool = True, timeout: float = DEFAULT_TIMEOUT_S,
                    profile: str = "quick", jobs: int = 2, memory: int | None = None) -> dict[str, Any] | None:
@@ -333,8 +390,8 @@ def write_baseline(cases: list[Any], path: Path, methods: list[str] | None = Non
                                                                   calibration_s=calibration_s() if timing else None,
                                                                   twin=TWIN if timing else None, load=load,
                                                                   load_after=machine_load()),
-            "cases": {c.name: case_entry(c, [compact_row(_baseline_row(r)) for r in measured.get(c.name, [])],
-                                         refs.get(c.name, (None, c.problem or "no function")))
+            "cases": {c.name: _case_with_jacobians(c, measured.get(c.name, []),
+                                                   refs.get(c.name, (None, c.problem or "no function")))
                       for c in cases}}
     atomic_write(path, json.dumps(data, indent=1, sort_keys=True) + "\n")
     return data

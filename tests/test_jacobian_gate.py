@@ -197,6 +197,43 @@ def test_a_large_jacobian_is_stored_as_a_fingerprint_and_compared_through_it(tmp
         lines)
 
 
+def test_a_fingerprint_keeps_the_entries_furthest_from_the_reference(tmp_path):
+    truth = large_block()
+    # the method errs most at out[3] / w[5] (a small entry, so not among the largest) and a little at out[9] / w[0]
+    measured = truth.copy()
+    small = int(np.argmin(np.abs(truth[3])))
+    measured[3, small] += 1e-9
+    measured[9, 0] += 1e-12
+    row = testing.compact_row(testing._baseline_row(measured_row({"w": measured}, "(64,)")),
+                              {"w": list(truth.ravel())})
+    stored = [i for i, _ in row["jacobian"]["w"]["entries"]]
+    assert 3 * 128 + small in stored and 9 * 128 + 0 in stored and len(stored) == fmt.FINGERPRINT_ENTRIES
+    largest = set(np.argsort(-np.abs(measured.ravel()))[:fmt.FINGERPRINT_ENTRIES - 2].tolist())
+    assert largest <= set(stored)  # the rest are the largest entries
+    # the weak entry moving again is named, with its values
+    base = {"schema_version": fmt.SCHEMA_VERSION, "cases": {"layer": entry([row], {"w": np.zeros(128)})}}
+    moved = measured.copy()
+    moved[3, small] += 1e-3
+    code, lines = check(base, [measured_row({"w": moved}, "(64,)")], {"w": np.zeros(128)}, "layer")
+    assert code == EXIT_REGRESSION and f"out[3] / w[{small}]: expected" in "\n".join(lines)
+
+
+def test_a_snapshot_keeps_a_vector_cases_reference_only_where_it_is_small():
+    from diffbench import case
+
+    @case(inputs={"w": np.zeros(128), "b": [0.0, 0.0]})
+    def layer(w, b, xp):
+        return xp.tanh(w[:64] + w[64:] + xp.sum(b))
+
+    block_w, block_b = large_block(), large_block(64, 2)
+    reference = {"w": list(block_w.ravel()), "b": list(block_b.ravel())}
+    rows = [measured_row({"w": block_w, "b": block_b}, "(64,)")]
+    entry_ = testing._case_with_jacobians(layer, rows, (reference, None))
+    assert set(entry_["reference"]) == {"b"} and "w.r.t. w is beyond 4096 entries" in entry_["reference_problem"]
+    stored = entry_["rows"][0]
+    assert set(stored["gradient"]) == {"b"} and set(stored["jacobian"]) == {"w"}
+
+
 def test_the_fingerprints_false_alarm_and_miss_rates_are_those_stated():
     from scipy.stats import chi2
 
