@@ -17,6 +17,15 @@ history:
   name), ``load`` and ``load_after`` (load averages, CPUs, clock and governor before and
   after the snapshot). A version-2 baseline is still read: its gradients are compared as
   before, and a row ``--fail-slower`` flags cannot be confirmed (re-run snapshot).
+- 4: Jacobians of vector-output cases. A row gains ``output_shape`` (the case's output shape,
+  a list of ints; absent or null for a scalar case) and ``jacobian``: input name -> a
+  :func:`fingerprint` for each input whose Jacobian block (m output components × n input
+  components) has more than :data:`JACOBIAN_FULL_ENTRIES` entries (and n > ``PROJECTIONS`` + 1,
+  where the fingerprint would be no smaller). Every other block is stored in full in
+  ``gradient`` as before: the flat values of ``output_shape + input_shape`` in C order
+  (output index major). A vector case's ``reference`` holds its reference Jacobian in the same
+  form, for the blocks stored in full only. A scalar case's rows are exactly those of version 3.
+  Versions 2 and 3 are still read; their rows have no Jacobians and are checked as before.
 
 Reading a baseline only parses JSON; it never executes code. Every value is checked
 against :data:`SCHEMA` before use, and NaN/Infinity literals or numbers beyond a float's
@@ -27,17 +36,27 @@ from __future__ import annotations
 
 import json
 import math
+import zlib
 from pathlib import Path
 from typing import Any
 
 import jsonschema
+import numpy as np
 
 from .case import STATUSES
 from .errors import BaselineError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 #: older versions this diffbench still reads (the fields they lack are optional in the schema)
-READABLE_VERSIONS = (2, 3)
+READABLE_VERSIONS = (2, 3, 4)
+#: a Jacobian block with at most this many entries is stored in full; a larger one as a :func:`fingerprint`
+JACOBIAN_FULL_ENTRIES = 4096
+#: seeded random directions v_j of a fingerprint: it keeps J·v_j for each (one number per output component)
+PROJECTIONS = 8
+#: the largest-magnitude entries a fingerprint keeps exactly, by index
+FINGERPRINT_ENTRIES = 16
+#: the seed of a fingerprint's directions (stored with it, so a later diffbench regenerates the same ones)
+FINGERPRINT_SEED = 20240622
 #: integers longer than this cannot be a float's value; they are refused rather than parsed
 MAX_INTEGER_DIGITS = 308
 
@@ -50,6 +69,17 @@ _NAME = {"type": "string", "minLength": 1}
 _TIMES = {"type": "array", "items": {"type": "number", "minimum": 0}}
 _SESSION = {"type": "object", "required": ["gradient_s", "twin_s"],
             "properties": {"gradient_s": _TIMES, "twin_s": _TIMES}}
+_COUNT = {"type": "integer", "minimum": 0}
+_FINGERPRINT = {
+    "type": "object",
+    "required": ["rows", "columns", "seed", "norms", "projections", "entries"],
+    "properties": {
+        "rows": _COUNT, "columns": _COUNT, "seed": _COUNT, "norms": _VALUES,
+        "projections": {"type": "array", "items": _VALUES},
+        "entries": {"type": "array", "items": {"type": "array", "minItems": 2, "maxItems": 2,
+                                               "prefixItems": [_COUNT, _GRADIENT_VALUE]}},
+    },
+}
 _ROW = {
     "type": "object",
     "required": ["method", "variant", "dtype", "status", "gradient"],
@@ -58,6 +88,8 @@ _ROW = {
         "status": {"enum": list(STATUSES)},
         "rel_error": _GRADIENT_VALUE,
         "gradient": {"anyOf": [{"type": "null"}, {"type": "object", "additionalProperties": _VALUES}]},
+        "output_shape": {"anyOf": [{"type": "null"}, {"type": "array", "items": _COUNT}]},
+        "jacobian": {"anyOf": [{"type": "null"}, {"type": "object", "additionalProperties": _FINGERPRINT}]},
         "time_median_s": _SECONDS, "time_min_s": _SECONDS,
         "time_samples_s": {"anyOf": [{"type": "null"},
                                      {"type": "array", "items": {"type": "number", "minimum": 0}}]},
@@ -78,7 +110,7 @@ _CASE = {
         "rows": {"type": "array", "items": _ROW},
     },
 }
-#: the JSON Schema of a version-3 baseline (and of a version-2 one, which lacks the optional new fields)
+#: the JSON Schema of a version-4 baseline (and of versions 2 and 3, which lack the optional new fields)
 SCHEMA = {
     "type": "object",
     "required": ["schema_version", "cases"],
@@ -138,6 +170,74 @@ def validate(data: Any, path: Path) -> None:
                 raise BaselineError(f"{path}: field cases.{name}.rows[{index}] repeats the method, variant and dtype "
                                     f"of rows[{seen[key]}] ({'/'.join(key)}); keep one")
             seen[key] = index
+            for input_name, print_ in (row.get("jacobian") or {}).items():
+                problem = _fingerprint_problem(print_)
+                if problem:
+                    raise BaselineError(f"{path}: field cases.{name}.rows[{index}].jacobian.{input_name}: {problem}; "
+                                        "re-create the baseline with diffbench snapshot")
+
+
+def _fingerprint_problem(print_: dict[str, Any]) -> str | None:
+    """What makes a fingerprint inconsistent with itself (its sizes), or None."""
+    rows, columns = print_["rows"], print_["columns"]
+    if len(print_["norms"]) != rows:
+        return f"{len(print_['norms'])} norms for {rows} rows"
+    if any(len(p) != rows for p in print_["projections"]):
+        return f"a projection whose length is not the {rows} rows"
+    if any(index >= rows * columns for index, _ in print_["entries"]):
+        return f"an entry index beyond the {rows}×{columns} block"
+    return None
+
+
+# --------------------------------------------------------------------------- Jacobian fingerprints
+def directions(seed: int, input_name: str, count: int, columns: int) -> np.ndarray:
+    """The ``count`` seeded standard-normal directions (rows, length ``columns``) a fingerprint of the Jacobian
+    block of ``input_name`` projects on: the same for the same seed and name on every machine."""
+    rng = np.random.default_rng([seed, zlib.crc32(input_name.encode("utf-8"))])
+    return rng.standard_normal((count, columns))
+
+
+def _number(value: float) -> Any:
+    if math.isnan(value):
+        return None
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return float(value)
+
+
+def row_norms(block: np.ndarray) -> np.ndarray:
+    """‖J[k, :]‖₂ per output component k, without underflow or overflow (each row scaled by its largest entry)."""
+    with np.errstate(all="ignore"):
+        largest = np.max(np.abs(block), axis=1) if block.shape[1] else np.zeros(block.shape[0])
+        safe = np.where((largest > 0) & np.isfinite(largest), largest, 1.0)
+        norms = safe * np.linalg.norm(block / safe[:, None], axis=1)
+        return np.where((largest > 0) & np.isfinite(largest), norms, largest)
+
+
+def fingerprint(block: np.ndarray, input_name: str, seed: int = FINGERPRINT_SEED, projections: int = PROJECTIONS,
+                entries: int = FINGERPRINT_ENTRIES, at: list[int] | None = None) -> dict[str, Any]:
+    """A compact record of a Jacobian block (m × n, float64) for the baseline: per output component k its norm
+    ‖J[k, :]‖ and ``projections`` numbers J[k, :]·v_j for seeded standard-normal directions v_j
+    (:func:`directions`), and its ``entries`` largest-magnitude entries exactly, by flat index k·n + i (``at``:
+    those indices instead, to fingerprint a block the way a stored one was). JSON-ready (NaN null, ±inf text)."""
+    block = np.asarray(block, dtype=np.float64)
+    rows, columns = block.shape
+    with np.errstate(all="ignore"):
+        projected = (block @ directions(seed, input_name, projections, columns).T if columns
+                     else np.zeros((rows, projections)))
+    flat = block.ravel()
+    if at is None:
+        magnitude = np.where(np.isnan(flat), np.inf, np.abs(flat))
+        at = sorted(int(i) for i in np.argsort(-magnitude, kind="stable")[:entries])
+    return {"rows": rows, "columns": columns, "seed": seed,
+            "norms": [_number(v) for v in row_norms(block)],
+            "projections": [[_number(v) for v in projected[:, j]] for j in range(projections)],
+            "entries": [[i, _number(flat[i])] for i in at if i < flat.size]}
+
+
+def stored_in_full(rows: int, columns: int) -> bool:
+    """Whether a baseline keeps a Jacobian block of ``rows`` × ``columns`` in full rather than as a fingerprint."""
+    return rows * columns <= JACOBIAN_FULL_ENTRIES or columns <= PROJECTIONS + 1
 
 
 def read_baseline(path: Path) -> dict[str, Any]:

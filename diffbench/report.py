@@ -637,6 +637,16 @@ def plot_text(text: Any) -> str:
     return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in str(text))
 
 
+def plain_log_ticks(axis: Any) -> None:
+    """Tick labels of a log-scaled ``axis`` as plain text (``1e-05``, and the minor ticks too where the axis
+    spans little): matplotlib's default writes them as mathtext, which :func:`plain_text_plots` turns off, so
+    they would print raw."""
+    from matplotlib.ticker import LogFormatter
+
+    axis.set_major_formatter(LogFormatter(labelOnlyBase=False))
+    axis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(1, 0.4)))
+
+
 #: the mark of an ``inaccurate`` row whose cause is the function's own fault (drawn hatched)
 FUNCTION_MARK = "f"
 
@@ -658,11 +668,11 @@ def _legend_lines(width_in: float, fontsize: float) -> str:
     return "\n".join(lines + [line])
 
 
-def heatmap_figure(df: pd.DataFrame) -> Any:
+def heatmap_figure(df: pd.DataFrame, title: str = "Correct digits, −log10(relative error), order-1 rows") -> Any:
     """The accuracy heatmap as a matplotlib figure (see :func:`accuracy_heatmap`), or None when there is nothing
     to draw. Cases × method/variant, one panel per dtype, order-1 rows: colour = correct digits, a letter for
     each non-ok status, ``f`` and hatching where the function as written is at fault. A case that could not run
-    at all (a case note) is a row of ``E``."""
+    at all (a case note) is a row of ``E``. ``title`` heads the figure."""
     first = _first_order(df)
     if first.empty:
         return None
@@ -713,7 +723,7 @@ def heatmap_figure(df: pd.DataFrame) -> Any:
         ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=7)
         ax.set_yticks(range(len(cases)), [plot_text(c) for c in cases], fontsize=7)
         ax.set_title(dtype, fontsize=9)
-    fig.suptitle("Correct digits, −log10(relative error), order-1 rows", fontsize=9)
+    fig.suptitle(title, fontsize=9)
     fig.supxlabel(_legend_lines(width, 7), fontsize=7)
     fig.colorbar(image, ax=axes[0].tolist(), fraction=0.04, pad=0.02, label="correct digits")
     return fig
@@ -755,6 +765,7 @@ def cost_plot(df: pd.DataFrame, path: Path) -> Path | None:
                        label=dtype if j == 0 else None)
             ax.scatter([values.median()], [j + offset], marker="|", s=200, color="black")
     ax.set_xscale("log")
+    plain_log_ticks(ax.xaxis)
     ax.set_yticks(range(len(labels)), labels, fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel("grad/f: time of one gradient over one evaluation of f (| = median over cases)")
@@ -791,6 +802,8 @@ def sweep_plots(df: pd.DataFrame, plot_dir: Path) -> list[Path]:
             nearest = curve.iloc[(curve["step"].astype(float) - chosen).abs().argsort()[:1]]
             ax.scatter([chosen], [max(float(nearest["rel_error"].iloc[0]), 1e-17)], color=line.get_color(),
                        marker="o", s=60, edgecolors="black", zorder=3)
+        plain_log_ticks(ax.xaxis)
+        plain_log_ticks(ax.yaxis)
         ax.set_xlabel("relative step c (h = c·max(|x|, 1))")
         ax.set_ylabel("relative error of the gradient")
         ax.set_title(f"Finite differences in {dtype}: truncation vs rounding (circle = chosen step)")
@@ -808,6 +821,213 @@ def sweep_plots(df: pd.DataFrame, plot_dir: Path) -> list[Path]:
 #: the first-screen figures, relative to the report's folder
 HEATMAP_PNG = "plots/accuracy.png"
 COST_PNG = "plots/cost.png"
+
+
+# --------------------------------------------------------------------------- Jacobians
+#: the Jacobian section's figures, relative to the report's folder
+JACOBIAN_DIGITS_PNG = "plots/jacobian_digits.png"
+JACOBIAN_COST_PNG = "plots/jacobian_cost.png"
+#: variants of product rows (J·v and uᵀ·J), not full Jacobians
+PRODUCT_VARIANTS = ("jvp", "vjp")
+#: the worst Jacobian rows first: a row's status is the worst over its output rows, in this order
+JACOBIAN_SEVERITY = ["error", "timeout", "nan", "inf", "none", "inaccurate", "uncertain", "undefined", "skipped",
+                     "ok"]
+#: how many of the worst Jacobian rows the section lists
+WORST_JACOBIAN_ROWS = 10
+#: one "out[k] / x[i]: expected E, got G" clause of a Jacobian row's diagnosis (for display only)
+_ENTRY_CLAUSE = re.compile(r"out\[[^\]]*\] / [^:;]+: expected [^,;]+, got [^;,]+(?:,[^;,]*\d[^;,]*)?")
+
+
+def _numeric(df: pd.DataFrame, column: str) -> pd.Series:
+    """A column as numbers (NaN where missing or not a number); NaN throughout when the table lacks it."""
+    if column not in df.columns:
+        return pd.Series(np.nan, index=df.index, dtype="float64")
+    return pd.to_numeric(df[column], errors="coerce").astype("float64")
+
+
+def jacobian_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """The order-1 measurements of vector-output cases (``outputs`` > 1), with their ``label``; empty when the
+    table has none (or predates the ``outputs`` column)."""
+    first = _first_order(df)
+    first = first[first["method"] != CASE_NOTE]
+    return first[_numeric(first, "outputs") > 1]
+
+
+def jacobian_heatmap(df: pd.DataFrame, path: Path) -> Path | None:
+    """Correct digits of each vector-output case's Jacobian per method/variant (−log10 of ``rel_error``, the worst
+    output row's normwise error), drawn as the accuracy heatmap is, into ``path``. None when there is nothing to
+    draw."""
+    rows = jacobian_rows(df)
+    if rows.empty:
+        return None
+    with plain_text_plots():
+        fig = heatmap_figure(rows, "Jacobians: correct digits, −log10(relative error of the worst output row)")
+        if fig is None:
+            return None
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=80)
+        _pyplot().close(fig)
+    return path
+
+
+def jacobian_costs(df: pd.DataFrame) -> pd.DataFrame:
+    """Per vector-output case, method and dtype (CPU rows timed): the median time of each full-Jacobian variant,
+    and, where the method has ``jvp``/``vjp`` rows, m × (time of one uᵀ·J) and N × (time of one J·v): what
+    building the Jacobian row by row (reverse mode) or column by column (forward mode) would cost, and the
+    full Jacobian's time over each. Columns: case, method, variant, dtype, outputs, inputs, jacobian_s,
+    rows_s (m × VJP), columns_s (N × JVP), over_rows, over_columns."""
+    rows = jacobian_rows(df)
+    rows = rows[(rows["device"] == "CPU") & (_numeric(rows, "time_median_s") > 0) & (rows["status"] != "skipped")]
+    out = []
+    for (case_name, method, dtype), part in rows.groupby(["case", "method", "dtype"], sort=False):
+        times = dict(zip(part["variant"].astype(str), _numeric(part, "time_median_s")))
+        m = float(_numeric(part, "outputs").max())
+        n = float(_numeric(part, "n_inputs").max())
+        rows_s = m * times["vjp"] if "vjp" in times else math.nan
+        columns_s = n * times["jvp"] if "jvp" in times else math.nan
+        for variant, seconds in times.items():
+            if variant in PRODUCT_VARIANTS:
+                continue
+            out.append({"case": case_name, "method": method, "variant": variant, "dtype": dtype, "outputs": m,
+                        "inputs": n, "jacobian_s": seconds, "rows_s": rows_s, "columns_s": columns_s,
+                        "over_rows": seconds / rows_s if rows_s > 0 else math.nan,
+                        "over_columns": seconds / columns_s if columns_s > 0 else math.nan})
+    columns = ["case", "method", "variant", "dtype", "outputs", "inputs", "jacobian_s", "rows_s", "columns_s",
+               "over_rows", "over_columns"]
+    return pd.DataFrame(out, columns=columns)
+
+
+def jacobian_cost_plot(df: pd.DataFrame, path: Path) -> Path | None:
+    """Time per Jacobian per method/variant (a dot per case and dtype, a bar at the median; log scale) and, where
+    ``jvp``/``vjp`` rows were timed, the Jacobian's time over m × VJP and over N × JVP. None when no Jacobian
+    row was timed."""
+    costs = jacobian_costs(df)
+    if costs.empty:
+        return None
+    plt = _pyplot()
+    costs = costs.assign(label=costs["method"].astype(str) + "/" + costs["variant"].astype(str))
+    labels = list(dict.fromkeys(costs["label"]))
+    ratios = costs[costs["over_rows"].notna() | costs["over_columns"].notna()]
+    panels = 2 if len(ratios) else 1
+    fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 1.4 + 0.32 * len(labels)), squeeze=False,
+                             sharey=True)
+    ax = axes[0][0]
+    for offset, dtype, colour in ((-0.15, "float32", "tab:orange"), (0.15, "float64", "tab:blue")):
+        part = costs[costs["dtype"] == dtype]
+        for j, label in enumerate(labels):
+            values = part[part["label"] == label]["jacobian_s"].astype(float)
+            if values.empty:
+                continue
+            ax.scatter(values, np.full(len(values), j + offset), s=10, alpha=0.6, color=colour,
+                       label=dtype if not any(t.get_label() == dtype for t in ax.collections) else None)
+            ax.scatter([values.median()], [j + offset], marker="|", s=200, color="black")
+    ax.set_xscale("log")
+    plain_log_ticks(ax.xaxis)
+    ax.margins(x=0.08)
+    ax.set_yticks(range(len(labels)), [plot_text(x) for x in labels], fontsize=8)
+    ax.set_ylim(len(labels) - 0.5, -0.5)  # top to bottom, each label's dots (±0.15) inside
+    ax.set_xlabel("seconds per Jacobian (| = median over cases)")
+    ax.grid(True, axis="x", which="both", alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    if panels == 2:
+        ax = axes[0][1]
+        for offset, column, colour, name in (
+                (-0.15, "over_rows", "tab:red", "over m × VJP (reverse, by rows)"),
+                (0.15, "over_columns", "tab:green", "over N × JVP (forward, by columns)")):
+            for j, label in enumerate(labels):
+                values = ratios[ratios["label"] == label][column].astype(float).dropna()
+                values = values[values > 0]
+                if values.empty:
+                    continue
+                ax.scatter(values, np.full(len(values), j + offset), s=10, alpha=0.7, color=colour,
+                           label=name if not any(t.get_label() == name for t in ax.collections) else None)
+        ax.axvline(1.0, color="black", linewidth=0.8)
+        ax.set_xscale("log")
+        plain_log_ticks(ax.xaxis)
+        ax.margins(x=0.08)
+        ax.set_xlabel("Jacobian time over the products' (< 1: the full Jacobian is cheaper)")
+        ax.grid(True, axis="x", which="both", alpha=0.3)
+        ax.legend(fontsize=7, loc="best")
+    fig.suptitle("Jacobians: cost per method", fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+def _worst_entries(diagnosis: Any) -> str:
+    """The ``out[k] / x[i]: expected E, got G`` clauses of a diagnosis (for display), else the diagnosis cut."""
+    text = _diagnosis_text(diagnosis)
+    clauses = [c.strip() for c in _ENTRY_CLAUSE.findall(text)]
+    return "; ".join(clauses[:3]) if clauses else shorten(text, 160)
+
+
+def _worst_jacobian_table(rows: pd.DataFrame) -> str:
+    """The worst Jacobian rows (status, then relative error), with the entries their diagnoses name."""
+    severity = {status: rank for rank, status in enumerate(JACOBIAN_SEVERITY)}
+    bad = rows[rows["status"].astype(str) != "ok"]
+    if bad.empty:
+        return ""
+    ranked = bad.assign(_rank=bad["status"].astype(str).map(lambda s: severity.get(s, len(severity))),
+                        _err=-_numeric(bad, "rel_error").fillna(-math.inf))
+    ranked = ranked.sort_values(["_rank", "_err"], kind="stable").head(WORST_JACOBIAN_ROWS)
+    table = pd.DataFrame({
+        "case": ranked["case"].map(md),
+        "method": ranked["label"].map(md),
+        "dtype": ranked["dtype"],
+        "output": ranked["output_shape"].map(lambda v: md(_diagnosis_text(v))) if "output_shape" in ranked
+        else "",
+        "status": ranked["status"].astype(str),
+        "rel_error": _numeric(ranked, "rel_error").map(_num),
+        "worst entries (expected, got)": ranked["diagnosis"].map(lambda d: md(_worst_entries(d))),
+    })
+    return table.to_markdown(index=False)
+
+
+def _cost_table(costs: pd.DataFrame) -> str:
+    """Per case and dtype: the fastest full Jacobian, m × VJP and N × JVP, and which way is cheapest."""
+    out = []
+    for (case_name, dtype), part in costs.groupby(["case", "dtype"], sort=False):
+        best = part.loc[part["jacobian_s"].idxmin()]
+        rows_s = part["rows_s"].dropna().min() if part["rows_s"].notna().any() else math.nan
+        columns_s = part["columns_s"].dropna().min() if part["columns_s"].notna().any() else math.nan
+        options = {f"full Jacobian ({best['method']}/{best['variant']})": best["jacobian_s"],
+                   "by rows (m × VJP)": rows_s, "by columns (N × JVP)": columns_s}
+        known = {k: v for k, v in options.items() if not math.isnan(v)}
+        out.append({"case": md(case_name), "dtype": dtype, "m × N": f"{int(best['outputs'])} × {int(best['inputs'])}",
+                    "fastest Jacobian": f"{md(best['method'])}/{md(best['variant'])} "
+                                        f"{format_seconds(best['jacobian_s'])}",
+                    "m × VJP": format_seconds(rows_s) or "-", "N × JVP": format_seconds(columns_s) or "-",
+                    "cheapest": md(min(known, key=known.get)) if len(known) > 1 else "-"})
+    return pd.DataFrame(out).to_markdown(index=False) if out else ""
+
+
+def jacobian_section(df: pd.DataFrame, figures: dict[str, str] | None = None) -> list[str]:
+    """The report's Jacobian section (markdown lines), or no lines when the run has no vector-output rows."""
+    rows = jacobian_rows(df)
+    if rows.empty:
+        return []
+    figures = figures or {}
+    ok = int((rows["status"].astype(str) == "ok").sum())
+    lines = ["## Jacobians", "",
+             f"_{_plural(rows['case'].nunique(), 'vector-output case')}, {_plural(len(rows), 'row')}, {ok} `ok`: "
+             "each output row of a Jacobian is judged as a gradient, the row's status is the worst over them and "
+             "`rel_error` the largest of their relative errors (reports/README.md, *Jacobians*)._", ""]
+    if "jacobian_digits" in figures:
+        lines += [f"![Jacobians: correct digits per case and method]({figures['jacobian_digits']})", ""]
+    worst = _worst_jacobian_table(rows)
+    lines += (["The worst rows, with the entries their diagnoses name (out[k] / input[i]: expected, got):", "",
+               worst, ""] if worst else ["Every Jacobian row is `ok`.", ""])
+    costs = jacobian_costs(df)
+    if not costs.empty:
+        lines += ["Cost (median per Jacobian, CPU). m × VJP is the time of building it row by row from "
+                  "vector-Jacobian products (reverse mode), N × JVP column by column from Jacobian-vector "
+                  "products (forward mode); forward mode wins where N × JVP is the smaller.", "",
+                  _cost_table(costs), ""]
+        if "jacobian_cost" in figures:
+            lines += [f"![Jacobians: cost per method]({figures['jacobian_cost']})", ""]
+    return lines
 
 
 # --------------------------------------------------------------------------- scaling
@@ -955,6 +1175,9 @@ def render(df: pd.DataFrame, plots: list[str] | None = None, title: str = "diffb
                 "accuracy, so every exact method following it errs as much, and no method is to blame).", ""]
     dtypes = [d for d in ("float32", "float64") if d in set(main["dtype"])]
     sections = ["Headline (per case family)", "Summary (order-1 rows per status)", "Set-up against per-call time"]
+    jacobians = jacobian_section(main, figures)
+    if jacobians:
+        sections.append("Jacobians")
     if len(mismatches):
         sections.append("Rows that differ from what their case expects")
     appendix = ([f"Accuracy, {d}" for d in dtypes] + [f"Runtime, {d}" for d in dtypes if _runtime_tables(
@@ -983,6 +1206,7 @@ def render(df: pd.DataFrame, plots: list[str] | None = None, title: str = "diffb
         out += [f"_Ranked by median time per gradient; a method that is faster per call but slower to set up pays "
                 f"off only after the break-even number of gradient calls (preparation ÷ per-call saving, median "
                 f"over cases)._", "", setup.assign(method=setup["method"].map(md)).to_markdown(index=False), ""]
+    out += jacobians
     if len(mismatches):
         out += ["## Rows that differ from what their case expects", "",
                 f"_{_plural(len(mismatches), 'row')} in {_plural(mismatches['case'].nunique(), 'case')}; one line per "
@@ -1036,7 +1260,11 @@ def _draw(df: pd.DataFrame, out: Path) -> tuple[list[str], dict[str, str], list[
     failures: list[str] = []
     drawers = [("step sweep", lambda: plots.extend(str(p.relative_to(out)) for p in sweep_plots(df, out / "plots"))),
                ("accuracy", lambda: accuracy_heatmap(df, out / HEATMAP_PNG) and figures.update(accuracy=HEATMAP_PNG)),
-               ("cost", lambda: cost_plot(df, out / COST_PNG) and figures.update(cost=COST_PNG))]
+               ("cost", lambda: cost_plot(df, out / COST_PNG) and figures.update(cost=COST_PNG)),
+               ("Jacobian digits", lambda: jacobian_heatmap(df, out / JACOBIAN_DIGITS_PNG)
+                and figures.update(jacobian_digits=JACOBIAN_DIGITS_PNG)),
+               ("Jacobian cost", lambda: jacobian_cost_plot(df, out / JACOBIAN_COST_PNG)
+                and figures.update(jacobian_cost=JACOBIAN_COST_PNG))]
     for name, draw in drawers:
         try:
             with plain_text_plots():

@@ -166,6 +166,10 @@ class Row:
     attainable_error: float | None = None
     #: the proven bound on the reference's own error (worst component, relative to its size)
     reference_radius: float | None = None
+    #: the number of output components of a vector-output case (its Jacobian has this many rows); empty for scalars
+    outputs: int | None = None
+    #: the shape of a vector-output case's output, as text like ``(3,)``; empty for scalar cases
+    output_shape: str | None = None
     gradient: Any = field(default=None, metadata={"column": False})
 
     # ------------------------------------------------------------------ mapping access

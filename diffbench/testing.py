@@ -18,7 +18,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .baseline import SCHEMA_VERSION, BaselineError, read_baseline
+from .baseline import (FINGERPRINT_ENTRIES, JACOBIAN_FULL_ENTRIES, PROJECTIONS, SCHEMA_VERSION, BaselineError,
+                       fingerprint, read_baseline, row_norms, stored_in_full)
 from .case import load_cases, make_case, matches
 from . import results
 from .diagnose import DifferencesTruth, judge
@@ -45,6 +46,13 @@ NO_GRADIENT_STATUSES = results.NO_GRADIENT_STATUSES
 UNMEASURED_STATUSES = results.UNMEASURED_STATUSES
 ROW_FIELDS = ("method", "variant", "dtype", "status", "rel_error", "gradient", "time_median_s", "time_min_s",
               "time_samples_s", "twin_sessions")
+#: a fingerprinted Jacobian row k is flagged when the mean square of its PROJECTIONS projection changes
+#: exceeds this factor × (tol·‖J[k, :]‖)²: χ²₈'s 0.999 quantile over 8 (scipy.stats.chi2.ppf(0.999, 8) / 8).
+#: For standard normal directions each change ΔJ[k, :]·v_j is N(0, ‖ΔJ[k, :]‖²), so their mean square over
+#: ‖ΔJ[k, :]‖² is χ²₈/8: over the choice of seed, a row moved by exactly the tolerance is flagged with
+#: probability 1e-3 (less, fast, for smaller moves), and one moved by 10× the tolerance is missed with
+#: probability 1.1e-5
+PROJECTION_FACTOR = 3.2655601947970174
 #: a row's key in the gate: (case name, method, variant, dtype)
 RowKey = tuple[str, str, str, str]
 #: re-measures rows against the twin, one session each: (keys, rounds) -> key -> (gradient samples, twin samples)
@@ -78,6 +86,19 @@ def gate_config(methods: list[str] | None, dtypes: list[str] | None, variants: d
                        keep_gradients=True, sweep=False)
 
 
+def output_shape_of(row: dict[str, Any]) -> list[int] | None:
+    """A row's output shape as a list of ints (from the column's text ``(3,)`` or a baseline's list), or None
+    for a scalar case's row (no shape, ``()``, empty or NaN)."""
+    value = row.get("output_shape")
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if isinstance(value, str):
+        parts = [p.strip() for p in value.strip().strip("()[]").split(",")]
+        value = [int(p) for p in parts if p]
+    shape = [int(v) for v in value]
+    return shape or None
+
+
 def _baseline_row(row: dict[str, Any]) -> dict[str, Any]:
     gradient = row.get("gradient")
     out = {k: _clean(row.get(k)) for k in ROW_FIELDS if k not in ("gradient", "time_samples_s", "twin_sessions")}
@@ -85,7 +106,55 @@ def _baseline_row(row: dict[str, Any]) -> dict[str, Any]:
     samples = row.get("time_samples_s")
     out["time_samples_s"] = [float(s) for s in samples] if samples else None
     out["twin_sessions"] = row.get("twin_sessions") or None
+    shape = output_shape_of(row)
+    if shape is not None:
+        out["output_shape"] = shape
+    if row.get("jacobian"):
+        out["jacobian"] = row["jacobian"]
     return out
+
+
+#: of a fingerprint's stored entries, at most this many are those furthest from the reference (the rest: largest)
+WORST_ENTRIES = FINGERPRINT_ENTRIES // 2
+
+
+def compact_row(row: dict[str, Any], reference: dict[str, list[Any]] | None = None) -> dict[str, Any]:
+    """A baseline row as a snapshot stores it: a vector-output row's Jacobian blocks beyond
+    :func:`diffbench.baseline.stored_in_full` move from ``gradient`` to ``jacobian`` as fingerprints; every other
+    row (scalar cases' included) unchanged. With the case's ``reference`` Jacobian (flat lists per input), a
+    fingerprint keeps the entries furthest from it (relative to their row's norm), where the method is weakest
+    and a change most likely, besides the largest ones."""
+    shape = output_shape_of(row)
+    if shape is None or not row.get("gradient"):
+        return row
+    m = math.prod(shape)
+    kept, printed = {}, dict(row.get("jacobian") or {})
+    for name, values in row["gradient"].items():
+        n, rest = divmod(len(values), m) if m else (0, len(values))
+        if rest or stored_in_full(m, n):
+            kept[name] = values
+            continue
+        block = _array(values).reshape(m, n)
+        truth = _array((reference or {}).get(name) or [])
+        at = None
+        if truth.size == block.size:
+            at = _worst_and_largest(block, truth.reshape(m, n))
+        printed[name] = fingerprint(block, name, at=at)
+    return dict(row, gradient=kept, jacobian=printed or None)
+
+
+def _worst_and_largest(block: np.ndarray, truth: np.ndarray) -> list[int]:
+    """Flat indices of the WORST_ENTRIES entries of ``block`` furthest from ``truth`` relative to their row's norm,
+    then the largest in magnitude up to FINGERPRINT_ENTRIES in all."""
+    scale = row_norms(np.where(np.isfinite(truth), truth, 0.0))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        error = np.abs(block - truth) / np.where(scale > 0, scale, 1.0)[:, None]
+    error = np.where(np.isnan(error), np.inf, error).ravel()
+    worst = [int(i) for i in np.argsort(-error, kind="stable")[:WORST_ENTRIES] if error[i] > 0]
+    flat = block.ravel()
+    magnitude = np.where(np.isnan(flat), np.inf, np.abs(flat))
+    chosen = list(dict.fromkeys(worst + [int(i) for i in np.argsort(-magnitude, kind="stable")]))
+    return sorted(chosen[:FINGERPRINT_ENTRIES])
 
 
 def measure_isolated(cases: list[Any], config: Any, jobs: int = 2, notify: Callable[[str], None] | None = None
@@ -108,17 +177,32 @@ def measure_isolated(cases: list[Any], config: Any, jobs: int = 2, notify: Calla
     return found if complete else None
 
 
-def _reference_worker(todo: list[tuple[Any, ...]], timeout: float, results: Any) -> None:
-    from .reference import reference
+def _reference_values(case: Any) -> dict[str, Any]:
+    """The case's reference gradient, or for a vector-output case its reference Jacobian (output shape + input
+    shape per input, from one certified reference row per output component), as arrays."""
+    from . import reference as references_module
+    from .engines import output_shape
 
+    shape = output_shape(case)
+    if not shape:
+        return references_module.reference(case).values
+    jacobian = getattr(references_module, "reference_jacobian", None)
+    if jacobian is None:
+        raise ValueError("this diffbench has no reference Jacobian for a vector-output case")
+    rows = jacobian(case, "float64").rows
+    return {k: np.stack([np.asarray(r.values[k], dtype=np.float64) for r in rows]).reshape(
+        tuple(shape) + np.shape(v)) for k, v in case.inputs.items()}
+
+
+def _reference_worker(todo: list[tuple[Any, ...]], timeout: float, results: Any) -> None:
     loaded: dict[str, dict[str, Any]] = {}
     for file, name in todo:
         try:
             if file not in loaded:
                 loaded[file] = {c.name: c for c in load_cases(file)}
             with budget(timeout):
-                ref = reference(loaded[file][name])
-            results.put((name, {k: _as_list(v) for k, v in ref.values.items()}, None))
+                values = _reference_values(loaded[file][name])
+            results.put((name, {k: _as_list(v) for k, v in values.items()}, None))
         except Exception as exc:  # noqa: BLE001 - recorded in the baseline, not fatal
             results.put((name, None, str(exc) or type(exc).__name__))
 
@@ -260,6 +344,23 @@ def case_entry(case: Any, rows: list[dict[str, Any]],
     return entry
 
 
+def _case_with_jacobians(case: Any, rows: list[dict[str, Any]],
+                         reference: tuple[dict[str, list[Any]] | None, str | None]) -> dict[str, Any]:
+    """The baseline entry of a case, its rows' Jacobians compacted (:func:`compact_row`) and, for a vector-output
+    case, only the reference blocks small enough to be stored in full kept (the rest is in the fingerprints)."""
+    values, problem = reference
+    compacted = [compact_row(_baseline_row(r), values) for r in rows]
+    shape = next((s for s in map(output_shape_of, compacted) if s), None)
+    if values is not None and shape is not None:
+        m = math.prod(shape)
+        kept = {k: v for k, v in values.items() if m and len(v) % m == 0 and stored_in_full(m, len(v) // m)}
+        if len(kept) < len(values):
+            problem = (f"the reference Jacobian w.r.t. {', '.join(sorted(set(values) - set(kept)))} is beyond "
+                       f"{JACOBIAN_FULL_ENTRIES} entries: not stored (its worst entries are in the fingerprints)")
+        values = kept
+    return case_entry(case, compacted, (values, problem))
+
+
 def write_baseline(cases: list[Any], path: Path, methods: list[str] | None = None, dtypes: list[str] | None = None,
                    variants: dict[str, list[str]] | None = None, timing: bool = True, timeout: float = DEFAULT_TIMEOUT_S,
                    profile: str = "quick", jobs: int = 2, memory: int | None = None) -> dict[str, Any] | None:
@@ -289,8 +390,8 @@ def write_baseline(cases: list[Any], path: Path, methods: list[str] | None = Non
                                                                   calibration_s=calibration_s() if timing else None,
                                                                   twin=TWIN if timing else None, load=load,
                                                                   load_after=machine_load()),
-            "cases": {c.name: case_entry(c, [_baseline_row(r) for r in measured.get(c.name, [])],
-                                         refs.get(c.name, (None, c.problem or "no function")))
+            "cases": {c.name: _case_with_jacobians(c, measured.get(c.name, []),
+                                                   refs.get(c.name, (None, c.problem or "no function")))
                       for c in cases}}
     atomic_write(path, json.dumps(data, indent=1, sort_keys=True) + "\n")
     return data
@@ -349,6 +450,188 @@ def _gradient_changes(old: dict[str, Any], row: dict[str, Any], shapes: dict[str
             out.append(f"gradient w.r.t. `{input_name}` moved by a relative error of {rel:.3g} (tolerance "
                        f"{tol:.1g}); worst elements {worst}")
     return out
+
+
+def _index_text(index: tuple[int, ...]) -> str:
+    return ", ".join(map(str, index))
+
+
+def _entry_label(flat_index: int, output_shape: list[int], input_name: str, input_shape: list[int]) -> str:
+    """``out[k] / x[i]`` for the flat index k·n + i of a Jacobian block (``x`` alone for a scalar input)."""
+    n = math.prod(input_shape)
+    k, i = divmod(int(flat_index), n)
+    out_index = np.unravel_index(k, output_shape)
+    where = f"[{_index_text(np.unravel_index(i, input_shape))}]" if input_shape else ""
+    return f"out[{_index_text(out_index)}] / {input_name}{where}"
+
+
+def _jacobian_changes(old: dict[str, Any], row: dict[str, Any], shapes: dict[str, list[int]]
+                      ) -> tuple[list[str], list[str]]:
+    """How a vector-output row's Jacobian moved from the baseline's, and what could not be compared.
+
+    Each output component's row of the Jacobian is judged as a gradient is (its change's norm relative to its
+    norm, per input, against the method's tolerance); the text names the changed entries ``out[k] / x[i]``.
+    A block the baseline holds as a fingerprint is compared through it (:func:`_fingerprint_changes`). Returns
+    (changes, problems): a problem (a fingerprint this diffbench cannot compare, a block the baseline lacks) is
+    never a pass either."""
+    old_shape, new_shape = output_shape_of(old), output_shape_of(row)
+    if old_shape != new_shape:
+        def text(shape: list[int] | None) -> str:
+            return "scalar" if shape is None else f"({', '.join(map(str, shape))}{',' if len(shape) == 1 else ''})"
+        return [f"the output's shape changed {text(old_shape)} -> {text(new_shape)}: the Jacobian cannot be "
+                "compared entry by entry"], []
+    if (old.get("gradient") is None and not old.get("jacobian")) or (row.get("gradient") is None
+                                                                      and not row.get("jacobian")):
+        return [], []  # no Jacobian on one side: the status comparison (and compare's own checks) judge the row
+    assert old_shape is not None
+    m = math.prod(old_shape)
+    tol = tolerance(row["method"], row["variant"], row["dtype"])
+    changes: list[str] = []
+    problems: list[str] = []
+    old_full, old_prints = old.get("gradient") or {}, old.get("jacobian") or {}
+    new_full, new_prints = row.get("gradient") or {}, row.get("jacobian") or {}
+    for name in sorted(set(old_full) | set(old_prints) | set(new_full) | set(new_prints)):
+        input_shape = shapes.get(name)
+        if name not in old_full and name not in old_prints:
+            problems.append(f"the baseline holds no Jacobian w.r.t. `{name}`; re-run snapshot")
+            continue
+        if name not in new_full and name not in new_prints:
+            changes.append(f"no Jacobian w.r.t. `{name}` came back")
+            continue
+        if name in old_full and name in new_full:
+            expected, got = _array(old_full[name]), _array(new_full[name])
+            if (expected.size != got.size or (m and got.size % m)
+                    or (input_shape is not None and got.size != m * math.prod(input_shape))):
+                changes.append(f"the Jacobian w.r.t. `{name}` changed size {expected.size} -> {got.size}")
+                continue
+            n = expected.size // m if m else 0
+            changes += _block_changes(expected.reshape(m, n), got.reshape(m, n), tol, name, old_shape,
+                                      input_shape if input_shape is not None else [n])
+            continue
+        if name in old_prints:
+            old_print = old_prints[name]
+        else:
+            stored = _array(old_full[name])
+            if m == 0 or stored.size % m:
+                changes.append(f"the Jacobian w.r.t. `{name}` changed size {stored.size} -> "
+                               f"{new_prints[name]['rows'] * new_prints[name]['columns']}")
+                continue
+            old_print = fingerprint(stored.reshape(m, -1), name, **_settings(new_prints[name]))
+        if name in new_full:
+            got = _array(new_full[name])
+            if got.size != old_print["rows"] * old_print["columns"]:
+                changes.append(f"the Jacobian w.r.t. `{name}` changed size {old_print['rows'] * old_print['columns']}"
+                               f" -> {got.size}")
+                continue
+            new_print = fingerprint(got.reshape(m, -1), name, **_settings(old_print))
+        else:
+            new_print = new_prints[name]
+        problem = _incomparable(old_print, new_print)
+        if problem:
+            problems.append(f"the Jacobian w.r.t. `{name}`: {problem}; re-run snapshot")
+            continue
+        n = old_print["columns"]
+        changes += _fingerprint_changes(old_print, new_print, tol, name, old_shape,
+                                        input_shape if input_shape is not None else [n])
+    return changes, problems
+
+
+def _settings(print_: dict[str, Any]) -> dict[str, Any]:
+    """The arguments of :func:`diffbench.baseline.fingerprint` that fingerprint a block as ``print_`` was."""
+    return {"seed": print_["seed"], "projections": len(print_["projections"]),
+            "at": [index for index, _ in print_["entries"]]}
+
+
+def _incomparable(old: dict[str, Any], new: dict[str, Any]) -> str | None:
+    if (old["rows"], old["columns"]) != (new["rows"], new["columns"]):
+        return f"its block changed from {old['rows']}×{old['columns']} to {new['rows']}×{new['columns']}"
+    if old["seed"] != new["seed"] or len(old["projections"]) != len(new["projections"]):
+        return "the fingerprints were taken along different directions"
+    if len(old["projections"]) != PROJECTIONS:
+        return f"a fingerprint of {len(old['projections'])} projections (this diffbench judges {PROJECTIONS})"
+    return None
+
+
+def _block_changes(expected: np.ndarray, got: np.ndarray, tol: float, name: str, output_shape: list[int],
+                   input_shape: list[int]) -> list[str]:
+    """The full-Jacobian rule: output component k moved when ‖ΔJ[k, :]‖ / ‖J[k, :]‖ > tol (absolute where its
+    norm is 0), exactly as a gradient is compared; the worst entries (relative to their row's norm) named."""
+    same = (expected == got) | (np.isnan(expected) & np.isnan(got))
+    with np.errstate(invalid="ignore"):
+        delta = np.where(same, 0.0, np.abs(got - expected))
+    delta = np.where(np.isfinite(delta), delta, np.inf)
+    scale = row_norms(np.where(np.isfinite(expected), expected, 0.0))
+    moved = row_norms(delta)
+    rel = np.where(scale > 0, moved / np.where(scale > 0, scale, 1.0), moved)
+    bad = ~(rel <= tol)
+    if not bad.any():
+        return []
+    with np.errstate(invalid="ignore", divide="ignore"):
+        weight = np.where(bad[:, None], delta / np.where(scale > 0, scale, 1.0)[:, None], 0.0).ravel()
+    order = [i for i in np.argsort(-weight, kind="stable")[:3] if weight[i] > 0]
+    flat_e, flat_g = expected.ravel(), got.ravel()
+    worst = "; ".join(f"{_entry_label(i, output_shape, name, input_shape)}: expected {flat_e[i]:.10g}, "
+                      f"got {flat_g[i]:.10g}" for i in order)
+    k = int(np.argmax(np.where(bad, rel, -1.0)))
+    return [f"the Jacobian w.r.t. `{name}` moved in {int(bad.sum())} of {len(bad)} output components beyond the "
+            f"tolerance {tol:.1g} (worst: out[{_index_text(np.unravel_index(k, output_shape))}], relative "
+            f"{rel[k]:.3g}); worst entries {worst}"]
+
+
+def _fingerprint_changes(old: dict[str, Any], new: dict[str, Any], tol: float, name: str,
+                         output_shape: list[int], input_shape: list[int]) -> list[str]:
+    """Output components whose fingerprint moved beyond what the tolerance allows, with the stored entries
+    that moved named. Three tests, per output component k (scale: the baseline's ‖J[k, :]‖, 1 where it is 0):
+
+    - the norm moved by more than tol·scale: certain (‖ΔJ[k, :]‖ is at least the norm's change), no false alarm;
+    - a stored entry moved by more than tol·scale: certain likewise, and the entry is named;
+    - the projections: mean_j (ΔJ[k, :]·v_j)² > PROJECTION_FACTOR·(tol·scale)², a χ²₈ test of
+      ‖ΔJ[k, :]‖ > tol·scale (see :data:`PROJECTION_FACTOR` for its false-alarm and miss probabilities).
+    A component whose norm or projections are not finite in one of the two and differ is flagged too."""
+    old_norms, new_norms = _array(old["norms"]), _array(new["norms"])
+    scale = np.where(np.isfinite(old_norms) & (old_norms > 0), old_norms, 1.0)
+    both_nan = np.isnan(old_norms) & np.isnan(new_norms)
+    with np.errstate(invalid="ignore"):
+        norm_moved = ~both_nan & ~(np.abs(new_norms - old_norms) <= tol * scale)
+        norm_moved &= ~(old_norms == new_norms)  # the same infinity
+        change = np.array([_array(b) - _array(a) for a, b in zip(old["projections"], new["projections"])])
+        same = np.array([(_array(a) == _array(b)) | (np.isnan(_array(a)) & np.isnan(_array(b)))
+                         for a, b in zip(old["projections"], new["projections"])])
+        change = np.where(same, 0.0, change)
+        square = np.mean(np.where(np.isfinite(change), change, np.inf) ** 2, axis=0)
+        projected = ~(square <= PROJECTION_FACTOR * (tol * scale) ** 2)
+    n = old["columns"]
+    named, entry_moved = [], np.zeros(len(scale), dtype=bool)
+    new_entries = dict((i, v) for i, v in new["entries"])
+    for index, value in old["entries"]:
+        if index not in new_entries:
+            continue
+        e, g = _array([value])[0], _array([new_entries[index]])[0]
+        if e == g or (math.isnan(e) and math.isnan(g)):
+            continue
+        k = index // n
+        if not abs(g - e) <= tol * scale[k]:
+            entry_moved[k] = True
+            named.append((abs(g - e) / scale[k] if math.isfinite(abs(g - e)) else math.inf, index, e, g))
+    bad = norm_moved | projected | entry_moved
+    if not bad.any():
+        return []
+    components = [f"out[{_index_text(np.unravel_index(k, output_shape))}]" for k in np.flatnonzero(bad)[:6]]
+    more = f" and {int(bad.sum()) - 6} more" if bad.sum() > 6 else ""
+    text = (f"the Jacobian w.r.t. `{name}` ({old['rows']}×{n}, compared through its fingerprint) moved beyond the "
+            f"tolerance {tol:.1g} in output components {', '.join(components)}{more}")
+    if named:
+        named.sort(key=lambda t: -t[0])
+        text += "; worst entries " + "; ".join(f"{_entry_label(i, output_shape, name, input_shape)}: expected "
+                                               f"{e:.10g}, got {g:.10g}" for _, i, e, g in named[:3])
+    else:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            estimate = np.sqrt(square) / (scale * tol)
+        k = int(np.flatnonzero(bad)[0])
+        text += (f"; the changed entries are not among the {len(old['entries'])} the baseline keeps (its norms and "
+                 f"projections J·v moved: out[{_index_text(np.unravel_index(k, output_shape))}] by about "
+                 f"{estimate[k]:.3g}× the tolerance)")
+    return [text]
 
 
 def _label(row: dict[str, Any]) -> str:
@@ -437,7 +720,12 @@ def compare(baseline: dict[str, Any], current: dict[str, dict[str, Any]], slower
                                  f"`{old['status']}`) has no gradient; re-run snapshot")
                 continue
             case_compared += 1
-            changes = _gradient_changes(old, row, shapes)
+            if output_shape_of(old) is None and output_shape_of(row) is None:
+                changes = _gradient_changes(old, row, shapes)
+            else:
+                changes, problems = _jacobian_changes(old, row, shapes)
+                # fails closed: a Jacobian that cannot be compared is never a pass
+                uncovered.extend(f"- nothing to compare for **{name}** {_label(row)}: {p}" for p in problems)
             if old["status"] != row["status"] and row["status"] != Status.OK:
                 regressions.append(f"- **{name}** {_label(row)}{native}: status `{old['status']}` -> "
                                    f"`{row['status']}` (relative error against the reference "

@@ -31,7 +31,7 @@ def baseline(tmp_path_factory):
 
 def test_baseline_is_readable_json_with_schema_and_hash(baseline):
     data = json.loads(baseline.read_text())
-    assert data["schema_version"] == 3
+    assert data["schema_version"] == 4
     entry = data["cases"]["booth"]
     assert len(entry["source_hash"]) == 16 and len(entry["definition_hash"]) == 16
     # booth at (0.3, −1.7): ∂/∂x = 2(x + 2y − 7) + 4(2x + y − 5), ∂/∂y = 4(x + 2y − 7) + 2(2x + y − 5)
