@@ -208,8 +208,8 @@ def output_shape(case: Case) -> tuple[int, ...]:
     A result of one element (shape ``()``, ``(1,)``, ...) is a scalar: ``()`` is returned and the case's
     derivative is its gradient, exactly as for any scalar case. Any other shape ``S`` makes the derivative a
     Jacobian: each engine's ``Prepared.gradient()`` then returns, per input of shape ``I``, an array of shape
-    ``S + I`` (``J[k..., i...] = ∂out[k...]/∂in[i...]``). A case whose function raises here is treated as scalar
-    (its own error surfaces in every engine, as before).
+    ``S + I`` (``J[k..., i...] = ∂out[k...]/∂in[i...]``). A case whose function raises here, or returns a tuple,
+    list or dict, is treated as scalar (its own error surfaces in every engine, as before).
     """
     cached = case.__dict__.get("_output_shape")
     if cached is not None:
@@ -224,7 +224,8 @@ def output_shape(case: Case) -> tuple[int, ...]:
                         for k, v in case.inputs.items()]
                 out = case.func(*args, xp=numpy_namespace("float64"))
             found = tuple(int(d) for d in np.shape(out))
-            if out is not None and int(np.prod(found, dtype=int)) > 1:
+            # a tuple, list or dict is not one array (several outputs): left to every engine's check as before
+            if out is not None and not isinstance(out, (tuple, list, dict)) and int(np.prod(found, dtype=int)) > 1:
                 shape = found
         except Exception:  # noqa: BLE001 - the case's own error is every engine's row, not this helper's
             shape = ()
