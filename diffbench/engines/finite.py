@@ -81,6 +81,10 @@ to 3 extra rows, 2 new calls of f per level: about 14·N(N+1)/2 = 7·N(N+1) call
 Rosenbrock at N = 100, ~1–3 s here), more where starts shrink. ``MAX_HESSIAN_INPUTS`` = 128 keeps that
 near 10⁵ calls; ``FiniteEngine.hessian`` raises Skip beyond it.
 
+Jacobians (a case that returns an array, ``jacobian``): the same schemes, one column per input element,
+each stencil point evaluated once for all m outputs (``_Outputs`` keeps its values); every output row is
+differentiated as above, so each entry gets its own error estimate and Richardson its own table and step.
+
 Evaluation: by default every point is one call of the case's NumPy function. With a ``batch`` function
 (``BatchedFunction``: ``jax.jit(jax.vmap(case))`` under ``jax.numpy`` in float64, checked once per case
 against NumPy by ``batched_function``) the work runs in rounds (``_each``): every element's (every
