@@ -179,9 +179,13 @@ def plan(case: Case, config: Config, devices: dict[str, list[str]]) -> list[tupl
     """Every (method, variant, dtype, device, order) unit a case gets under ``config``.
 
     A scalar case gets no unit of the variants engines declare for vector outputs only
-    (``EngineInfo.jacobian_variants``: Jacobian formulations, JVP/VJP products)."""
+    (``EngineInfo.jacobian_variants``: Jacobian formulations, JVP/VJP products). Whether the case returns an
+    array is read from its output's shape as found before (``diffbench.engines.output_shape``, cached on the
+    case; ``measure_case`` finds it first): ``plan`` never runs the case's code itself, so a process that must
+    not (the parent of a run's workers, counting rows for the progress bar) plans a case not yet looked at
+    as scalar."""
     units = []
-    vector = bool(output_shape(case))
+    vector = bool(case.__dict__.get("_output_shape"))
     for dtype in config.dtypes:
         for method in config.methods:
             only_vector = () if vector else _jacobian_variants(method)
@@ -303,14 +307,13 @@ def measure_case(case: Case, config: Config, emit: Callable[[dict[str, Any]], No
         return row
 
     devices = engine_devices(config)
-    vector = bool(output_shape(case))  # found once, here, before any row is made (rows carry the output's shape)
-    refused = full_jacobian_refusal(case)
-    units = plan(case, config, devices)
     refs: dict[str, Any] = {}
     notes: dict[str, Missing | None] = {}
     unsupported = []
     # a case that ended its worker (os._exit) is not evaluated again: that would end this one too
     doomed = "*" in (failed or {})
+    if doomed:
+        case.__dict__.setdefault("_output_shape", ())  # its rows say why it was not run; its shape is not looked for
     for dtype in config.dtypes:
         if reference_problem is not None or doomed:
             refs[dtype], notes[dtype] = None, reference_problem
@@ -330,10 +333,27 @@ def measure_case(case: Case, config: Config, emit: Callable[[dict[str, Any]], No
     if not doomed and inputs_key not in skip:
         if on_start:
             on_start(inputs_key)  # a worker that dies here is the case's doing, not an engine's
+        _find_output_shape(case, config)  # one NumPy evaluation, charged to the case like the input check
         mutated = isolation.mutated_inputs(case)
         reset()
         if mutated:
             emit(finish_row(case_note(case, "inputs", isolation.mutation_note(mutated), Cause.MUTATES_INPUT)))
+    if "_output_shape" not in case.__dict__:
+        # neither the reference nor the input check ran here (done by an earlier worker): the first unit
+        # still to run answers for the one NumPy evaluation that finds the output's shape
+        earlier = failed or {}
+        pending = [u for u in plan(case, config, devices) if (case.name, *u) not in skip
+                   and (u[0], u[1]) not in earlier and u[0] not in earlier]
+        if not pending:
+            case.__dict__["_output_shape"] = ()  # nothing left to run: its shape is not looked for
+        else:
+            if on_start:
+                on_start((case.name, *pending[0]))
+            _find_output_shape(case, config)
+            reset()
+    vector = bool(output_shape(case))
+    refused = full_jacobian_refusal(case)
+    units = plan(case, config, devices)
     timed_out: dict[Any, tuple[str, ...]] = dict(failed or {})
     held: list[Measured] = []  # rows in plan order, emitted once the case's timings are in
     for method, variant, dtype, device, order in units:
@@ -387,6 +407,18 @@ def measure_case(case: Case, config: Config, emit: Callable[[dict[str, Any]], No
         reset()
 
 
+def _find_output_shape(case: Case, config: Config) -> None:
+    """Evaluate the case once in NumPy, within the unit budget, to find the shape of what it returns
+    (``diffbench.engines.output_shape``, cached on the case); a case that raises or runs past the budget is
+    taken as scalar, and its own error or timeout is every row's."""
+    try:
+        with budget(config.timeout_s), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            output_shape(case)
+    except UnitTimeout:
+        case.__dict__["_output_shape"] = ()  # not looked for again: each unit's own budget says it hangs
+
+
 def _reference_for(case: Case, dtype: str, timeout_s: float | None
                    ) -> tuple[Any, Missing | None, BaseException | None]:
     """The certified reference for ``dtype``, or (None, why not, the exception)."""
@@ -395,11 +427,11 @@ def _reference_for(case: Case, dtype: str, timeout_s: float | None
     if case.size > REFERENCE_MAX_INPUTS:
         return None, Missing(f"{case.size} inputs exceed the certified reference's budget of {REFERENCE_MAX_INPUTS} "
                              "inputs (diffbench.harness.REFERENCE_MAX_INPUTS)", Cause.NO_REFERENCE), None
-    refused = full_jacobian_refusal(case)
-    if refused:
-        return None, Missing(refused, Cause.NO_REFERENCE), None
     try:
         with budget(timeout_s):
+            refused = full_jacobian_refusal(case)  # evaluates the case once (its output's shape): within the budget
+            if refused:
+                return None, Missing(refused, Cause.NO_REFERENCE), None
             if output_shape(case):
                 return reference_module.reference_jacobian(case, dtype), None, None
             return reference_module.reference(case, dtype), None, None

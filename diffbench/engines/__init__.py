@@ -18,7 +18,7 @@ from typing import Any, Callable, Protocol
 import numpy as np
 
 from ..case import Case
-from ..errors import NoGradient, OverBudget, Skip  # noqa: F401 - the engines and their callers import them from here
+from ..errors import NoGradient, OverBudget, Skip, UnitTimeout  # noqa: F401 - the engines and their callers import them from here
 
 #: method name -> "module:class" (imported only when the method is used)
 REGISTRY: dict[str, str] = {
@@ -227,7 +227,9 @@ def output_shape(case: Case) -> tuple[int, ...]:
             # a tuple, list or dict is not one array (several outputs): left to every engine's check as before
             if out is not None and not isinstance(out, (tuple, list, dict)) and int(np.prod(found, dtype=int)) > 1:
                 shape = found
-        except Exception:  # noqa: BLE001 - the case's own error is every engine's row, not this helper's
+        except UnitTimeout:
+            raise  # the caller's time budget ran out: not a fact about the case's output
+        except (Exception, SystemExit):  # noqa: BLE001 - the case's own error is every engine's row, not this helper's
             shape = ()
     case.__dict__["_output_shape"] = shape
     return shape
