@@ -285,6 +285,23 @@ TOY = textwrap.dedent('''
 
         def hessian(self, case, variant, dtype):
             raise NotImplementedError
+
+
+    class UnconnectedEngine(ToyJacobianEngine):
+        """Zeros for an input with no connection to any output, named in info["unconnected"] (as the tape does
+        with unconnected_gradients=ZERO), for the case ignores_y: out = (2 x0, x0 x1) at x = (0.5, 2)."""
+
+        info = EngineInfo(variants=("zero_y", "zero_x"), default_variant="zero_y")
+
+        def prepare(self, case, variant, dtype, device):
+            jx = np.array([[2.0, 0.0], [2.0, 0.5]])
+            missing = "y" if variant == "zero_y" else "x"
+            blocks = {"x": jx if missing == "y" else np.zeros((2, 2)), "y": np.zeros(2)}
+
+            def gradient():
+                return {k: v.astype(dtype) for k, v in blocks.items()}
+
+            return Prepared(gradient=gradient, timed=gradient, info={"unconnected": [missing]})
 ''')
 
 
@@ -296,6 +313,19 @@ def toyjac(tmp_path, monkeypatch):
     yield "toyjac"
     engines._instances.pop("toyjac", None)
     sys.modules.pop("toy_jacobian_engine", None)
+
+
+def test_tensorflow_s_none_is_the_zero_block_in_a_run(toyjac, monkeypatch):
+    monkeypatch.setitem(engines.REGISTRY, "unconnected", "toy_jacobian_engine:UnconnectedEngine")
+    try:
+        df = diffbench.run([ignores_y], methods=["unconnected"], dtypes=["float64"], timing=False, order2=False)
+    finally:
+        engines._instances.pop("unconnected", None)
+    by = {r.variant: r for r in df.itertuples()}
+    # no output depends on y: its true block is zero, so zeros there are right (and the row says they stood for None)
+    assert by["zero_y"].status == "ok" and "TensorFlow returned None for y" in by["zero_y"].diagnosis
+    # the x block is not zero (∂out0/∂x0 = 2): zeros standing for None there are a missing gradient
+    assert by["zero_x"].status == "none" and by["zero_x"].cause == "no-gradient"
 
 
 def test_a_tampered_jacobian_entry_is_caught_and_named(toyjac):
