@@ -4,6 +4,8 @@ Public API (everything else is internal):
 
 - :func:`case`, :class:`Case`, :func:`load_cases`, :func:`uniform`: define and discover cases.
 - :func:`gradient`, :func:`hessian`: one method's derivative of one case.
+- :func:`jacobian`, :func:`reference_jacobian`: the derivative of a case that returns an array (one method's,
+  and the certified one).
 - :func:`run`: measure cases, get the tidy results table.
 - :func:`assert_gradients`: check a TensorFlow function's gradient in a test.
 - :func:`keras_case`: a case from a Keras model and a loss, differentiated with respect to its weights.
@@ -29,7 +31,8 @@ from .results import read_results
 # (DIFFBENCH_VERBOSE=1) shows them.
 quiet.install()
 
-__all__ = ["case", "Case", "CaseError", "DiffbenchError", "load_cases", "uniform", "gradient", "hessian", "run",
+__all__ = ["case", "Case", "CaseError", "DiffbenchError", "load_cases", "uniform", "gradient", "jacobian", "reference_jacobian",
+           "hessian", "run",
            "assert_gradients", "keras_case", "read_results", "__version__"]
 __version__ = "0.1.0"
 
@@ -44,8 +47,9 @@ def gradient(case: Case, method: str = "tape", dtype: str = "float64") -> dict[s
 
     ``method`` is ``symbolic``, ``tape``, ``finite``, ``reference`` (the certified
     reference rounded to float64), or ``method/variant`` (e.g. ``tape/xla``,
-    ``finite/richardson``). Returns name -> array shaped like that input.
-    Raises CaseError for a case that cannot run (naming the problem),
+    ``finite/richardson``). Returns name -> array shaped like that input. For a case that returns an
+    array of shape S, the derivative is its Jacobian: name -> array of shape S + the input's shape
+    (:func:`jacobian`). Raises CaseError for a case that cannot run (naming the problem),
     ``diffbench.engines.NoGradient`` when TensorFlow returns None, and
     ``diffbench.engines.Skip`` when the method does not apply.
     """
@@ -55,13 +59,39 @@ def gradient(case: Case, method: str = "tape", dtype: str = "float64") -> dict[s
         raise CaseError(case.problem)
     name, variant = _method(method)
     if name == "reference":
-        from .reference import reference
-
-        return {k: v.copy() for k, v in reference(case).values.items()}
+        return reference_jacobian(case)  # at the float64 point, as for every case
     engine = get_engine(name)
     prepared = _within_budget(engine, name, variant,
                               lambda chosen: engine.prepare(case, chosen, dtype, "CPU"))
     return prepared.gradient()
+
+
+def jacobian(case: Case, method: str = "tape", variant: str | None = None, dtype: str = "float64"
+             ) -> dict[str, np.ndarray]:
+    """The Jacobian of ``case`` at its inputs: for a case returning an array of shape S, name -> array of shape
+    S + that input's shape (``J[k..., i...] = ∂out[k...]/∂in[i...]``); for a scalar case exactly its gradient.
+
+    ``method`` as for :func:`gradient` (``method/variant`` accepted), or ``variant`` given apart
+    (``jacobian(case, "finite", "richardson")``). Raises as :func:`gradient` does.
+    """
+    return gradient(case, f"{method}/{variant}" if variant else method, dtype)
+
+
+def reference_jacobian(case: Case, dtype: str = "float64") -> dict[str, np.ndarray]:
+    """The certified reference Jacobian of ``case`` (rounded to float64), at its point as ``dtype`` holds it:
+    name -> array of shape S + that input's shape; for a scalar case its reference gradient. Each output
+    component's row is certified like a gradient (:func:`diffbench.reference.reference_jacobian` gives the
+    per-row :class:`~diffbench.reference.Reference` objects). Raises CaseError for a case that cannot run,
+    ``diffbench.errors.ReferenceUnavailable`` past the reference's output budget, the case's own error otherwise.
+    """
+    from .engines import output_shape
+    from .reference import reference, reference_jacobian as certified
+
+    if case.problem:
+        raise CaseError(case.problem)
+    if not output_shape(case):
+        return {k: v.copy() for k, v in reference(case, dtype).values.items()}
+    return {k: v.copy() for k, v in certified(case, dtype).values.items()}
 
 
 def hessian(case: Case, method: str = "tape", dtype: str = "float64") -> np.ndarray:

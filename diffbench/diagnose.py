@@ -1239,3 +1239,135 @@ def _fd_hessian_diagnosis(case: Case, dtype: str, rel_error: float, reference_fl
         "no finite-difference variant does better here (every variant computes Hessians by these differences)")
     return (f"extrapolated second differences in {dtype} are dominated by {cause}; relative error {rel_error:.2g}; "
             f"{better}")
+
+
+# --------------------------------------------------------------------------- Jacobians
+#: how the verdicts of a Jacobian's output rows combine: the row status is the first of these that any output
+#: row has. ``undefined`` comes after every failure and before ``ok``: a Jacobian one of whose rows has no
+#: derivative at the point (relu at 0 in one output) is never ``ok``, and a wrong row elsewhere still shows
+JACOBIAN_ORDER = (Status.ERROR, Status.NAN, Status.INF, Status.NONE, Status.INACCURATE, Status.UNCERTAIN,
+                  Status.UNDEFINED, Status.OK)
+#: worst entries a Jacobian's diagnosis names
+WORST_ENTRIES = 3
+
+
+def _entry_errors(row: np.ndarray, ref_row: np.ndarray, scale: np.ndarray | None, dtype: str) -> np.ndarray:
+    """Each entry's error in units of eps at the size it is judged at (its own, the row's norm for small ones);
+    a NaN or infinite entry where the truth is finite counts as infinitely wrong."""
+    eps = float(np.finfo(dtype).eps)
+    with np.errstate(all="ignore"):
+        diff = np.abs(row - ref_row)
+        unit = np.maximum(eps * metrics.judging_sizes(ref_row, scale), float(np.finfo(dtype).smallest_subnormal))
+        out = np.where(diff == 0, 0.0, diff / unit)
+    return np.where(np.isfinite(row), out, np.inf)
+
+
+def judge_jacobian(case: Case | None, method: str, variant: str, dtype: str, jacobian: np.ndarray, ref: Any, *,
+                   step: float | None = None, unconnected: Any = ()) -> Verdict:
+    """Judge an (m, N) Jacobian against ``ref`` (a :class:`diffbench.reference.JacobianReference`).
+
+    Each output row k is judged with the scalar contract (:func:`judge`, the case being
+    ``reference.component(case, k)``): sizes relative to each entry and to the row's norm for small ones, the
+    hard rule, kinks, ``undefined`` and causes, all per row. The status is the first of ``JACOBIAN_ORDER`` that
+    any row has; ``rel_error`` and ``max_error_eps`` are the largest over the rows that have a derivative (over
+    all rows where none has); ``taylor_order`` the smallest; the cause is the worst row's. The diagnosis names
+    the worst entries, "out[k] / x[i]: expected E, got G" (up to ``WORST_ENTRIES``), then the worst row's own
+    diagnosis.
+
+    ``unconnected`` names inputs for which the engine found no connection to any output (TensorFlow's None)
+    and put zeros in their blocks. As for a gradient, TensorFlow's None is the row's finding: the row is
+    ``none`` (cause ``no-gradient``). The diagnosis then says what the truth is: where every true entry of
+    those blocks is zero (no output depends on the input), ``unconnected_gradients=ZERO`` gives the right
+    Jacobian, and the verdict on the other entries follows; where one is not, it names it.
+    """
+    from .reference import component, labels as input_labels, output_label
+
+    m = ref.outputs
+    flat = np.asarray(jacobian, dtype=np.float64).reshape(m, -1)
+    ref_flat = ref.flat
+    names = input_labels(case) if case is not None else None
+    shape = ref.shape
+    verdicts = []
+    for k, row_ref in enumerate(ref.rows):
+        one = component(case, k) if case is not None and shape else case
+        verdicts.append(judge(one, method, variant, dtype, flat[k], row_ref, step=step, labels=names, native=False))
+    statuses = [v.status for v in verdicts]
+    status = next(s for s in JACOBIAN_ORDER if s in statuses)
+    judged = [v for v in verdicts if v.status != Status.UNDEFINED] or verdicts
+
+    def largest(values: list[float]) -> float:
+        finite = [v for v in values if not math.isnan(v)]
+        return max(finite) if finite else math.nan
+
+    rel = largest([v.rel_error for v in judged])
+    max_eps = largest([v.max_error_eps for v in judged])
+    attainable = largest([v.attainable_error for v in judged])
+    orders = [v.taylor_order for v in judged if not math.isnan(v.taylor_order)]
+    taylor = min(orders) if orders else math.nan
+    worst_k = max((k for k, v in enumerate(verdicts) if v.status == status),
+                  key=lambda k: (verdicts[k].max_error_eps if not math.isnan(verdicts[k].max_error_eps) else -1.0))
+    worst = verdicts[worst_k]
+    cause = worst.cause
+
+    def entry_name(k: int, i: int) -> str:
+        name = names[i] if names and i < len(names) else f"in[{i}]"
+        return f"{output_label(shape, k) if shape else 'out'} / {name}"
+
+    missing = _unconnected_truth(ref, case, list(unconnected or ()), flat.shape[1])
+    if missing:
+        shown = "; ".join(f"{entry_name(k, i)}: expected {ref_flat[k, i]:.10g}" for k, i in missing[:WORST_ENTRIES])
+        return Verdict(Status.NONE, rel, max_eps,
+                       f"TensorFlow returned None for {', '.join(unconnected)} (no connection to any output), but the "
+                       f"true Jacobian block is not zero there ({shown}): the zeros that stand for None are wrong",
+                       taylor, Cause.NO_GRADIENT, attainable)
+    if unconnected:
+        rest = ("every other entry is within tolerance" if status == Status.OK else
+                f"the other entries are {status}" + (f": {worst.diagnosis}" if worst.diagnosis else ""))
+        return Verdict(Status.NONE, rel, max_eps,
+                       f"TensorFlow returned None for {', '.join(unconnected)} (no output depends on it); the true "
+                       "Jacobian block is zero there, so tape.jacobian(..., unconnected_gradients="
+                       f"tf.UnconnectedGradients.ZERO) gives the right Jacobian; {rest}",
+                       taylor, Cause.NO_GRADIENT, attainable)
+    if status == Status.OK:
+        return Verdict(status, rel, max_eps, None, taylor, attainable_error=attainable)
+    if status == Status.UNDEFINED:
+        rows = [k for k, v in enumerate(verdicts) if v.status == Status.UNDEFINED]
+        text = "; ".join(f"{output_label(shape, k)}: {verdicts[k].diagnosis}" for k in rows[:WORST_ENTRIES])
+        if len(rows) > WORST_ENTRIES:
+            text += f"; and {len(rows) - WORST_ENTRIES} more output rows"
+        if len(rows) < m:
+            others = m - len(rows)
+            text += (f". The other {others} output row{'s are' if others > 1 else ' is'} within tolerance; a Jacobian "
+                     "with a row that does not exist here is not ok")
+        return Verdict(status, rel, max_eps, text, taylor, cause, attainable)
+    bad = [k for k, v in enumerate(verdicts) if v.status not in (Status.OK, Status.UNDEFINED)]
+    entries: list[tuple[float, int, int]] = []
+    for k in bad:
+        row_ref = ref.rows[k]
+        scale = row_ref.scale if row_ref.scale.size == flat.shape[1] else None
+        errs = _entry_errors(flat[k], ref_flat[k], scale, dtype)
+        entries.extend((float(e), k, i) for i, e in enumerate(errs) if e > 0)
+    entries.sort(key=lambda e: -e[0])
+    shown = "; ".join(f"{entry_name(k, i)}: expected {ref_flat[k, i]:.10g}, got {flat[k, i]:.10g}"
+                      for _, k, i in entries[:WORST_ENTRIES])
+    text = f"worst entries {shown}" if shown else ""
+    own = f"{output_label(shape, worst_k)}: {worst.diagnosis}" if shape and worst.diagnosis else worst.diagnosis
+    if own:
+        text = f"{text}. {own}" if text else own
+    if len(bad) > 1:
+        text += f" ({len(bad)} of {m} output rows are not ok)"
+    return Verdict(status, rel, max_eps, text, taylor, cause, attainable)
+
+
+def _unconnected_truth(ref: Any, case: Case | None, unconnected: list[str], n: int) -> list[tuple[int, int]]:
+    """(output row, input column) of every true Jacobian entry that is not zero in the blocks of ``unconnected``."""
+    if not unconnected or case is None:
+        return []
+    ref_flat = ref.flat
+    start, out = 0, []
+    for name, value in case.inputs.items():
+        if name in unconnected:
+            block = ref_flat[:, start:start + value.size]
+            out.extend((int(k), int(start + i)) for k, i in zip(*np.nonzero(block)))
+        start += value.size
+    return out

@@ -346,8 +346,9 @@ def check_function(func: Callable[..., Any], inputs: dict[str, np.ndarray], name
     """Evaluate ``func(*inputs, xp=door_namespace())`` once; return the one finding that makes every method
     fail, as a sentence with the fix, or None when there is none (or the check cannot judge the case).
 
-    Findings: a NumPy function applied to an xp value, a non-scalar result (its shape), ``None``, and a
-    result that does not depend on the inputs. Never raises for the case's own errors.
+    Findings: a NumPy function applied to an xp value, a tuple, list or dict (one array is a vector output;
+    several are not), ``None``, an array of something other than numbers, and a result that does not depend
+    on the inputs. Never raises for the case's own errors.
     """
     if sum(int(np.size(v)) for v in inputs.values()) > MAX_INPUTS:
         return None
@@ -376,21 +377,31 @@ def check_function(func: Callable[..., Any], inputs: dict[str, np.ndarray], name
 
 
 def _judge_result(out: Any, name: str, branched: bool = False) -> str | None:
-    """The finding about what ``func`` returned, or None for a scalar that depends on the inputs (or that is
-    constant on a branch the inputs chose: ``branched``, a piecewise constant function)."""
+    """The finding about what ``func`` returned, or None for a scalar or an array that depends on the inputs
+    (or that is constant on a branch the inputs chose: ``branched``, a piecewise constant function). An array
+    is a vector output (its derivative is the Jacobian): it must hold numbers, and at least one of them must
+    depend on the inputs (an output that does not depend on an input is a zero block, not a mistake)."""
     if out is None:
-        return (f"{name} returns None: a case must return its value, a scalar (is a `return` missing?)")
+        return (f"{name} returns None: a case must return its value, a scalar or an array (is a `return` missing?)")
     if isinstance(out, (tuple, list, dict)):
-        return (f"{name} returns a {type(out).__name__}; a case must return a scalar: reduce it, e.g. with xp.sum, "
-                "or make one case per output")
+        return (f"{name} returns a {type(out).__name__}; a case must return a scalar or one array: stack the "
+                "outputs into an array (xp.stack, xp.concat), or make one case per output")
     if isinstance(out, np.ndarray) and out.dtype != object:
-        if out.size != 1:
-            return _vector(name, out.shape)
-        return None if branched else _constant(name, out.reshape(-1)[0])
+        if out.dtype.kind not in "biufc":
+            return _not_numbers(name, out.dtype)
+        if branched:
+            return None
+        return _constant(name, out.reshape(-1)[0]) if out.size == 1 else _constant_array(name, out.shape)
     if isinstance(out, np.ndarray):
-        if out.size != 1:
-            return _vector(name, out.shape)
-        out = out.reshape(-1)[0]
+        items = list(out.reshape(-1))
+        odd = next((v for v in items if not isinstance(v, (Probe, bool, int, float, complex, np.number, np.bool_))),
+                   None)
+        if odd is not None or not items:
+            return _not_numbers(name, type(odd).__name__ if items else "nothing")
+        if any(isinstance(v, Probe) and v.varies for v in items) or branched:
+            return None
+        value = items[0].value if isinstance(items[0], Probe) else items[0]
+        return _constant(name, value) if out.size == 1 else _constant_array(name, out.shape)
     if isinstance(out, Probe):
         return None if out.varies or branched else _constant(name, out.value)
     if isinstance(out, (bool, int, float, complex, np.number, np.bool_)):
@@ -398,10 +409,15 @@ def _judge_result(out: Any, name: str, branched: bool = False) -> str | None:
     return None  # something the check does not know: the methods will say what they make of it
 
 
-def _vector(name: str, shape: tuple[int, ...]) -> str:
-    return (f"{name} returns an array of shape {tuple(shape)}; a case must return a scalar: reduce it (xp.sum, "
-            "xp.mean, xp.linalg.norm) or make one case per output. Vector outputs (Jacobians) are not supported "
-            "yet")
+def _not_numbers(name: str, what: Any) -> str:
+    return (f"{name} returns an array holding {what}, not numbers; a case must return a scalar or an array of "
+            "numbers computed from its inputs with xp's functions")
+
+
+def _constant_array(name: str, shape: tuple[int, ...]) -> str:
+    return (f"{name} returns an array of shape {tuple(shape)} none of whose entries depends on its inputs: every "
+            "Jacobian entry would be 0. Compute the result from the inputs with xp's functions (a float(), .item() "
+            "or Python math call on an input cuts the dependence)")
 
 
 def _constant(name: str, value: Any) -> str:

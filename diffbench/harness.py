@@ -24,7 +24,8 @@ import numpy as np
 from .alarm import alarm
 from .case import Case, source_changed
 from .diagnose import judge
-from .engines import NoGradient, Prepared, Skip, configure, default_methods, engine_info, flatten, get_engine
+from .engines import (NoGradient, Prepared, Skip, configure, default_methods, engine_info, flatten, flatten_jacobian,
+                      get_engine, output_shape, output_size)
 from .errors import UnitTimeout
 from .namespaces import UnsupportedFunction
 from .results import COLUMNS, FD_CAUSES, KEY, Cause, Missing, Row, Status, as_record, case_note, row_of, sweep_point
@@ -38,6 +39,12 @@ DEFAULT_TIMEOUT_S = 120.0
 REFERENCE_MAX_INPUTS = 50_000
 #: how a reference failure caused by the case itself (it raised, or returned a non-scalar) begins
 CASE_ERROR = "the case fails when evaluated for the reference: "
+#: a full Jacobian (every method's, and the reference's) is formed for at most this many entries m·N; past it
+#: a vector case's full-Jacobian rows are ``skipped`` and only its JVP/VJP product rows are measured
+FULL_JACOBIAN_LIMIT = 250_000
+#: the variants that measure Jacobian-vector products rather than the full Jacobian (declared by each engine in
+#: ``EngineInfo.jacobian_variants``); they are what a case too large for a full Jacobian is measured with
+PRODUCT_VARIANTS = ("jvp", "vjp")
 
 
 @dataclass(frozen=True)
@@ -169,11 +176,22 @@ def key_of(row: dict[str, Any]) -> tuple[Any, ...]:
 
 
 def plan(case: Case, config: Config, devices: dict[str, list[str]]) -> list[tuple[str, str, str, str, int]]:
-    """Every (method, variant, dtype, device, order) unit a case gets under ``config``."""
+    """Every (method, variant, dtype, device, order) unit a case gets under ``config``.
+
+    A scalar case gets no unit of the variants engines declare for vector outputs only
+    (``EngineInfo.jacobian_variants``: Jacobian formulations, JVP/VJP products). Whether the case returns an
+    array is read from its output's shape as found before (``diffbench.engines.output_shape``, cached on the
+    case; ``measure_case`` finds it first): ``plan`` never runs the case's code itself, so a process that must
+    not (the parent of a run's workers, counting rows for the progress bar) plans a case not yet looked at
+    as scalar."""
     units = []
+    vector = bool(case.__dict__.get("_output_shape"))
     for dtype in config.dtypes:
         for method in config.methods:
+            only_vector = () if vector else _jacobian_variants(method)
             for variant in config.variants_of(method):
+                if variant in only_vector:
+                    continue
                 for device in devices.get(method, ["CPU"]):
                     units.append((method, variant, dtype, device, 1))
     if config.order2:  # every engine with a second-order variant gets its row; its budget may skip it
@@ -183,6 +201,30 @@ def plan(case: Case, config: Config, devices: dict[str, list[str]]) -> list[tupl
                     if second in config.variants_of(method):
                         units.append((method, second, dtype, "CPU", 2))
     return units
+
+
+def _jacobian_variants(method: str) -> tuple[str, ...]:
+    try:
+        return engine_info(method).jacobian_variants
+    except Exception:  # noqa: BLE001 - an engine that cannot load declares nothing
+        return ()
+
+
+def full_jacobian_refusal(case: Case) -> str | None:
+    """Why ``case``'s full Jacobian is not formed (too many entries, or too many output rows for the certified
+    reference), or None where it is; only its JVP/VJP products are measured then."""
+    from .reference import MAX_REFERENCE_OUTPUTS
+
+    if not output_shape(case):
+        return None
+    m = output_size(case)
+    if m * case.size > FULL_JACOBIAN_LIMIT:
+        return (f"the full Jacobian has {m}×{case.size} = {m * case.size} entries, past the budget of "
+                f"{FULL_JACOBIAN_LIMIT} (diffbench.harness.FULL_JACOBIAN_LIMIT); its JVP/VJP products are measured")
+    if m > MAX_REFERENCE_OUTPUTS:
+        return (f"{m} output components exceed the certified Jacobian's budget of {MAX_REFERENCE_OUTPUTS} output "
+                "rows (diffbench.reference.MAX_REFERENCE_OUTPUTS); its JVP/VJP products are measured")
+    return None
 
 
 def _order2_variants(method: str) -> tuple[str, ...]:
@@ -265,12 +307,13 @@ def measure_case(case: Case, config: Config, emit: Callable[[dict[str, Any]], No
         return row
 
     devices = engine_devices(config)
-    units = plan(case, config, devices)
     refs: dict[str, Any] = {}
     notes: dict[str, Missing | None] = {}
     unsupported = []
     # a case that ended its worker (os._exit) is not evaluated again: that would end this one too
     doomed = "*" in (failed or {})
+    if doomed:
+        case.__dict__.setdefault("_output_shape", ())  # its rows say why it was not run; its shape is not looked for
     for dtype in config.dtypes:
         if reference_problem is not None or doomed:
             refs[dtype], notes[dtype] = None, reference_problem
@@ -290,10 +333,27 @@ def measure_case(case: Case, config: Config, emit: Callable[[dict[str, Any]], No
     if not doomed and inputs_key not in skip:
         if on_start:
             on_start(inputs_key)  # a worker that dies here is the case's doing, not an engine's
+        _find_output_shape(case, config)  # one NumPy evaluation, charged to the case like the input check
         mutated = isolation.mutated_inputs(case)
         reset()
         if mutated:
             emit(finish_row(case_note(case, "inputs", isolation.mutation_note(mutated), Cause.MUTATES_INPUT)))
+    if "_output_shape" not in case.__dict__:
+        # neither the reference nor the input check ran here (done by an earlier worker): the first unit
+        # still to run answers for the one NumPy evaluation that finds the output's shape
+        earlier = failed or {}
+        pending = [u for u in plan(case, config, devices) if (case.name, *u) not in skip
+                   and (u[0], u[1]) not in earlier and u[0] not in earlier]
+        if not pending:
+            case.__dict__["_output_shape"] = ()  # nothing left to run: its shape is not looked for
+        else:
+            if on_start:
+                on_start((case.name, *pending[0]))
+            _find_output_shape(case, config)
+            reset()
+    vector = bool(output_shape(case))
+    refused = full_jacobian_refusal(case)
+    units = plan(case, config, devices)
     timed_out: dict[Any, tuple[str, ...]] = dict(failed or {})
     held: list[Measured] = []  # rows in plan order, emitted once the case's timings are in
     for method, variant, dtype, device, order in units:
@@ -307,6 +367,10 @@ def measure_case(case: Case, config: Config, emit: Callable[[dict[str, Any]], No
                                         diagnosis=f"not run: {reason}",
                                         cause=cause[0] if cause else
                                         Cause.TIME_BUDGET if status == Status.TIMEOUT else Cause.RAISED)))
+            continue
+        if order == 1 and refused and variant not in PRODUCT_VARIANTS:
+            held.append(Measured(row_of(case, method, variant, dtype, device, order, status=Status.SKIPPED,
+                                        diagnosis=refused, cause=Cause.NOT_APPLICABLE)))
             continue
         if on_start:
             on_start(key)
@@ -334,12 +398,25 @@ def measure_case(case: Case, config: Config, emit: Callable[[dict[str, Any]], No
     for measured in held:
         emit(finish_row(measured.finished()))
     ref = next((r for r in refs.values() if r is not None), None)
-    if config.sweep and "sweep" in case.tags and ref is not None and not ref.undefined and "finite" in config.methods:
+    if config.sweep and "sweep" in case.tags and ref is not None and not ref.undefined and "finite" in config.methods \
+            and not vector:
         if on_start:
             on_start((case.name, "sweep", "", "", "", 1))
         for row in _sweep_rows(case, config, refs, skip):
             emit(row)
         reset()
+
+
+def _find_output_shape(case: Case, config: Config) -> None:
+    """Evaluate the case once in NumPy, within the unit budget, to find the shape of what it returns
+    (``diffbench.engines.output_shape``, cached on the case); a case that raises or runs past the budget is
+    taken as scalar, and its own error or timeout is every row's."""
+    try:
+        with budget(config.timeout_s), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            output_shape(case)
+    except UnitTimeout:
+        case.__dict__["_output_shape"] = ()  # not looked for again: each unit's own budget says it hangs
 
 
 def _reference_for(case: Case, dtype: str, timeout_s: float | None
@@ -352,6 +429,11 @@ def _reference_for(case: Case, dtype: str, timeout_s: float | None
                              "inputs (diffbench.harness.REFERENCE_MAX_INPUTS)", Cause.NO_REFERENCE), None
     try:
         with budget(timeout_s):
+            refused = full_jacobian_refusal(case)  # evaluates the case once (its output's shape): within the budget
+            if refused:
+                return None, Missing(refused, Cause.NO_REFERENCE), None
+            if output_shape(case):
+                return reference_module.reference_jacobian(case, dtype), None, None
             return reference_module.reference(case, dtype), None, None
     except UnitTimeout as exc:
         return None, Missing(f"the certified reference ran past the time budget of {timeout_s:g} s",
@@ -591,7 +673,7 @@ def _without_reference(unit: Unit, flat: np.ndarray, missing: Missing | None, va
     status, rel, max_eps = metrics.classify(flat, None, unit.method, unit.variant, unit.dtype)
     if missing is not None and missing.cause == Cause.CASE_FAILS:
         return unit.row(**dict(values, status=Status.ERROR, diagnosis=missing.text, cause=Cause.CASE_FAILS))
-    if status == Status.OK and unit.method == "tape" and unit.case.native is not None and \
+    if status == Status.OK and unit.method == "tape" and unit.case.native is not None and flat.ndim == 1 and \
             (missing is None or missing.cause == Cause.NO_REFERENCE):
         checked = _against_differences(unit, flat, missing, values)
         if checked is not None:
@@ -664,10 +746,25 @@ def _measure_unit(unit: Unit, config: Config, ref: Any, missing: Missing | None)
         return Measured(unit.row(**values), timed, untimed)
     if config.keep_gradients:
         values["gradient"] = gradient
-    flat = flatten(gradient, list(unit.case.inputs))
+    shape = output_shape(unit.case)
+    if shape:
+        wrong = _jacobian_shape_error(unit.case, gradient, shape)
+        if wrong:
+            return Measured(unit.row(**dict(values, status=Status.ERROR, diagnosis=wrong, cause=Cause.RAISED)))
+        flat = flatten_jacobian(gradient, list(unit.case.inputs), output_size(unit.case))
+        unconnected = list(info.get("unconnected") or ())
+        if unconnected:
+    else:
+        flat = flatten(gradient, list(unit.case.inputs))
     if ref is None:
         return Measured(_without_reference(unit, flat, missing, values), timed, untimed)
-    verdict = judge(unit.case, unit.method, unit.variant, unit.dtype, flat, ref, step=values.get("step"))
+    if shape:
+        from .diagnose import judge_jacobian
+
+        verdict = judge_jacobian(unit.case, unit.method, unit.variant, unit.dtype, flat, ref, step=values.get("step"),
+                                 unconnected=unconnected)
+    else:
+        verdict = judge(unit.case, unit.method, unit.variant, unit.dtype, flat, ref, step=values.get("step"))
     values.update(status=verdict.status, rel_error=verdict.rel_error, max_error_eps=verdict.max_error_eps,
                   diagnosis=verdict.diagnosis, cause=verdict.cause)
     if verdict.status != Status.UNDEFINED and math.isfinite(verdict.attainable_error):
@@ -675,6 +772,18 @@ def _measure_unit(unit: Unit, config: Config, ref: Any, missing: Missing | None)
     if verdict.status not in (Status.NAN, Status.INF, Status.UNDEFINED):
         values["taylor_order"] = verdict.taylor_order
     return Measured(unit.row(**values), timed, untimed, note or None, judged=True)
+
+
+def _jacobian_shape_error(case: Case, gradient: dict[str, np.ndarray], shape: tuple[int, ...]) -> str | None:
+    """Why an engine's derivative of a vector case is not its Jacobian (a block of the wrong shape, such as the
+    gradient of the outputs' sum), or None."""
+    for name, value in case.inputs.items():
+        want = tuple(shape) + tuple(value.shape)
+        got = tuple(np.shape(gradient.get(name))) if name in gradient else None
+        if got != want:
+            return (f"the derivative with respect to {name} has shape {got}, but the Jacobian of an output of shape "
+                    f"{tuple(shape)} with respect to an input of shape {tuple(value.shape)} has shape {want}")
+    return None
 
 
 def _none_diagnosis(case: Case, exc: NoGradient, ref: Any) -> str:
@@ -707,6 +816,10 @@ def _measure_order2(unit: Unit, config: Config, ref: Any, missing: Missing | Non
     from . import reference as reference_module
 
     values: dict[str, Any] = {"reference": _reference_label(ref)}
+    if output_shape(unit.case):
+        return unit.row(status=Status.SKIPPED, cause=Cause.NOT_APPLICABLE, **values,
+                        diagnosis=f"the case returns an array of shape {output_shape(unit.case)}: the second derivative "
+                                  "of a vector output is a third-order tensor, which diffbench does not form")
     no_hessian = ref is not None and (ref.undefined or ref.order2_undefined)
     limit = engine_info(unit.method).max_hessian_inputs
     if limit is not None and unit.case.size > limit:

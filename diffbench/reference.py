@@ -59,7 +59,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .case import Case, per_case
-from .engines import check_scalar, unflatten
+from .engines import check_output, output_shape, output_size, unflatten
 from .errors import ReferenceUnavailable
 
 #: working precisions in bits, raised in this order while components disagree (≈ 58 … 925 digits)
@@ -235,8 +235,12 @@ def reference(case: Case, dtype: str = "float64") -> Reference:
     """The certified reference gradient of ``case`` at its point as ``dtype`` holds it (cached).
 
     Raises the case's own exception (or TypeError/ValueError for a complex or
-    non-scalar result) when the case fails to evaluate.
+    non-scalar result) when the case fails to evaluate, and ValueError for a case that returns an array
+    (its derivative is a Jacobian: :func:`reference_jacobian`).
     """
+    if output_shape(case):
+        raise ValueError(f"case {case.name!r} returns an array of shape {output_shape(case)}: its derivative is a "
+                         "Jacobian; use reference_jacobian(case, dtype)")
     store = _store(case)
     if dtype not in store:
         try:
@@ -256,7 +260,7 @@ def _tape_function(case: Case, dtype: str = "float64") -> Callable[[list[Any], i
 
     def run(flat: list[Any], prec: int, perturb: float = 0.0, seed: int = 0) -> Any:
         return mptape.evaluate(case.func, shapes, flat, prec,
-                               check=lambda out: check_scalar(case, out, "mpmath namespace"), perturb=perturb,
+                               check=lambda out: check_output(case, out, "mpmath namespace"), perturb=perturb,
                                seed=seed, constants=dtype)
 
     return run
@@ -820,3 +824,136 @@ def _reference_hessian_now(case: Case, dtype: str) -> np.ndarray:
         # an element below its own error estimate is a zero that the differences only approximate
         return np.array([[0.0 if _finite(b) and abs(b) <= 4 * abs(a - b) else _to_float(b)
                           for a, b in zip(row_low, row_high)] for row_low, row_high in zip(low, high)])
+
+
+# --------------------------------------------------------------------------- Jacobians of vector outputs
+#: the certified reference Jacobian is formed, one output row at a time, for at most this many output components;
+#: past it a case's full-Jacobian rows are ``skipped`` and only its JVP/VJP products are measured
+MAX_REFERENCE_OUTPUTS = 64
+
+
+def output_label(shape: tuple[int, ...], k: int) -> str:
+    """The label of flat output component ``k`` of an output of ``shape``: ``out[2]``, ``out[0, 1]``."""
+    index = np.unravel_index(k, shape) if shape else ()
+    return f"out[{', '.join(str(int(i)) for i in index)}]"
+
+
+def component(case: Case, k: int) -> Case:
+    """The scalar case whose function is output component ``k`` of ``case`` (flat, in C order): the same inputs,
+    and ``xp.reshape(out, (-1,))[k]`` of what the case returns. Row k of the case's Jacobian is this case's
+    gradient, so everything known about gradients (certification, kinks, ``undefined``, causes) holds per row.
+
+    Cached on the case, so that references (cached per case object) are cached per component. The component
+    checks that the case returns the shape it returns in NumPy in whatever namespace it runs (ValueError).
+    """
+    components = case.__dict__.setdefault("_components", {})
+    if k in components:
+        return components[k]
+    shape = output_shape(case)
+    func = case.func
+
+    def one_output(*args: Any, xp: Any) -> Any:
+        out = func(*args, xp=xp)  # type: ignore[misc]
+        check_output(case, out, f"{getattr(xp, '__name__', type(xp).__name__)} namespace")
+        return xp.reshape(out, (-1,))[k]
+
+    made = Case(name=f"{case.name}{output_label(shape, k)[3:]}", func=one_output, inputs=case.inputs,
+                tags=tuple(t for t in case.tags if t != "batch"), integer_inputs=case.integer_inputs,
+                source_file=case.source_file, line=case.line, doc=case.doc)
+    made.__dict__["_output_shape"] = ()
+    components[k] = made
+    return made
+
+
+@dataclass
+class JacobianReference:
+    """The certified reference Jacobian of a case that returns an array of shape ``shape`` (in one dtype).
+
+    ``rows[k]`` is the ordinary :class:`Reference` of output component k's gradient (``component(case, k)``),
+    certified per entry exactly like any gradient: its own kinks, ``undefined``, radius and scales. Each row is
+    one high-precision reverse sweep of the case's function on the tape (all m outputs are computed in each,
+    one is swept): m sweeps for m outputs, cheap at the sizes the reference is formed for
+    (``MAX_REFERENCE_OUTPUTS``), and every row is cached with its component case.
+    """
+
+    rows: list[Reference]
+    shape: tuple[int, ...]
+    inputs: dict[str, np.ndarray]
+
+    @property
+    def outputs(self) -> int:
+        return len(self.rows)
+
+    @property
+    def flat(self) -> np.ndarray:
+        """The (m, N) Jacobian in float64 (inputs concatenated in parameter order)."""
+        if not self.rows:
+            return np.zeros((0, sum(v.size for v in self.inputs.values())))
+        return np.vstack([np.concatenate([np.ravel(v) for v in r.values.values()]) if r.values else r.flat
+                          for r in self.rows])
+
+    @property
+    def values(self) -> dict[str, np.ndarray]:
+        """Input name -> the Jacobian block of shape ``shape + input_shape``."""
+        out = {}
+        for name, value in self.inputs.items():
+            out[name] = np.stack([r.values[name] for r in self.rows]).reshape(self.shape + value.shape)
+        return out
+
+    @property
+    def undefined_rows(self) -> list[int]:
+        """Output components whose gradient does not exist at the point."""
+        return [k for k, r in enumerate(self.rows) if r.undefined]
+
+    @property
+    def undefined(self) -> str | None:
+        """Why the Jacobian does not exist at all: set only when no output row has a derivative here (a row
+        without one is judged ``undefined`` within the row verdict instead, the others are judged)."""
+        if self.rows and all(r.undefined for r in self.rows):
+            return f"{output_label(self.shape, 0)}: {self.rows[0].undefined}" + \
+                (f" (and every other output component)" if len(self.rows) > 1 else "")
+        return None
+
+    @property
+    def uncertain(self) -> str | None:
+        """Why some entries could not be certified (None when all are)."""
+        texts = [f"{output_label(self.shape, k)}: {r.uncertain}" for k, r in enumerate(self.rows) if r.uncertain]
+        if not texts:
+            return None
+        return "; ".join(texts[:2]) + (f"; and {len(texts) - 2} more output components" if len(texts) > 2 else "")
+
+    @property
+    def label(self) -> str:
+        fallback = any(r.fallback for r in self.rows)
+        digits = min((r.digits for r in self.rows), default=0)
+        return f"{'mpmath-2prec' if fallback else 'arb'}-{digits}"
+
+    @property
+    def worst_radius(self) -> float | None:
+        radii = [r.worst_radius for r in self.rows]
+        if not radii or any(r is None for r in radii):
+            return None
+        return float(max(radii))  # type: ignore[type-var]
+
+    @property
+    def kinks(self) -> list[tuple[int, Kink]]:
+        """(output component, kink) for every kink any row found."""
+        return [(k, kink) for k, r in enumerate(self.rows) for kink in r.kinks]
+
+
+def reference_jacobian(case: Case, dtype: str = "float64") -> JacobianReference:
+    """The certified reference Jacobian of ``case`` at its point as ``dtype`` holds it, one :class:`Reference`
+    per output component (cached per component). For a scalar case, a Jacobian of one row (its gradient).
+
+    Raises ReferenceUnavailable past ``MAX_REFERENCE_OUTPUTS`` output components, and what :func:`reference`
+    raises for a case that fails to evaluate.
+    """
+    shape = output_shape(case)
+    if not shape:
+        return JacobianReference([reference(case, dtype)], (), case.inputs)
+    m = output_size(case)
+    if m > MAX_REFERENCE_OUTPUTS:
+        raise ReferenceUnavailable(
+            f"{m} output components exceed the certified Jacobian's budget of {MAX_REFERENCE_OUTPUTS} "
+            "(diffbench.reference.MAX_REFERENCE_OUTPUTS): one high-precision sweep per output row")
+    return JacobianReference([reference(component(case, k), dtype) for k in range(m)], shape, case.inputs)

@@ -18,6 +18,7 @@ before and ``row["status"] == "ok"`` keeps working. Columns are documented in
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -166,9 +167,9 @@ class Row:
     attainable_error: float | None = None
     #: the proven bound on the reference's own error (worst component, relative to its size)
     reference_radius: float | None = None
-    #: the number of output components of a vector-output case (its Jacobian has this many rows); empty for scalars
+    #: number of output components m of the case (1 for a scalar case); its derivative is an (m, N) Jacobian
     outputs: int | None = None
-    #: the shape of a vector-output case's output, as text like ``(3,)``; empty for scalar cases
+    #: the shape of what the case returns, e.g. "(3,)"; empty for a scalar case
     output_shape: str | None = None
     gradient: Any = field(default=None, metadata={"column": False})
 
@@ -225,6 +226,11 @@ def row_of(case: Any, method: str, variant: str, dtype: str, device: str, order:
     row = Row(case=case.name, method=method, variant=variant, dtype=dtype, device=device, order=order,
               n_inputs=case.size, tags=",".join(case.tags), source_hash=case.source_hash if case.func else "",
               expected=case.expected_status(method, variant, dtype, order))
+    # the output's shape, where the case's has been found (diffbench.engines.output_shape caches it on the case)
+    shape = getattr(case, "__dict__", {}).get("_output_shape")
+    if shape is not None:
+        row.outputs = int(math.prod(shape)) if shape else 1
+        row.output_shape = str(tuple(shape)) if shape else None
     row.update(values)
     return row
 

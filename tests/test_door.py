@@ -84,10 +84,28 @@ def test_the_case_s_own_errors_are_left_to_the_methods():
 
 
 # --------------------------------------------------------------------------- what the function returns
-def test_a_vector_result_is_named_with_its_shape():
-    found = door(lambda x, xp: xp.reshape(xp.concat([x, x]), (2, 3)))
-    assert found.startswith("f returns an array of shape (2, 3)") and "must return a scalar" in found
-    assert "not supported yet" in found
+def test_an_array_result_is_a_vector_output():
+    # an array is a vector output (its derivative is the Jacobian), whatever its shape
+    assert door(lambda x, xp: xp.reshape(xp.concat([x, x]), (2, 3))) is None
+    # an output that does not depend on an input is a zero block, not a mistake: one entry that varies is enough
+    assert door(lambda x, xp: xp.stack([x[0] * 2.0, xp.asarray(1.0)])) is None
+
+
+def test_several_outputs_are_named():
+    found = door(lambda x, xp: (x[0], x[1]))
+    assert found.startswith("f returns a tuple") and "scalar or one array" in found
+
+
+def test_an_array_that_depends_on_nothing_is_named():
+    found = door(lambda x, xp: xp.zeros(3))
+    assert found.startswith("f returns an array of shape (3,) none of whose entries depends on its inputs")
+    found = door(lambda x, xp: np.array([1.0, 2.0]))
+    assert found.startswith("f returns an array of shape (2,) none of whose entries")
+
+
+def test_an_array_of_something_else_is_named():
+    found = door(lambda x, xp: np.array(["a", "b"]))
+    assert found.startswith("f returns an array holding") and "not numbers" in found
 
 
 def test_none_is_named():

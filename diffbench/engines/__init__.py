@@ -18,7 +18,7 @@ from typing import Any, Callable, Protocol
 import numpy as np
 
 from ..case import Case
-from ..errors import NoGradient, OverBudget, Skip  # noqa: F401 - the engines and their callers import them from here
+from ..errors import NoGradient, OverBudget, Skip, UnitTimeout  # noqa: F401 - the engines and their callers import them from here
 
 #: method name -> "module:class" (imported only when the method is used)
 REGISTRY: dict[str, str] = {
@@ -49,6 +49,7 @@ class EngineInfo:
     runs on a GPU where its framework sees one (``devices()`` says where, here and now).
     ``options``: settings a run may choose (``--engine-option METHOD.NAME=VALUE``), name -> the
     allowed values, the default first; the engine has an attribute of that name.
+    ``jacobian_variants``: variants (listed in ``variants`` too) that apply to vector-output cases only.
     """
 
     variants: tuple[str, ...]
@@ -70,6 +71,9 @@ class EngineInfo:
     extra: str | None = None
     gpu: bool = False
     options: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    #: variants that only make sense for a case that returns an array (a Jacobian formed another way, a JVP or
+    #: VJP product): ``harness.plan`` leaves them out for scalar cases, which keep exactly their other rows
+    jacobian_variants: tuple[str, ...] = ()
 
     def is_exact(self, variant: str) -> bool:
         """Whether ``variant`` evaluates an exact formula (its only error is rounding)."""
@@ -206,8 +210,8 @@ def output_shape(case: Case) -> tuple[int, ...]:
     A result of one element (shape ``()``, ``(1,)``, ...) is a scalar: ``()`` is returned and the case's
     derivative is its gradient, exactly as for any scalar case. Any other shape ``S`` makes the derivative a
     Jacobian: each engine's ``Prepared.gradient()`` then returns, per input of shape ``I``, an array of shape
-    ``S + I`` (``J[k..., i...] = ∂out[k...]/∂in[i...]``). A case whose function raises here is treated as scalar
-    (its own error surfaces in every engine, as before).
+    ``S + I`` (``J[k..., i...] = ∂out[k...]/∂in[i...]``). A case whose function raises here, or returns a tuple,
+    list or dict, is treated as scalar (its own error surfaces in every engine, as before).
     """
     cached = case.__dict__.get("_output_shape")
     if cached is not None:
@@ -222,9 +226,12 @@ def output_shape(case: Case) -> tuple[int, ...]:
                         for k, v in case.inputs.items()]
                 out = case.func(*args, xp=numpy_namespace("float64"))
             found = tuple(int(d) for d in np.shape(out))
-            if out is not None and int(np.prod(found, dtype=int)) > 1:
+            # a tuple, list or dict is not one array (several outputs): left to every engine's check as before
+            if out is not None and not isinstance(out, (tuple, list, dict)) and int(np.prod(found, dtype=int)) > 1:
                 shape = found
-        except Exception:  # noqa: BLE001 - the case's own error is every engine's row, not this helper's
+        except UnitTimeout:
+            raise  # the caller's time budget ran out: not a fact about the case's output
+        except (Exception, SystemExit):  # noqa: BLE001 - the case's own error is every engine's row, not this helper's
             shape = ()
     case.__dict__["_output_shape"] = shape
     return shape

@@ -81,6 +81,10 @@ to 3 extra rows, 2 new calls of f per level: about 14·N(N+1)/2 = 7·N(N+1) call
 Rosenbrock at N = 100, ~1–3 s here), more where starts shrink. ``MAX_HESSIAN_INPUTS`` = 128 keeps that
 near 10⁵ calls; ``FiniteEngine.hessian`` raises Skip beyond it.
 
+Jacobians (a case that returns an array, ``jacobian``): the same schemes, one column per input element,
+each stencil point evaluated once for all m outputs (``_Outputs`` keeps its values); every output row is
+differentiated as above, so each entry gets its own error estimate and Richardson its own table and step.
+
 Evaluation: by default every point is one call of the case's NumPy function. With a ``batch`` function
 (``BatchedFunction``: ``jax.jit(jax.vmap(case))`` under ``jax.numpy`` in float64, checked once per case
 against NumPy by ``batched_function``) the work runs in rounds (``_each``): every element's (every
@@ -104,7 +108,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..case import Case
-from . import EngineInfo, Prepared, Skip, check_scalar, flatten, split, unflatten
+from . import EngineInfo, Prepared, Skip, check_output, flatten, output_shape, output_size, split, unflatten
 
 #: exponent p in c = eps**p for each fixed-step scheme (see the module docstring);
 #: for ``richardson``, the exponent of the step a single two-level extrapolation would balance at
@@ -138,11 +142,13 @@ def step_scale(scheme: str, dtype: str) -> float:
 
 
 def function_of(case: Case, dtype: str) -> Callable[[np.ndarray], Any]:
-    """The case as a function of one flat vector, evaluated with NumPy (real or complex)."""
+    """The case as a function of one flat vector, evaluated with NumPy (real or complex): a scalar, or for a case
+    that returns an array (``output_shape``) its m values as a flat vector (C order)."""
     from ..namespaces import ComplexSafeArray, numpy_namespace
 
     xp = numpy_namespace(dtype)
     shapes = [v.shape for v in case.inputs.values()]
+    vector = bool(output_shape(case))
 
     def f(flat: np.ndarray) -> Any:
         # copies, never views of ``flat``: a case that changes its inputs in place must not move the
@@ -150,13 +156,13 @@ def function_of(case: Case, dtype: str) -> Callable[[np.ndarray], Any]:
         args = [part.copy().view(ComplexSafeArray) if np.iscomplexobj(part) else part.copy()
                 for part in split(flat, shapes)]
         out = case.func(*args, xp=xp)
-        check_scalar(case, out, "NumPy namespace")
-        value = np.asarray(out).reshape(())
+        check_output(case, out, "NumPy namespace")
+        value = np.asarray(out).reshape(-1 if vector else ())
         if value.dtype.kind not in "fc":
             if value.dtype.kind in "iub":
                 return value.astype(flat.dtype)
             raise TypeError(f"case {case.name!r} returned {value!r} ({value.dtype}), not a number")
-        return value[()]
+        return value if vector else value[()]
 
     return f
 
@@ -816,6 +822,63 @@ def differentiate(f: Callable[[np.ndarray], Any], x: np.ndarray, scheme: str, c:
     return result
 
 
+class _Outputs:
+    """A vector function memoised per point, so that the m scalar functions ``component(k)`` share its
+    evaluations: each stencil point is one call of f for all m outputs. An exception at a point is remembered
+    and raised again for every component."""
+
+    def __init__(self, f: Callable[[np.ndarray], Any]):
+        self.f = f
+        self.cache: dict[tuple[str, bytes], tuple[bool, Any]] = {}
+
+    def __call__(self, p: np.ndarray) -> Any:
+        key = (p.dtype.str, p.tobytes())
+        hit = self.cache.get(key)
+        if hit is None:
+            try:
+                hit = (True, np.asarray(self.f(p)).reshape(-1))
+            except Exception as exc:  # noqa: BLE001 - re-raised below, once per component as f itself would
+                hit = (False, exc)
+            self.cache[key] = hit
+        if not hit[0]:
+            raise hit[1]
+        return hit[1]
+
+    def component(self, k: int) -> Callable[[np.ndarray], Any]:
+        return lambda p: self(p)[k]
+
+    @property
+    def evaluations(self) -> int:
+        return len(self.cache)
+
+
+def jacobian(f: Callable[[np.ndarray], Any], x: np.ndarray, outputs: int, scheme: str, c: float | None = None, *,
+             estimate: bool = True, names: Callable[[int], str] | None = None,
+             output_names: Callable[[int], str] | None = None) -> FiniteResult:
+    """The finite-difference Jacobian of a vector function ``f`` (flat point -> ``outputs`` values) at ``x``.
+
+    Each column comes from the same stencil as :func:`differentiate`'s gradient component, and every
+    evaluation of f serves all m outputs at once (f is called once per distinct stencil point). Row k is
+    :func:`differentiate` of output k, so each *entry* has its own error estimate (Richardson's from its own
+    table, each entry choosing its own step; the fixed steps' from their second stencil and f's noise) and
+    ``steps`` the step it came from. Returns a :class:`FiniteResult` whose ``value`` (in x's dtype),
+    ``error`` and ``steps`` are (m, N); notes name the output. Raises as :func:`differentiate` does.
+    """
+    shared = _Outputs(f)
+    label = output_names or (lambda k: f"out[{k}]")
+    rows = [differentiate(shared.component(k), x, scheme, c, estimate=estimate, names=names)
+            for k in range(outputs)]
+    notes: list[str] = []
+    for k, row in enumerate(rows):
+        notes.extend(f"{label(k)} / {note}" for note in row.notes)
+    if len(notes) > 6:
+        notes = notes[:6] + [f"and {len(notes) - 6} more notes of the same kind"]
+    value = np.vstack([r.value for r in rows]) if rows else np.zeros((0, x.size), dtype=x.dtype)
+    return FiniteResult(value.astype(x.dtype), np.vstack([r.error for r in rows]) if rows else np.zeros((0, x.size)),
+                        np.vstack([r.steps for r in rows]) if rows else np.zeros((0, x.size)), notes,
+                        shared.evaluations, next((r.value_dtype for r in rows if r.value_dtype is not None), None))
+
+
 def derivative(f: Callable[[np.ndarray], Any], x: np.ndarray, scheme: str, c: float, *,
                estimate: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """The finite-difference gradient of ``f`` at ``x`` and an absolute error estimate per element.
@@ -955,6 +1018,8 @@ class FiniteEngine:
         x = flatten(case.inputs, list(case.inputs)).astype(dtype)
         c = step_scale(variant, dtype)
         names = _element_names(case)
+        if output_shape(case):
+            return self._prepare_jacobian(case, variant, dtype, f, x, c, names)
         start = time.perf_counter()
         batch, evaluation, refused = self._batch(case, variant, dtype)
         with np.errstate(all="ignore"), warnings.catch_warnings():
@@ -999,11 +1064,71 @@ class FiniteEngine:
         return Prepared(gradient=gradient, timed=timed, f_timed=f_timed, prepare_s=prepare_s, info=info,
                         f_key="numpy")
 
+    def _prepare_jacobian(self, case: Case, variant: str, dtype: str, f: Callable[[np.ndarray], Any],
+                          x: np.ndarray, c: float, names: Callable[[int], str]) -> Prepared:
+        """The Jacobian of a case that returns an array (:func:`jacobian`): one column per input component,
+        all outputs from each evaluation. Evaluated per point: batched evaluation (``jax.vmap``) is for scalar
+        cases, and a row that asked for it says it was not used."""
+        from ..reference import output_label
+
+        shape, m = output_shape(case), output_size(case)
+        start = time.perf_counter()
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                result = jacobian(f, x, m, variant, c, names=names, output_names=lambda k: output_label(shape, k))
+            except (TypeError, ValueError, AttributeError) as exc:
+                if variant != "complex_step":
+                    raise
+                f(x)
+                raise Skip(f"the case is not complex-analytic in the NumPy namespace ({exc}); use "
+                           "central or richardson") from None
+        prepare_s = time.perf_counter() - start
+        value = result.value
+        info: dict[str, Any] = {"step": c if variant != "richardson" else _relative_step(result.steps.ravel(),
+                                                                                        np.tile(x, m)),
+                                "evaluation": PER_POINT, "evaluations": result.evaluations,
+                                "jacobian_error": np.asarray(result.error, dtype=np.float64)}
+        # per output row, the bound on its relative error as for a gradient; the row's is the worst of them
+        bounds = []
+        for k in range(m):
+            norm = _scaled_norm(value[k].astype(np.float64))
+            est = _scaled_norm(np.asarray(result.error[k], dtype=np.float64))
+            bounds.append(est / (norm - est) if norm > est else (math.inf if est > 0 else 0.0))
+        info["error_estimate"] = max(bounds) if bounds else 0.0
+        notes = list(result.notes)
+        if self.evaluation == BATCHED:
+            notes.append("batched evaluation not used: the case returns an array, and its Jacobian is evaluated "
+                         "per point (each point gives all its outputs at once)")
+        if result.value_dtype is not None and result.value_dtype != np.dtype(dtype) and result.value_dtype.kind == "f":
+            notes.insert(0, f"the function returned {result.value_dtype} in a {dtype} run (a constant of another "
+                            "dtype promoted it; create constants with xp.asarray)")
+        if notes:
+            info["note"] = "; ".join(notes)
+
+        def gradient() -> dict[str, np.ndarray]:
+            return _unflatten_jacobian(value.copy(), case.inputs, shape)
+
+        def timed() -> Any:
+            with np.errstate(all="ignore"):
+                return jacobian(f, x, m, variant, c, estimate=False).value
+
+        def f_timed() -> Any:
+            with np.errstate(all="ignore"):
+                return f(x)
+
+        return Prepared(gradient=gradient, timed=timed, f_timed=f_timed, prepare_s=prepare_s, info=info,
+                        f_key="numpy")
+
     def hessian(self, case: Case, variant: str, dtype: str) -> np.ndarray:
         """Richardson-extrapolated second differences (every variant uses this scheme).
 
-        Raises Skip past ``MAX_HESSIAN_INPUTS`` inputs (the cost argument is in the module docstring).
+        Raises Skip past ``MAX_HESSIAN_INPUTS`` inputs (the cost argument is in the module docstring), and for
+        a case that returns an array (its second derivative is a third-order tensor).
         """
+        if output_shape(case):
+            raise Skip(f"the case returns an array of shape {output_shape(case)}: the second derivative of a vector "
+                       "output is a third-order tensor, which diffbench does not form")
         n = case.size
         if n > MAX_HESSIAN_INPUTS:
             raise Skip(f"{n} inputs exceed the finite-difference Hessian budget of {MAX_HESSIAN_INPUTS} (about "
@@ -1017,6 +1142,15 @@ class FiniteEngine:
         self.last_hessian_info = {**evaluation, "evaluations": result.evaluations, **({"note": refused} if refused
                                                                                      else {})}
         return result.value
+
+
+def _unflatten_jacobian(flat: np.ndarray, like: dict[str, np.ndarray], shape: tuple[int, ...]) -> dict[str, np.ndarray]:
+    """An (m, N) Jacobian as input name -> block of shape ``shape + input_shape`` (columns in parameter order)."""
+    out, start = {}, 0
+    for name, value in like.items():
+        out[name] = flat[:, start:start + value.size].reshape(tuple(shape) + value.shape)
+        start += value.size
+    return out
 
 
 def _hessian_calls(n: int) -> int:

@@ -47,7 +47,7 @@ For a Jacobian, an input that no output depends on is not an error: TensorFlow's
 returns ``None`` for it (and zeros, inside pfor, for an output component that does not depend on an
 input others do), and the engine returns the zero block that
 ``unconnected_gradients=tf.UnconnectedGradients.ZERO`` would give, but records the names in
-``Prepared.info["none_inputs"]`` (comma-separated; absent when there are none), so that what
+``Prepared.info["unconnected"]`` (a list of input names; absent when there are none), so that what
 TensorFlow said is reported while the zero block is judged against the certified reference. An
 integer input still raises :class:`NoGradient`. ``hessian`` of a vector case raises Skip.
 """
@@ -630,7 +630,7 @@ def _reverse_jacobian(case: Case, f: Callable[[list[Any]], Any], args: list[Any]
                     "it; create constants with xp.asarray)")
         info["note"] = f"{info['note']}; {promoted}" if "note" in info else promoted
     if none_inputs:
-        info["none_inputs"] = ",".join(dict.fromkeys(none_inputs))
+        info["unconnected"] = list(dict.fromkeys(none_inputs))
     compiled_f: Callable[[], Any] = lambda: f(args)  # noqa: E731
     if variant != "eager":
         compiled_f = tf.function(compiled_f, jit_compile=(variant == "xla"))
@@ -708,7 +708,7 @@ def _forward_jacobian(case: Case, f: Callable[[list[Any]], Any], args: list[Any]
     info: dict[str, Any] = {"evaluation": how}
     none_inputs = [names[k] for k in floats if k in unconnected]
     if none_inputs:
-        info["none_inputs"] = ",".join(none_inputs)
+        info["unconnected"] = none_inputs
     if unvectorised is not None:
         info["note"] = (f"forward mode pushed the {sum(int(np.prod(p.shape, dtype=int)) for p in primals)} "
                         f"tangents one at a time (tf.map_fn): TensorFlow cannot vectorise the function "
