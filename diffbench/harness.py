@@ -753,7 +753,6 @@ def _measure_unit(unit: Unit, config: Config, ref: Any, missing: Missing | None)
             return Measured(unit.row(**dict(values, status=Status.ERROR, diagnosis=wrong, cause=Cause.RAISED)))
         flat = flatten_jacobian(gradient, list(unit.case.inputs), output_size(unit.case))
         unconnected = list(info.get("unconnected") or ())
-        if unconnected:
     else:
         flat = flatten(gradient, list(unit.case.inputs))
     if ref is None:
