@@ -12,11 +12,6 @@ CASES = load_cases(ROOT / "cases")
 
 @pytest.mark.parametrize("one", CASES, ids=[c.name for c in CASES])
 def test_case_statuses(one):
-    import diffbench
-    from diffbench.engines import output_size
-
-    if output_size(one) > 1 and not hasattr(diffbench, "jacobian"):
-        pytest.skip("a vector-output case: its Jacobian is measured once the engines produce Jacobians")
     config = make_config(["symbolic", "tape"], ["float32", "float64"],
                          {"symbolic": ["numpy"], "tape": ["eager", "function"]}, timing=False, devices=("CPU",), sweep=False)
     rows = []
