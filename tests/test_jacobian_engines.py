@@ -344,3 +344,24 @@ def test_torch_falls_back_to_one_backward_pass_per_output(monkeypatch):
     prepared = get_engine("torch").prepare(CASES["softmax"][0], "eager", "float64", "CPU")
     np.testing.assert_allclose(prepared.gradient()["x"], softmax_truth(X_SOFTMAX), rtol=1e-12, atol=1e-15)
     assert "torch.autograd.functional.jacobian" in prepared.info["note"]
+
+
+def test_symbolic_tensorflow_keeps_constant_derivatives_in_float64():
+    """A derivative that is a constant (d(x/3)/dx = 1/3; Lorenz's ∂(−8/3·z)/∂z = −8/3) comes back from the
+    lambdified TensorFlow code as a Python float: it must become a float64 tensor, not a float32 one
+    (which would be off by about 1e-8 relative)."""
+    import diffbench
+    from diffbench import case as declare
+
+    @declare(inputs={"x": 2.0})
+    def third(x, xp):
+        return x / 3
+
+    @declare(inputs={"z": [1.0, 2.0]})
+    def scaled(z, xp):
+        return -8 / 3 * z
+
+    g = diffbench.jacobian(third, "symbolic", variant="tensorflow")["x"]
+    assert abs(float(g) - 1 / 3) <= 2 ** -53
+    j = diffbench.jacobian(scaled, "symbolic", variant="tensorflow")["z"]
+    np.testing.assert_allclose(j, -8 / 3 * np.eye(2), rtol=2 ** -52)

@@ -772,12 +772,19 @@ def _tensorflow_variant(case: Case, tr: SymbolicTrace, grads: list[Any], dtype: 
     flat = np.concatenate([v.ravel() for v in case.inputs.values()])
     point = [tf.constant(v, dtype=tf_dtype) for v in flat]
 
+    def as_run_dtype(value: Any) -> Any:
+        # a constant component (d(x/3)/dx) comes back as a Python float: converting it without a dtype would make
+        # a float32 tensor and lose half its digits in a float64 run
+        if isinstance(value, (int, float)):
+            return tf.constant(value, dtype=tf_dtype)
+        return tf.cast(tf.convert_to_tensor(value), tf_dtype)
+
     # eager: a traced graph of one op per scalar costs ~1 s per case to build, more than it saves
     def grad_ops() -> Any:
-        return tf.stack([tf.cast(tf.convert_to_tensor(g), tf_dtype) for g in fn(point)])
+        return tf.stack([as_run_dtype(g) for g in fn(point)])
 
     def f_ops() -> Any:
-        return tf.cast(tf.convert_to_tensor(f_fn(point)), tf_dtype)
+        return as_run_dtype(f_fn(point))
 
     grad_ops()
     f_ops()
