@@ -166,6 +166,8 @@ class Row:
     attainable_error: float | None = None
     #: the proven bound on the reference's own error (worst component, relative to its size)
     reference_radius: float | None = None
+    #: on a ``vjp`` row: |uᵀ(Jv) − (uᵀJ)v| / max(‖Jv‖, ‖uᵀJ‖) with the same method's JVP (diffbench.products)
+    product_gap: float | None = None
     gradient: Any = field(default=None, metadata={"column": False})
 
     # ------------------------------------------------------------------ mapping access

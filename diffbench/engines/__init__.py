@@ -47,6 +47,7 @@ class EngineInfo:
     may have a smaller budget of its own, and says so with ``Skip``).
     ``default``: part of a plain ``run``. ``extra``: the pip extra that installs it. ``gpu``: it
     runs on a GPU where its framework sees one (``devices()`` says where, here and now).
+    ``jacobian_variants``: variants measured for vector-output cases only (see the field).
     ``options``: settings a run may choose (``--engine-option METHOD.NAME=VALUE``), name -> the
     allowed values, the default first; the engine has an attribute of that name.
     """
@@ -64,6 +65,9 @@ class EngineInfo:
     #: variant -> the variant ``gradient``/``hessian`` use instead when called with the plain method name and the
     #: first variant's budget refuses the case (``OverBudget``): a cheaper formulation of the same derivative
     budget_fallback: dict[str, str] = field(default_factory=dict)
+    #: variants that only make sense for a case returning an array (the Jacobian's products ``jvp``/``vjp``,
+    #: :mod:`diffbench.products`); a scalar case gets no row of them
+    jacobian_variants: tuple[str, ...] = ()
     default: bool = False
     extra: str | None = None
     gpu: bool = False

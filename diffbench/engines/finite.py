@@ -103,7 +103,9 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .. import products
 from ..case import Case
+from ..products import PRODUCT_VARIANTS
 from . import EngineInfo, Prepared, Skip, check_scalar, flatten, split, unflatten
 
 #: exponent p in c = eps**p for each fixed-step scheme (see the module docstring);
@@ -921,7 +923,8 @@ class FiniteEngine:
     name = "finite"
     info = EngineInfo(variants=("forward", "central", "complex_step", "richardson"), default_variant="central",
                       exact=False, exact_variants=("complex_step",),
-                      error_exponents={"forward": 1 / 2, "central": 2 / 3, "richardson": 4 / 5}, order2_exponent=1 / 2,
+                      error_exponents={"forward": 1 / 2, "central": 2 / 3, "richardson": 4 / 5, "jvp": 4 / 5, "vjp": 4 / 5},
+                      order2_exponent=1 / 2, jacobian_variants=("jvp", "vjp"),
                       order2_variants=("central",), scaling_variants=("central",), run_scaling_variants=("central",),
                       max_hessian_inputs=MAX_HESSIAN_INPUTS, default=True,
                       options={"evaluation": (PER_POINT, BATCHED)})
@@ -931,7 +934,7 @@ class FiniteEngine:
         self.last_hessian_info: dict[str, Any] = {}
 
     def variants(self) -> tuple[str, ...]:
-        return self.info.variants
+        return self.info.variants + self.info.jacobian_variants
 
     def devices(self) -> list[str]:
         return ["CPU"]
@@ -949,6 +952,8 @@ class FiniteEngine:
         return batch, {"evaluation": BATCHED}, ""
 
     def prepare(self, case: Case, variant: str, dtype: str, device: str = "CPU") -> Prepared:
+        if variant in PRODUCT_VARIANTS:  # J·v and uᵀ·J without the matrix: one module for every method
+            return products.prepare(self.name, case, variant, dtype, device)
         if variant not in self.variants():
             raise ValueError(f"unknown finite variant {variant!r}; known: {self.variants()}")
         f = function_of(case, dtype)

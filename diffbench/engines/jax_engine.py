@@ -12,7 +12,9 @@ from typing import Any
 
 import numpy as np
 
+from .. import products
 from ..case import Case
+from ..products import PRODUCT_VARIANTS
 from . import EngineInfo, Prepared, Skip, check_scalar, split
 
 
@@ -44,13 +46,14 @@ class JaxEngine:
 
     name = "jax"
     info = EngineInfo(variants=("eager", "jit"), default_variant="eager", order2_variants=("jit",),
-                      scaling_variants=("jit",), max_hessian_inputs=400, extra="jax", gpu=True)
+                      scaling_variants=("jit",), max_hessian_inputs=400, extra="jax", gpu=True,
+                      jacobian_variants=("jvp", "vjp"))
 
     def __init__(self) -> None:
         _jax()  # ImportError here reports the engine as not installed
 
     def variants(self) -> tuple[str, ...]:
-        return self.info.variants
+        return self.info.variants + self.info.jacobian_variants
 
     def devices(self) -> list[str]:
         jax = _jax()
@@ -76,6 +79,8 @@ class JaxEngine:
         return jax, f, args, target
 
     def prepare(self, case: Case, variant: str, dtype: str, device: str = "CPU") -> Prepared:
+        if variant in PRODUCT_VARIANTS:  # J·v and uᵀ·J without the matrix: one module for every method
+            return products.prepare(self.name, case, variant, dtype, device)
         if variant not in self.variants():
             raise ValueError(f"unknown jax variant {variant!r}; known: {self.variants()}")
         jax, f, args, _ = self._setup(case, dtype, device)

@@ -36,7 +36,9 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .. import products
 from ..case import Case
+from ..products import PRODUCT_VARIANTS
 from . import EngineInfo, NoGradient, Prepared, Skip, check_scalar
 
 #: forward mode pushes one tangent per scalar input through the function, all N in one vectorised
@@ -272,15 +274,17 @@ class TapeEngine:
     info = EngineInfo(variants=("eager", "function", "xla", "forward"), default_variant="eager",
                       order2_variants=("eager",), scaling_variants=("eager", "function", "xla", "forward"),
                       run_scaling_variants=("function", "xla", "forward"), max_hessian_inputs=MAX_HESSIAN_INPUTS, default=True,
-                      gpu=True)
+                      gpu=True, jacobian_variants=("jvp", "vjp"))
 
     def variants(self) -> tuple[str, ...]:
-        return self.info.variants
+        return self.info.variants + self.info.jacobian_variants
 
     def devices(self) -> list[str]:
         return ["CPU", *gpu_devices()]
 
     def prepare(self, case: Case, variant: str, dtype: str, device: str = "CPU") -> Prepared:
+        if variant in PRODUCT_VARIANTS:  # J·v and uᵀ·J without the matrix: one module for every method
+            return products.prepare(self.name, case, variant, dtype, device)
         tf = _tf()
         if variant not in self.variants():
             raise ValueError(f"unknown tape variant {variant!r}; known: {self.variants()}")

@@ -12,7 +12,9 @@ from typing import Any
 
 import numpy as np
 
+from .. import products
 from ..case import Case
+from ..products import PRODUCT_VARIANTS
 from . import EngineInfo, NoGradient, Prepared, Skip, check_scalar, split
 
 
@@ -28,13 +30,14 @@ class TorchEngine:
 
     name = "torch"
     info = EngineInfo(variants=("eager",), default_variant="eager", order2_variants=("eager",),
-                      scaling_variants=("eager",), max_hessian_inputs=400, extra="torch", gpu=True)
+                      scaling_variants=("eager",), max_hessian_inputs=400, extra="torch", gpu=True,
+                      jacobian_variants=("jvp", "vjp"))
 
     def __init__(self) -> None:
         _torch()  # ImportError here reports the engine as not installed
 
     def variants(self) -> tuple[str, ...]:
-        return self.info.variants
+        return self.info.variants + self.info.jacobian_variants
 
     def devices(self) -> list[str]:
         torch = _torch()
@@ -68,6 +71,8 @@ class TorchEngine:
         return torch, xp, args, sync
 
     def prepare(self, case: Case, variant: str, dtype: str, device: str = "CPU") -> Prepared:
+        if variant in PRODUCT_VARIANTS:  # J·v and uᵀ·J without the matrix: one module for every method
+            return products.prepare(self.name, case, variant, dtype, device)
         if variant not in self.variants():
             raise ValueError(f"unknown torch variant {variant!r}; known: {self.variants()}")
         torch, xp, args, sync = self._setup(case, dtype, device)
