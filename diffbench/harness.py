@@ -24,7 +24,9 @@ import numpy as np
 from .alarm import alarm
 from .case import Case, source_changed
 from .diagnose import judge
-from .engines import NoGradient, Prepared, Skip, configure, default_methods, engine_info, flatten, get_engine
+from .engines import (NoGradient, Prepared, Skip, configure, default_methods, engine_info, flatten, get_engine,
+                      output_shape)
+from .products import PRODUCT_VARIANTS
 from .errors import UnitTimeout
 from .namespaces import UnsupportedFunction
 from .results import COLUMNS, FD_CAUSES, KEY, Cause, Missing, Row, Status, as_record, case_note, row_of, sweep_point
@@ -173,7 +175,7 @@ def plan(case: Case, config: Config, devices: dict[str, list[str]]) -> list[tupl
     units = []
     for dtype in config.dtypes:
         for method in config.methods:
-            for variant in config.variants_of(method):
+            for variant in _for_output(case, method, config.variants_of(method)):
                 for device in devices.get(method, ["CPU"]):
                     units.append((method, variant, dtype, device, 1))
     if config.order2:  # every engine with a second-order variant gets its row; its budget may skip it
@@ -183,6 +185,15 @@ def plan(case: Case, config: Config, devices: dict[str, list[str]]) -> list[tupl
                     if second in config.variants_of(method):
                         units.append((method, second, dtype, "CPU", 2))
     return units
+
+
+def _for_output(case: Case, method: str, variants: tuple[str, ...]) -> tuple[str, ...]:
+    """``variants`` less the engine's Jacobian-only variants (``EngineInfo.jacobian_variants``) for a scalar case."""
+    try:
+        only = engine_info(method).jacobian_variants
+    except Exception:  # noqa: BLE001 - an engine that cannot load gets its rows (and their errors)
+        return variants
+    return variants if output_shape(case) else tuple(v for v in variants if v not in only)
 
 
 def _order2_variants(method: str) -> tuple[str, ...]:
@@ -634,6 +645,8 @@ def _against_differences(unit: Unit, flat: np.ndarray, missing: Missing | None, 
 
 def _measure_unit(unit: Unit, config: Config, ref: Any, missing: Missing | None) -> Measured:
     """Prepare, evaluate and judge one gradient; its timing follows with the case's others."""
+    if unit.variant in PRODUCT_VARIANTS:
+        return _measure_product(unit, config)
     base = dict(reference=_reference_label(ref), reference_radius=getattr(ref, "worst_radius", None))
     prepared = _prepare(unit, base)
     if isinstance(prepared, Row):
@@ -675,6 +688,141 @@ def _measure_unit(unit: Unit, config: Config, ref: Any, missing: Missing | None)
     if verdict.status not in (Status.NAN, Status.INF, Status.UNDEFINED):
         values["taylor_order"] = verdict.taylor_order
     return Measured(unit.row(**values), timed, untimed, note or None, judged=True)
+
+
+#: product-row statuses from worst to best: the worst entry's status is the row's
+_PRODUCT_ORDER = (Status.ERROR, Status.NAN, Status.INF, Status.NONE, Status.INACCURATE, Status.UNCERTAIN,
+                  Status.UNDEFINED, Status.OK)
+
+
+def _measure_product(unit: Unit, config: Config) -> Measured:
+    """A ``jvp``/``vjp`` row (diffbench.products), judged by :func:`_judge_product`."""
+    base: dict[str, Any] = {}
+    try:
+        prepared = _prepare_product(unit)
+    except NoGradient as exc:
+        return Measured(unit.row(status=Status.NONE, cause=Cause.NO_GRADIENT,
+                                 diagnosis=f"TensorFlow returned None for the product with respect to "
+                                           f"{', '.join(exc.inputs)}: the output is not connected to it on the tape"))
+    if isinstance(prepared, Row):
+        return Measured(prepared)
+    values: dict[str, Any] = dict(base, prepare_s=prepared.prepare_s)
+    info = dict(prepared.info)
+    note = info.pop("note", None)
+    values.update({k: v for k, v in info.items() if k in COLUMNS})
+    product = prepared.gradient()
+    if config.keep_gradients:
+        values["gradient"] = product
+    timed, untimed = (prepared if config.timing else None), dict(values)
+    try:
+        verdict, label, radius = _judge_product(unit, flatten(product, list(product)))
+    except UnitTimeout:
+        raise
+    except Skip as exc:
+        return Measured(unit.row(**dict(values, status=Status.SKIPPED, cause=Cause.NO_REFERENCE,
+                                        diagnosis=f"accuracy not checked: {exc}")), timed, untimed)
+    except Exception as exc:  # noqa: BLE001 - the case fails when evaluated for the truth: its error, not the row's
+        return Measured(unit.row(**dict(values, status=Status.ERROR, cause=Cause.CASE_FAILS,
+                                        diagnosis=CASE_ERROR + _message(exc))), timed, untimed)
+    values.update(status=verdict.status, rel_error=verdict.rel_error, max_error_eps=verdict.max_error_eps,
+                  diagnosis=verdict.diagnosis, cause=verdict.cause, reference=label, reference_radius=radius)
+    return Measured(unit.row(**values), timed, untimed, note or None, judged=True)
+
+
+def _prepare_product(unit: Unit) -> Any:
+    """The product's Prepared, or the row saying why there is none; NoGradient passes through."""
+    try:
+        engine = get_engine(unit.method)
+        return engine.prepare(unit.case, unit.variant, unit.dtype, unit.device)
+    except (NoGradient, UnitTimeout):
+        raise
+    except ImportError:
+        return _prepare(unit, {})  # its row says which package is missing
+    except Skip as exc:
+        return unit.row(status=Status.SKIPPED, diagnosis=str(exc), cause=Cause.NOT_APPLICABLE)
+    except Exception as exc:  # noqa: BLE001 - a broken case or engine becomes an error row
+        return unit.error(exc)
+
+
+def _judge_product(unit: Unit, flat: np.ndarray) -> tuple[Any, str, float | None]:
+    """(verdict, reference label, reference radius) of a product under the gradient contract.
+
+    VJP: judged as the gradient of the scalar case uᵀf against its certified reference. JVP: each entry k as
+    the derivative of t -> f_k(x + t·v) against its certified reference, the row taking the worst entry's
+    status (``_PRODUCT_ORDER``). Past the reference's budgets (``REFERENCE_MAX_INPUTS`` inputs,
+    ``products.MAX_REFERENCE_OUTPUTS`` JVP entries, or a reference that is unavailable) the truth is Richardson
+    differences in float64: along v for the JVP (each entry within its tolerance widened by ten times the
+    differences' error estimate), along random-sign directions for the VJP (``products.check_directions``).
+    A finite-difference product is not judged against differences (Skip)."""
+    from . import products
+    from .reference import ReferenceUnavailable
+
+    case, method, variant, dtype = unit.case, unit.method, unit.variant, unit.dtype
+    try:
+        if case.size > REFERENCE_MAX_INPUTS:
+            raise ReferenceUnavailable(f"{case.size} inputs exceed the certified reference's budget of "
+                                       f"{REFERENCE_MAX_INPUTS}")
+        if variant == "vjp":
+            scalar, ref = products.reference_vjp(case, dtype)
+            return judge(scalar, method, variant, dtype, flat, ref), _reference_label(ref), ref.worst_radius
+        entries = products.reference_jvp(case, dtype)
+    except (ReferenceUnavailable, Skip) as exc:
+        if method == "finite":
+            raise Skip(f"no certified reference product ({exc}), and Richardson differences are the finite "
+                       "product itself") from None
+        return _product_against_differences(unit, flat, str(exc))
+    verdicts = [judge(scalar, method, variant, dtype, flat[k:k + 1], ref) for k, (scalar, ref) in enumerate(entries)]
+    refs = [ref for _, ref in entries]
+    return _worst_entry(unit, flat, verdicts, refs), _reference_label(refs[0]), max(
+        (r.worst_radius for r in refs if r.worst_radius is not None), default=None)
+
+
+def _worst_entry(unit: Unit, flat: np.ndarray, verdicts: list[Any], refs: list[Any]) -> Any:
+    """One verdict for a JVP judged entry by entry: the worst status, the normwise relative error, the worst
+    entries named (``out[k]: expected E, got G``, up to 3) before the worst entry's own diagnosis."""
+    from . import metrics
+    from .diagnose import Verdict
+
+    truth = np.array([float(r.flat[0]) for r in refs])
+    rel, _ = metrics.errors(flat, truth, unit.dtype)
+    max_eps = max((v.max_error_eps for v in verdicts), default=math.nan)
+    worst = min(range(len(verdicts)), key=lambda k: (_PRODUCT_ORDER.index(verdicts[k].status)
+                                                     if verdicts[k].status in _PRODUCT_ORDER else 0,
+                                                     -abs(flat[k] - truth[k])))
+    bad = [k for k, v in enumerate(verdicts) if v.status != Status.OK]
+    if not bad:
+        return Verdict(Status.OK, rel, max_eps, None)
+    named = sorted(bad, key=lambda k: -abs(flat[k] - truth[k]) if np.isfinite(flat[k]) else -math.inf)[:3]
+    listed = "; ".join(f"out[{k}]: expected {truth[k]:.10g}, got {flat[k]:.10g}" for k in named)
+    own = verdicts[worst].diagnosis
+    return Verdict(verdicts[worst].status, rel, max_eps, f"{listed}. out[{worst}]: {own}" if own else listed,
+                   cause=verdicts[worst].cause)
+
+
+def _product_against_differences(unit: Unit, flat: np.ndarray, why: str) -> tuple[Any, str, None]:
+    """A product judged against Richardson differences in float64 (no certified reference product)."""
+    from . import metrics, products
+    from .diagnose import DifferencesTruth, Verdict
+
+    case = unit.case
+    u, v = products.directions(case, unit.dtype)
+    note = f"no certified reference product ({why}); judged against Richardson-extrapolated differences in float64"
+    if unit.variant == "jvp":
+        found = products.finite_jvp(case, "float64", v)
+        verdict = judge(None, unit.method, unit.variant, unit.dtype, flat, DifferencesTruth(found.value, found.error,
+                                                                                          unit.dtype), native=True)
+        text = note if verdict.diagnosis is None else f"{verdict.diagnosis}; {note}"
+        return dataclasses.replace(verdict, diagnosis=text), "richardson-differences", None
+    f = products.numpy_function(case, "float64")
+    x = flatten(case.inputs, list(case.inputs))
+    exact = metrics.is_exact(unit.method, unit.variant)
+    found = products.check_directions(flat, lambda p: float(np.dot(u, f(p))), x, float(np.finfo(unit.dtype).eps),
+                                      rtol=None if exact else metrics.tolerance(unit.method, unit.variant, unit.dtype))
+    worst = float(np.max(np.abs(found.got - found.expected) / np.maximum(np.abs(found.expected), 1e-300)))
+    note += f" along {found.got.size} random-sign directions ({found.describe()})"
+    status = Status.OK if found.passed else Status.INACCURATE
+    return Verdict(status, worst, math.nan, note, cause=None if found.passed else Cause.UNKNOWN), \
+        "richardson-directions", None
 
 
 def _none_diagnosis(case: Case, exc: NoGradient, ref: Any) -> str:
