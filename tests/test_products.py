@@ -282,3 +282,48 @@ def test_the_plugin_checks_products_of_a_vector_output_case(pytester):
     assert outcomes["passed"] == 4  # softmax: tape and finite, jvp and vjp
     assert outcomes.get("failed", 0) == 0
     assert outcomes["skipped"] == 4  # the scalar case has no product rows, and its items say so
+
+
+WIDE = '''
+import numpy as np
+from diffbench import case
+
+N = 50_001  # one past diffbench.harness.REFERENCE_MAX_INPUTS
+X = np.linspace(-1.0, 1.0, N)
+
+
+@case(inputs={"x": X})
+def wide(x, xp):
+    return xp.sum(xp.tanh(x) ** 2)
+
+
+@wide.tensorflow
+def _(x):
+    import tensorflow as tf
+
+    mask = np.zeros(N)
+    mask[N - 1] = 0.1  # at x = 1: ∂f/∂x = 2·tanh(1)·(1 − tanh²(1)) ≈ 0.64, of ordinary size
+
+    @tf.custom_gradient
+    def f(v):
+        y = tf.tanh(v)
+
+        def grad(dy):
+            return dy * 2 * y * (1 - y**2) * (1 + tf.constant(mask))
+        return tf.reduce_sum(y**2), grad
+
+    return f(x)
+'''
+
+
+def test_a_wrong_component_past_the_reference_budget_is_caught_along_directions(tmp_path):
+    from diffbench.harness import REFERENCE_MAX_INPUTS
+
+    path = tmp_path / "wide.py"
+    path.write_text(WIDE)
+    case = diffbench.load_cases(path)[0]
+    assert case.size == REFERENCE_MAX_INPUTS + 1
+    df = diffbench.run([case], methods=["tape"], dtypes=["float64"], variants={"tape": ["eager"]}, order2=False,
+                       timing=False)
+    row = df.iloc[0]
+    assert row.status == "inaccurate" and row.reference == "richardson-directions"
