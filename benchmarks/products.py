@@ -58,14 +58,33 @@ def _wrong(n: int, i: int):
     return lambda x, w: f(x, w)
 
 
-def timed_check(n: int) -> float:
-    """Seconds of one assert_gradients call on the correct gradient at n (2n inputs)."""
+def timed_check(n: int) -> tuple[float, int, float]:
+    """(seconds of one assert_gradients call on the correct gradient at n (2n inputs), the calls of f it made,
+    the median seconds of one call of f alone)."""
+    import statistics
+
+    import tensorflow as tf
+
     from diffbench import assert_gradients
 
     inputs = _point(n, 0)
+    f = _correct()
+    calls = [0]
+
+    def counted(x, w):
+        calls[0] += 1
+        return f(x, w)
+
     start = time.perf_counter()
-    assert_gradients(_correct(), inputs)
-    return time.perf_counter() - start
+    assert_gradients(counted, inputs)
+    seconds = time.perf_counter() - start
+    x, w = tf.constant(inputs["x"]), tf.constant(inputs["w"])
+    alone = []
+    for _ in range(5):
+        begin = time.perf_counter()
+        float(f(x, w))
+        alone.append(time.perf_counter() - begin)
+    return seconds, calls[0], statistics.median(alone)
 
 
 def caught(n: int, seed: int) -> tuple[bool, float, float]:
@@ -110,12 +129,13 @@ def main() -> None:
     found = [(seed, *caught(largest, seed)) for seed in range(args.seeds)]
     load_after = os.getloadavg()[0]
     bar = "|" if args.markdown else " "
-    print(f"{bar} n (2n inputs) {bar} assert_gradients (s) {bar} target (s) {bar}")
+    print(f"{bar} n (2n inputs) {bar} assert_gradients (s) {bar} target (s) {bar} calls of f {bar} one call of f (s) {bar}")
     if args.markdown:
-        print("| --- | --- | --- |")
-    for n, seconds in times:
+        print("| --- | --- | --- | --- | --- |")
+    for n, (seconds, calls, alone) in times:
         target = TARGETS_S.get(n)
-        print(f"{bar} {n} {bar} {seconds:.2f} {bar} {'' if target is None else f'{target:g}'} {bar}")
+        print(f"{bar} {n} {bar} {seconds:.2f} {bar} {'' if target is None else f'{target:g}'} {bar} {calls} {bar} "
+              f"{alone:.3g} {bar}")
     print()
     print(f"{bar} n {bar} seed {bar} 10 %-wrong component caught {bar} seconds {bar} smallest difference/tolerance {bar}")
     if args.markdown:

@@ -199,6 +199,22 @@ def test_ten_percent_wrong_in_one_component_is_caught_across_seeds():
         assert np.all(found.tolerance < 0.05 * abs(gradient[i]))
 
 
+def test_two_swapped_components_are_caught_across_seeds():
+    # swapping gᵢ and gⱼ errs by +δ and −δ (δ = gⱼ − gᵢ): along w they move gᵀw by δ·(wᵢ − wⱼ), which random
+    # signs alone make 0 with probability 1/2 per direction (wᵢ = wⱼ); the random magnitudes mᵢ ∈ [1, 2] make
+    # |wᵢ − wⱼ| < ε a chance of order ε, so with δ of ordinary size every seed catches it
+    eps = np.finfo(np.float64).eps
+    for seed in range(10):
+        rng = np.random.default_rng(200 + seed)
+        f, point, gradient = _tanh_square(rng)
+        order = np.argsort(np.abs(gradient))
+        i, j = int(order[-1]), int(order[len(order) // 2])  # the largest and a median component
+        swapped = gradient.copy()
+        swapped[[i, j]] = swapped[[j, i]]
+        found = products.check_directions(swapped, f, point, eps, seed=seed)
+        assert not found.passed, f"seed {seed}: {found.describe()}"
+
+
 def test_assert_gradients_on_large_inputs_passes_a_correct_gradient_and_catches_one_wrong_component():
     tf = pytest.importorskip("tensorflow")
     f, point, gradient = _tanh_square(np.random.default_rng(7))
