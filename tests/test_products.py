@@ -251,6 +251,10 @@ def test_assert_gradients_checks_a_vector_output_row_by_row():
 
     with pytest.raises(AssertionError, match="output element"):
         diffbench.assert_gradients(lambda x: bad_softmax(x), {"x": X_SOFTMAX})
+    # against the maths (each row judged against the certified reference of that output element)
+    diffbench.assert_gradients(lambda x: tf.nn.softmax(x), {"x": X_SOFTMAX}, reference=softmax)
+    with pytest.raises(AssertionError, match="output element"):
+        diffbench.assert_gradients(lambda x: bad_softmax(x), {"x": X_SOFTMAX}, reference=softmax)
 
 
 def test_assert_gradients_checks_a_large_jacobian_through_random_output_signs():
