@@ -129,7 +129,8 @@ def main() -> None:
     found = [(seed, *caught(largest, seed)) for seed in range(args.seeds)]
     load_after = os.getloadavg()[0]
     bar = "|" if args.markdown else " "
-    print(f"{bar} n (2n inputs) {bar} assert_gradients (s) {bar} target (s) {bar} calls of f {bar} one call of f (s) {bar}")
+    print(f"{bar} n (2n inputs) {bar} assert_gradients (s) {bar} target (s) {bar} calls of f {bar} "
+          f"one call of f (s) {bar}")
     if args.markdown:
         print("| --- | --- | --- | --- | --- |")
     for n, (seconds, calls, alone) in times:
@@ -137,11 +138,13 @@ def main() -> None:
         print(f"{bar} {n} {bar} {seconds:.2f} {bar} {'' if target is None else f'{target:g}'} {bar} {calls} {bar} "
               f"{alone:.3g} {bar}")
     print()
-    print(f"{bar} n {bar} seed {bar} 10 %-wrong component caught {bar} seconds {bar} smallest difference/tolerance {bar}")
+    print(f"{bar} n {bar} seed {bar} 10 %-wrong component caught {bar} seconds {bar} "
+          f"smallest difference/tolerance {bar}")
     if args.markdown:
         print("| --- | --- | --- | --- | --- |")
     for seed, raised, seconds, margin in found:
-        print(f"{bar} {largest} {bar} {seed} {bar} {'yes' if raised else 'NO'} {bar} {seconds:.2f} {bar} {margin:.3g} {bar}")
+        print(f"{bar} {largest} {bar} {seed} {bar} {'yes' if raised else 'NO'} {bar} {seconds:.2f} {bar} "
+              f"{margin:.3g} {bar}")
     print(f"\nload average (1 min) {load:.1f} before, {load_after:.1f} after; {os.cpu_count()} cores")
 
 

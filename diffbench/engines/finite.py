@@ -923,7 +923,8 @@ class FiniteEngine:
     name = "finite"
     info = EngineInfo(variants=("forward", "central", "complex_step", "richardson"), default_variant="central",
                       exact=False, exact_variants=("complex_step",),
-                      error_exponents={"forward": 1 / 2, "central": 2 / 3, "richardson": 4 / 5, "jvp": 4 / 5, "vjp": 4 / 5},
+                      error_exponents={"forward": 1 / 2, "central": 2 / 3, "richardson": 4 / 5,
+                                       "jvp": 4 / 5, "vjp": 4 / 5},
                       order2_exponent=1 / 2, jacobian_variants=("jvp", "vjp"),
                       order2_variants=("central",), scaling_variants=("central",), run_scaling_variants=("central",),
                       max_hessian_inputs=MAX_HESSIAN_INPUTS, default=True,
