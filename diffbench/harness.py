@@ -188,12 +188,16 @@ def plan(case: Case, config: Config, devices: dict[str, list[str]]) -> list[tupl
 
 
 def _for_output(case: Case, method: str, variants: tuple[str, ...]) -> tuple[str, ...]:
-    """``variants`` less the engine's Jacobian-only variants (``EngineInfo.jacobian_variants``) for a scalar case."""
+    """``variants`` less the engine's Jacobian-only variants (``EngineInfo.jacobian_variants``) for a scalar case.
+
+    Only a shape already learnt (``measure_case`` learns it in the worker) is used: planning never runs the
+    case's code, so a parent process that plans rows for its progress bar is not changed by a case (one that
+    calls os.chdir, say), and counts a case whose shape it has not seen as scalar."""
     try:
         only = engine_info(method).jacobian_variants
     except Exception:  # noqa: BLE001 - an engine that cannot load gets its rows (and their errors)
         return variants
-    return variants if output_shape(case) else tuple(v for v in variants if v not in only)
+    return variants if case.__dict__.get("_output_shape") else tuple(v for v in variants if v not in only)
 
 
 def _order2_variants(method: str) -> tuple[str, ...]:
@@ -306,8 +310,15 @@ def measure_case(case: Case, config: Config, emit: Callable[[dict[str, Any]], No
             emit(finish_row(case_note(case, "inputs", isolation.mutation_note(mutated), Cause.MUTATES_INPUT)))
     if doomed:  # not evaluated again to learn its output's shape: its rows are all "not run"
         case.__dict__.setdefault("_output_shape", ())
-    # planned once the case has been evaluated under a started key (the reference): a case that ends its worker
-    # there is charged to the case, not to the planning of its rows
+    else:
+        # learnt once the case has been evaluated under a started key (the reference): a case that ends its worker
+        # is charged to the case, not to the planning of its rows; what the evaluation changes is set back
+        try:
+            with budget(config.timeout_s):  # a case that hangs is planned as a scalar (output_shape catches the expiry)
+                output_shape(case)
+        except SystemExit:  # the case calls sys.exit: planned as a scalar, and each of its rows says what it did
+            case.__dict__["_output_shape"] = ()
+        reset()
     units = plan(case, config, devices)
     timed_out: dict[Any, tuple[str, ...]] = dict(failed or {})
     held: list[Measured] = []  # rows in plan order, emitted once the case's timings are in
