@@ -26,9 +26,9 @@ from .case import Case, source_changed
 from .diagnose import judge
 from .engines import (NoGradient, Prepared, Skip, configure, default_methods, engine_info, flatten, get_engine,
                       output_shape)
-from .products import PRODUCT_VARIANTS
 from .errors import UnitTimeout
 from .namespaces import UnsupportedFunction
+from .products import PRODUCT_VARIANTS
 from .results import COLUMNS, FD_CAUSES, KEY, Cause, Missing, Row, Status, as_record, case_note, row_of, sweep_point
 from .timing import PROFILES, Timing, measure_interleaved, paired_ratio
 
@@ -618,7 +618,7 @@ def _without_reference(unit: Unit, flat: np.ndarray, missing: Missing | None, va
     if missing is not None and missing.cause == Cause.CASE_FAILS:
         return unit.row(**dict(values, status=Status.ERROR, diagnosis=missing.text, cause=Cause.CASE_FAILS))
     if status == Status.OK and unit.case.size > REFERENCE_MAX_INPUTS and missing is not None and \
-            missing.cause == Cause.NO_REFERENCE:
+            missing.cause == Cause.NO_REFERENCE and not output_shape(unit.case):
         return _along_directions(unit, flat, missing, values)
     if status == Status.OK and unit.method == "tape" and unit.case.native is not None and \
             (missing is None or missing.cause == Cause.NO_REFERENCE):
