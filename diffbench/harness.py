@@ -747,9 +747,7 @@ def _measure_product(unit: Unit, config: Config) -> Measured:
     try:
         prepared = _prepare_product(unit)
     except NoGradient as exc:
-        return Measured(unit.row(status=Status.NONE, cause=Cause.NO_GRADIENT,
-                                 diagnosis=f"TensorFlow returned None for the product with respect to "
-                                           f"{', '.join(exc.inputs)}: the output is not connected to it on the tape"))
+        return Measured(unit.row(status=Status.NONE, cause=Cause.NO_GRADIENT, diagnosis=str(exc)))
     if isinstance(prepared, Row):
         return Measured(prepared)
     values: dict[str, Any] = dict(base, prepare_s=prepared.prepare_s)

@@ -302,7 +302,8 @@ def _tape(case: Case, dtype: str, device: str, u: np.ndarray, v: np.ndarray
                 y = func(args)
             out = acc.jvp(y)
         if out is None:
-            raise NoGradient(names)
+            raise NoGradient(f"TensorFlow returned None for the JVP: the output is not connected to "
+                             f"{', '.join(names)} on the tape", names, {})
         return np.ravel(np.asarray(out.numpy(), np.float64))
 
     def vjp() -> np.ndarray:
@@ -313,7 +314,8 @@ def _tape(case: Case, dtype: str, device: str, u: np.ndarray, v: np.ndarray
             grads = tape.gradient(y, args, output_gradients=tf.reshape(cotangent, tf.shape(y)))
         missing = [k for k, g in zip(names, grads) if g is None]
         if missing:
-            raise NoGradient(missing)
+            raise NoGradient(f"TensorFlow returned None for the VJP with respect to {', '.join(missing)}: the "
+                             "output is not connected to it on the tape", missing, {})
         return np.concatenate([np.ravel(np.asarray(g.numpy(), np.float64)) for g in grads])
 
     return jvp, vjp, lambda: func(args).numpy()

@@ -347,3 +347,30 @@ def test_a_wrong_component_past_the_reference_budget_is_caught_along_directions(
                        timing=False)
     row = df.iloc[0]
     assert row.status == "inaccurate" and row.reference == "richardson-directions"
+
+
+UNCONNECTED = '''
+import numpy as np
+from diffbench import case
+
+
+@case(inputs={"x": np.array([0.3, 0.5])})
+def cut(x, xp):
+    return xp.sin(x)
+
+
+@cut.tensorflow
+def _(x):
+    import tensorflow as tf
+
+    return tf.sin(tf.constant(x.numpy()))  # .numpy() cuts the tape: TensorFlow returns None, never zeros
+'''
+
+
+def test_a_cut_tape_gives_none_product_rows(tmp_path):
+    path = tmp_path / "cut.py"
+    path.write_text(UNCONNECTED)
+    case = diffbench.load_cases(path)[0]
+    df = diffbench.run([case], methods=["tape"], dtypes=["float64"], variants={"tape": ["jvp", "vjp"]},
+                       timing=False)
+    assert set(df.status) == {"none"} and set(df.cause) == {"no-gradient"}
