@@ -28,7 +28,7 @@ from .engines import (NoGradient, Prepared, Skip, configure, default_methods, en
                       get_engine, output_shape, output_size)
 from .errors import UnitTimeout
 from .namespaces import UnsupportedFunction
-from .results import COLUMNS, FD_CAUSES, KEY, Cause, Missing, Row, Status, as_record, case_note, row_of, sweep_point
+from .results import PRODUCT_VARIANTS, COLUMNS, FD_CAUSES, KEY, Cause, Missing, Row, Status, as_record, case_note, row_of, sweep_point
 from .timing import PROFILES, Timing, measure_interleaved, paired_ratio
 
 DEFAULT_DTYPES = ("float32", "float64")
@@ -42,9 +42,6 @@ CASE_ERROR = "the case fails when evaluated for the reference: "
 #: a full Jacobian (every method's, and the reference's) is formed for at most this many entries m·N; past it
 #: a vector case's full-Jacobian rows are ``skipped`` and only its JVP/VJP product rows are measured
 FULL_JACOBIAN_LIMIT = 250_000
-#: the variants that measure Jacobian-vector products rather than the full Jacobian (declared by each engine in
-#: ``EngineInfo.jacobian_variants``); they are what a case too large for a full Jacobian is measured with
-PRODUCT_VARIANTS = ("jvp", "vjp")
 
 
 @dataclass(frozen=True)
@@ -417,6 +414,8 @@ def _find_output_shape(case: Case, config: Config) -> None:
             output_shape(case)
     except UnitTimeout:
         case.__dict__["_output_shape"] = ()  # not looked for again: each unit's own budget says it hangs
+    except SystemExit:  # the case calls sys.exit: planned as a scalar, and each of its rows says what it did
+        case.__dict__["_output_shape"] = ()
 
 
 def _reference_for(case: Case, dtype: str, timeout_s: float | None
@@ -673,6 +672,9 @@ def _without_reference(unit: Unit, flat: np.ndarray, missing: Missing | None, va
     status, rel, max_eps = metrics.classify(flat, None, unit.method, unit.variant, unit.dtype)
     if missing is not None and missing.cause == Cause.CASE_FAILS:
         return unit.row(**dict(values, status=Status.ERROR, diagnosis=missing.text, cause=Cause.CASE_FAILS))
+    if status == Status.OK and unit.case.size > REFERENCE_MAX_INPUTS and missing is not None and \
+            missing.cause == Cause.NO_REFERENCE and not output_shape(unit.case):
+        return _along_directions(unit, flat, missing, values)
     if status == Status.OK and unit.method == "tape" and unit.case.native is not None and flat.ndim == 1 and \
             (missing is None or missing.cause == Cause.NO_REFERENCE):
         checked = _against_differences(unit, flat, missing, values)
@@ -682,6 +684,34 @@ def _without_reference(unit: Unit, flat: np.ndarray, missing: Missing | None, va
         status = Status.SKIPPED
     return unit.row(**dict(values, status=status, rel_error=rel, max_error_eps=max_eps, cause=Cause.NO_REFERENCE,
                            diagnosis=f"accuracy not checked: no reference gradient ({missing})"))
+
+
+def _along_directions(unit: Unit, flat: np.ndarray, missing: Missing, values: dict[str, Any]) -> Row:
+    """A gradient of a case past the certified reference's input budget: checked along random-sign directions
+    against Richardson derivatives of the case's NumPy function in float64 (``products.check_directions``, as
+    ``assert_gradients`` does past its size); approximate methods at their own tolerance."""
+    from . import metrics, products
+
+    case = unit.case
+    f = products.numpy_function(case, "float64")
+    exact = metrics.is_exact(unit.method, unit.variant)
+    try:
+        found = products.check_directions(flat, lambda p: float(f(p)[0]), flatten(case.inputs, list(case.inputs)),
+                                          float(np.finfo(unit.dtype).eps),
+                                          rtol=None if exact else metrics.tolerance(unit.method, unit.variant,
+                                                                                    unit.dtype))
+    except UnitTimeout:
+        raise
+    except Exception as exc:  # noqa: BLE001 - no truth along the directions: accuracy not checked, saying why
+        return unit.row(**dict(values, status=Status.SKIPPED, cause=Cause.NO_REFERENCE,
+                               diagnosis=f"accuracy not checked: no reference gradient ({missing}), and the "
+                                         f"Richardson directional derivatives failed ({_message(exc)})"))
+    worst = float(np.max(np.abs(found.got - found.expected) / np.maximum(np.abs(found.expected), 1e-300)))
+    text = (f"no certified reference ({missing}); checked along {found.got.size} random-sign directions against "
+            f"Richardson derivatives in float64: {found.describe()}")
+    return unit.row(**dict(values, status=Status.OK if found.passed else Status.INACCURATE, rel_error=worst,
+                           cause=None if found.passed else Cause.UNKNOWN, diagnosis=text,
+                           reference="richardson-directions"))
 
 
 def _against_differences(unit: Unit, flat: np.ndarray, missing: Missing | None, values: dict[str, Any]
@@ -716,6 +746,8 @@ def _against_differences(unit: Unit, flat: np.ndarray, missing: Missing | None, 
 
 def _measure_unit(unit: Unit, config: Config, ref: Any, missing: Missing | None) -> Measured:
     """Prepare, evaluate and judge one gradient; its timing follows with the case's others."""
+    if unit.variant in PRODUCT_VARIANTS:
+        return _measure_product(unit, config)
     base = dict(reference=_reference_label(ref), reference_radius=getattr(ref, "worst_radius", None))
     prepared = _prepare(unit, base)
     if isinstance(prepared, Row):
@@ -783,6 +815,137 @@ def _jacobian_shape_error(case: Case, gradient: dict[str, np.ndarray], shape: tu
             return (f"the derivative with respect to {name} has shape {got}, but the Jacobian of an output of shape "
                     f"{tuple(shape)} with respect to an input of shape {tuple(value.shape)} has shape {want}")
     return None
+#: product-row statuses from worst to best: the worst entry's status is the row's
+_PRODUCT_ORDER = (Status.ERROR, Status.NAN, Status.INF, Status.NONE, Status.INACCURATE, Status.UNCERTAIN,
+                  Status.UNDEFINED, Status.OK)
+
+
+def _measure_product(unit: Unit, config: Config) -> Measured:
+    """A ``jvp``/``vjp`` row (diffbench.products), judged by :func:`_judge_product`."""
+    base: dict[str, Any] = {}
+    try:
+        prepared = _prepare_product(unit)
+    except NoGradient as exc:
+        return Measured(unit.row(status=Status.NONE, cause=Cause.NO_GRADIENT, diagnosis=str(exc)))
+    if isinstance(prepared, Row):
+        return Measured(prepared)
+    values: dict[str, Any] = dict(base, prepare_s=prepared.prepare_s)
+    info = dict(prepared.info)
+    note = info.pop("note", None)
+    values.update({k: v for k, v in info.items() if k in COLUMNS})
+    product = prepared.gradient()
+    if config.keep_gradients:
+        values["gradient"] = product
+    timed, untimed = (prepared if config.timing else None), dict(values)
+    try:
+        verdict, label, radius = _judge_product(unit, flatten(product, list(product)))
+    except UnitTimeout:
+        raise
+    except Skip as exc:
+        return Measured(unit.row(**dict(values, status=Status.SKIPPED, cause=Cause.NO_REFERENCE,
+                                        diagnosis=f"accuracy not checked: {exc}")), timed, untimed)
+    except Exception as exc:  # noqa: BLE001 - the case fails when evaluated for the truth: its error, not the row's
+        return Measured(unit.row(**dict(values, status=Status.ERROR, cause=Cause.CASE_FAILS,
+                                        diagnosis=CASE_ERROR + _message(exc))), timed, untimed)
+    values.update(status=verdict.status, rel_error=verdict.rel_error, max_error_eps=verdict.max_error_eps,
+                  diagnosis=verdict.diagnosis, cause=verdict.cause, reference=label, reference_radius=radius)
+    return Measured(unit.row(**values), timed, untimed, note or None, judged=True)
+
+
+def _prepare_product(unit: Unit) -> Any:
+    """The product's Prepared, or the row saying why there is none; NoGradient passes through."""
+    try:
+        engine = get_engine(unit.method)
+        return engine.prepare(unit.case, unit.variant, unit.dtype, unit.device)
+    except (NoGradient, UnitTimeout):
+        raise
+    except ImportError:
+        return _prepare(unit, {})  # its row says which package is missing
+    except Skip as exc:
+        return unit.row(status=Status.SKIPPED, diagnosis=str(exc), cause=Cause.NOT_APPLICABLE)
+    except Exception as exc:  # noqa: BLE001 - a broken case or engine becomes an error row
+        return unit.error(exc)
+
+
+def _judge_product(unit: Unit, flat: np.ndarray) -> tuple[Any, str, float | None]:
+    """(verdict, reference label, reference radius) of a product under the gradient contract.
+
+    VJP: judged as the gradient of the scalar case uᵀf against its certified reference. JVP: each entry k as
+    the derivative of t -> f_k(x + t·v) against its certified reference, the row taking the worst entry's
+    status (``_PRODUCT_ORDER``). Past the reference's budgets (``REFERENCE_MAX_INPUTS`` inputs,
+    ``products.MAX_REFERENCE_OUTPUTS`` JVP entries, or a reference that is unavailable) the truth is Richardson
+    differences in float64: along v for the JVP (each entry within its tolerance widened by ten times the
+    differences' error estimate), along random-sign directions for the VJP (``products.check_directions``).
+    A finite-difference product is not judged against differences (Skip)."""
+    from . import products
+    from .reference import ReferenceUnavailable
+
+    case, method, variant, dtype = unit.case, unit.method, unit.variant, unit.dtype
+    try:
+        if case.size > REFERENCE_MAX_INPUTS:
+            raise ReferenceUnavailable(f"{case.size} inputs exceed the certified reference's budget of "
+                                       f"{REFERENCE_MAX_INPUTS}")
+        if variant == "vjp":
+            scalar, ref = products.reference_vjp(case, dtype)
+            return judge(scalar, method, variant, dtype, flat, ref), _reference_label(ref), ref.worst_radius
+        entries = products.reference_jvp(case, dtype)
+    except (ReferenceUnavailable, Skip) as exc:
+        if method == "finite":
+            raise Skip(f"no certified reference product ({exc}), and Richardson differences are the finite "
+                       "product itself") from None
+        return _product_against_differences(unit, flat, str(exc))
+    verdicts = [judge(scalar, method, variant, dtype, flat[k:k + 1], ref) for k, (scalar, ref) in enumerate(entries)]
+    refs = [ref for _, ref in entries]
+    return _worst_entry(unit, flat, verdicts, refs), _reference_label(refs[0]), max(
+        (r.worst_radius for r in refs if r.worst_radius is not None), default=None)
+
+
+def _worst_entry(unit: Unit, flat: np.ndarray, verdicts: list[Any], refs: list[Any]) -> Any:
+    """One verdict for a JVP judged entry by entry: the worst status, the normwise relative error, the worst
+    entries named (``out[k]: expected E, got G``, up to 3) before the worst entry's own diagnosis."""
+    from . import metrics
+    from .diagnose import Verdict
+
+    truth = np.array([float(r.flat[0]) for r in refs])
+    rel, _ = metrics.errors(flat, truth, unit.dtype)
+    max_eps = max((v.max_error_eps for v in verdicts), default=math.nan)
+    worst = min(range(len(verdicts)), key=lambda k: (_PRODUCT_ORDER.index(verdicts[k].status)
+                                                     if verdicts[k].status in _PRODUCT_ORDER else 0,
+                                                     -abs(flat[k] - truth[k])))
+    bad = [k for k, v in enumerate(verdicts) if v.status != Status.OK]
+    if not bad:
+        return Verdict(Status.OK, rel, max_eps, None)
+    named = sorted(bad, key=lambda k: -abs(flat[k] - truth[k]) if np.isfinite(flat[k]) else -math.inf)[:3]
+    listed = "; ".join(f"out[{k}]: expected {truth[k]:.10g}, got {flat[k]:.10g}" for k in named)
+    own = verdicts[worst].diagnosis
+    return Verdict(verdicts[worst].status, rel, max_eps, f"{listed}. out[{worst}]: {own}" if own else listed,
+                   cause=verdicts[worst].cause)
+
+
+def _product_against_differences(unit: Unit, flat: np.ndarray, why: str) -> tuple[Any, str, None]:
+    """A product judged against Richardson differences in float64 (no certified reference product)."""
+    from . import metrics, products
+    from .diagnose import DifferencesTruth, Verdict
+
+    case = unit.case
+    u, v = products.directions(case, unit.dtype)
+    note = f"no certified reference product ({why}); judged against Richardson-extrapolated differences in float64"
+    if unit.variant == "jvp":
+        found = products.finite_jvp(case, "float64", v)
+        verdict = judge(None, unit.method, unit.variant, unit.dtype, flat, DifferencesTruth(found.value, found.error,
+                                                                                          unit.dtype), native=True)
+        text = note if verdict.diagnosis is None else f"{verdict.diagnosis}; {note}"
+        return dataclasses.replace(verdict, diagnosis=text), "richardson-differences", None
+    f = products.numpy_function(case, "float64")
+    x = flatten(case.inputs, list(case.inputs))
+    exact = metrics.is_exact(unit.method, unit.variant)
+    found = products.check_directions(flat, lambda p: float(np.dot(u, f(p))), x, float(np.finfo(unit.dtype).eps),
+                                      rtol=None if exact else metrics.tolerance(unit.method, unit.variant, unit.dtype))
+    worst = float(np.max(np.abs(found.got - found.expected) / np.maximum(np.abs(found.expected), 1e-300)))
+    note += f" along {found.got.size} random-sign directions ({found.describe()})"
+    status = Status.OK if found.passed else Status.INACCURATE
+    return Verdict(status, worst, math.nan, note, cause=None if found.passed else Cause.UNKNOWN), \
+        "richardson-directions", None
 
 
 def _none_diagnosis(case: Case, exc: NoGradient, ref: Any) -> str:

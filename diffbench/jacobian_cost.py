@@ -16,12 +16,10 @@ from typing import Any
 
 import pandas as pd
 
-from .results import ANNOTATIONS
+from .results import ANNOTATIONS, PRODUCT_VARIANTS
 
 __all__ = ["PRODUCT_VARIANTS", "JACOBIAN_COST_COLUMNS", "jacobian_cost"]
 
-#: the variants that time one product instead of a whole Jacobian (the ``jvp`` and ``vjp`` rows)
-PRODUCT_VARIANTS = ("jvp", "vjp")
 
 JACOBIAN_COST_COLUMNS = ["case", "method", "variant", "dtype", "device", "outputs", "n_inputs", "status",
                          "jacobian_s", "vjp_s", "jvp_s", "reverse_s", "forward_s", "over_reverse", "over_forward",

@@ -24,7 +24,7 @@ import pandas as pd
 from .case import matches
 from .engines.finite import step_scale
 from .paths import inside, slug
-from .results import (CASE_NOTE, ENV_PREFIX, FUNCTION_CAUSES, STATUSES, SWEEP, Status, atomic_write,
+from .results import (PRODUCT_VARIANTS, CASE_NOTE, ENV_PREFIX, FUNCTION_CAUSES, STATUSES, SWEEP, Status, atomic_write,
                       for_csv, from_csv, measurements, sweep_points, without_sweep)
 from .results import read_results as _read_results
 from .metrics import is_exact
@@ -827,8 +827,6 @@ COST_PNG = "plots/cost.png"
 #: the Jacobian section's figures, relative to the report's folder
 JACOBIAN_DIGITS_PNG = "plots/jacobian_digits.png"
 JACOBIAN_COST_PNG = "plots/jacobian_cost.png"
-#: variants of product rows (J·v and uᵀ·J), not full Jacobians
-PRODUCT_VARIANTS = ("jvp", "vjp")
 #: the worst Jacobian rows first: a row's status is the worst over its output rows, in this order
 JACOBIAN_SEVERITY = ["error", "timeout", "nan", "inf", "none", "inaccurate", "uncertain", "undefined", "skipped",
                      "ok"]

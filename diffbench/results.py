@@ -39,6 +39,11 @@ class _Text(str, Enum):
     __hash__ = str.__hash__  # equal to its value, so it hashes as its value (set and dict lookups by text)
 
 
+#: the variants that measure Jacobian-vector products (J·v and uᵀ·J, :mod:`diffbench.products`) rather than whole
+#: Jacobians; each product-capable engine declares them in ``EngineInfo.jacobian_variants``
+PRODUCT_VARIANTS = ("jvp", "vjp")
+
+
 class Status(_Text):
     """What a row says of a method's result, in report order."""
 
@@ -171,6 +176,8 @@ class Row:
     outputs: int | None = None
     #: the shape of what the case returns, e.g. "(3,)"; empty for a scalar case
     output_shape: str | None = None
+    #: on a ``vjp`` row: |uᵀ(Jv) − (uᵀJ)v| / max(‖Jv‖, ‖uᵀJ‖) with the same method's JVP (diffbench.products)
+    product_gap: float | None = None
     gradient: Any = field(default=None, metadata={"column": False})
 
     # ------------------------------------------------------------------ mapping access

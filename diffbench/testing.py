@@ -891,11 +891,34 @@ def assert_gradients(fn: Callable[..., Any], inputs: dict[str, Any], *, referenc
     given, replace this with the elementwise test |g − truth| ≤ atol + rtol·|truth|.
     On failure the message names the input, the worst elements with their indices,
     both values, the relative error and the cause, in the same words as ``run``.
+
+    Large inputs: past ``PRODUCT_CHECK_INPUTS`` scalar inputs (without ``reference``) the gradient is
+    checked along ``CHECK_DIRECTIONS`` (3) random directions w of random signs instead, each gᵀw against the
+    Richardson derivative of ``fn`` along w and its error estimate
+    (:func:`diffbench.products.check_directions`): one tape gradient and about 27 calls of ``fn``
+    whatever the size. If every component is within 1000·eps of its size, a false alarm has probability at
+    most ``FALSE_ALARM`` = 1e-6 (Hoeffding's inequality over the random signs); a single component wrong by
+    δ moves every directional derivative by at least |δ|·max(|xᵢ|, 1) and is caught with certainty once that
+    exceeds twice the tolerance (10 % of one component among 10⁶ is caught: benchmarks/products.py). The
+    message then gives each failing direction's numbers (it cannot name the component).
+
+    Vector outputs: where ``fn`` returns an array of m > 1 elements its Jacobian is checked. Up to
+    ``MAX_REFERENCE_OUTPUTS`` outputs and ``PRODUCT_CHECK_INPUTS`` inputs, row by row (each output
+    element as a scalar function, by the rules above; ``reference`` then returns the same array), and the
+    message names the output element; past that, as the scalar uᵀfn for random signs u (a wrong entry
+    J[k, i] moves it by its whole error, |uₖ| = 1), by the rules above.
     """
     dtype = _dtype_of(inputs)
     arrays = {k: np.asarray(v.numpy() if hasattr(v, "numpy") else v, dtype=np.float64) for k, v in inputs.items()}
     _check_finite(arrays)
+    shape = _output_shape(fn, arrays, dtype)
+    if shape:
+        _assert_jacobian(fn, inputs, arrays, shape, reference, rtol, atol)
+        return
     names = list(arrays)
+    if reference is None and sum(a.size for a in arrays.values()) > PRODUCT_CHECK_INPUTS:
+        _assert_along_directions(fn, arrays, dtype, rtol, atol)
+        return
     try:
         got = _tape_gradient(fn, arrays, dtype)
     except _NoTapeGradient as error:
@@ -931,6 +954,106 @@ def assert_gradients(fn: Callable[..., Any], inputs: dict[str, Any], *, referenc
             point = describe_inputs(arrays)
             raise AssertionError(f"assert_gradients: wrong gradient of {getattr(fn, '__name__', 'fn')} at "
                                  f"{point}:\n  {message}")
+
+
+#: past this many scalar inputs ``assert_gradients`` checks directional derivatives (the full Richardson truth
+#: costs about 16 calls of fn per input: 4.3 s at 200 inputs, 67 s at 2000 measured on the project's CPU)
+PRODUCT_CHECK_INPUTS = 128
+
+
+def _output_shape(fn: Callable[..., Any], arrays: dict[str, np.ndarray], dtype: str) -> tuple[int, ...]:
+    """The shape of what ``fn`` returns, ``()`` for one element (or when fn fails here: the gradient's own
+    evaluation then says why)."""
+    import tensorflow as tf
+
+    try:
+        value = fn(**{k: tf.constant(v, dtype=dtype) for k, v in arrays.items()})
+    except Exception:  # noqa: BLE001 - reported by the gradient's evaluation, with its own message
+        return ()
+    shape = tuple(int(d) for d in np.shape(value)) if value is not None else ()
+    return shape if int(np.prod(shape, dtype=int)) > 1 else ()
+
+
+def _assert_jacobian(fn: Callable[..., Any], inputs: dict[str, Any], arrays: dict[str, np.ndarray],
+                     shape: tuple[int, ...], reference: Callable[..., Any] | None, rtol: float | None,
+                     atol: float | None) -> None:
+    """assert_gradients for a function returning an array: row by row where small, else uᵀfn."""
+    import functools
+
+    import tensorflow as tf
+
+    from .products import MAX_REFERENCE_OUTPUTS, PRODUCT_SEED
+
+    m = int(np.prod(shape, dtype=int))
+    name = getattr(fn, "__name__", "fn")
+    if m <= MAX_REFERENCE_OUTPUTS and sum(a.size for a in arrays.values()) <= PRODUCT_CHECK_INPUTS:
+        for k, index in enumerate(np.ndindex(shape)):
+            row = functools.wraps(fn)(lambda *a, _k=k, **kw: tf.reshape(fn(*a, **kw), [-1])[_k])
+            truth = None if reference is None else functools.wraps(reference)(
+                lambda *a, _k=k, xp, **kw: xp.reshape(reference(*a, xp=xp, **kw), (-1,))[_k])
+            try:
+                assert_gradients(row, inputs, reference=truth, rtol=rtol, atol=atol)
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}\n  (the Jacobian's row of output element {name}{list(index)}, one of "
+                                     f"{m}; shape {shape})") from None
+        return
+    signs = np.where(np.random.default_rng((PRODUCT_SEED, m)).random(m) < 0.5, -1.0, 1.0)
+
+    def weighted(*a: Any, **kw: Any) -> Any:
+        out = tf.reshape(fn(*a, **kw), [-1])
+        return tf.reduce_sum(tf.constant(signs, dtype=out.dtype) * out)
+
+    truth = None if reference is None else functools.wraps(reference)(
+        lambda *a, xp, **kw: xp.sum(xp.asarray(signs) * xp.reshape(reference(*a, xp=xp, **kw), (-1,))))
+    try:
+        assert_gradients(functools.wraps(fn)(weighted), inputs, reference=truth, rtol=rtol, atol=atol)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n  (checked as uᵀ{name} for random signs u: the Jacobian of its {m} outputs, "
+                             f"shape {shape}, is too large to check row by row)") from None
+
+
+def _assert_along_directions(fn: Callable[..., Any], arrays: dict[str, np.ndarray], dtype: str,
+                             rtol: float | None, atol: float | None) -> None:
+    """assert_gradients past PRODUCT_CHECK_INPUTS inputs: directional derivatives (products.check_directions)."""
+    import tensorflow as tf
+
+    from .products import CHECK_DIRECTIONS, check_directions
+
+    names = list(arrays)
+    shapes = [arrays[k].shape for k in names]
+    flat = np.concatenate([arrays[k].ravel() for k in names])
+    try:
+        checks = [(dtype, _tape_gradient(fn, arrays, dtype))]
+    except _NoTapeGradient as error:
+        raise AssertionError(f"assert_gradients: {_none_text(error, None, '')}") from None
+    if dtype == "float32":
+        with contextlib.suppress(Exception):  # a float32-only function: the float32 check stands alone
+            checks.append(("float64", _tape_gradient(fn, arrays, "float64")))
+
+    from .engines import split
+
+    def line_in(run_dtype: str) -> Callable[[np.ndarray], Callable[[float], float]]:
+        point = {k: tf.constant(arrays[k], dtype=run_dtype) for k in names}
+
+        def line(w: np.ndarray) -> Callable[[float], float]:
+            # x + t·w in TensorFlow: the point is converted once per direction, not at every step
+            step = {k: tf.constant(p, dtype=run_dtype) for k, p in zip(names, split(w, shapes))}
+            return lambda t: float(fn(**{k: point[k] + t * step[k] for k in names}))
+        return line
+
+    line = line_in("float64")
+    try:
+        line(np.zeros(flat.size))(0.0)
+    except Exception:  # noqa: BLE001 - a float32-only function: its derivatives are taken in its own dtype
+        line = line_in(dtype)
+    for check_dtype, gradient in checks:
+        found = check_directions(np.concatenate([gradient[k].ravel() for k in names]), None, flat,
+                                 float(np.finfo(check_dtype).eps), rtol=rtol, atol=atol, line=line)
+        if not found.passed:
+            raise AssertionError(
+                f"assert_gradients: wrong gradient of {getattr(fn, '__name__', 'fn')} ({flat.size} inputs, checked "
+                f"along {CHECK_DIRECTIONS} random-sign directions w against Richardson derivatives of fn in float64) "
+                f"in {check_dtype}: {found.describe()}")
 
 
 def _none_truth(error: _NoTapeGradient, fn: Callable[..., Any], arrays: dict[str, np.ndarray], dtype: str,

@@ -385,7 +385,7 @@ def test_memory_sizes_parse_with_binary_suffixes():
 
 # -- the reference's input budget ----------------------------------------------------------------
 
-def test_a_case_past_the_reference_budget_is_skipped_at_once():
+def test_a_case_past_the_reference_budget_is_checked_along_directions_at_once():
     from diffbench.case import make_case
     from diffbench.harness import REFERENCE_MAX_INPUTS, run
 
@@ -395,9 +395,11 @@ def test_a_case_past_the_reference_budget_is_skipped_at_once():
     df = run([case], methods=["tape"], dtypes=["float64"], variants={"tape": ["function"]}, order2=False,
              timing=False, timeout=600)
     row = one(df, method="tape")
-    assert row.status == "skipped"
+    # no certified reference: the gradient (2x, exact) is checked along random-sign directions against
+    # Richardson derivatives instead, which a correct gradient passes
+    assert row.status == "ok" and row.reference == "richardson-directions"
     assert f"budget of {REFERENCE_MAX_INPUTS}" in row.diagnosis
-    # the reference itself takes 33 s at 10⁵ inputs; skipping it costs what the tape costs
+    # the reference itself takes 33 s at 10⁵ inputs; skipping it costs what the tape and ~40 calls of f cost
     assert time.perf_counter() - started < 300
 
 

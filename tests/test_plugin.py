@@ -32,6 +32,7 @@ def test_cases_become_items_with_expected_statuses(pytester):
     outcomes = result.parseoutcomes()
     assert outcomes["failed"] == 8  # every exact variant of the cancelling case (4 symbolic + 4 tape)
     assert outcomes["passed"] == 16
+    assert outcomes["skipped"] == 6  # tape's jvp and vjp items of the three scalar cases: vector outputs only
 
 
 FORGETFUL = '''
@@ -99,8 +100,9 @@ def test_items_give_the_same_outcomes_spread_over_xdist_workers(pytester):
     result = pytester.runpytest_subprocess("-n", "2", "-p", "no:cacheprovider", "--diffbench-cases", "mycases.py",
                                            "--diffbench-methods", "symbolic,finite", "--diffbench-dtypes", "float64")
     result.stdout.fnmatch_lines(["*2 workers*"])
-    # quad and unused: 4 symbolic + 4 finite variants each, all ok; broken: one item that cannot run
-    assert result.parseoutcomes() == {"passed": 16, "failed": 1}
+    # quad and unused: 4 symbolic + 4 finite variants each, all ok; broken: one item that cannot run; finite's jvp
+    # and vjp items of the two scalar cases skipped (vector outputs only)
+    assert result.parseoutcomes() == {"passed": 16, "failed": 1, "skipped": 4}
     assert not list(pytester.path.glob("**/*.tmp")) and not list(pytester.path.glob("**/.diffbench*"))
 
 
@@ -132,8 +134,9 @@ def test_a_case_that_ends_its_process_fails_its_items_and_the_rest_run(pytester)
     pytester.makepyfile(exits=EXITS)
     result = pytester.runpytest_subprocess("--diffbench-cases", "exits.py", "--diffbench-methods", "finite",
                                            "--diffbench-dtypes", "float64")
-    # first and last: 4 finite variants each, ok; exits: its 4 items fail
-    assert result.parseoutcomes() == {"passed": 8, "failed": 4}
+    # first and last: 4 finite variants each, ok; exits: its 4 items fail; the jvp and vjp items of the scalar
+    # cases skipped (vector outputs only; exits, whose shape is never learnt, is planned as a scalar)
+    assert result.parseoutcomes() == {"passed": 8, "failed": 4, "skipped": 6}
     assert result.ret == 1
     result.stdout.fnmatch_lines(["*expected status 'ok', got 'error'*exit code 0*"])
     assert "<Status." not in result.stdout.str()
@@ -151,7 +154,7 @@ def test_a_case_file_that_ends_the_process_at_import_fails_and_the_other_files_r
     pytester.makepyfile(a_exits=EXITS_AT_IMPORT, b_fine=CASES.split("@case(inputs={\"x\": 2.0")[0])
     result = pytester.runpytest_subprocess("--diffbench-cases", "a_exits.py", "--diffbench-cases", "b_fine.py",
                                            "--diffbench-methods", "finite", "--diffbench-dtypes", "float64")
-    # a_exits: one failing item; b_fine (quad alone): 4 finite variants, ok
-    assert result.parseoutcomes() == {"passed": 4, "failed": 1}
+    # a_exits: one failing item; b_fine (quad alone): 4 finite variants, ok, its jvp and vjp items skipped
+    assert result.parseoutcomes() == {"passed": 4, "failed": 1, "skipped": 2}
     assert result.ret == 1
     result.stdout.fnmatch_lines(["*ended the process*exit code 0*"])

@@ -49,7 +49,8 @@ class EngineInfo:
     runs on a GPU where its framework sees one (``devices()`` says where, here and now).
     ``options``: settings a run may choose (``--engine-option METHOD.NAME=VALUE``), name -> the
     allowed values, the default first; the engine has an attribute of that name.
-    ``jacobian_variants``: variants (listed in ``variants`` too) that apply to vector-output cases only.
+    ``jacobian_variants``: variants (listed in ``variants`` too) that apply to vector-output cases only: Jacobian
+    formulations (tape ``loop``/``batch``, ``jacfwd``) and the products ``jvp``/``vjp`` (:mod:`diffbench.products`).
     """
 
     variants: tuple[str, ...]
@@ -65,15 +66,13 @@ class EngineInfo:
     #: variant -> the variant ``gradient``/``hessian`` use instead when called with the plain method name and the
     #: first variant's budget refuses the case (``OverBudget``): a cheaper formulation of the same derivative
     budget_fallback: dict[str, str] = field(default_factory=dict)
-    #: variants that only compute Jacobians of vector outputs (``harness.plan`` drops them for scalar cases)
+    #: variants that only make sense for a case that returns an array (a Jacobian formed another way, a JVP or
+    #: VJP product): ``harness.plan`` leaves them out for scalar cases, which keep exactly their other rows
     jacobian_variants: tuple[str, ...] = ()
     default: bool = False
     extra: str | None = None
     gpu: bool = False
     options: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    #: variants that only make sense for a case that returns an array (a Jacobian formed another way, a JVP or
-    #: VJP product): ``harness.plan`` leaves them out for scalar cases, which keep exactly their other rows
-    jacobian_variants: tuple[str, ...] = ()
 
     def is_exact(self, variant: str) -> bool:
         """Whether ``variant`` evaluates an exact formula (its only error is rounding)."""

@@ -107,6 +107,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .. import products
+from ..products import PRODUCT_VARIANTS
 from ..case import Case
 from . import EngineInfo, Prepared, Skip, check_output, flatten, output_shape, output_size, split, unflatten
 
@@ -982,9 +984,11 @@ class FiniteEngine:
     """
 
     name = "finite"
-    info = EngineInfo(variants=("forward", "central", "complex_step", "richardson"), default_variant="central",
+    info = EngineInfo(variants=("forward", "central", "complex_step", "richardson", "jvp", "vjp"), default_variant="central",
                       exact=False, exact_variants=("complex_step",),
-                      error_exponents={"forward": 1 / 2, "central": 2 / 3, "richardson": 4 / 5}, order2_exponent=1 / 2,
+                      error_exponents={"forward": 1 / 2, "central": 2 / 3, "richardson": 4 / 5,
+                                       "jvp": 4 / 5, "vjp": 4 / 5},
+                      order2_exponent=1 / 2, jacobian_variants=("jvp", "vjp"),
                       order2_variants=("central",), scaling_variants=("central",), run_scaling_variants=("central",),
                       max_hessian_inputs=MAX_HESSIAN_INPUTS, default=True,
                       options={"evaluation": (PER_POINT, BATCHED)})
@@ -1012,6 +1016,8 @@ class FiniteEngine:
         return batch, {"evaluation": BATCHED}, ""
 
     def prepare(self, case: Case, variant: str, dtype: str, device: str = "CPU") -> Prepared:
+        if variant in PRODUCT_VARIANTS:  # J·v and uᵀ·J without the matrix: one module for every method
+            return products.prepare(self.name, case, variant, dtype, device)
         if variant not in self.variants():
             raise ValueError(f"unknown finite variant {variant!r}; known: {self.variants()}")
         f = function_of(case, dtype)

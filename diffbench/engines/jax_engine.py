@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from .. import products
+from ..products import PRODUCT_VARIANTS
 from ..case import Case
 from . import EngineInfo, Prepared, Skip, check_output, check_scalar, output_shape, split
 
@@ -50,9 +52,9 @@ class JaxEngine:
     """``jax.grad`` (reverse mode) of the case written against ``jax.numpy``."""
 
     name = "jax"
-    info = EngineInfo(variants=("eager", "jit", "jacfwd"), default_variant="eager", order2_variants=("jit",),
+    info = EngineInfo(variants=("eager", "jit", "jacfwd", "jvp", "vjp"), default_variant="eager", order2_variants=("jit",),
                       scaling_variants=("jit",), max_hessian_inputs=400, extra="jax", gpu=True,
-                      jacobian_variants=("jacfwd",))
+                      jacobian_variants=("jacfwd", "jvp", "vjp"))
 
     def __init__(self) -> None:
         _jax()  # ImportError here reports the engine as not installed
@@ -88,6 +90,8 @@ class JaxEngine:
         return jax, f, args, target
 
     def prepare(self, case: Case, variant: str, dtype: str, device: str = "CPU") -> Prepared:
+        if variant in PRODUCT_VARIANTS:  # J·v and uᵀ·J without the matrix: one module for every method
+            return products.prepare(self.name, case, variant, dtype, device)
         if variant not in self.variants():
             raise ValueError(f"unknown jax variant {variant!r}; known: {self.variants()}")
         vector = bool(output_shape(case))

@@ -62,6 +62,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .. import products
+from ..products import PRODUCT_VARIANTS
 from ..case import Case
 from . import BATCH_TAG, EngineInfo, NoGradient, Prepared, Skip, check_output, check_scalar, output_shape
 
@@ -295,10 +297,10 @@ class TapeEngine:
     """``tf.GradientTape`` in its execution modes."""
 
     name = "tape"
-    info = EngineInfo(variants=("eager", "function", "xla", "forward", "loop", "batch"), default_variant="eager",
+    info = EngineInfo(variants=("eager", "function", "xla", "forward", "loop", "batch", "jvp", "vjp"), default_variant="eager",
                       order2_variants=("eager",), scaling_variants=("eager", "function", "xla", "forward"),
                       run_scaling_variants=("function", "xla", "forward"), max_hessian_inputs=MAX_HESSIAN_INPUTS, default=True,
-                      gpu=True, jacobian_variants=("loop", "batch"))
+                      gpu=True, jacobian_variants=("loop", "batch", "jvp", "vjp"))
 
     def variants(self) -> tuple[str, ...]:
         return self.info.variants
@@ -307,6 +309,8 @@ class TapeEngine:
         return ["CPU", *gpu_devices()]
 
     def prepare(self, case: Case, variant: str, dtype: str, device: str = "CPU") -> Prepared:
+        if variant in PRODUCT_VARIANTS:  # J·v and uᵀ·J without the matrix: one module for every method
+            return products.prepare(self.name, case, variant, dtype, device)
         tf = _tf()
         if variant not in self.variants():
             raise ValueError(f"unknown tape variant {variant!r}; known: {self.variants()}")

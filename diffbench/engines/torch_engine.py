@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from .. import products
+from ..products import PRODUCT_VARIANTS
 from ..case import Case
 from . import EngineInfo, NoGradient, Prepared, Skip, check_output, check_scalar, output_shape, split
 
@@ -37,9 +39,9 @@ class TorchEngine:
     """``torch.autograd.grad`` of the case written against the array-API torch namespace."""
 
     name = "torch"
-    info = EngineInfo(variants=("eager", "jacfwd"), default_variant="eager", order2_variants=("eager",),
+    info = EngineInfo(variants=("eager", "jacfwd", "jvp", "vjp"), default_variant="eager", order2_variants=("eager",),
                       scaling_variants=("eager",), max_hessian_inputs=400, extra="torch", gpu=True,
-                      jacobian_variants=("jacfwd",))
+                      jacobian_variants=("jacfwd", "jvp", "vjp"))
 
     def __init__(self) -> None:
         _torch()  # ImportError here reports the engine as not installed
@@ -79,6 +81,8 @@ class TorchEngine:
         return torch, xp, args, sync
 
     def prepare(self, case: Case, variant: str, dtype: str, device: str = "CPU") -> Prepared:
+        if variant in PRODUCT_VARIANTS:  # J·v and uᵀ·J without the matrix: one module for every method
+            return products.prepare(self.name, case, variant, dtype, device)
         if variant not in self.variants():
             raise ValueError(f"unknown torch variant {variant!r}; known: {self.variants()}")
         vector = bool(output_shape(case))
