@@ -78,6 +78,8 @@ class SymbolicTrace:
     _gradient: list[Any] | None = None
     diff_s: float = 0.0
     _cache: dict[str, Any] = field(default_factory=dict)
+    #: the comparisons on values the case's code branched on, decided at the point (diffbench.branching)
+    guards: list[Any] = field(default_factory=list)
 
     @property
     def gradient(self) -> list[Any]:
@@ -147,6 +149,7 @@ def _depth_budget() -> Iterator[None]:
 def _trace(case: Case) -> SymbolicTrace:
     import sympy as sp
 
+    from ..branching import deciding_at
     from ..namespaces import ObjectArray, sympy_namespace, tracing_at
 
     if case.size > MAX_INPUTS:
@@ -161,7 +164,8 @@ def _trace(case: Case) -> SymbolicTrace:
         array.reshape(-1)[:] = flat
         args.append(array.view(ObjectArray))
     point = np.concatenate([np.asarray(v, dtype=np.float64).ravel() for v in case.inputs.values()])
-    with tracing_at({s: sp.Float(float(v)) for s, v in zip(symbols, point)}), _trace_time_limit(case):
+    with tracing_at({s: sp.Float(float(v)) for s, v in zip(symbols, point)}), _trace_time_limit(case), \
+            deciding_at({s: sp.Rational(float(v)) for s, v in zip(symbols, point)}) as guards:
         out = case.func(*args, xp=sympy_namespace())
     check_scalar(case, out, "SymPy namespace")
     value = np.asarray(out, dtype=object).reshape(-1)[0]
@@ -184,7 +188,7 @@ def _trace(case: Case) -> SymbolicTrace:
     if ops > MAX_OPS:
         raise OverBudget(f"the function's expression has {ops} operations, over the symbolic budget of {MAX_OPS} "
                          "(diffbench.engines.symbolic.MAX_OPS): expression swell")
-    return SymbolicTrace(case, symbols, f, time.perf_counter() - start, int(ops))
+    return SymbolicTrace(case, symbols, f, time.perf_counter() - start, int(ops), guards=list(guards))
 
 
 #: a SymPy trace (the case run on symbols) that runs longer than this is stopped and the row skipped: SymPy's
@@ -298,6 +302,8 @@ def symengine_trace(case: Case) -> SymEngineTrace:
         out = case.func(*args, xp=symengine_namespace())
     except UnsupportedFunction as exc:
         raise SymEngineLacks(str(exc)) from exc
+    except TypeError as exc:
+        raise SymEngineLacks(_symengine_type_error(exc)) from exc
     check_scalar(case, out, "SymEngine namespace")
     value = np.asarray(out, dtype=object).reshape(-1)[0]
     try:
@@ -316,6 +322,17 @@ def symengine_trace(case: Case) -> SymEngineTrace:
     diff_s = time.perf_counter() - start
     _check_evaluated(gradient)
     return SymEngineTrace(case, symbols, f, gradient, trace_s, diff_s, ops)
+
+
+def _symengine_type_error(exc: TypeError) -> str:
+    """Why a case that raised TypeError on SymEngine symbols goes to SymPy: SymEngine's relations have no truth
+    value and cannot be given one (its classes are compiled), so an `if`/`while` on a traced value fails there,
+    while the SymPy trace decides it at the point. A TypeError of the case's own is raised again by SymPy."""
+    from ..branching import traceback_line
+
+    where = traceback_line(exc.__traceback__)
+    return (f"SymEngine cannot decide a comparison of traced values{' at ' + where if where else ''} ({exc}); "
+            "the SymPy trace decides each one by its value at the point")
 
 
 def _se_gradient(f: Any, symbols: list[Any]) -> list[Any]:
@@ -536,7 +553,8 @@ class SymbolicEngine:
                     fallback = self.prepare(case, "numpy", dtype, device)
                 except Skip as skip:
                     raise Skip(_fallback_skip(exc, skip)) from None
-                fallback.info["note"] = f"{SYMENGINE_FALLBACK}: {exc}"
+                guards = fallback.info.get("note")
+                fallback.info["note"] = f"{SYMENGINE_FALLBACK}: {exc}" + (f"; {guards}" if guards else "")
                 return fallback
         with _depth_budget():
             return self._prepare_sympy(case, variant, dtype)
@@ -568,6 +586,7 @@ class SymbolicEngine:
             raise ValueError(f"unknown symbolic variant {variant!r}; known: {self.variants()}")
         lambdify_s = time.perf_counter() - start
         info = {"expr_ops": tr.f_ops, "grad_ops": _count_ops(tr, grads, cse=(variant != "numpy-nocse"))}
+        info.update(_guard_note(tr))
         return Prepared(gradient=gradient, timed=timed, f_timed=f_timed,
                         prepare_s=tr.trace_s + tr.diff_s + lambdify_s, info=info,
                         f_key="numpy" if variant.startswith("numpy") else None)
@@ -601,6 +620,13 @@ class SymbolicEngine:
         fn = tr._cache["lambdify-hessian"]
         point = list(np.concatenate([v.ravel() for v in case.inputs.values()]).astype(dtype))
         return _real(fn(point), np.dtype(dtype))
+
+
+def _guard_note(tr: SymbolicTrace) -> dict[str, str]:
+    """The row's note on the value branches the trace decided at the point (none where it decided none)."""
+    from ..branching import describe
+
+    return {"note": describe(tr.guards)} if tr.guards else {}
 
 
 def _fallback_skip(lacks: Exception, skip: Skip) -> str:
