@@ -88,7 +88,8 @@ class SymbolicTrace:
             import sympy as sp
 
             start = time.perf_counter()
-            self._gradient = [sanitize(sp.diff(self.f, s)) for s in self.symbols]
+            with sign_heuristics_off():
+                self._gradient = [sanitize(sp.diff(self.f, s)) for s in self.symbols]
             self.diff_s = time.perf_counter() - start
         return self._gradient
 
@@ -134,6 +135,42 @@ def trace(case: Case) -> SymbolicTrace:
 
 
 @contextlib.contextmanager
+def sign_heuristics_off() -> Iterator[None]:
+    """Build SymPy expressions without its sign heuristic for sums (``exprtools._monotonic_sign``), and make
+    Python's ``abs()`` of an expression an unevaluated ``Abs``.
+
+    Every ``Pow``, ``Abs`` or quotient SymPy builds over a sum of real symbols asks whether the sum is positive,
+    negative or infinite, and the heuristic answers by expanding the sum's numerator and denominator, walking the
+    tree as a tree: on an unrolled loop, whose expression shares each step's subexpressions, that walk doubles
+    with every step (a charged particle's Euler steps: 8 s at 7 steps, minutes at 9). ``Abs``'s own evaluation
+    expands its argument (seconds for a few Newton steps). Without them those questions are answered "not
+    known", which only keeps SymPy from simplifying (|u| stays |u| where it could prove u > 0): the expression
+    and its derivative are the same function. Measured in ``benchmarks/symbolic_scale.py --deep``."""
+    from sympy.core import exprtools
+    from sympy.core.expr import Expr
+
+    original, original_abs = exprtools._monotonic_sign, Expr.__abs__
+    exprtools._monotonic_sign = _sign_not_known
+    Expr.__abs__ = _unevaluated_abs  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        exprtools._monotonic_sign = original
+        Expr.__abs__ = original_abs  # type: ignore[method-assign]
+
+
+def _sign_not_known(expr: Any) -> None:
+    return None
+
+
+def _unevaluated_abs(expr: Any) -> Any:
+    import sympy as sp
+
+    return expr if isinstance(expr, sp.Number) and expr >= 0 else \
+        -expr if isinstance(expr, sp.Number) else sp.Abs(expr, evaluate=False)
+
+
+@contextlib.contextmanager
 def _depth_budget() -> Iterator[None]:
     """SymPy's algorithms recurse along the expression: one nested deeper than Python's recursion limit
     (a long chain of steps, each applied to the last) is past a budget, not an error of the case."""
@@ -165,7 +202,8 @@ def _trace(case: Case) -> SymbolicTrace:
         args.append(array.view(ObjectArray))
     point = np.concatenate([np.asarray(v, dtype=np.float64).ravel() for v in case.inputs.values()])
     with tracing_at({s: sp.Float(float(v)) for s, v in zip(symbols, point)}), _trace_time_limit(case), \
-            deciding_at({s: sp.Rational(float(v)) for s, v in zip(symbols, point)}) as guards:
+            deciding_at({s: sp.Rational(float(v)) for s, v in zip(symbols, point)}) as guards, \
+            sign_heuristics_off():
         out = case.func(*args, xp=sympy_namespace())
     check_scalar(case, out, "SymPy namespace")
     value = np.asarray(out, dtype=object).reshape(-1)[0]
