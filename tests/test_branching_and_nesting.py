@@ -248,3 +248,32 @@ def test_jax_engine_maps_concretization_errors_to_skip():
     with pytest.raises(ZeroDivisionError):
         with _branches_skip(fake_jax, "jit"):
             1 / 0
+
+
+# --------------------------------------------------------------------------- the trace's own time limit
+def test_trace_limit_applies_inside_a_longer_outer_budget(monkeypatch):
+    """Inside the in-process API's per-measurement budget (an outer timer of 120 s here), a SymPy trace is still
+    stopped at MAX_TRACE_S, as a skip, and the outer timer is armed again afterwards with what is left of it."""
+    import signal
+    import time
+
+    from diffbench.engines import symbolic
+    from diffbench.errors import OverBudget
+    from diffbench.harness import budget
+
+    monkeypatch.setattr(symbolic, "MAX_TRACE_S", 1.0)
+
+    @case(inputs={"x": 0.3})
+    def slow_to_trace(x, xp):
+        end = time.monotonic() + 60
+        while time.monotonic() < end:
+            time.sleep(0.01)
+        return x
+
+    start = time.perf_counter()
+    with budget(120.0):
+        with pytest.raises(OverBudget, match="MAX_TRACE_S"):
+            symbolic.trace(slow_to_trace)
+        left = signal.getitimer(signal.ITIMER_REAL)[0]
+    assert time.perf_counter() - start < 30  # stopped about 1 s in, not after the loop's 60 s
+    assert 60 < left < 120  # the outer budget runs on, less the time the trace took

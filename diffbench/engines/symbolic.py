@@ -267,10 +267,14 @@ class _TraceTooLong(Exception):
 
 @contextlib.contextmanager
 def _trace_time_limit(case: Case) -> Iterator[None]:
-    """Stop a SymPy trace past ``MAX_TRACE_S`` with OverBudget (main thread, where no other timer runs)."""
-    if (threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer")
-            or signal.getsignal(signal.SIGALRM) not in (signal.SIG_DFL, None)
-            or signal.getitimer(signal.ITIMER_REAL)[0] > 0):
+    """Stop a SymPy trace past ``MAX_TRACE_S`` with OverBudget (main thread). Where an outer timer is running (the
+    in-process API's per-measurement budget) and ends later, it is suspended while the trace runs and re-armed
+    with what is left of it afterwards; where it ends first, it decides."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
+        yield
+        return
+    outer = signal.getitimer(signal.ITIMER_REAL)[0]
+    if 0 < outer <= MAX_TRACE_S:
         yield
         return
 
@@ -282,6 +286,7 @@ def _trace_time_limit(case: Case) -> Iterator[None]:
             frame = frame.f_back
         raise _TraceTooLong
 
+    started = time.monotonic()
     previous = signal.signal(signal.SIGALRM, expire)
     signal.setitimer(signal.ITIMER_REAL, MAX_TRACE_S)
     try:
@@ -293,6 +298,8 @@ def _trace_time_limit(case: Case) -> Iterator[None]:
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+        if outer > 0:  # the outer budget goes on from where it was
+            signal.setitimer(signal.ITIMER_REAL, max(outer - (time.monotonic() - started), 1e-3))
 
 
 # --------------------------------------------------------------------------- SymEngine
