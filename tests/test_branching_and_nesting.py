@@ -85,6 +85,16 @@ def test_newton_while_loop_symbolic_rows_ok():
     assert "SymPy" in found[("symbolic", "symengine", "float64")]["diagnosis"]
 
 
+def test_newton_while_loop_on_the_tape():
+    # eager TensorFlow follows Python's loop; tf.function's autograph cannot convert a loop whose condition starts
+    # as a Python number (step = 1.0) and becomes a tensor: that variant is skipped with the reason, not an error
+    found = rows(newton_sqrt, ["tape"], {"tape": ["eager", "function"]})
+    assert found[("tape", "eager", "float64")]["status"] == "ok"
+    traced = found[("tape", "function", "float64")]
+    assert traced["status"] == "skipped" and traced["cause"] == Cause.NOT_APPLICABLE
+    assert "autograph" in traced["diagnosis"] and "eager" in traced["diagnosis"]
+
+
 def test_if_on_each_element_symbolic_ok():
     truth = piecewise_truth([0.7, -0.3, 1.9])
     np.testing.assert_allclose(gradient(piecewise_sum, "symbolic")["x"], truth, rtol=1e-14)
