@@ -141,6 +141,31 @@ def _exact(value: Any) -> Any:
     return sp.Rational(float(raw))
 
 
+def _traced_value(value: Any) -> bool:
+    """Whether a value is one of an object namespace's traced values: an object array (the namespaces' arrays)
+    or a tape node (its type brings its own matrix product)."""
+    if isinstance(value, np.ndarray):
+        return value.dtype == object
+    if isinstance(value, (list, tuple)):
+        return any(_traced_value(v) for v in value)
+    return getattr(type(value), "tape_matmul", None) is not None
+
+
+def _closes_over_traced(f: Callable[..., Any]) -> bool:
+    """Whether ``f`` reads a traced value from an enclosing scope or a default argument."""
+    cells = [c.cell_contents for c in (getattr(f, "__closure__", None) or ()) if _filled(c)]
+    defaults = list(getattr(f, "__defaults__", None) or ()) + list((getattr(f, "__kwdefaults__", None) or {}).values())
+    return any(_traced_value(v) for v in cells + defaults)
+
+
+def _filled(cell: Any) -> bool:
+    try:
+        cell.cell_contents
+    except ValueError:  # a cell not assigned yet
+        return False
+    return True
+
+
 def _formula_grad(ns: Any, f: Callable[..., Any], nums: tuple[int, ...], arrays: list[np.ndarray],
                   sympy_ns: Any) -> list[Any]:
     """The inner gradient's SymPy formula, evaluated in ``ns`` with the arguments' values."""
@@ -148,6 +173,14 @@ def _formula_grad(ns: Any, f: Callable[..., Any], nums: tuple[int, ...], arrays:
 
     from .branching import deciding_at
 
+    if _closes_over_traced(f):
+        from .errors import ReferenceUnavailable
+
+        raise ReferenceUnavailable(
+            f"xp.grad's inner function {getattr(f, '__name__', f)!r} reads a traced value of the case from an "
+            "enclosing scope; the reference takes the inner gradient's formula symbolically, on symbols for its "
+            "arguments only, so it cannot follow that value: pass it as an argument (and choose the one to "
+            "differentiate with argnums)")
     dummies = _dummies(arrays, lambda name: sp.Dummy(name, real=True))
     env = {d: v for ds, vs in zip(dummies, arrays) for d, v in zip(ds.ravel(), vs.ravel())}
     try:

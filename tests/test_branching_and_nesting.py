@@ -194,6 +194,24 @@ def test_xp_grad_inside_a_case_every_engine(one, truth):
     assert skipped["status"] == "skipped" and "complex step" in skipped["diagnosis"]
 
 
+@case(inputs={"x": [0.5, -1.5]})
+def closure_over_x(x, xp):
+    """xp.grad of a function that reads x from the enclosing scope as well as through its argument."""
+    def inner(y, xp):
+        return xp.sum(x * y * y)
+    return xp.sum(xp.grad(inner)(x))
+
+
+def test_xp_grad_closing_over_a_traced_value():
+    # ∂inner/∂y = 2xy, at y = x: F = Σ 2xᵢ², ∇F = 4x (the symbolic method and the tapes follow the closure too)
+    np.testing.assert_allclose(gradient(closure_over_x, "symbolic")["x"], [2.0, -6.0], rtol=1e-15)
+    np.testing.assert_allclose(gradient(closure_over_x, "tape")["x"], [2.0, -6.0], rtol=1e-15)
+    # the reference cannot follow a value its symbolic inner trace does not see: no truth, said as such
+    row = rows(closure_over_x, ["symbolic"], {"symbolic": ["numpy"]})[("symbolic", "numpy", "float64")]
+    assert row["status"] == "skipped" and row["cause"] == Cause.NO_REFERENCE
+    assert "enclosing scope" in row["diagnosis"] and "argnums" in row["diagnosis"]
+
+
 def test_xp_grad_argnums_tuple_and_namespaces():
     from diffbench.namespaces import numpy_namespace, sympy_namespace
 
