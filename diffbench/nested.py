@@ -19,9 +19,12 @@ does. Every namespace computes it so that the case's own derivative differentiat
   outer differences then differentiate it. On complex inputs (the outer complex step) it raises
   ``TypeError``: a complex step of a complex step needs multicomplex numbers.
 
-``f`` must take every traced value it depends on as an argument: the reference traces ``f`` on
-symbols of its own, and a value of the case that ``f`` reads from an enclosing scope is not one. Nothing
-here imports the rest of diffbench; the namespaces call in.
+``f`` should take every traced value it depends on as an argument: the reference traces ``f`` on
+symbols of its own, and a value of the case that ``f`` reads from an enclosing scope is not one (the
+reference then raises ``ReferenceUnavailable``, so the case's rows say that no truth exists; the other
+methods follow the closure). The namespaces call in here; of diffbench this module imports only
+:mod:`diffbench.errors` and :mod:`diffbench.branching`.
+
 """
 
 from __future__ import annotations
