@@ -212,6 +212,56 @@ def test_xp_grad_closing_over_a_traced_value():
     assert "enclosing scope" in row["diagnosis"] and "argnums" in row["diagnosis"]
 
 
+def potential(x, w, xp):
+    """p(x; w) = 1/‖x − (10, 10 − w)‖ + 1/‖x − (10, 0)‖ (gradbench's particle field)."""
+    first = (x[0] - 10.0) ** 2 + (x[1] - (10.0 - w[0])) ** 2
+    second = (x[0] - 10.0) ** 2 + x[1] ** 2
+    return 1 / xp.sqrt(first) + 1 / xp.sqrt(second)
+
+
+@case(inputs={"w": [0.0]})
+def particle_four_steps(w, xp):
+    """Four Euler steps of dt = 0.5 from (0, 8) at velocity (0.75, 0) under the acceleration −∇ₓp, taken with
+    xp.grad at every step; the function is the final x-coordinate squared."""
+    x = xp.asarray([0.0, 8.0])
+    v = xp.asarray([0.75, 0.0])
+    for _ in range(4):
+        acceleration = -xp.grad(potential)(x, w)
+        x, v = x + 0.5 * v, v + 0.5 * acceleration
+    return x[0] * x[0]
+
+
+def particle_truth() -> float:
+    # an independent truth: the same four steps in plain mpmath, with the field's gradient derived by hand,
+    # −∇ₓ 1/‖x − c‖ = (x − c)/‖x − c‖³, and the derivative in w by a central difference at 60 digits with
+    # h = 1e-25 (its error is h²·f''' ≈ 1e-50, its rounding 1e-60/h = 1e-35)
+    import mpmath
+
+    def final(w):
+        x, v = [mpmath.mpf(0), mpmath.mpf(8)], [mpmath.mpf("0.75"), mpmath.mpf(0)]
+        for _ in range(4):
+            a = [mpmath.mpf(0), mpmath.mpf(0)]
+            for c in ((10, 10 - w), (10, 0)):
+                d = [x[0] - c[0], x[1] - c[1]]
+                r3 = mpmath.sqrt(d[0] ** 2 + d[1] ** 2) ** 3
+                a = [a[0] + d[0] / r3, a[1] + d[1] / r3]
+            x, v = [x[0] + v[0] / 2, x[1] + v[1] / 2], [v[0] + a[0] / 2, v[1] + a[1] / 2]
+        return x[0] ** 2
+
+    with mpmath.workdps(60):
+        h = mpmath.mpf("1e-25")
+        return float((final(h) - final(-h)) / (2 * h))
+
+
+def test_xp_grad_at_every_step_of_a_particle():
+    truth = particle_truth()
+    for method in ("reference", "symbolic", "symbolic/symengine", "tape"):
+        assert gradient(particle_four_steps, method)["w"][0] == pytest.approx(truth, rel=1e-13), method
+    found = rows(particle_four_steps, ["symbolic", "tape"], {"symbolic": ["numpy"], "tape": ["eager"]})
+    assert found[("symbolic", "numpy", "float64")]["status"] == "ok"
+    assert found[("tape", "eager", "float64")]["status"] == "ok"
+
+
 def test_xp_grad_argnums_tuple_and_namespaces():
     from diffbench.namespaces import numpy_namespace, sympy_namespace
 
