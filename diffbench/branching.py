@@ -49,6 +49,9 @@ class Guard:
     taken: bool
     tie: bool = False
     relation: str = ""
+    #: lhs − rhs as a SymPy expression of the traced symbols, and its sign at the point (see :func:`flips`)
+    difference: Any = field(default=None, compare=False, repr=False)
+    sign: int = 0
 
 
 @dataclass
@@ -120,11 +123,22 @@ def _decided_bool(relation: Any) -> bool:
     op = _DECIDE.get(getattr(relation, "rel_op", ""))
     if op is None:
         return _ORIGINAL_BOOL(relation)
-    difference = (relation.lhs - relation.rhs).xreplace(decider.point)
-    sign = _exact_sign(difference)
+    difference = relation.lhs - relation.rhs
+    sign = _exact_sign(difference.xreplace(decider.point))
     taken = bool(op(sign, 0))
-    decider.guards.append(Guard(case_line(caller), taken, sign == 0, _quote(relation) if sign == 0 else ""))
+    decider.guards.append(Guard(case_line(caller), taken, sign == 0, _quote(relation) if sign == 0 else "",
+                                difference, sign))
     return taken
+
+
+def flips(guards: list[Guard], point: dict[Any, Any]) -> Guard | None:
+    """The first guard whose sign at ``point`` (symbol -> exact SymPy number: another rounding of the point)
+    differs from its sign where the case was traced, or None: the traced formula holds at ``point`` as far as the
+    guards tell only where none does."""
+    for guard in guards:
+        if guard.difference is not None and _exact_sign(guard.difference.xreplace(point)) != guard.sign:
+            return guard
+    return None
 
 
 def _quote(relation: Any) -> str:

@@ -111,6 +111,26 @@ def test_guard_at_its_switch_is_undefined_naming_the_guard():
     assert "if x > 0:" in row["diagnosis"] and "sits exactly at its switch" in row["diagnosis"]
 
 
+@case(inputs={"x": 0.1 + 1e-12})
+def guard_between_roundings(x, xp):
+    """A guard that is false at the point, 0.1 + 1e-12, and true at the point's float32 rounding,
+    0.100000001490116…"""
+    if x > 0.10000000149:
+        return 3 * x
+    return x * x
+
+
+def test_guard_decided_otherwise_at_the_float32_point_is_skipped():
+    # float64 point 0.1 + 1e-12 < 0.10000000149: the guard is false there (formula x², derivative 2x); the float32
+    # rounding of the point is 0.100000001490116… > 0.10000000149: true there (formula 3x). The float32 row must
+    # not evaluate x²'s derivative at that point.
+    assert float(np.float32(0.1 + 1e-12)) > 0.10000000149 > 0.1 + 1e-12
+    found = rows(guard_between_roundings, ["symbolic"], {"symbolic": ["numpy"]}, dtypes=("float64", "float32"))
+    assert found[("symbolic", "numpy", "float64")]["status"] == "ok"
+    row = found[("symbolic", "numpy", "float32")]
+    assert row["status"] == "skipped" and "float32 rounding of the point" in row["diagnosis"]
+
+
 def test_guards_decided_by_value_and_sympy_unchanged_outside():
     x = sp.Symbol("x", real=True)
     with deciding_at({x: sp.Rational(1, 3)}) as guards:

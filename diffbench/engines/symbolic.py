@@ -608,6 +608,7 @@ class SymbolicEngine:
         import sympy as sp
 
         tr = trace(case)
+        _check_guards_at(tr, case, dtype)
         grads = tr.gradient
         start = time.perf_counter()
         if variant in ("numpy", "numpy-nocse"):
@@ -665,6 +666,22 @@ class SymbolicEngine:
         fn = tr._cache["lambdify-hessian"]
         point = list(np.concatenate([v.ravel() for v in case.inputs.values()]).astype(dtype))
         return _real(fn(point), np.dtype(dtype))
+
+
+def _check_guards_at(tr: SymbolicTrace, case: Case, dtype: str) -> None:
+    """Raise Skip where a guard the trace decided at the point is decided the other way at the point as ``dtype``
+    holds it (its rounding of the inputs): the traced formula is then another branch's there."""
+    if not tr.guards or np.dtype(dtype) == np.float64:
+        return
+    import sympy as sp
+
+    from ..branching import flips
+
+    values = np.concatenate([np.asarray(v, dtype=np.float64).ravel() for v in case.inputs.values()]).astype(dtype)
+    flipped = flips(tr.guards, {s: sp.Rational(float(v)) for s, v in zip(tr.symbols, values)})
+    if flipped is not None:
+        raise Skip(f"the guard at {flipped.where} is decided the other way at the {dtype} rounding of the point than "
+                   "at the point itself, where the case was traced: the traced formula is another branch's there")
 
 
 def _guard_note(tr: SymbolicTrace) -> dict[str, str]:
