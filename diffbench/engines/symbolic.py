@@ -166,8 +166,8 @@ def _sign_not_known(expr: Any) -> None:
 def _unevaluated_abs(expr: Any) -> Any:
     import sympy as sp
 
-    return expr if isinstance(expr, sp.Number) and expr >= 0 else \
-        -expr if isinstance(expr, sp.Number) else sp.Abs(expr, evaluate=False)
+    # a number's absolute value is cheap to evaluate (and keeps constants plain numbers)
+    return sp.Abs(expr) if isinstance(expr, sp.Number) else sp.Abs(expr, evaluate=False)
 
 
 @contextlib.contextmanager
@@ -655,6 +655,7 @@ class SymbolicEngine:
         import sympy as sp
 
         tr = trace(case)
+        _check_guards_at(tr, case, dtype)
         cost = hessian_cost(tr)
         if cost > MAX_HESSIAN_COST:
             raise OverBudget(f"the Hessian's predicted cost {cost} (Σ over the first derivatives of their size × "
