@@ -253,6 +253,13 @@ class _ObjectNamespace(_Namespace):
             setattr(self, name, value)
         self.float64 = self.float32 = None
 
+    def grad(self, f: Callable[..., Any], argnums: Any = 0) -> Callable[..., Any]:
+        """The gradient of ``f(*arrays, xp)`` (a scalar) with respect to argument ``argnums``, differentiable
+        again by the case's own derivative (see :mod:`diffbench.nested`)."""
+        from .nested import object_grad
+
+        return object_grad(self, f, argnums, sympy_namespace)
+
     def mean(self, x: Any, axis: Any = None, keepdims: bool = False) -> ObjectArray:
         array = np.asarray(x, dtype=object)
         total = self.sum(array, axis=axis, keepdims=keepdims)
@@ -869,6 +876,13 @@ class _NumpyNamespace(_Namespace):
     def __init__(self, dtype: str = "float64") -> None:
         self.dtype = np.dtype(dtype)
 
+    def grad(self, f: Callable[..., Any], argnums: Any = 0) -> Callable[..., Any]:
+        """The gradient of ``f(*arrays, xp)`` (a scalar) with respect to argument ``argnums``, by a complex step of
+        ``f`` (NumPy has no derivatives; see :mod:`diffbench.nested`)."""
+        from .nested import complex_step_grad
+
+        return complex_step_grad(self, f, argnums, ComplexSafeArray)
+
     def asarray(self, x: Any, dtype: Any = None) -> Any:
         array = np.asarray(x)
         if dtype is None and array.dtype.kind in "fiu":
@@ -1173,6 +1187,13 @@ class _ArrayApiNamespace(_Namespace):
             return fn(*[a if hasattr(a, "dtype") else self.asarray(a) for a in args], **kw)
 
         return call
+
+    def grad(self, f: Callable[..., Any], argnums: Any = 0) -> Callable[..., Any]:
+        """The gradient of ``f(*arrays, xp)`` (a scalar) with respect to argument ``argnums``: ``jax.grad``, a nested
+        ``tf.GradientTape`` or ``torch.autograd.grad(create_graph=True)`` (see :mod:`diffbench.nested`)."""
+        from .nested import array_api_grad
+
+        return array_api_grad(self, f, argnums)
 
     def asarray(self, x: Any, dtype: Any = None, **kw: Any) -> Any:
         if dtype is None and not hasattr(x, "dtype") and np.asarray(x).dtype.kind in "fiu":

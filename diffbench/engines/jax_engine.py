@@ -14,8 +14,9 @@ formed (Skip).
 
 from __future__ import annotations
 
+import contextlib
 import time
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -108,9 +109,11 @@ class JaxEngine:
         if variant in ("jit", "jacfwd"):
             grad, evaluate = jax.jit(grad), jax.jit(f)
         start = time.perf_counter()
-        first = jax.block_until_ready(grad(*args))
+        with _branches_skip(jax, variant):
+            first = jax.block_until_ready(grad(*args))
         prepare_s = time.perf_counter() - start
-        jax.block_until_ready(evaluate(*args))
+        with _branches_skip(jax, variant):
+            jax.block_until_ready(evaluate(*args))
 
         def gradient() -> dict[str, np.ndarray]:
             return {n: np.asarray(g).reshape(output_shape(case) + case.inputs[n].shape)
@@ -133,6 +136,29 @@ class JaxEngine:
 
         point = jnp.concatenate([jnp.ravel(a) for a in args])
         hess = jax.hessian(flat_f)
-        return np.asarray(jax.jit(hess)(point) if variant == "jit" else hess(point))
+        with _branches_skip(jax, variant):
+            return np.asarray(jax.jit(hess)(point) if variant == "jit" else hess(point))
+
+
+def concretization_errors(jax: Any) -> tuple[type, ...]:
+    """JAX's errors for a Python branch on a traced value (``TracerBoolConversionError`` is a
+    ``ConcretizationTypeError``), those this JAX has."""
+    errors = getattr(jax, "errors", None)
+    names = ("ConcretizationTypeError", "TracerBoolConversionError", "TracerIntegerConversionError")
+    return tuple(t for t in (getattr(errors, n, None) for n in names) if isinstance(t, type))
+
+
+@contextlib.contextmanager
+def _branches_skip(jax: Any, variant: str) -> Iterator[None]:
+    """A case that branches on a traced value under ``jit`` is skipped, naming the branch's line."""
+    from ..branching import jit_branch_skip
+
+    try:
+        yield
+    except Exception as exc:  # noqa: BLE001 - anything else is raised again unchanged
+        text = jit_branch_skip(exc, concretization_errors(jax), variant)
+        if text is None:
+            raise
+        raise Skip(text) from None
 
 

@@ -90,6 +90,8 @@ class SymbolicTrace:
     _gradient: list[Any] | None = None
     diff_s: float = 0.0
     _cache: dict[str, Any] = field(default_factory=dict)
+    #: the comparisons on values the case's code branched on, decided at the point (diffbench.branching)
+    guards: list[Any] = field(default_factory=list)
 
     @property
     def gradient(self) -> list[Any]:
@@ -98,7 +100,8 @@ class SymbolicTrace:
             import sympy as sp
 
             start = time.perf_counter()
-            self._gradient = [sanitize(sp.diff(self.f, s)) for s in self.symbols]
+            with sign_heuristics_off():
+                self._gradient = [sanitize(sp.diff(self.f, s)) for s in self.symbols]
             self.diff_s = time.perf_counter() - start
         return self._gradient
 
@@ -144,6 +147,42 @@ def trace(case: Case) -> SymbolicTrace:
 
 
 @contextlib.contextmanager
+def sign_heuristics_off() -> Iterator[None]:
+    """Build SymPy expressions without its sign heuristic for sums (``exprtools._monotonic_sign``), and make
+    Python's ``abs()`` of an expression an unevaluated ``Abs``.
+
+    Every ``Pow``, ``Abs`` or quotient SymPy builds over a sum of real symbols asks whether the sum is positive,
+    negative or infinite, and the heuristic answers by expanding the sum's numerator and denominator, walking the
+    tree as a tree: on an unrolled loop, whose expression shares each step's subexpressions, that walk doubles
+    with every step (a charged particle's Euler steps: 8 s at 7 steps, minutes at 9). ``Abs``'s own evaluation
+    expands its argument (seconds for a few Newton steps). Without them those questions are answered "not
+    known", which only keeps SymPy from simplifying (|u| stays |u| where it could prove u > 0): the expression
+    and its derivative are the same function. Measured in ``benchmarks/symbolic_scale.py --deep``."""
+    from sympy.core import exprtools
+    from sympy.core.expr import Expr
+
+    original, original_abs = exprtools._monotonic_sign, Expr.__abs__
+    exprtools._monotonic_sign = _sign_not_known
+    Expr.__abs__ = _unevaluated_abs  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        exprtools._monotonic_sign = original
+        Expr.__abs__ = original_abs  # type: ignore[method-assign]
+
+
+def _sign_not_known(expr: Any) -> None:
+    return None
+
+
+def _unevaluated_abs(expr: Any) -> Any:
+    import sympy as sp
+
+    # a number's absolute value is cheap to evaluate (and keeps constants plain numbers)
+    return sp.Abs(expr) if isinstance(expr, sp.Number) else sp.Abs(expr, evaluate=False)
+
+
+@contextlib.contextmanager
 def _depth_budget() -> Iterator[None]:
     """SymPy's algorithms recurse along the expression: one nested deeper than Python's recursion limit
     (a long chain of steps, each applied to the last) is past a budget, not an error of the case."""
@@ -159,6 +198,7 @@ def _depth_budget() -> Iterator[None]:
 def _trace(case: Case) -> SymbolicTrace:
     import sympy as sp
 
+    from ..branching import deciding_at
     from ..namespaces import ObjectArray, sympy_namespace, tracing_at
 
     if case.size > MAX_INPUTS:
@@ -173,7 +213,9 @@ def _trace(case: Case) -> SymbolicTrace:
         array.reshape(-1)[:] = flat
         args.append(array.view(ObjectArray))
     point = np.concatenate([np.asarray(v, dtype=np.float64).ravel() for v in case.inputs.values()])
-    with tracing_at({s: sp.Float(float(v)) for s, v in zip(symbols, point)}), _trace_time_limit(case):
+    with tracing_at({s: sp.Float(float(v)) for s, v in zip(symbols, point)}), _trace_time_limit(case), \
+            deciding_at({s: sp.Rational(float(v)) for s, v in zip(symbols, point)}) as guards, \
+            sign_heuristics_off():
         out = case.func(*args, xp=sympy_namespace())
     check_scalar(case, out, "SymPy namespace")
     value = np.asarray(out, dtype=object).reshape(-1)[0]
@@ -196,7 +238,7 @@ def _trace(case: Case) -> SymbolicTrace:
     if ops > MAX_OPS:
         raise OverBudget(f"the function's expression has {ops} operations, over the symbolic budget of {MAX_OPS} "
                          "(diffbench.engines.symbolic.MAX_OPS): expression swell")
-    return SymbolicTrace(case, symbols, f, time.perf_counter() - start, int(ops))
+    return SymbolicTrace(case, symbols, f, time.perf_counter() - start, int(ops), guards=list(guards))
 
 
 #: a SymPy trace (the case run on symbols) that runs longer than this is stopped and the row skipped: SymPy's
@@ -237,10 +279,14 @@ class _TraceTooLong(Exception):
 
 @contextlib.contextmanager
 def _trace_time_limit(case: Case) -> Iterator[None]:
-    """Stop a SymPy trace past ``MAX_TRACE_S`` with OverBudget (main thread, where no other timer runs)."""
-    if (threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer")
-            or signal.getsignal(signal.SIGALRM) not in (signal.SIG_DFL, None)
-            or signal.getitimer(signal.ITIMER_REAL)[0] > 0):
+    """Stop a SymPy trace past ``MAX_TRACE_S`` with OverBudget (main thread). Where an outer timer is running (the
+    in-process API's per-measurement budget) and ends later, it is suspended while the trace runs and re-armed
+    with what is left of it afterwards; where it ends first, it decides."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
+        yield
+        return
+    outer = signal.getitimer(signal.ITIMER_REAL)[0]
+    if 0 < outer <= MAX_TRACE_S:
         yield
         return
 
@@ -252,6 +298,7 @@ def _trace_time_limit(case: Case) -> Iterator[None]:
             frame = frame.f_back
         raise _TraceTooLong
 
+    started = time.monotonic()
     previous = signal.signal(signal.SIGALRM, expire)
     signal.setitimer(signal.ITIMER_REAL, MAX_TRACE_S)
     try:
@@ -263,6 +310,8 @@ def _trace_time_limit(case: Case) -> Iterator[None]:
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+        if outer > 0:  # the outer budget goes on from where it was
+            signal.setitimer(signal.ITIMER_REAL, max(outer - (time.monotonic() - started), 1e-3))
 
 
 # --------------------------------------------------------------------------- SymEngine
@@ -310,6 +359,8 @@ def symengine_trace(case: Case) -> SymEngineTrace:
         out = case.func(*args, xp=symengine_namespace())
     except UnsupportedFunction as exc:
         raise SymEngineLacks(str(exc)) from exc
+    except TypeError as exc:
+        raise SymEngineLacks(_symengine_type_error(exc)) from exc
     check_scalar(case, out, "SymEngine namespace")
     value = np.asarray(out, dtype=object).reshape(-1)[0]
     try:
@@ -328,6 +379,17 @@ def symengine_trace(case: Case) -> SymEngineTrace:
     diff_s = time.perf_counter() - start
     _check_evaluated(gradient)
     return SymEngineTrace(case, symbols, f, gradient, trace_s, diff_s, ops)
+
+
+def _symengine_type_error(exc: TypeError) -> str:
+    """Why a case that raised TypeError on SymEngine symbols goes to SymPy: SymEngine's relations have no truth
+    value and cannot be given one (its classes are compiled), so an `if`/`while` on a traced value fails there,
+    while the SymPy trace decides it at the point. A TypeError of the case's own is raised again by SymPy."""
+    from ..branching import traceback_line
+
+    where = traceback_line(exc.__traceback__)
+    return (f"SymEngine cannot decide a comparison of traced values{' at ' + where if where else ''} ({exc}); "
+            "the SymPy trace decides each one by its value at the point")
 
 
 def _se_gradient(f: Any, symbols: list[Any]) -> list[Any]:
@@ -548,7 +610,8 @@ class SymbolicEngine:
                     fallback = self.prepare(case, "numpy", dtype, device)
                 except Skip as skip:
                     raise Skip(_fallback_skip(exc, skip)) from None
-                fallback.info["note"] = f"{SYMENGINE_FALLBACK}: {exc}"
+                guards = fallback.info.get("note")
+                fallback.info["note"] = f"{SYMENGINE_FALLBACK}: {exc}" + (f"; {guards}" if guards else "")
                 return fallback
         with _depth_budget():
             return self._prepare_sympy(case, variant, dtype)
@@ -559,6 +622,7 @@ class SymbolicEngine:
         if output_shape(case):
             return _sympy_jacobian(case, variant, dtype)
         tr = trace(case)
+        _check_guards_at(tr, case, dtype)
         grads = tr.gradient
         start = time.perf_counter()
         if variant in ("numpy", "numpy-nocse"):
@@ -582,6 +646,7 @@ class SymbolicEngine:
             raise ValueError(f"unknown symbolic variant {variant!r}; known: {self.variants()}")
         lambdify_s = time.perf_counter() - start
         info = {"expr_ops": tr.f_ops, "grad_ops": _count_ops(tr, grads, cse=(variant != "numpy-nocse"))}
+        info.update(_guard_note(tr))
         return Prepared(gradient=gradient, timed=timed, f_timed=f_timed,
                         prepare_s=tr.trace_s + tr.diff_s + lambdify_s, info=info,
                         f_key="numpy" if variant.startswith("numpy") else None)
@@ -607,6 +672,7 @@ class SymbolicEngine:
         import sympy as sp
 
         tr = trace(case)
+        _check_guards_at(tr, case, dtype)
         cost = hessian_cost(tr)
         if cost > MAX_HESSIAN_COST:
             raise OverBudget(f"the Hessian's predicted cost {cost} (Σ over the first derivatives of their size × "
@@ -618,6 +684,29 @@ class SymbolicEngine:
         fn = tr._cache["lambdify-hessian"]
         point = list(np.concatenate([v.ravel() for v in case.inputs.values()]).astype(dtype))
         return _real(fn(point), np.dtype(dtype))
+
+
+def _check_guards_at(tr: SymbolicTrace, case: Case, dtype: str) -> None:
+    """Raise Skip where a guard the trace decided at the point is decided the other way at the point as ``dtype``
+    holds it (its rounding of the inputs): the traced formula is then another branch's there."""
+    if not tr.guards or np.dtype(dtype) == np.float64:
+        return
+    import sympy as sp
+
+    from ..branching import flips
+
+    values = np.concatenate([np.asarray(v, dtype=np.float64).ravel() for v in case.inputs.values()]).astype(dtype)
+    flipped = flips(tr.guards, {s: sp.Rational(float(v)) for s, v in zip(tr.symbols, values)})
+    if flipped is not None:
+        raise Skip(f"the guard at {flipped.where} is decided the other way at the {dtype} rounding of the point than "
+                   "at the point itself, where the case was traced: the traced formula is another branch's there")
+
+
+def _guard_note(tr: SymbolicTrace) -> dict[str, str]:
+    """The row's note on the value branches the trace decided at the point (none where it decided none)."""
+    from ..branching import describe
+
+    return {"note": describe(tr.guards)} if tr.guards else {}
 
 
 def _fallback_skip(lacks: Exception, skip: Skip) -> str:

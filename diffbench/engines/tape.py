@@ -54,11 +54,12 @@ integer input still raises :class:`NoGradient`. ``hessian`` of a vector case rai
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import re
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -121,6 +122,39 @@ def _function_of(case: Case, dtype: str) -> Callable[[list[Any]], Any]:
     func = case.func
     # reading each variable as a tensor inside the tape gives xp code the full tensor API (.T, reshape)
     return lambda args: func(*[tf.convert_to_tensor(a) for a in args], xp=xp)
+
+
+@contextlib.contextmanager
+def _graph_branch_skip(variant: str) -> Iterator[None]:
+    """A case whose Python ``if``/``while`` on a value autograph cannot turn into graph control flow (a loop
+    condition that starts as a Python value and becomes a tensor; a tensor used as a bool where autograph does not
+    convert) is skipped in a traced variant with the reason; eager runs it. Decided by the exception's type and
+    where it was raised (autograph's control-flow operators), not by its text."""
+    tf = _tf()
+    try:
+        yield
+    except Exception as exc:  # noqa: BLE001 - anything else is raised again unchanged
+        if not _autograph_branch_error(tf, exc):
+            raise
+        raise Skip(f"tape/{variant} traces the case into a graph, and autograph cannot convert its data-dependent "
+                   f"`if`/`while` ({type(exc).__name__}: e.g. a loop condition that starts as a Python number and "
+                   "becomes a tensor); the eager variant follows Python's control flow, or start the loop's "
+                   "variables as xp arrays") from None
+
+
+def _autograph_branch_error(tf: Any, exc: BaseException) -> bool:
+    if isinstance(exc, tf.errors.OperatorNotAllowedInGraphError):
+        return True
+    if not isinstance(exc, NotImplementedError):
+        return False
+    tb = exc.__traceback__
+    last = None
+    while tb is not None:
+        last = tb.tb_frame.f_code.co_filename
+        tb = tb.tb_next
+    parts = (last or "").replace("\\", "/").split("/")
+    # raised by autograph's control-flow operators, or re-raised from the code autograph generated for the case
+    return "autograph" in parts or parts[-1].startswith("__autograph_generated")
 
 
 def _inputs(case: Case, dtype: str) -> list[Any]:
@@ -348,7 +382,8 @@ class TapeEngine:
                 compiled_f = tf.function(evaluate, jit_compile=(variant == "xla"))
             start = time.perf_counter()
             try:
-                y, grads = compiled_step()
+                with _graph_branch_skip(variant):
+                    y, grads = compiled_step()
             except tf.errors.InvalidArgumentError as exc:
                 if variant == "xla" and "unsupported operations" in str(exc):
                     ops = sorted(set(re.findall(r"(\w+) \(No registered", str(exc)))) or ["an operation"]
@@ -415,12 +450,13 @@ class TapeEngine:
                 return tf.zeros([], y.dtype)
             return tf.reshape(out, [])
 
-        if primals:
-            jvps, how, unvectorised = _over_basis(jvp, primals, dtype, tf.TensorSpec([], value.dtype))
-        else:  # nothing to push tangents through: time the function itself, which is what the pass would cost
-            jvps, how, unvectorised = tf.function(lambda: tf.reshape(f(args), [-1])[:0]), "unrolled", None
-        missing = [name for k, name in enumerate(names) if k not in floats or k in unconnected]
-        first = jvps()
+        with _graph_branch_skip("forward"):
+            if primals:
+                jvps, how, unvectorised = _over_basis(jvp, primals, dtype, tf.TensorSpec([], value.dtype))
+            else:  # nothing to push tangents through: time the function itself, which is what the pass would cost
+                jvps, how, unvectorised = tf.function(lambda: tf.reshape(f(args), [-1])[:0]), "unrolled", None
+            missing = [name for k, name in enumerate(names) if k not in floats or k in unconnected]
+            first = jvps()
         sync()
         prepare_s = time.perf_counter() - start
         traces = jvps.experimental_get_tracing_count()
@@ -507,11 +543,13 @@ class TapeEngine:
             return tf.function(second_derivatives)
 
         try:
-            second = build(True)
-            second.get_concrete_function()
+            with _graph_branch_skip("Hessian"):
+                second = build(True)
+                second.get_concrete_function()
         except (ValueError, NotImplementedError, TypeError):  # pfor cannot vectorise an op: one row at a time
-            second = build(False)
-            second.get_concrete_function()
+            with _graph_branch_skip("Hessian"):
+                second = build(False)
+                second.get_concrete_function()
         if unconnected.get("first"):
             raise NoGradient(_none_message(case, unconnected["first"]), unconnected["first"], {})
         if unconnected.get("second"):
