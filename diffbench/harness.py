@@ -176,7 +176,9 @@ def plan(case: Case, config: Config, devices: dict[str, list[str]]) -> list[tupl
     """Every (method, variant, dtype, device, order) unit a case gets under ``config``.
 
     A scalar case gets no unit of the variants engines declare for vector outputs only
-    (``EngineInfo.jacobian_variants``: Jacobian formulations, JVP/VJP products). Whether the case returns an
+    (``EngineInfo.jacobian_variants``: Jacobian formulations, JVP/VJP products), and a vector case no order-2
+    unit; a variant that needs a case tag (``EngineInfo.tag_variants``: tape ``batch``) is planned only for
+    cases with that tag. Whether the case returns an
     array is read from its output's shape as found before (``diffbench.engines.output_shape``, cached on the
     case; ``measure_case`` finds it first): ``plan`` never runs the case's code itself, so a process that must
     not (the parent of a run's workers, counting rows for the progress bar) plans a case not yet looked at
@@ -186,12 +188,15 @@ def plan(case: Case, config: Config, devices: dict[str, list[str]]) -> list[tupl
     for dtype in config.dtypes:
         for method in config.methods:
             only_vector = () if vector else _jacobian_variants(method)
+            needs_tag = _tag_variants(method)
             for variant in config.variants_of(method):
-                if variant in only_vector:
+                if variant in only_vector or (variant in needs_tag and needs_tag[variant] not in case.tags):
                     continue
                 for device in devices.get(method, ["CPU"]):
                     units.append((method, variant, dtype, device, 1))
-    if config.order2:  # every engine with a second-order variant gets its row; its budget may skip it
+    # every engine with a second-order variant gets its row (its budget may skip it); a vector case has none: its
+    # second derivative would be a third-order tensor, which diffbench does not form
+    if config.order2 and not vector:
         for dtype in config.dtypes:
             for method in config.methods:
                 for second in _order2_variants(method):
@@ -205,6 +210,13 @@ def _jacobian_variants(method: str) -> tuple[str, ...]:
         return engine_info(method).jacobian_variants
     except Exception:  # noqa: BLE001 - an engine that cannot load declares nothing
         return ()
+
+
+def _tag_variants(method: str) -> dict[str, str]:
+    try:
+        return engine_info(method).tag_variants
+    except Exception:  # noqa: BLE001 - an engine that cannot load declares nothing
+        return {}
 
 
 def full_jacobian_refusal(case: Case) -> str | None:

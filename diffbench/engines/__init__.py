@@ -69,6 +69,9 @@ class EngineInfo:
     #: variants that only make sense for a case that returns an array (a Jacobian formed another way, a JVP or
     #: VJP product): ``harness.plan`` leaves them out for scalar cases, which keep exactly their other rows
     jacobian_variants: tuple[str, ...] = ()
+    #: variant -> the case tag it needs (tape ``batch`` needs a case tagged ``batch``): ``harness.plan`` plans it
+    #: only for cases with that tag (called directly on another case, the engine raises Skip saying why)
+    tag_variants: dict[str, str] = field(default_factory=dict)
     default: bool = False
     extra: str | None = None
     gpu: bool = False

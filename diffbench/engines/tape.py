@@ -334,7 +334,8 @@ class TapeEngine:
     info = EngineInfo(variants=("eager", "function", "xla", "forward", "loop", "batch", "jvp", "vjp"), default_variant="eager",
                       order2_variants=("eager",), scaling_variants=("eager", "function", "xla", "forward"),
                       run_scaling_variants=("function", "xla", "forward"), max_hessian_inputs=MAX_HESSIAN_INPUTS, default=True,
-                      gpu=True, jacobian_variants=("loop", "batch", "jvp", "vjp"))
+                      gpu=True, jacobian_variants=("loop", "batch", "jvp", "vjp"),
+                      tag_variants={"batch": BATCH_TAG})
 
     def variants(self) -> tuple[str, ...]:
         return self.info.variants
