@@ -107,17 +107,18 @@ def _det_by_minors(a, xp):
     return total
 
 
-@case(inputs={"A": _det_point(5)}, tags=TINY)
-def gradbench_det_l5(A, xp):
+@case(inputs={"A": _det_point(5).ravel()[:16].reshape(4, 4)}, tags=TINY)
+def gradbench_det_l4(A, xp):
     """Determinant by expansion along the first row (cmpad's det_by_minor, via gradbench): det A =
-    Σⱼ (−1)ʲ A₀ⱼ det M₀ⱼ, recursively, each minor gathered with ``xp.take``; ℓ = 5 (gradbench's first size,
-    U[0, 1), seed 31337). Gradient: the cofactor matrix, det(A)·A⁻ᵀ."""
+    Σⱼ (−1)ʲ A₀ⱼ det M₀ⱼ, recursively, each minor gathered with ``xp.take``; ℓ = 4, the first 16 values of
+    gradbench's first draw (ℓ = 5, U[0, 1), seed 31337), row-major. Gradient: the cofactor matrix, det(A)·A⁻ᵀ."""
     return _det_by_minors(A, xp)
 
 
-@case(inputs={"A": _det_point(7)}, tags=REALISTIC)
-def gradbench_det_l7(A, xp):
-    """gradbench's det at ℓ = 7 (its third draw): 7! = 5040 products. Gradient: the cofactor matrix."""
+@case(inputs={"A": _det_point(6)}, tags=REALISTIC)
+def gradbench_det_l6(A, xp):
+    """gradbench's det at ℓ = 6 (its second draw): 6! = 720 products, the recursion 1,956 minors deep in all.
+    Gradient: the cofactor matrix."""
     return _det_by_minors(A, xp)
 
 

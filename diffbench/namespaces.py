@@ -1552,12 +1552,14 @@ def tensorflow_namespace(dtype: str = "float64") -> _ArrayApiNamespace:
     def scatter(update: Callable[..., Any]) -> Callable[..., Any]:
         def apply(x: Any, index: Any, values: Any) -> Any:
             x = tf.convert_to_tensor(x)
+            # int32 positions: TensorFlow's vectorisation (the Hessian's and forward mode's pfor) mixes its own
+            # int32 indices with them and fails on int64 ones
             if isinstance(index, (tf.Tensor, tf.Variable)) and not tf.executing_eagerly():
                 # an index computed in a graph (an argmin): positions along the first axis
-                index = tf.cast(index, tf.int64)
-                shape = tf.concat([tf.shape(index, out_type=tf.int64), tf.shape(x, out_type=tf.int64)[1:]], 0)
+                index = tf.cast(index, tf.int32)
+                shape = tf.concat([tf.shape(index), tf.shape(x)[1:]], 0)
                 return update(x, index[..., None], tf.broadcast_to(tf.cast(values, x.dtype), shape))
-            flat = _flat_positions(tuple(x.shape), index)
+            flat = _flat_positions(tuple(x.shape), index).astype(np.int32)
             values = tf.broadcast_to(tf.cast(values, x.dtype), flat.shape)
             out = update(tf.reshape(x, [-1]), flat.reshape(-1, 1), tf.reshape(values, [-1]))
             return tf.reshape(out, tf.shape(x))

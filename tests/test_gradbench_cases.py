@@ -82,10 +82,10 @@ def truth_lse():
 
 def truth_det():
     # ∂ det A/∂A_ij = the cofactor (−1)^{i+j} det M_ij (Laplace expansion along row i is linear in A_ij)
-    A = CASES["gradbench_det_l5"].inputs["A"]
+    A = CASES["gradbench_det_l4"].inputs["A"]
     C = np.empty_like(A)
-    for i in range(5):
-        for j in range(5):
+    for i in range(4):
+        for j in range(4):
             minor = np.delete(np.delete(A, i, axis=0), j, axis=1)
             C[i, j] = (-1) ** (i + j) * np.linalg.det(minor)
     return C.ravel()
@@ -244,7 +244,7 @@ def truth_particle():
     return _central4(lambda w: _particle_loop(w[0], 0.5), np.array([0.0]))
 
 
-TRUTHS = {"gradbench_llsq_n16_m8": truth_llsq, "gradbench_lse_n8": truth_lse, "gradbench_det_l5": truth_det,
+TRUTHS = {"gradbench_llsq_n16_m8": truth_llsq, "gradbench_lse_n8": truth_lse, "gradbench_det_l4": truth_det,
           "gradbench_kmeans_k3_n12_d2": truth_kmeans, "gradbench_gmm_d3_k2_n6": truth_gmm,
           "gradbench_lstm_l1_c6": truth_lstm, "gradbench_ba_n2_m3_p4": truth_ba, "gradbench_ode_n8_s2": truth_ode,
           "gradbench_particle_dt05": truth_particle}
@@ -307,16 +307,16 @@ def test_the_case_values_match_the_independent_definitions():
     assert value(ba.name) == pytest.approx(_ba_loop(*ba.inputs.values(), G._BA_TINY["feats"], G._BA_TINY["obs"]),
                                            rel=1e-12)
     assert value("gradbench_particle_dt05") == pytest.approx(_particle_loop(0.0, 0.5), rel=1e-12)
-    assert value("gradbench_det_l5") == pytest.approx(np.linalg.det(CASES["gradbench_det_l5"].inputs["A"]),
+    assert value("gradbench_det_l4") == pytest.approx(np.linalg.det(CASES["gradbench_det_l4"].inputs["A"]),
                                                       rel=1e-12)
 
 
 def test_the_generators_follow_gradbench():
     # gradbench draws with NumPy's legacy generator seeded 31337 (llsq, lse, det, kmeans, ode) or with
-    # default_rng(31337) (gmm); its det sizes start at ℓ = 5, its kmeans centroids are the last k points
+    # default_rng(31337) (gmm); its det sizes start at ℓ = 5 (the tiny 4×4 takes that draw's first 16), its kmeans centroids are the last k points
     first = np.random.RandomState(31337).rand(2500)
     np.testing.assert_array_equal(CASES["gradbench_lse_n8"].inputs["x"], first[:8])
-    np.testing.assert_array_equal(CASES["gradbench_det_l5"].inputs["A"].ravel(), first[:25])
+    np.testing.assert_array_equal(CASES["gradbench_det_l4"].inputs["A"].ravel(), first[:16])
     C, P = G._KM_TINY
     np.testing.assert_array_equal(C, P[-3:])
     rng = np.random.default_rng(31337)
