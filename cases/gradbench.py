@@ -320,9 +320,13 @@ def _ba(cams, X, w, xp, feats, obs):
 
 _BA_TINY = _ba_point(2, 3, 4)
 _BA_REAL = _ba_point(10, 200, 1000)
+#: ADBench's point is ill-conditioned (condition number ‖∇f‖·‖x‖/|f| ≈ 1.3e5: residuals of hundreds of pixels
+#: through a long chain of rotations and distortions), so an exact gradient errs by about 3e-12 in float64 and
+#: 1e-3 in float32; such rows are `inaccurate` with the cause `conditioning` (the function's, not the method's)
+_BA_EXPECT = {"*": "ok|inaccurate"}
 
 
-@case(inputs={k: _BA_TINY[k] for k in ("cams", "X", "w")}, tags=TINY)
+@case(inputs={k: _BA_TINY[k] for k in ("cams", "X", "w")}, tags=TINY, expect=_BA_EXPECT)
 def gradbench_ba_n2_m3_p4(cams, X, w, xp):
     """Bundle adjustment (ADBench's BA, via gradbench) as the least-squares objective its Jacobian serves:
     ½ Σ_obs ‖w·(π(cam, X) − feat)‖² + ½ Σ (1 − w²)², where π rotates X − centre by Rodrigues' formula, divides
@@ -332,7 +336,7 @@ def gradbench_ba_n2_m3_p4(cams, X, w, xp):
     return _ba(cams, X, w, xp, _BA_TINY["feats"], _BA_TINY["obs"])
 
 
-@case(inputs={k: _BA_REAL[k] for k in ("cams", "X", "w")}, tags=REALISTIC)
+@case(inputs={k: _BA_REAL[k] for k in ("cams", "X", "w")}, tags=REALISTIC, expect=_BA_EXPECT)
 def gradbench_ba_n10_m200_p1000(cams, X, w, xp):
     """BA at n = 10 cameras, m = 200 points, p = 1000 observations (1,710 inputs) from ba1's values: gradbench's
     own smallest file (n = 49, m = 7776, p = 31843: 55,000 inputs) is past the reference's budget on a small
@@ -418,10 +422,14 @@ def _particle(w, xp, dt, steps):
 
 
 _PARTICLE_W = 0.0  # gradbench's starting control
+#: each Euler step uses the position about six times, so the unrolled expression's tree grows like 6^steps:
+#: SymPy's trace is stopped (skipped by its 30 s trace limit in a run; a timeout where an in-process caller's
+#: longer budget replaces that limit), SymEngine's operation count is over its budget
+_PARTICLE_EXPECT = {"symbolic": "skipped|timeout"}
 _STEPS_TINY, _STEPS_REAL = _particle_steps(_PARTICLE_W, 0.5), _particle_steps(_PARTICLE_W, 0.1)
 
 
-@case(inputs={"w": [_PARTICLE_W]}, tags=TINY)
+@case(inputs={"w": [_PARTICLE_W]}, tags=TINY, expect=_PARTICLE_EXPECT)
 def gradbench_particle_dt05(w, xp):
     """Charged particle (Pearlmutter & Siskind, via gradbench): from (0, 8) at velocity (0.75, 0), Euler steps
     of dt under the acceleration −∇ₓp, p(x; w) = ‖x − (10, 10 − w)‖⁻¹ + ‖x − (10, 0)‖⁻¹, until the next step
@@ -434,7 +442,7 @@ def gradbench_particle_dt05(w, xp):
     return _particle(w, xp, 0.5, _STEPS_TINY)
 
 
-@case(inputs={"w": [_PARTICLE_W]}, tags=REALISTIC)
+@case(inputs={"w": [_PARTICLE_W]}, tags=REALISTIC, expect=_PARTICLE_EXPECT)
 def gradbench_particle_dt01(w, xp):
     """gradbench's particle at its own step, dt = 0.1 (352 Euler steps from w = 0; the last 0.027 above the
     axis). The inner gradient is derived by hand; the step count is decided at the point (see the tiny case)."""
