@@ -140,3 +140,19 @@ def test_argmin_of_symbols_outside_a_trace_is_refused_with_the_reason():
     a, b = sp.symbols("a b", real=True)
     with pytest.raises(UnsupportedFunction, match="decided by the values"):
         xp.argmin(xp.asarray([a, b]))
+
+
+def test_a_gathered_matrix_input_gets_a_dense_gradient_from_the_tape():
+    # rows of a matrix input gathered along axis 0 (BA's cameras by observation): TensorFlow's gradient of the
+    # input is IndexedSlices, which the tape's rows must densify rather than fail on
+    @case(inputs={"m": X0.reshape(2, 2)}, name="gather_rows")
+    def gather_rows(m, xp):
+        return xp.sum(xp.take(m, [1, 1], axis=0) ** 2)
+
+    # row 1 taken twice: f = 2(m10² + m11²), so ∂f/∂m1j = 4m1j, and row 0 gets nothing
+    truth = np.array([[0.0, 0.0], [4 * X0[2], 4 * X0[3]]])
+    config = make_config(["tape"], ["float64"], None, order2=True, timing=False, devices=("CPU",), sweep=False)
+    rows = []
+    measure_case(gather_rows, config, rows.append)
+    assert rows and all(r["status"] == "ok" for r in rows), [(r["variant"], r["status"], r["diagnosis"]) for r in rows]
+    np.testing.assert_allclose(reference(gather_rows).values["m"], truth, rtol=1e-14)
