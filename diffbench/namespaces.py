@@ -36,12 +36,14 @@ CREATION = ("asarray", "zeros", "ones", "zeros_like", "ones_like", "full", "full
             "tril", "triu")
 MANIPULATION = ("reshape", "stack", "concat", "expand_dims", "squeeze", "flip", "roll", "permute_dims", "moveaxis",
                 "broadcast_to", "matrix_transpose")
+#: integer gather and functional scatter (see :func:`readme_function_list` for their contract)
+INDEXING = ("take", "take_along_axis", "at_set", "at_add")
 OTHER = ("where", "clip", "matmul", "vecdot", "tensordot", "diagonal", "trace", "outer", "argmax", "argmin",
          "cumulative_sum", "cumulative_prod", "cumsum", "cumprod", "einsum", "logsumexp", "softmax", "linalg")
 #: ``xp.linalg.<name>``
 LINALG = ("norm", "vector_norm", "matrix_norm", "det", "slogdet", "solve", "inv", "cholesky", "eigh", "eigvalsh",
           "diagonal", "trace", "outer", "cross", "matrix_power", "matmul", "tensordot", "vecdot", "matrix_transpose")
-FUNCTIONS = UNARY + BINARY + REDUCTIONS + CREATION + MANIPULATION + OTHER
+FUNCTIONS = UNARY + BINARY + REDUCTIONS + CREATION + MANIPULATION + INDEXING + OTHER
 
 #: names people write for a function diffbench has under another name (NumPy's, PyTorch's, TensorFlow's,
 #: or the mathematical one): suggested before the names that are merely spelled alike
@@ -62,7 +64,10 @@ SYNONYMS = {"identity": "eye", "diag": "diagonal", "diag_part": "linalg.diagonal
             "matrix_power": "linalg.matrix_power", "variance": "var", "stddev": "std", "cumulative_sum": "cumsum",
             "fill": "full", "full_like": "full_like", "ones_like": "ones_like", "flipud": "flip", "fliplr": "flip",
             "band_part": "tril", "lower": "tril", "upper": "triu", "clamp": "clip", "where": "where",
-            "select": "where", "mm": "matmul", "bmm": "matmul", "matvec": "matmul", "tensordot": "tensordot"}
+            "select": "where", "gather": "take", "index_select": "take", "gather_nd": "take",
+            "take_along_dim": "take_along_axis", "scatter": "at_set", "index_put": "at_set", "index_update": "at_set",
+            "scatter_add": "at_add", "index_add": "at_add", "add_at": "at_add", "tensor_scatter_nd_update": "at_set",
+            "tensor_scatter_nd_add": "at_add", "mm": "matmul", "bmm": "matmul", "matvec": "matmul", "tensordot": "tensordot"}
 
 
 #: array-API names -> the NumPy-style names some modules use instead
@@ -77,6 +82,7 @@ def readme_function_list() -> str:
                 ("reductions and statistics", REDUCTIONS + ("cumulative_sum", "cumulative_prod", "cumsum", "cumprod",
                                                             "argmax", "argmin")),
                 ("creation", CREATION), ("manipulation", MANIPULATION),
+                ("indexing (integer gather, functional scatter)", INDEXING),
                 ("products and matrices", ("matmul", "vecdot", "tensordot", "einsum", "outer", "diagonal", "trace")),
                 ("xp.linalg", LINALG)]
     listed = {n for _, names in sections for n in names}
@@ -220,6 +226,52 @@ def tracing_at(point: dict[Any, Any]) -> Iterator[None]:
         _TRACE_POINT.reset(token)
 
 
+def integer_index(index: Any) -> Any:
+    """``index`` for NumPy's indexing of an object array: integer arrays (including the object arrays of Python
+    ints that the object namespaces' ``argmin``/``argmax`` give, and other libraries' integer arrays) as ``intp``
+    arrays; ints, slices, ``None`` and ``...`` as they are; a tuple element by element."""
+    if isinstance(index, tuple):
+        return tuple(integer_index(i) for i in index)
+    if index is None or index is Ellipsis or isinstance(index, (int, np.integer, slice)):
+        return index
+    array = np.asarray(index)
+    if array.dtype == bool:
+        return array
+    return array.astype(np.intp)
+
+
+def _elements(values: Any) -> Any:
+    """``values`` as an object array, or as its one element where it has no dimensions (stored, not nested)."""
+    array = np.asarray(values, dtype=object)
+    return array[()] if array.ndim == 0 else array
+
+
+def _arg_at_point(pick: Callable[..., Any], name: str, x: Any, axis: Any) -> Any:
+    """``argmax``/``argmin`` of an object array as plain integers (no derivative flows through an index).
+
+    Numbers, mpmath values and the reference tape's values are compared as they are; a symbolic entry is
+    evaluated at the point being traced (``tracing_at``), so the index is the one chosen at that point and the
+    traced formula holds around it, up to a tie."""
+    array = np.asarray(x, dtype=object)
+    point = _TRACE_POINT.get()
+
+    def number(value: Any) -> Any:
+        if getattr(value, "free_symbols", None):  # a SymPy or SymEngine expression
+            if point is None:
+                raise UnsupportedFunction(f"xp.{name} of a symbolic value needs the point the case is traced at "
+                                          "(diffbench.namespaces.tracing_at); the index is decided by the values "
+                                          "there")
+            value = value.xreplace(point)
+            return float(value)
+        return value
+
+    values = np.empty(array.shape, dtype=object)
+    for where, value in np.ndenumerate(array):
+        values[where] = number(value)
+    out = pick(values, axis=axis)
+    return int(out) if np.ndim(out) == 0 else np.asarray(out, dtype=np.intp)
+
+
 def _note_op(name: str) -> None:
     """Record ``name`` among the operations of the reference tape that is running, if one is (its ``ops``: the
     diagnoses look built-in gradient formulas up by it). The tape module imports this one, so it is looked up
@@ -311,10 +363,28 @@ class _ObjectNamespace(_Namespace):
         return _obj(np.arange(*args).astype(object))
 
     def argmax(self, x: Any, axis: Any = None) -> Any:
-        raise UnsupportedFunction(f"xp.argmax has no derivative to follow in the {self.label} namespace: the "
-                                  "result is an integer index, so the function is piecewise constant in it")
+        return _arg_at_point(np.argmax, "argmax", x, axis)
 
-    argmin = argmax
+    def argmin(self, x: Any, axis: Any = None) -> Any:
+        return _arg_at_point(np.argmin, "argmin", x, axis)
+
+    # -- indexing ----------------------------------------------------------------------------------
+    def take(self, x: Any, indices: Any, axis: int | None = None) -> ObjectArray:
+        return _obj(np.take(np.asarray(x, dtype=object), integer_index(indices), axis=axis))
+
+    def take_along_axis(self, x: Any, indices: Any, axis: int = -1) -> ObjectArray:
+        return _obj(np.take_along_axis(np.asarray(x, dtype=object), integer_index(indices), axis))
+
+    def at_set(self, x: Any, index: Any, values: Any) -> ObjectArray:
+        out = np.array(x, dtype=object, copy=True)
+        out[integer_index(index)] = _elements(values)
+        return _obj(out)
+
+    def at_add(self, x: Any, index: Any, values: Any) -> ObjectArray:
+        out = np.array(x, dtype=object, copy=True)
+        # np.add.at adds once per occurrence of a repeated index (plain ``out[i] += v`` would add once)
+        np.add.at(out, integer_index(index), _elements(values))
+        return _obj(out)
 
     def cumulative_sum(self, x: Any, axis: int | None = None) -> ObjectArray:
         array = np.asarray(x, dtype=object)
@@ -909,6 +979,27 @@ class _NumpyNamespace(_Namespace):
         return np.where(x.real < 0, -x, x) if np.iscomplexobj(x) else np.abs(x)
 
     @staticmethod
+    def argmax(x: Any, axis: Any = None) -> Any:
+        return np.argmax(np.real(x), axis=axis)  # by the real part, as the complex step's comparisons are
+
+    @staticmethod
+    def argmin(x: Any, axis: Any = None) -> Any:
+        return np.argmin(np.real(x), axis=axis)
+
+    @staticmethod
+    def at_set(x: Any, index: Any, values: Any) -> Any:
+        # complex values (the complex step) into a real array make a complex result, not a dropped imaginary part
+        out = np.array(x, dtype=np.result_type(x, values), copy=True)
+        out[integer_index(index)] = values
+        return out
+
+    @staticmethod
+    def at_add(x: Any, index: Any, values: Any) -> Any:
+        out = np.array(x, dtype=np.result_type(x, values), copy=True)
+        np.add.at(out, integer_index(index), values)
+        return out
+
+    @staticmethod
     def sign(x: Any) -> Any:
         return np.sign(np.real(x))
 
@@ -1315,12 +1406,37 @@ def _linalg_common(module: Any) -> dict[str, Any]:
             "vecdot": lambda a, b, axis=-1: module.sum(a * b, axis)}
 
 
+def _flat_positions(shape: tuple[int, ...], index: Any) -> np.ndarray:
+    """The flat positions ``index`` picks in an array of ``shape`` (a repeated position once per occurrence):
+    how the libraries that scatter only along flat positions (PyTorch's ``index_add``, TensorFlow's
+    ``tensor_scatter_nd_add``) honour NumPy's indexing. The index must be known (not traced)."""
+    def known(i: Any) -> Any:
+        if isinstance(i, tuple):
+            return tuple(known(j) for j in i)
+        if hasattr(i, "numpy") and not isinstance(i, np.ndarray):
+            return np.asarray(i.numpy() if not hasattr(i, "detach") else i.detach().cpu().numpy())
+        return i
+
+    return np.arange(int(np.prod(shape, dtype=int)), dtype=np.int64).reshape(shape)[integer_index(known(index))]
+
+
 def _jax_extras() -> dict[str, Any]:
     import jax
     import jax.numpy as jnp
     import jax.scipy.special as special
 
-    return {"erf": special.erf, "erfc": special.erfc, "sigmoid": jax.nn.sigmoid,
+    def jax_index(index: Any) -> Any:
+        return tuple(jax_index(i) for i in index) if isinstance(index, tuple) else \
+            index if hasattr(index, "dtype") and not isinstance(index, np.ndarray) else integer_index(index)
+
+    return {"take": lambda x, indices, axis=None: jnp.take(x, jax_index(indices), axis=axis, mode="clip"),
+            "take_along_axis": lambda x, indices, axis=-1: jnp.take_along_axis(x, jax_index(indices), axis=axis,
+                                                                              mode="clip"),
+            "at_set": lambda x, index, values: jnp.asarray(x).at[jax_index(index)].set(values),
+            "at_add": lambda x, index, values: jnp.asarray(x).at[jax_index(index)].add(values),
+            "argmax": lambda x, axis=None: jnp.argmax(x, axis=axis),
+            "argmin": lambda x, axis=None: jnp.argmin(x, axis=axis),
+            "erf": special.erf, "erfc": special.erfc, "sigmoid": jax.nn.sigmoid,
             "cumulative_sum": lambda x, axis=None: jnp.cumsum(x, axis=0 if axis is None else axis),
             "cumulative_prod": lambda x, axis=None: jnp.cumprod(x, axis=0 if axis is None else axis),
             "cumsum": jnp.cumsum, "cumprod": jnp.cumprod, "einsum": jnp.einsum,
@@ -1343,7 +1459,36 @@ def _torch_extras() -> dict[str, Any]:
     def solve(a: Any, b: Any) -> Any:
         return torch.linalg.solve(a, b)
 
-    return {"erf": torch.special.erf, "erfc": torch.special.erfc, "sigmoid": torch.sigmoid,
+    def long(index: Any) -> Any:
+        if isinstance(index, tuple):
+            return tuple(long(i) for i in index)
+        if isinstance(index, torch.Tensor):
+            return index.long() if index.dtype != torch.bool else index
+        if index is None or index is Ellipsis or isinstance(index, (int, np.integer, slice)):
+            return index
+        return torch.as_tensor(integer_index(index))
+
+    def take(x: Any, indices: Any, axis: int | None = None) -> Any:
+        if axis is None:
+            return x.reshape(-1)[long(indices)]
+        return x[(slice(None),) * (axis % x.ndim) + (long(indices),)]
+
+    def at_set(x: Any, index: Any, values: Any) -> Any:
+        out = x.clone()
+        out[long(index)] = torch.as_tensor(values, dtype=x.dtype, device=x.device)
+        return out
+
+    def at_add(x: Any, index: Any, values: Any) -> Any:
+        # index_add along the flat positions adds once per occurrence of a repeated index
+        flat = torch.as_tensor(_flat_positions(tuple(x.shape), index), device=x.device)
+        values = torch.as_tensor(values, dtype=x.dtype, device=x.device).broadcast_to(flat.shape)
+        return x.reshape(-1).index_add(0, flat.reshape(-1), values.reshape(-1)).reshape(x.shape)
+
+    return {"take": take, "at_set": at_set, "at_add": at_add,
+            "take_along_axis": lambda x, indices, axis=-1: torch.take_along_dim(x, long(indices), dim=axis),
+            "argmax": lambda x, axis=None: torch.argmax(x, dim=axis),
+            "argmin": lambda x, axis=None: torch.argmin(x, dim=axis),
+            "erf": torch.special.erf, "erfc": torch.special.erfc, "sigmoid": torch.sigmoid,
             "cumulative_sum": lambda x, axis=None: torch.cumsum(x, dim=0 if axis is None else axis),
             "cumulative_prod": lambda x, axis=None: torch.cumprod(x, dim=0 if axis is None else axis),
             "cumsum": lambda x, axis=0: torch.cumsum(x, dim=axis),
@@ -1425,7 +1570,35 @@ def tensorflow_namespace(dtype: str = "float64") -> _ArrayApiNamespace:
                                       "write others with xp.linalg.eigh or xp.sum and xp.abs")
         return _two_norm(tf.sqrt, total)(x, axis=(-2, -1), keepdims=keepdims)
 
-    extras = {"erf": tf.math.erf, "erfc": tf.math.erfc, "sigmoid": tf.math.sigmoid,
+    def scatter(update: Callable[..., Any]) -> Callable[..., Any]:
+        def apply(x: Any, index: Any, values: Any) -> Any:
+            x = tf.convert_to_tensor(x)
+            # int32 positions: TensorFlow's vectorisation (the Hessian's and forward mode's pfor) mixes its own
+            # int32 indices with them and fails on int64 ones
+            if isinstance(index, (tf.Tensor, tf.Variable)) and not tf.executing_eagerly():
+                # an index computed in a graph (an argmin): positions along the first axis
+                index = tf.cast(index, tf.int32)
+                shape = tf.concat([tf.shape(index), tf.shape(x)[1:]], 0)
+                return update(x, index[..., None], tf.broadcast_to(tf.cast(values, x.dtype), shape))
+            flat = _flat_positions(tuple(x.shape), index).astype(np.int32)
+            values = tf.broadcast_to(tf.cast(values, x.dtype), flat.shape)
+            out = update(tf.reshape(x, [-1]), flat.reshape(-1, 1), tf.reshape(values, [-1]))
+            return tf.reshape(out, tf.shape(x))
+        return apply
+
+    def take(x: Any, indices: Any, axis: int | None = None) -> Any:
+        indices = indices if isinstance(indices, (tf.Tensor, tf.Variable)) else integer_index(indices)
+        return tf.gather(tf.reshape(x, [-1]), indices) if axis is None else tf.gather(x, indices, axis=axis)
+
+    def take_along_axis(x: Any, indices: Any, axis: int = -1) -> Any:
+        indices = indices if isinstance(indices, (tf.Tensor, tf.Variable)) else integer_index(indices)
+        return tnp.take_along_axis(x, indices, axis)
+
+    extras = {"take": take, "take_along_axis": take_along_axis, "at_set": scatter(tf.tensor_scatter_nd_update),
+              "at_add": scatter(tf.tensor_scatter_nd_add),
+              "argmax": lambda x, axis=None: tnp.argmax(tf.math.real(x) if x.dtype.is_complex else x, axis=axis),
+              "argmin": lambda x, axis=None: tnp.argmin(tf.math.real(x) if x.dtype.is_complex else x, axis=axis),
+              "erf": tf.math.erf, "erfc": tf.math.erfc, "sigmoid": tf.math.sigmoid,
               "cumulative_sum": axis_or_first(tnp.cumsum), "cumulative_prod": axis_or_first(tnp.cumprod),
               "cumsum": tnp.cumsum, "cumprod": tnp.cumprod, "einsum": tf.einsum,
               "logsumexp": lambda x, axis=None, keepdims=False: tf.reduce_logsumexp(x, axis=axis, keepdims=keepdims),

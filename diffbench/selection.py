@@ -29,9 +29,17 @@ def cases_path(path: str | Path | None) -> Path:
     return Path(path) if path else default_cases_path()
 
 
-def load_selected(path: str | Path | None, keyword: Any = None, tags: Sequence[str] | None = None) -> list[Case]:
+#: the tag of cases at a realistic size (minutes per case): left out unless asked for (see load_selected)
+REALISTIC_TAG = "realistic"
+
+
+def load_selected(path: str | Path | None, keyword: Any = None, tags: Sequence[str] | None = None,
+                  realistic: bool = False) -> list[Case]:
     """The cases in the case file or folder at ``path`` (default: the repository's ``cases/``) that match the
     ``-k`` expression ``keyword`` and one of ``tags``.
+
+    Cases tagged ``realistic`` (:data:`REALISTIC_TAG`) are kept only when ``realistic`` is true (``run --profile
+    full``) or when ``keyword`` or ``tags`` name the tag.
 
     The files are also loaded once in a child process (see :func:`door_report`): a case whose inputs differ
     between the two loads (unseeded randomness), or whose function makes a mistake every method would fail on
@@ -53,6 +61,9 @@ def load_selected(path: str | Path | None, keyword: Any = None, tags: Sequence[s
             raise UsageError(f"{exc}; pass --cases FILE_OR_FOLDER") from None
         report = door_report(where, CHILD_TIMEOUT_S)
     chosen = select(cases, keyword, tags)
+    asked = REALISTIC_TAG in (tags or ()) or REALISTIC_TAG in str(keyword or "")
+    if not (realistic or asked):
+        chosen = [c for c in chosen if REALISTIC_TAG not in c.tags]
     if not chosen:
         raise UsageError(f"no case in {where} matches -k '{keyword}'" if keyword else f"no cases in {where}")
     _apply(chosen, report)

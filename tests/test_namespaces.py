@@ -211,8 +211,7 @@ NOT_DIFFERENTIABLE = {
     "count_nonzero", "diff", "empty", "empty_like", "equal", "finfo", "floor_divide", "from_dlpack", "greater",
     "greater_equal", "iinfo", "imag", "isdtype", "isfinite", "isin", "isinf", "isnan", "less", "less_equal",
     "logical_and", "logical_not", "logical_or", "logical_xor", "meshgrid", "nextafter", "nonzero", "not_equal",
-    "real", "remainder", "repeat", "result_type", "searchsorted", "signbit", "sort", "take",
-    "take_along_axis", "tile", "unique_all", "unique_counts", "unique_inverse", "unique_values", "unstack",
+    "real", "remainder", "repeat", "result_type", "searchsorted", "signbit", "sort", "tile", "unique_all", "unique_counts", "unique_inverse", "unique_values", "unstack",
     # linalg: complex-valued or rank-revealing results, iterative decompositions not offered
     "eig", "eigvals", "matrix_rank", "pinv", "qr", "svd", "svdvals",
 }

@@ -73,7 +73,7 @@ def _run_locked(args: argparse.Namespace, config: Any, out: Path) -> int:
                           signals_deferred, write_manifest)
 
     where = cases_path(args.cases)
-    cases = load_selected(args.cases, args.k, split(args.tags))
+    cases = load_selected(args.cases, args.k, split(args.tags), realistic=args.profile == "full")
     journal = out / "results.jsonl"
     rows: dict[tuple[Any, ...], dict[str, Any]] = {}
     if args.resume:
@@ -201,7 +201,8 @@ def add_command(sub: Any) -> None:
     add_measurement_options(run)
     run.add_argument("--out", metavar="DIR", default="reports/latest", help="output folder (default reports/latest)")
     run.add_argument("--profile", choices=["quick", "full"], default="quick",
-                     help="timing effort: quick (default; short samples) or full (longer, tighter statistics)")
+                     help="timing effort: quick (default; short samples) or full (longer, tighter statistics, and the "
+                          "cases tagged realistic)")
     add_timeout_option(run)
     add_engine_option(run)
     add_jobs_option(run)

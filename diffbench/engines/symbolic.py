@@ -342,7 +342,7 @@ def symengine_trace(case: Case) -> SymEngineTrace:
     """
     import symengine as se
 
-    from ..namespaces import ObjectArray, UnsupportedFunction, symengine_namespace
+    from ..namespaces import ObjectArray, UnsupportedFunction, symengine_namespace, tracing_at
 
     if case.size > SYMENGINE_MAX_INPUTS:
         raise Skip(f"{case.size} scalar inputs exceed the SymEngine budget of {SYMENGINE_MAX_INPUTS} "
@@ -355,8 +355,11 @@ def symengine_trace(case: Case) -> SymEngineTrace:
         array = np.empty(value.shape, dtype=object)
         array.reshape(-1)[:] = flat
         args.append(array.view(ObjectArray))
+    point = np.concatenate([np.asarray(v, dtype=np.float64).ravel() for v in case.inputs.values()])
     try:
-        out = case.func(*args, xp=symengine_namespace())
+        # argmin/argmax are decided by the values at the point, as in the SymPy trace
+        with tracing_at({s: se.RealDouble(float(v)) for s, v in zip(symbols, point)}):
+            out = case.func(*args, xp=symengine_namespace())
     except UnsupportedFunction as exc:
         raise SymEngineLacks(str(exc)) from exc
     except TypeError as exc:

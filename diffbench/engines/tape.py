@@ -245,7 +245,14 @@ def _gradients(f: Callable[[list[Any]], Any], args: list[Any]) -> list[Any]:
             if not isinstance(a, tf.Variable):
                 tape.watch(a)
         y = f(args)
-    return tape.gradient(y, args)
+    return _dense(tape.gradient(y, args))
+
+
+def _dense(grads: list[Any]) -> list[Any]:
+    """The gradients as dense tensors: a gathered variable (``xp.take``, ``tf.gather``) gets ``IndexedSlices``,
+    which users densify to use (part of the gradient's cost, so it is timed with it)."""
+    tf = _tf()
+    return [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g for g in grads]
 
 
 def _forward_unconnected(f: Callable[[list[Any]], Any], args: list[Any], floats: list[int]) -> set[int]:
@@ -371,7 +378,7 @@ class TapeEngine:
                         if not isinstance(a, tf.Variable):
                             tape.watch(a)
                     y = f(args)
-                return y, tape.gradient(y, args)
+                return y, _dense(tape.gradient(y, args))
 
             def evaluate() -> Any:
                 return f(args)
