@@ -1080,7 +1080,9 @@ def fd_diagnosis(case: Case, dtype: str, scheme: str, rel_error: float, referenc
     if not math.isfinite(magnitude):
         with _quiet():
             magnitude = abs(float(np.real(f(x))))
-    rounding = eps * magnitude / (chosen * max(largest, 1.0)) / size
+    # each component's difference rounds by about eps·|f|/hᵢ, independently: their norm against the gradient's
+    rounding = eps * magnitude * float(np.linalg.norm(1.0 / (chosen * np.maximum(np.abs(x.astype(np.float64)), 1.0)))) \
+        / size if x.size else eps * magnitude / chosen / size
     reach = chosen * np.maximum(np.abs(x.astype(np.float64)), 1.0) * (2 if scheme == "richardson" else 1)
     cause = _crossing(case, ref, dtype, scheme, step, order) if ref.tape is not None else None
     if cause is None and x.size <= _MAX_TRIAL_INPUTS:

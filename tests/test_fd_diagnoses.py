@@ -236,3 +236,23 @@ def test_coverage_table_counts_by_hand():
     assert table.loc["central", "no bound (inf)"] == 1
     assert table.loc["central", "coverage of finite estimates"] == pytest.approx(2 / 3)
     assert table.loc["central", "median estimate/true"] == pytest.approx(4.0)
+
+
+_LSE_X = np.random.default_rng(7).uniform(0.0, 1.0, 2500)
+
+
+@case(inputs={"x": _LSE_X})
+def lse_wide(x, xp):
+    return xp.log(xp.sum(xp.exp(x)))
+
+
+def test_rounding_over_many_inputs_is_named_not_truncation():
+    # f = log Σ exp(xᵢ) over 2500 inputs in [0, 1): f ≈ log 2500 + 0.5 ≈ 8.3, gᵢ = softmaxᵢ ≈ 4e-4, ‖g‖ ≈ 0.02.
+    # Forward differences at h = eps^(1/2)·max(|xᵢ|, 1) ≈ 1.5e-8: each component rounds f by eps·8.3/h ≈ 1.2e-7,
+    # independently, so the normwise rounding error is ≈ √2500·1.2e-7 / 0.02 ≈ 3e-4 of ‖g‖; truncation is
+    # h/2·gᵢ(1 − gᵢ) ≈ 3e-12 per component, nothing. Rounding must be named (a per-component model without the
+    # √n would put rounding at 6e-6 and wrongly blame truncation).
+    row = measure_one(lse_wide, "finite", "forward", "float64")
+    assert row["status"] == "inaccurate"
+    assert 1e-5 < row["rel_error"] < 1e-2
+    assert "dominated by rounding" in row["diagnosis"]
