@@ -31,6 +31,9 @@ def cases_path(path: str | Path | None) -> Path:
 
 #: the tag of cases at a realistic size (minutes per case): left out unless asked for (see load_selected)
 REALISTIC_TAG = "realistic"
+#: the tag of whole benchmark workloads (gradbench's evals: minutes with every method even at their tiny sizes):
+#: left out of a plain run of the library folder, kept when asked for (see load_selected)
+WORKLOAD_TAG = "gradbench"
 
 
 def load_selected(path: str | Path | None, keyword: Any = None, tags: Sequence[str] | None = None,
@@ -39,7 +42,9 @@ def load_selected(path: str | Path | None, keyword: Any = None, tags: Sequence[s
     ``-k`` expression ``keyword`` and one of ``tags``.
 
     Cases tagged ``realistic`` (:data:`REALISTIC_TAG`) are kept only when ``realistic`` is true (``run --profile
-    full``) or when ``keyword`` or ``tags`` name the tag.
+    full``) or when ``keyword`` or ``tags`` name the tag. Cases tagged ``gradbench`` (:data:`WORKLOAD_TAG`, whole
+    workloads) are kept when ``realistic`` is true, when ``keyword`` or ``tags`` name the tag, or when ``path`` is
+    a case file rather than a folder (``--cases cases/gradbench.py``), so a plain run stays quick.
 
     The files are also loaded once in a child process (see :func:`door_report`): a case whose inputs differ
     between the two loads (unseeded randomness), or whose function makes a mistake every method would fail on
@@ -61,9 +66,13 @@ def load_selected(path: str | Path | None, keyword: Any = None, tags: Sequence[s
             raise UsageError(f"{exc}; pass --cases FILE_OR_FOLDER") from None
         report = door_report(where, CHILD_TIMEOUT_S)
     chosen = select(cases, keyword, tags)
-    asked = REALISTIC_TAG in (tags or ()) or REALISTIC_TAG in str(keyword or "")
-    if not (realistic or asked):
+    def asked(tag: str) -> bool:
+        return tag in (tags or ()) or tag in str(keyword or "")
+
+    if not (realistic or asked(REALISTIC_TAG)):
         chosen = [c for c in chosen if REALISTIC_TAG not in c.tags]
+    if not (realistic or asked(WORKLOAD_TAG) or where.is_file()):
+        chosen = [c for c in chosen if WORKLOAD_TAG not in c.tags]
     if not chosen:
         raise UsageError(f"no case in {where} matches -k '{keyword}'" if keyword else f"no cases in {where}")
     _apply(chosen, report)

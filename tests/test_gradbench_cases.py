@@ -332,3 +332,17 @@ def test_realistic_sizes_run_only_when_asked_for():
     realistic = {n for n, c in CASES.items() if "realistic" in c.tags}
     assert default == set(TRUTHS) and len(realistic) == 9
     assert full == set(CASES) and asked == realistic
+
+
+def test_the_family_is_left_out_of_a_plain_run_of_the_library_folder():
+    # a plain `run` (the library folder, no -k/--tags, quick profile) measures no gradbench case; naming the
+    # family (its file, -k or --tags) runs its tiny sizes; --profile full (realistic=True) runs both sizes
+    from diffbench.selection import load_selected
+
+    library = CASES_FILE.parent
+    plain = {c.name for c in load_selected(library)}
+    assert plain and not plain & set(CASES)
+    by_keyword = {c.name for c in load_selected(library, "gradbench")}
+    by_tag = {c.name for c in load_selected(library, tags=["gradbench"])}
+    assert by_keyword == by_tag == set(TRUTHS)
+    assert set(CASES) <= {c.name for c in load_selected(library, realistic=True)}

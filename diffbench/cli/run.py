@@ -202,7 +202,7 @@ def add_command(sub: Any) -> None:
     run.add_argument("--out", metavar="DIR", default="reports/latest", help="output folder (default reports/latest)")
     run.add_argument("--profile", choices=["quick", "full"], default="quick",
                      help="timing effort: quick (default; short samples) or full (longer, tighter statistics, and the "
-                          "cases tagged realistic)")
+                          "cases tagged realistic and gradbench)")
     add_timeout_option(run)
     add_engine_option(run)
     add_jobs_option(run)
