@@ -1,0 +1,157 @@
+"""Adversarial checks of vector outputs: Jacobians, products and the uᵀf check of assert_gradients, attacked with
+functions, points and injected wrong derivatives whose truths are derived by hand (derivations in comments)."""
+
+import math
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import diffbench
+from diffbench import engines
+from diffbench.diagnose import judge_jacobian
+from diffbench.products import check_directions
+from diffbench.reference import reference_jacobian
+
+X_TH = np.array([0.3, 0.8])
+
+
+@diffbench.case(inputs={"x": X_TH})
+def tiny_and_huge(x, xp):
+    return xp.stack([1e-9 * xp.sin(x[0]) * x[1], 1e9 * xp.cos(x[0] - x[1])])
+
+
+def tiny_and_huge_truth():
+    # row 0: ∂(1e-9 sin x0 · x1) = 1e-9 (cos x0 · x1, sin x0); row 1: ∂(1e9 cos(x0 − x1)) = 1e9 (−sin(x0 − x1),
+    # sin(x0 − x1)). The rows differ in size by some 10¹⁸: a norm over the whole matrix would hide row 0.
+    x0, x1 = X_TH
+    return np.array([[1e-9 * math.cos(x0) * x1, 1e-9 * math.sin(x0)],
+                     [-1e9 * math.sin(x0 - x1), 1e9 * math.sin(x0 - x1)]])
+
+
+def test_a_tiny_row_is_judged_at_its_own_scale_next_to_a_huge_one():
+    ref = reference_jacobian(tiny_and_huge)
+    truth = tiny_and_huge_truth()
+    assert judge_jacobian(tiny_and_huge, "tape", "eager", "float64", truth, ref).status == "ok"
+    for k, i, factor in [(0, 0, 1.1), (0, 1, -1.0)]:  # 10 % off; a wrong sign in the small row
+        wrong = truth.copy()
+        wrong[k, i] *= factor
+        verdict = judge_jacobian(tiny_and_huge, "tape", "eager", "float64", wrong, ref)
+        assert verdict.status == "inaccurate" and f"out[0] / x[{i}]" in verdict.diagnosis
+
+
+X_R = np.array([1.2, 0.7])
+
+
+@diffbench.case(inputs={"x": X_R})
+def residuals(x, xp):
+    return xp.stack([10.0 * (x[1] - x[0] ** 2), 1.0 - x[0]])
+
+
+def test_transpose_and_broadcast_gradient_of_the_sum_are_caught():
+    # J = [[−20 x0, 10], [−1, 0]] = [[−24, 10], [−1, 0]] at x = (1.2, 0.7): not symmetric, so Jᵀ is wrong;
+    # the gradient of the outputs' sum, 1ᵀJ = (−25, 10), broadcast to both rows is wrong in both rows.
+    ref = reference_jacobian(residuals)
+    truth = np.array([[-24.0, 10.0], [-1.0, 0.0]])
+    assert judge_jacobian(residuals, "tape", "eager", "float64", truth, ref).status == "ok"
+    transposed = judge_jacobian(residuals, "tape", "eager", "float64", truth.T.copy(), ref)
+    assert transposed.status == "inaccurate" and "2 of 2 output rows are not ok" in transposed.diagnosis
+    summed = np.tile(truth.sum(axis=0), (2, 1))
+    assert judge_jacobian(residuals, "tape", "eager", "float64", summed, ref).status == "inaccurate"
+
+
+X_M = np.array([0.3, 0.8, -0.5])
+
+
+@diffbench.case(inputs={"x": X_M})
+def matrix_out(x, xp):
+    return xp.stack([xp.stack([x[b] ** (a + 1) * (b + 1) for b in range(3)]) for a in range(2)])
+
+
+def test_output_axes_flattened_in_the_wrong_order_are_caught():
+    # out[a, b] = (b + 1)·x_b^(a+1), shape (2, 3): ∂out[a, b]/∂x_i = δ_bi (b + 1)(a + 1) x_b^a. Flattening the
+    # (a, b) axes in Fortran order instead of C order permutes the rows of the (6, 3) matrix: wrong.
+    J = np.zeros((2, 3, 3))
+    for a in range(2):
+        for b in range(3):
+            J[a, b, b] = (b + 1) * (a + 1) * X_M[b] ** a
+    ref = reference_jacobian(matrix_out)
+    np.testing.assert_allclose(ref.values["x"], J, rtol=1e-15)
+    assert judge_jacobian(matrix_out, "tape", "eager", "float64", J.reshape(6, 3), ref).status == "ok"
+    fortran = np.transpose(J, (1, 0, 2)).reshape(6, 3)
+    assert judge_jacobian(matrix_out, "tape", "eager", "float64", fortran, ref).status == "inaccurate"
+
+
+@diffbench.case(inputs={"x": X_TH})
+def kink_and_smooth(x, xp):
+    # out0 = |x0 − 0.3| has a kink at x0 = 0.3 (left derivative −1, right +1): row 0 does not exist;
+    # out1 = x0 x1: row 1 = (x1, x0) = (0.8, 0.3).
+    return xp.stack([xp.abs(x[0] - 0.3), x[0] * x[1]])
+
+
+def test_a_kink_in_one_row_and_a_nan_or_wrong_value_in_another():
+    ref = reference_jacobian(kink_and_smooth)
+    right = np.array([[1.0, 0.0], [0.8, 0.3]])  # row 0 one of the one-sided derivatives
+    assert judge_jacobian(kink_and_smooth, "tape", "eager", "float64", right, ref).status == "undefined"
+    wrong = right.copy()
+    wrong[1, 1] = 0.3 * (1 + 1e-9)  # 4500 eps off: beyond an exact method's 1000 eps
+    assert judge_jacobian(kink_and_smooth, "tape", "eager", "float64", wrong, ref).status == "inaccurate"
+    nan = right.copy()
+    nan[1, 0] = math.nan
+    assert judge_jacobian(kink_and_smooth, "tape", "eager", "float64", nan, ref).status == "nan"
+
+
+# --------------------------------------------------------------------------- assert_gradients past row-by-row size
+M_SWAP = 70  # more than MAX_REFERENCE_OUTPUTS = 64 outputs: checked as the scalar uᵀf
+
+
+def _cube_with_swapped_upstream(k, l, tf):
+    # f(x) = x³ elementwise, J = diag(3x²). The custom gradient swaps entries k and l of the upstream gradient
+    # dy, so its VJP is (uᵀJ)ᵢ = u_{π(i)}·3xᵢ²: entries k and l are wrong by (uₗ − uₖ)·3x², which vanishes when
+    # uₖ = uₗ. With random signs alone that is probability 1/2 per pair.
+    perm = np.arange(M_SWAP)
+    perm[[k, l]] = perm[[l, k]]
+
+    @tf.custom_gradient
+    def cube(x):
+        def grad(dy):
+            return tf.gather(dy, perm) * 3.0 * x * x
+        return x ** 3, grad
+
+    return lambda x: cube(x)
+
+
+def test_assert_gradients_catches_swapped_output_rows_of_a_large_jacobian():
+    tf = pytest.importorskip("tensorflow")
+    x = np.linspace(0.5, 1.5, M_SWAP)
+
+    @tf.custom_gradient
+    def right_cube(v):
+        return v ** 3, lambda dy: dy * 3.0 * v * v
+
+    diffbench.assert_gradients(lambda x: right_cube(x), {"x": x})  # the right custom gradient: no alarm
+    # the swap of rows 0 and 1 went unseen with signs alone (their signs agreed under the fixed seed)
+    for k, l in [(0, 1), (0, 2), (3, 4), (10, 40)]:
+        with pytest.raises(AssertionError, match="random signs u"):
+            diffbench.assert_gradients(_cube_with_swapped_upstream(k, l, tf), {"x": x})
+
+
+# --------------------------------------------------------------------------- the directional check at size
+def test_an_error_spread_over_many_components_does_not_cancel_along_the_directions():
+    # f(x) = ½ Σ cᵢ xᵢ² with cᵢ = 1 + i/N: ∇f = c ⊙ x exactly. An error of alternating sign on every component,
+    # 10⁻⁶ of each (a stride bug), sums to zero along the all-ones direction but not along random-sign ones:
+    # Σ ±10⁻⁶ gᵢ wᵢ is a random walk of size ~10⁻⁶·‖g ⊙ w‖, 10⁷ above the 1000-eps allowance's scale.
+    n = 4000
+    c = 1.0 + np.arange(n) / n
+    x = np.linspace(-2.0, 2.0, n)
+    eps = float(np.finfo(np.float64).eps)
+
+    def f(p):
+        return 0.5 * float(np.sum(c * p * p))
+
+    g = c * x
+    assert check_directions(g, f, x, eps).passed
+    wrong = g * (1 + 1e-6 * np.where(np.arange(n) % 2 == 0, 1.0, -1.0))
+    assert not np.any(np.isclose(np.sum(wrong - g), 1.0))  # sanity: the errors do not vanish entrywise
+    assert not check_directions(wrong, f, x, eps).passed
