@@ -845,12 +845,23 @@ def _measure_product(unit: Unit, config: Config) -> Measured:
     info = dict(prepared.info)
     note = info.pop("note", None)
     values.update({k: v for k, v in info.items() if k in COLUMNS})
-    product = prepared.gradient()
+    try:
+        with np.errstate(all="ignore"):
+            product = prepared.gradient()
+    except UnitTimeout:
+        raise
+    except Exception as exc:  # noqa: BLE001 - an engine failing to form its product: that row's error, not the run's
+        return Measured(unit.error(exc, **values))
     if config.keep_gradients:
         values["gradient"] = product
     timed, untimed = (prepared if config.timing else None), dict(values)
+    wrong = _product_shape_error(unit, product)
+    if wrong:
+        return Measured(unit.row(**dict(values, status=Status.ERROR, diagnosis=wrong, cause=Cause.RAISED)))
+    names = ["jvp"] if unit.variant == "jvp" else list(unit.case.inputs)
     try:
-        verdict, label, radius = _judge_product(unit, flatten(product, list(product)))
+        # in the case's order of inputs, whatever order the engine's dict has
+        verdict, label, radius = _judge_product(unit, flatten(product, names))
     except UnitTimeout:
         raise
     except Skip as exc:
@@ -862,6 +873,24 @@ def _measure_product(unit: Unit, config: Config) -> Measured:
     values.update(status=verdict.status, rel_error=verdict.rel_error, max_error_eps=verdict.max_error_eps,
                   diagnosis=verdict.diagnosis, cause=verdict.cause, reference=label, reference_radius=radius)
     return Measured(unit.row(**values), timed, untimed, note or None, judged=True)
+
+
+def _product_shape_error(unit: Unit, product: Any) -> str | None:
+    """Why an engine's ``jvp``/``vjp`` value is not the product (J·v shaped like the output; uᵀ·J one array per
+    input, shaped like it, under the input's name), or None: a misshaped product is the engine's error, never
+    judged against a truth of another shape nor blamed on the case."""
+    case = unit.case
+    if not isinstance(product, dict):
+        return f"the {unit.variant} product is a {type(product).__name__}, not a dict of arrays"
+    if unit.variant == "jvp":
+        want = {"jvp": tuple(output_shape(case))}
+    else:
+        want = {name: tuple(np.shape(value)) for name, value in case.inputs.items()}
+    got = {name: tuple(np.shape(value)) for name, value in product.items()}
+    if got == want:
+        return None
+    what = "J·v, shaped like the output" if unit.variant == "jvp" else "uᵀ·J, one array per input shaped like it"
+    return f"the {unit.variant} product has shapes {got}, but {what}, has shapes {want}"
 
 
 def _prepare_product(unit: Unit) -> Any:

@@ -155,3 +155,96 @@ def test_an_error_spread_over_many_components_does_not_cancel_along_the_directio
     wrong = g * (1 + 1e-6 * np.where(np.arange(n) % 2 == 0, 1.0, -1.0))
     assert not np.any(np.isclose(np.sum(wrong - g), 1.0))  # sanity: the errors do not vanish entrywise
     assert not check_directions(wrong, f, x, eps).passed
+
+
+# --------------------------------------------------------------------------- product rows of a misbehaving engine
+T0, V0 = 0.3, np.array([1.0, 2.0])
+
+
+@diffbench.case(inputs={"t": T0, "v": V0})
+def turn(t, v, xp):
+    c, s = xp.cos(t), xp.sin(t)
+    return xp.stack([c * v[0] - s * v[1], s * v[0] + c * v[1]])
+
+
+TOY_PRODUCTS = textwrap.dedent('''
+    """A toy engine returning J·v and uᵀ·J of turn (out = R(t) v) from a hand-written Jacobian, with a
+    misbehaviour chosen by the class attribute mode."""
+    import math
+
+    import numpy as np
+
+    from diffbench.engines import EngineInfo, Prepared
+    from diffbench.products import directions
+
+
+    class ToyProducts:
+        name = "toyprod"
+        info = EngineInfo(variants=("jvp", "vjp"), default_variant="jvp", jacobian_variants=("jvp", "vjp"))
+        mode = "right"
+
+        def variants(self):
+            return self.info.variants
+
+        def devices(self):
+            return ["CPU"]
+
+        def prepare(self, case, variant, dtype, device):
+            u, v = directions(case, dtype)
+            t, w = float(case.inputs["t"]), case.inputs["v"]
+            c, s = math.cos(t), math.sin(t)
+            # columns t, v0, v1: ∂(R v)/∂t = R'(t) v = (−s w0 − c w1, c w0 − s w1), ∂(R v)/∂v = R
+            J = np.array([[-s * w[0] - c * w[1], c, -s], [c * w[0] - s * w[1], s, c]])
+            if variant == "jvp":
+                value = J @ v
+                out = {"jvp": np.append(value, 1.0) if self.mode == "extra" else value}
+            else:
+                value = u @ J
+                out = {"t": np.array(value[0]), "v": value[1:]}
+                if self.mode == "reordered":  # the right VJP, in another order of keys
+                    out = {"v": value[1:], "t": np.array(value[0])}
+                if self.mode == "extra":
+                    out["w"] = np.array([5.0])
+
+            def gradient():
+                if self.mode == "raise":
+                    raise ValueError("the engine broke")
+                return {k: np.asarray(a, dtype=dtype) for k, a in out.items()}
+
+            return Prepared(gradient=gradient, timed=gradient)
+
+        def hessian(self, case, variant, dtype):
+            raise NotImplementedError
+''')
+
+
+@pytest.fixture
+def toyprod(tmp_path, monkeypatch):
+    (tmp_path / "toy_products_engine.py").write_text(TOY_PRODUCTS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(engines.REGISTRY, "toyprod", "toy_products_engine:ToyProducts")
+    yield sys.modules.get("toy_products_engine") or __import__("toy_products_engine")
+    engines._instances.pop("toyprod", None)
+    sys.modules.pop("toy_products_engine", None)
+
+
+def _product_rows(mode, module):
+    module.ToyProducts.mode = mode
+    engines._instances.pop("toyprod", None)
+    df = diffbench.run([turn], methods=["toyprod"], dtypes=["float64"], timing=False, order2=False)
+    return {r.variant: r for r in df.itertuples()}
+
+
+def test_product_rows_of_a_misbehaving_engine(toyprod):
+    right = _product_rows("right", toyprod)
+    assert right["jvp"].status == "ok" and right["vjp"].status == "ok"
+    # the right VJP with its inputs in another order is right: judged in the case's order (was a false alarm)
+    reordered = _product_rows("reordered", toyprod)
+    assert reordered["vjp"].status == "ok"
+    # a product of the wrong shape is the engine's error, not the case's (was blamed on the case)
+    extra = _product_rows("extra", toyprod)
+    assert extra["jvp"].status == "error" and extra["jvp"].cause == "raised"
+    assert extra["vjp"].status == "error" and extra["vjp"].cause == "raised"
+    # an engine raising while it returns its product: an error row, and the run goes on (the run crashed)
+    broke = _product_rows("raise", toyprod)
+    assert broke["jvp"].status == "error" and "the engine broke" in broke["jvp"].diagnosis
