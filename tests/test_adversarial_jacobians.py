@@ -319,3 +319,21 @@ def test_an_integer_input_is_differentiated_as_a_real_one():
     ref = reference_jacobian(powers)
     np.testing.assert_allclose(ref.values["x"], [[0.75, 0.0], [0.0, 12.0]], rtol=1e-15)
     np.testing.assert_allclose(ref.values["n"], [0.125 * math.log(0.5), 8 * math.log(2.0)], rtol=1e-15)
+
+
+@pytest.mark.parametrize("method", ["tape/eager", "tape/function", "tape/forward", "tape/loop", "symbolic/numpy",
+                                    "symbolic/symengine", "finite/complex_step"])
+def test_real_engines_keep_the_axes_of_a_non_symmetric_and_a_matrix_output_jacobian(method):
+    # the hand truths of residuals ([[−24, 10], [−1, 0]]) and of matrix_out (J[a, b, i] = δ_bi (b+1)(a+1) x_b^a),
+    # checked in their layout S + I: a transposed square block or swapped output axes would fail here (and is
+    # judged inaccurate: the tests above)
+    pytest.importorskip("tensorflow")
+    got = diffbench.jacobian(residuals, method)["x"]
+    np.testing.assert_allclose(got, [[-24.0, 10.0], [-1.0, 0.0]], rtol=1e-13, atol=1e-300)
+    J = np.zeros((2, 3, 3))
+    for a in range(2):
+        for b in range(3):
+            J[a, b, b] = (b + 1) * (a + 1) * X_M[b] ** a
+    got = diffbench.jacobian(matrix_out, method)["x"]
+    assert got.shape == (2, 3, 3)
+    np.testing.assert_allclose(got, J, rtol=1e-13, atol=1e-300)
