@@ -337,3 +337,23 @@ def test_real_engines_keep_the_axes_of_a_non_symmetric_and_a_matrix_output_jacob
     got = diffbench.jacobian(matrix_out, method)["x"]
     assert got.shape == (2, 3, 3)
     np.testing.assert_allclose(got, J, rtol=1e-13, atol=1e-300)
+
+
+def test_an_uncertain_row_is_never_ok_and_never_hides_a_wrong_row():
+    import copy
+
+    # residuals' truth [[−24, 10], [−1, 0]] (above), with row 1's certification withdrawn for x[1] as the reference
+    # does when a search runs out of budget (injected here: the combination rule is what is attacked)
+    ref = copy.deepcopy(reference_jacobian(residuals))
+    row = ref.rows[1]
+    row.certified = np.array([True, False])
+    row.uncertain = "the reference could not be certified for x[1] (injected)"
+    truth = np.array([[-24.0, 10.0], [-1.0, 0.0]])
+    right = judge_jacobian(residuals, "tape", "eager", "float64", truth, ref)
+    assert right.status == "uncertain" and right.cause == "not-certified"
+    wrong_elsewhere = truth.copy()
+    wrong_elsewhere[0, 0] = -24.1  # row 0 is certified: wrong there is wrong, whatever row 1 is
+    assert judge_jacobian(residuals, "tape", "eager", "float64", wrong_elsewhere, ref).status == "inaccurate"
+    wrong_certified = truth.copy()
+    wrong_certified[1, 0] = -1.1  # the certified entry of the uncertain row
+    assert judge_jacobian(residuals, "tape", "eager", "float64", wrong_certified, ref).status == "inaccurate"
