@@ -357,3 +357,24 @@ def test_an_uncertain_row_is_never_ok_and_never_hides_a_wrong_row():
     wrong_certified = truth.copy()
     wrong_certified[1, 0] = -1.1  # the certified entry of the uncertain row
     assert judge_jacobian(residuals, "tape", "eager", "float64", wrong_certified, ref).status == "inaccurate"
+
+
+@diffbench.case(inputs={"x": X_TH})
+def constant_row(x, xp):
+    # out0 = x0 x1: row (x1, x0) = (0.8, 0.3); out1 = 0·x0 + 5 does not change with x: row (0, 0) exactly
+    return xp.stack([x[0] * x[1], 0.0 * x[0] + 5.0])
+
+
+def test_an_exactly_zero_row_is_not_excused_by_its_neighbour():
+    ref = reference_jacobian(constant_row)
+    np.testing.assert_array_equal(ref.flat, [[0.8, 0.3], [0.0, 0.0]])
+    truth = np.array([[0.8, 0.3], [0.0, 0.0]])
+    assert judge_jacobian(constant_row, "tape", "eager", "float64", truth, ref).status == "ok"
+    noisy = truth.copy()
+    noisy[1, 0] = 1e-10  # nothing in out1 depends on x: every exact method gives 0, and 1e-10 is not rounding of 0
+    verdict = judge_jacobian(constant_row, "tape", "eager", "float64", noisy, ref)
+    assert verdict.status == "inaccurate" and "out[1] / x[0]: expected 0, got 1e-10" in verdict.diagnosis
+    # and the real engines give the zero row exactly
+    pytest.importorskip("tensorflow")
+    for method in ("tape/eager", "tape/forward", "symbolic/numpy", "finite/central"):
+        np.testing.assert_array_equal(diffbench.jacobian(constant_row, method)["x"][1], [0.0, 0.0])
