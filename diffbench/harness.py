@@ -975,6 +975,23 @@ def _product_against_differences(unit: Unit, flat: np.ndarray, why: str) -> tupl
         found = products.finite_jvp(case, "float64", v)
         verdict = judge(None, unit.method, unit.variant, unit.dtype, flat, DifferencesTruth(found.value, found.error,
                                                                                           unit.dtype), native=True)
+        # each entry is an output of its own: judged at its own size, as the certified JVP judges it, never
+        # against the vector's norm (a 1e-14 output next to outputs of size 1 would pass any value there)
+        truth = np.asarray(found.value, dtype=np.float64).ravel()
+        got = np.asarray(flat, dtype=np.float64).ravel()
+        tol = metrics.tolerance(unit.method, unit.variant, unit.dtype)
+        floor = 16 * float(np.finfo(unit.dtype).smallest_subnormal)
+        with np.errstate(invalid="ignore"):
+            allowed = tol * np.abs(truth) + 10 * np.abs(np.asarray(found.error, dtype=np.float64).ravel()) + floor
+            off = np.flatnonzero(np.abs(got - truth) > allowed) if verdict.status == Status.OK else np.array([], int)
+        if off.size:
+            worst = off[np.argsort(-(np.abs(got - truth)[off] / allowed[off]), kind="stable")][:3]
+            listed = "; ".join(f"out[{k}]: expected {truth[k]:.10g} ± {10 * found.error[k]:.2g}, got {got[k]:.10g}"
+                               for k in worst)
+            verdict = Verdict(Status.INACCURATE, verdict.rel_error, verdict.max_error_eps,
+                              f"{off.size} of {got.size} entries are beyond tolerance at their own size "
+                              f"({tol:.2g} of each, plus ten times the differences' error estimate): {listed}",
+                              cause=Cause.UNKNOWN)
         text = note if verdict.diagnosis is None else f"{verdict.diagnosis}; {note}"
         return dataclasses.replace(verdict, diagnosis=text), "richardson-differences", None
     f = products.numpy_function(case, "float64")

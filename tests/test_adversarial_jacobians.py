@@ -378,3 +378,32 @@ def test_an_exactly_zero_row_is_not_excused_by_its_neighbour():
     pytest.importorskip("tensorflow")
     for method in ("tape/eager", "tape/forward", "symbolic/numpy", "finite/central"):
         np.testing.assert_array_equal(diffbench.jacobian(constant_row, method)["x"][1], [0.0, 0.0])
+
+
+X_MANY = np.array([0.3, 0.8])
+
+
+@diffbench.case(inputs={"x": X_MANY})
+def many_outputs(x, xp):
+    return xp.stack([1e-14 * xp.sin(x[0]) * x[1]] + [x[0] * k + x[1] for k in range(65)])
+
+
+def test_a_tiny_jvp_entry_is_judged_at_its_own_size_past_the_certified_budget():
+    from diffbench.harness import Unit, _judge_product
+    from diffbench.products import directions
+
+    # 66 outputs: past MAX_REFERENCE_OUTPUTS = 64 the JVP is judged against Richardson differences. By hand,
+    # entry 0 = 1e-14 (cos x0 · x1 · v0 + sin x0 · v1) (some 5e-16 here), entry k ≥ 1 = (k − 1) v0 + v1 (up to 60).
+    # Judged as one vector, entry 0 fell below 1 % of the norm and was held to 1000 eps of 1 % of 60: doubled
+    # or of the wrong sign, it passed (a false ok).
+    _, v = directions(many_outputs)
+    x0, x1 = X_MANY
+    jv = np.array([1e-14 * (math.cos(x0) * x1 * v[0] + math.sin(x0) * v[1])] + [k * v[0] + v[1] for k in range(65)])
+    unit = Unit(many_outputs, "tape", "jvp", "float64", "CPU", 1)
+    verdict, label, _ = _judge_product(unit, jv)
+    assert label == "richardson-differences" and verdict.status == "ok"
+    for factor in (2.0, -1.0):
+        wrong = jv.copy()
+        wrong[0] *= factor
+        verdict, _, _ = _judge_product(unit, wrong)
+        assert verdict.status == "inaccurate" and "out[0]: expected" in verdict.diagnosis
