@@ -131,6 +131,8 @@ def test_assert_gradients_catches_swapped_output_rows_of_a_large_jacobian():
         return v ** 3, lambda dy: dy * 3.0 * v * v
 
     diffbench.assert_gradients(lambda x: right_cube(x), {"x": x})  # the right custom gradient: no alarm
+    # in float32 too: u is rounded to float32, so the function's uᵀf and the truth's are the same sum
+    diffbench.assert_gradients(lambda x: right_cube(x), {"x": x.astype(np.float32)})
     # the swap of rows 0 and 1 went unseen with signs alone (their signs agreed under the fixed seed)
     for k, l in [(0, 1), (0, 2), (3, 4), (10, 40)]:
         with pytest.raises(AssertionError, match="random signs u"):
