@@ -845,12 +845,23 @@ def _measure_product(unit: Unit, config: Config) -> Measured:
     info = dict(prepared.info)
     note = info.pop("note", None)
     values.update({k: v for k, v in info.items() if k in COLUMNS})
-    product = prepared.gradient()
+    try:
+        with np.errstate(all="ignore"):
+            product = prepared.gradient()
+    except UnitTimeout:
+        raise
+    except Exception as exc:  # noqa: BLE001 - an engine failing to form its product: that row's error, not the run's
+        return Measured(unit.error(exc, **values))
     if config.keep_gradients:
         values["gradient"] = product
     timed, untimed = (prepared if config.timing else None), dict(values)
+    wrong = _product_shape_error(unit, product)
+    if wrong:
+        return Measured(unit.row(**dict(values, status=Status.ERROR, diagnosis=wrong, cause=Cause.RAISED)))
+    names = ["jvp"] if unit.variant == "jvp" else list(unit.case.inputs)
     try:
-        verdict, label, radius = _judge_product(unit, flatten(product, list(product)))
+        # in the case's order of inputs, whatever order the engine's dict has
+        verdict, label, radius = _judge_product(unit, flatten(product, names))
     except UnitTimeout:
         raise
     except Skip as exc:
@@ -862,6 +873,24 @@ def _measure_product(unit: Unit, config: Config) -> Measured:
     values.update(status=verdict.status, rel_error=verdict.rel_error, max_error_eps=verdict.max_error_eps,
                   diagnosis=verdict.diagnosis, cause=verdict.cause, reference=label, reference_radius=radius)
     return Measured(unit.row(**values), timed, untimed, note or None, judged=True)
+
+
+def _product_shape_error(unit: Unit, product: Any) -> str | None:
+    """Why an engine's ``jvp``/``vjp`` value is not the product (J·v shaped like the output; uᵀ·J one array per
+    input, shaped like it, under the input's name), or None: a misshaped product is the engine's error, never
+    judged against a truth of another shape nor blamed on the case."""
+    case = unit.case
+    if not isinstance(product, dict):
+        return f"the {unit.variant} product is a {type(product).__name__}, not a dict of arrays"
+    if unit.variant == "jvp":
+        want = {"jvp": tuple(output_shape(case))}
+    else:
+        want = {name: tuple(np.shape(value)) for name, value in case.inputs.items()}
+    got = {name: tuple(np.shape(value)) for name, value in product.items()}
+    if got == want:
+        return None
+    what = "J·v, shaped like the output" if unit.variant == "jvp" else "uᵀ·J, one array per input shaped like it"
+    return f"the {unit.variant} product has shapes {got}, but {what}, has shapes {want}"
 
 
 def _prepare_product(unit: Unit) -> Any:
@@ -946,6 +975,23 @@ def _product_against_differences(unit: Unit, flat: np.ndarray, why: str) -> tupl
         found = products.finite_jvp(case, "float64", v)
         verdict = judge(None, unit.method, unit.variant, unit.dtype, flat, DifferencesTruth(found.value, found.error,
                                                                                           unit.dtype), native=True)
+        # each entry is an output of its own: judged at its own size, as the certified JVP judges it, never
+        # against the vector's norm (a 1e-14 output next to outputs of size 1 would pass any value there)
+        truth = np.asarray(found.value, dtype=np.float64).ravel()
+        got = np.asarray(flat, dtype=np.float64).ravel()
+        tol = metrics.tolerance(unit.method, unit.variant, unit.dtype)
+        floor = 16 * float(np.finfo(unit.dtype).smallest_subnormal)
+        with np.errstate(invalid="ignore"):
+            allowed = tol * np.abs(truth) + 10 * np.abs(np.asarray(found.error, dtype=np.float64).ravel()) + floor
+            off = np.flatnonzero(np.abs(got - truth) > allowed) if verdict.status == Status.OK else np.array([], int)
+        if off.size:
+            worst = off[np.argsort(-(np.abs(got - truth)[off] / allowed[off]), kind="stable")][:3]
+            listed = "; ".join(f"out[{k}]: expected {truth[k]:.10g} ± {10 * found.error[k]:.2g}, got {got[k]:.10g}"
+                               for k in worst)
+            verdict = Verdict(Status.INACCURATE, verdict.rel_error, verdict.max_error_eps,
+                              f"{off.size} of {got.size} entries are beyond tolerance at their own size "
+                              f"({tol:.2g} of each, plus ten times the differences' error estimate): {listed}",
+                              cause=Cause.UNKNOWN)
         text = note if verdict.diagnosis is None else f"{verdict.diagnosis}; {note}"
         return dataclasses.replace(verdict, diagnosis=text), "richardson-differences", None
     f = products.numpy_function(case, "float64")

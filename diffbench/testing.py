@@ -905,8 +905,9 @@ def assert_gradients(fn: Callable[..., Any], inputs: dict[str, Any], *, referenc
     Vector outputs: where ``fn`` returns an array of m > 1 elements its Jacobian is checked. Up to
     ``MAX_REFERENCE_OUTPUTS`` outputs and ``PRODUCT_CHECK_INPUTS`` inputs, row by row (each output
     element as a scalar function, by the rules above; ``reference`` then returns the same array), and the
-    message names the output element; past that, as the scalar uᵀfn for random signs u (a wrong entry
-    J[k, i] moves it by its whole error, |uₖ| = 1), by the rules above.
+    message names the output element; past that, as the scalar uᵀfn for u of random signs and magnitudes
+    uniform in [1, 2] (a wrong entry J[k, i] moves it by at least its whole error, |uₖ| ≥ 1; two rows wrong
+    in opposite ways cancel only where their uₖ nearly agree), by the rules above.
     """
     dtype = _dtype_of(inputs)
     arrays = {k: np.asarray(v.numpy() if hasattr(v, "numpy") else v, dtype=np.float64) for k, v in inputs.items()}
@@ -997,7 +998,13 @@ def _assert_jacobian(fn: Callable[..., Any], inputs: dict[str, Any], arrays: dic
                 raise AssertionError(f"{exc}\n  (the Jacobian's row of output element {name}{list(index)}, one of "
                                      f"{m}; shape {shape})") from None
         return
-    signs = np.where(np.random.default_rng((PRODUCT_SEED, m)).random(m) < 0.5, -1.0, 1.0)
+    # random signs times magnitudes uniform in [1, 2] (rounded to float32, so that u is the same number in the
+    # function's dtype and in the reference): with signs alone, two output rows whose errors are equal and opposite
+    # (a custom gradient that swaps two entries of its upstream gradient) cancel in uᵀJ whenever their signs agree,
+    # with probability 1/2; with the magnitudes, only where uₖ and uₗ agree to within the tolerance
+    rng = np.random.default_rng((PRODUCT_SEED, m))
+    signs = np.where(rng.random(m) < 0.5, -1.0, 1.0) * rng.uniform(1.0, 2.0, m)
+    signs = signs.astype(np.float32).astype(np.float64)
 
     def weighted(*a: Any, **kw: Any) -> Any:
         out = tf.reshape(fn(*a, **kw), [-1])
@@ -1008,7 +1015,8 @@ def _assert_jacobian(fn: Callable[..., Any], inputs: dict[str, Any], arrays: dic
     try:
         assert_gradients(functools.wraps(fn)(weighted), inputs, reference=truth, rtol=rtol, atol=atol)
     except AssertionError as exc:
-        raise AssertionError(f"{exc}\n  (checked as uᵀ{name} for random signs u: the Jacobian of its {m} outputs, "
+        raise AssertionError(f"{exc}\n  (checked as uᵀ{name} for random signs u times magnitudes in [1, 2]: the "
+                             f"Jacobian of its {m} outputs, "
                              f"shape {shape}, is too large to check row by row)") from None
 
 
