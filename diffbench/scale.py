@@ -56,7 +56,7 @@ def _measure_unit(sized: Any, method: str, variant: str, device: str, dtype: str
                   check: Any) -> dict[str, Any]:
     """One size of one method/variant on one device: status, times, accuracy against ``check``. Never raises for
     what the case or the engine does (that is the row's status)."""
-    from .engines import Skip, flatten, get_engine
+    from .engines import Skip, flatten, get_engine, output_shape
     from .engines import symbolic as symbolic_engine
     from .timing import PROFILES, measure
 
@@ -76,7 +76,9 @@ def _measure_unit(sized: Any, method: str, variant: str, device: str, dtype: str
             row["rel_error"] = float(np.linalg.norm(grad.astype(np.float64) - check)) / norm
         if not np.all(np.isfinite(grad)):
             row["status"] = "nan" if np.isnan(grad).any() else "inf"
-        if method == "symbolic":
+        # expression sizes are those of a gradient's trace; a Jacobian (a vector case) has none of them, and
+        # counting the m·N entries' operations would cost more than the Jacobian at large n
+        if method == "symbolic" and not output_shape(sized):
             row.update(symbolic_engine.scale_columns(sized, variant, prepared))
     except Skip as exc:
         row.update(status=Status.SKIPPED, diagnosis=str(exc), skip=True)
