@@ -63,7 +63,8 @@ def _measure_unit(sized: Any, method: str, variant: str, device: str, dtype: str
     row: dict[str, Any] = {}
     try:
         engine = get_engine(method)
-        prepared = engine.prepare(sized, variant, dtype, device)
+        with _jacobian_limits(sized, method):
+            prepared = engine.prepare(sized, variant, dtype, device)
         timing = measure(prepared.timed, PROFILES[profile])
         f_timing = measure(prepared.f_timed, PROFILES[profile]) if prepared.f_timed else None
         grad = flatten(prepared.gradient(), list(sized.inputs))
@@ -85,6 +86,27 @@ def _measure_unit(sized: Any, method: str, variant: str, device: str, dtype: str
     except Exception as exc:  # noqa: BLE001 - a failure at one size is a row
         row.update(status="error", diagnosis=f"{type(exc).__name__}: {exc}")
     return row
+
+
+@contextlib.contextmanager
+def _jacobian_limits(sized: Any, method: str) -> Any:
+    """Within it, a vector case's forward-mode Jacobian is formed at any number of inputs: ``run`` caps forward
+    mode at ``engines.tape.MAX_FORWARD_INPUTS`` (it pushes one tangent per input at once, memory as large as the
+    Jacobian), but a Jacobian study bounds its sizes itself (``max_entries`` and the time budget), and measuring
+    forward mode past that cap is the point of the study."""
+    from .engines import output_shape
+
+    if method != "tape" or not output_shape(sized):
+        yield
+        return
+    from .engines import tape
+
+    cap = tape.MAX_FORWARD_INPUTS
+    tape.MAX_FORWARD_INPUTS = max(cap, sized.size)
+    try:
+        yield
+    finally:
+        tape.MAX_FORWARD_INPUTS = cap
 
 
 def _worker(connection: Any, source_file: str, name: str) -> None:
@@ -412,13 +434,14 @@ def write_study(case: Case, sizes: list[int], methods: list[str], out: Path, dty
 #: the cases ``scale --jacobian`` studies by default (cases/jacobians.py): a diagonal Jacobian (m = N = n) and a
 #: wide one (4 outputs, N = 5n + 4 inputs), so that forward and reverse mode meet both shapes
 JACOBIAN_CASES = ("elementwise_large", "dense_tanh")
-#: sizes n for ``scale --jacobian`` when ``--sizes`` is not given
-JACOBIAN_SIZES = (10, 100, 1000, 10_000)
+#: sizes n for ``scale --jacobian`` when ``--sizes`` is not given: half-decades, so that a slope is fitted
+#: from several sizes past the fixed-overhead floor
+JACOBIAN_SIZES = (10, 30, 100, 300, 1000, 3000, 10_000)
 #: the variants timed per method (reverse mode vectorised by pfor, eagerly and traced; forward mode in one
-#: vectorised pass; central differences, one column per input with all outputs at once; SymPy's Jacobian); a
-#: method not named here is timed with its own scaling variants
+#: vectorised pass; central differences, one column per input with all outputs at once; SymPy's and SymEngine's
+#: Jacobians); a method not named here is timed with its own scaling variants
 JACOBIAN_VARIANTS: dict[str, tuple[str, ...]] = {"tape": ("eager", "function", "forward"), "finite": ("central",),
-                                                 "symbolic": ("numpy",)}
+                                                 "symbolic": ("numpy", "symengine")}
 #: the largest Jacobian (m·N entries) the study forms: 10⁸ float64 entries are 800 MB, and a method holds a few
 #: such arrays at once (its result, the cross-check, TensorFlow's cotangents)
 MAX_JACOBIAN_ENTRIES = 10**8

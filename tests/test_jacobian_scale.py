@@ -202,13 +202,18 @@ def test_study_with_the_real_engines_at_tiny_sizes(monkeypatch):
 
     # every method's Jacobian is compared with the hand-derived one, not with another engine's
     monkeypatch.setattr(scale, "_cross_check", _hand_jacobian)
+    # run's cap on forward mode (one tangent per input at once) does not bind a Jacobian study, which bounds its
+    # sizes itself: with the cap at 6 inputs, forward mode still forms the Jacobians of 8, 24 and 44 inputs
+    from diffbench.engines import tape
+
+    monkeypatch.setattr(tape, "MAX_FORWARD_INPUTS", 6)
     library = load_cases(cases_path(None))
     cases = [scale.sized_case(library, name) for name in scale.JACOBIAN_CASES]
     df = scale.jacobian_study(cases, [4, 8], ["tape", "finite", "symbolic"], budget_s=600)
     assert list(df.columns) == scale.JACOBIAN_SCALE_COLUMNS
-    # one row per case, size and variant the study names (tape eager/function/forward, central, SymPy)
+    # one row per case, size and variant the study names (tape eager/function/forward, central, SymPy, SymEngine)
     labels = [("tape", "eager"), ("tape", "function"), ("tape", "forward"), ("finite", "central"),
-              ("symbolic", "numpy")]
+              ("symbolic", "numpy"), ("symbolic", "symengine")]
     assert len(df) == 2 * 2 * len(labels)
     for (name, n), part in df.groupby(["case", "n"]):
         assert sorted(zip(part["method"], part["variant"])) == sorted(labels), (name, n)
@@ -224,5 +229,6 @@ def test_study_with_the_real_engines_at_tiny_sizes(monkeypatch):
     # central differences: truncation h²·f'''/6 plus rounding eps/h, about 1e-10 at h ≈ eps^(1/3); far below 1e-6
     central = df[df["method"] == "finite"]
     assert (central["rel_error"] < 1e-6).all() and (central["rel_error"] > 0).all()
+    assert tape.MAX_FORWARD_INPUTS == 6                   # and run's cap is as it was after the study
     slopes = scale.jacobian_slopes(df)
     assert set(slopes["case"]) == set(scale.JACOBIAN_CASES)
