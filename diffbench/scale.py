@@ -28,7 +28,7 @@ import pandas as pd
 from .case import Case
 from .errors import UsageError
 from .paths import inside, slug
-from .report import atomic_write, format_seconds, md, plain_text_plots, plot_text, scaling_section, slopes
+from .report import FLOOR_FACTOR, atomic_write, format_seconds, md, plain_text_plots, plot_text, scaling_section, slopes
 from .results import Status, for_csv
 
 #: the default report's scaling section is the report's (with :func:`slopes`); kept here under its old name
@@ -497,10 +497,35 @@ def jacobian_study(cases: list[Case], sizes: list[int], methods: list[str], dtyp
     return pd.concat(parts, ignore_index=True)[JACOBIAN_SCALE_COLUMNS]
 
 
+def _past_floor(part: pd.DataFrame) -> pd.DataFrame:
+    """The rows of one method/variant/device to fit: the run of largest sizes whose times are all at least
+    ``FLOOR_FACTOR`` times the smallest time measured. The floor is the smallest time, not the smallest size's:
+    on a loaded machine one slow small size would otherwise lower the floor's bar for the rest, and a size in
+    the middle that is back at the floor would enter the fit."""
+    part = part[(part["status"] == Status.OK) & part["time_median_s"].notna() & (part["time_median_s"] > 0)]
+    part = part.sort_values("n")
+    if not len(part):
+        return part
+    bar = FLOOR_FACTOR * float(part["time_median_s"].min())
+    keep = len(part)
+    while keep > 0 and float(part["time_median_s"].iloc[keep - 1]) >= bar:
+        keep -= 1
+    # rows below the fitted run become "floor" rows for :func:`slopes` by carrying the smallest time
+    tail = part.iloc[keep:]
+    head = part.iloc[:keep].assign(time_median_s=float(part["time_median_s"].min()))
+    return pd.concat([head, tail]).sort_values("n")
+
+
 def jacobian_slopes(df: pd.DataFrame) -> pd.DataFrame:
     """:func:`diffbench.report.slopes` per case: the log-log slope of the time per Jacobian against n for each
-    case and method/variant/device, fitted over the sizes past the fixed-overhead floor."""
-    parts = [slopes(part).assign(case=name) for name, part in df.groupby("case", sort=False)]
+    case and method/variant/device, fitted over the largest sizes past the fixed-overhead floor
+    (:func:`_past_floor`)."""
+    parts = []
+    for name, part in df.groupby("case", sort=False):
+        fitted = [_past_floor(one) for _, one in part.groupby(["method", "variant", "device"], sort=False)]
+        fitted = [one for one in fitted if len(one)]
+        if fitted:
+            parts.append(slopes(pd.concat(fitted, ignore_index=True)).assign(case=name))
     columns = ["case", "method", "variant", "device", "slope", "sizes", "floor"]
     return pd.concat(parts, ignore_index=True)[columns] if parts else pd.DataFrame(columns=columns)
 

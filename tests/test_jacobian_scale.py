@@ -101,6 +101,18 @@ def test_slopes_per_case_from_synthetic_power_laws():
     assert len(table) == 4
 
 
+def test_a_slow_small_size_between_floor_sizes_is_left_out_of_the_fit():
+    # a loaded machine: 1 ms of overhead at n = 10 and 100, but 5 ms at n = 30 (a stall); growth n² from
+    # n = 100: 1e-3·(n/100)² = 9 ms at 300 and 0.1 s at 1000. Only the run 300, 1000 is past 3 × 1 ms
+    # throughout, and log(0.1 / 0.009) / log(1000 / 300) = 2 exactly.
+    times = {10: 1e-3, 30: 5e-3, 100: 1e-3, 300: 9e-3, 1000: 0.1}
+    df = pd.DataFrame([dict(case="diagonal", n=n, method="tape", variant="function", dtype="float64", device="CPU",
+                            status="ok", time_median_s=t, outputs=n, n_inputs=n) for n, t in times.items()])
+    row = scale.jacobian_slopes(df).iloc[0]
+    assert row["slope"] == pytest.approx(2.0)
+    assert row["sizes"] == "300, 1000" and row["floor"] == "10, 30, 100"
+
+
 def test_study_with_a_toy_engine_measures_the_hand_jacobian(toy, monkeypatch):
     # the cross-check is the hand-derived Jacobian diag(cos x), flattened as the study flattens a result
     monkeypatch.setattr(scale, "_cross_check", lambda sized: np.diag(np.cos(sized.inputs["x"])).ravel())
