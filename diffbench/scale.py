@@ -550,8 +550,8 @@ def render_jacobians(df: pd.DataFrame, slope_table: pd.DataFrame, images: list[s
         lines += [f"## {md(name)}", "", pivot.fillna("").to_markdown(), ""]
         own = slope_table[slope_table["case"] == name].drop(columns=["case"])
         if len(own):
-            lines += ["Log-log slopes of time against n (fitted over the sizes whose time is at least 3× that of "
-                      "the smallest; `floor` lists those left out):", "",
+            lines += ["Log-log slopes of time against n (fitted over the largest sizes whose times are all at least "
+                      f"{FLOOR_FACTOR:g}× the smallest time measured; `floor` lists those left out):", "",
                       own.to_markdown(index=False, floatfmt=".2f"), ""]
         notes = part[part["status"] != Status.OK].drop_duplicates(["method", "variant", "device"])
         if len(notes):
