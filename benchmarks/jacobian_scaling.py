@@ -60,7 +60,7 @@ def main() -> None:
         print(pivot.fillna("").to_markdown())
         own = slope_table[slope_table["case"] == name].drop(columns=["case"])
         if len(own):
-            print("\nLog-log slopes (fitted past the overhead floor):\n")
+            print("\nLog-log slopes (fitted over the largest sizes past the overhead floor):\n")
             print(own.to_markdown(index=False, floatfmt=".2f"))
         worst = part["rel_error"].max()
         if worst == worst:
