@@ -28,7 +28,8 @@ import pandas as pd
 from .case import Case
 from .errors import UsageError
 from .paths import inside, slug
-from .report import FLOOR_FACTOR, atomic_write, format_seconds, md, plain_text_plots, plot_text, scaling_section, slopes
+from .report import (FLOOR_FACTOR, atomic_write, format_seconds, md, plain_log_ticks, plain_text_plots, plot_text,
+                     scaling_section, slopes)
 from .results import Status, for_csv
 
 #: the default report's scaling section is the report's (with :func:`slopes`); kept here under its old name
@@ -337,6 +338,9 @@ def plots(df: pd.DataFrame, out: Path, name: str, what: str = "gradient") -> lis
             fig, ax = plt.subplots(figsize=(7, 4.5))
             for x, y, label in curves:
                 ax.loglog(x, y, marker="o", label=label)
+            # the title's "$" is text here, so the log axes need ticks that are plain text too (not mathtext)
+            plain_log_ticks(ax.xaxis)
+            plain_log_ticks(ax.yaxis)
             ax.set_xlabel("n (problem size)")
             ax.set_ylabel(ylabel)
             ax.set_title(title)
