@@ -983,20 +983,48 @@ def _worst_jacobian_table(rows: pd.DataFrame) -> str:
     return table.to_markdown(index=False)
 
 
+#: whose products (``vjp``/``jvp`` rows) the cost table compares, first found first: automatic differentiation's,
+#: whose VJP is one reverse pass and JVP one forward pass (a finite-difference "VJP" costs N evaluations)
+PRODUCT_METHODS = ("tape", "jax", "torch")
+#: the full Jacobians in reverse and in forward mode the cost table sets side by side (method, variant)
+MODE_VARIANTS = {"reverse": ("tape", "function"), "forward": ("tape", "forward")}
+
+
+def _faster(reverse: float, forward: float) -> str:
+    """``forward`` or ``reverse``, whichever time is smaller; "-" when either is unknown."""
+    if math.isnan(reverse) or math.isnan(forward) or reverse == forward:
+        return "-"
+    return "forward" if forward < reverse else "reverse"
+
+
 def _cost_table(costs: pd.DataFrame) -> str:
-    """Per case and dtype: the fastest full Jacobian, m × VJP and N × JVP, and which way is cheapest."""
+    """Per case and dtype: the fastest full Jacobian; TensorFlow's full Jacobian in reverse mode (tape/function)
+    and in forward mode (tape/forward), and which is faster; m × VJP and N × JVP of one automatic method
+    (:data:`PRODUCT_METHODS`, else any method with products), and which is faster; and the cheapest way."""
     out = []
     for (case_name, dtype), part in costs.groupby(["case", "dtype"], sort=False):
         best = part.loc[part["jacobian_s"].idxmin()]
-        rows_s = part["rows_s"].dropna().min() if part["rows_s"].notna().any() else math.nan
-        columns_s = part["columns_s"].dropna().min() if part["columns_s"].notna().any() else math.nan
+        full = {mode: part[(part["method"] == method) & (part["variant"] == variant)]["jacobian_s"]
+                for mode, (method, variant) in MODE_VARIANTS.items()}
+        full = {mode: float(times.iloc[0]) if len(times) else math.nan for mode, times in full.items()}
+        with_products = part[part["rows_s"].notna() & part["columns_s"].notna()]
+        ranked = sorted(with_products["method"].unique(),
+                        key=lambda m: PRODUCT_METHODS.index(m) if m in PRODUCT_METHODS else len(PRODUCT_METHODS))
+        source = with_products[with_products["method"] == ranked[0]].iloc[0] if ranked else None
+        rows_s = float(source["rows_s"]) if source is not None else math.nan
+        columns_s = float(source["columns_s"]) if source is not None else math.nan
         options = {f"full Jacobian ({best['method']}/{best['variant']})": best["jacobian_s"],
-                   "by rows (m × VJP)": rows_s, "by columns (N × JVP)": columns_s}
+                   f"by rows (m × VJP, {source['method']})" if source is not None else "by rows": rows_s,
+                   f"by columns (N × JVP, {source['method']})" if source is not None else "by columns": columns_s}
         known = {k: v for k, v in options.items() if not math.isnan(v)}
         out.append({"case": md(case_name), "dtype": dtype, "m × N": f"{int(best['outputs'])} × {int(best['inputs'])}",
                     "fastest Jacobian": f"{md(best['method'])}/{md(best['variant'])} "
                                         f"{format_seconds(best['jacobian_s'])}",
+                    "reverse (tape/function)": format_seconds(full["reverse"]) or "-",
+                    "forward (tape/forward)": format_seconds(full["forward"]) or "-",
+                    "faster mode (full J)": _faster(full["reverse"], full["forward"]),
                     "m × VJP": format_seconds(rows_s) or "-", "N × JVP": format_seconds(columns_s) or "-",
+                    "faster mode (products)": _faster(rows_s, columns_s),
                     "cheapest": md(min(known, key=known.get)) if len(known) > 1 else "-"})
     return pd.DataFrame(out).to_markdown(index=False) if out else ""
 
@@ -1019,9 +1047,13 @@ def jacobian_section(df: pd.DataFrame, figures: dict[str, str] | None = None) ->
                worst, ""] if worst else ["Every Jacobian row is `ok`.", ""])
     costs = jacobian_costs(df)
     if not costs.empty:
-        lines += ["Cost (median per Jacobian, CPU). m × VJP is the time of building it row by row from "
-                  "vector-Jacobian products (reverse mode), N × JVP column by column from Jacobian-vector "
-                  "products (forward mode); forward mode wins where N × JVP is the smaller.", "",
+        lines += ["Cost (median per Jacobian, CPU). Reverse mode costs about m backward passes and forward mode "
+                  "about N forward passes, so forward mode wins on tall Jacobians (m > N) and reverse mode on wide "
+                  "ones. Two measures of it: TensorFlow's whole Jacobian in reverse mode (tape/function, vectorised "
+                  "by pfor and traced) against forward mode (tape/forward, one vectorised pass), and m × VJP "
+                  "(building it row by row from vector-Jacobian products) against N × JVP (column by column from "
+                  "Jacobian-vector products), both products of one automatic method (tape first), each timed as "
+                  "one call (TensorFlow's eagerly, so its fixed overhead counts m or N times).", "",
                   _cost_table(costs), ""]
         if "jacobian_cost" in figures:
             lines += [f"![Jacobians: cost per method]({figures['jacobian_cost']})", ""]

@@ -28,7 +28,8 @@ import pandas as pd
 from .case import Case
 from .errors import UsageError
 from .paths import inside, slug
-from .report import atomic_write, format_seconds, md, plain_text_plots, plot_text, scaling_section, slopes
+from .report import (FLOOR_FACTOR, atomic_write, format_seconds, md, plain_log_ticks, plain_text_plots, plot_text,
+                     scaling_section, slopes)
 from .results import Status, for_csv
 
 #: the default report's scaling section is the report's (with :func:`slopes`); kept here under its old name
@@ -56,14 +57,15 @@ def _measure_unit(sized: Any, method: str, variant: str, device: str, dtype: str
                   check: Any) -> dict[str, Any]:
     """One size of one method/variant on one device: status, times, accuracy against ``check``. Never raises for
     what the case or the engine does (that is the row's status)."""
-    from .engines import Skip, flatten, get_engine
+    from .engines import Skip, flatten, get_engine, output_shape
     from .engines import symbolic as symbolic_engine
     from .timing import PROFILES, measure
 
     row: dict[str, Any] = {}
     try:
         engine = get_engine(method)
-        prepared = engine.prepare(sized, variant, dtype, device)
+        with _jacobian_limits(sized, method):
+            prepared = engine.prepare(sized, variant, dtype, device)
         timing = measure(prepared.timed, PROFILES[profile])
         f_timing = measure(prepared.f_timed, PROFILES[profile]) if prepared.f_timed else None
         grad = flatten(prepared.gradient(), list(sized.inputs))
@@ -76,13 +78,36 @@ def _measure_unit(sized: Any, method: str, variant: str, device: str, dtype: str
             row["rel_error"] = float(np.linalg.norm(grad.astype(np.float64) - check)) / norm
         if not np.all(np.isfinite(grad)):
             row["status"] = "nan" if np.isnan(grad).any() else "inf"
-        if method == "symbolic":
+        # expression sizes are those of a gradient's trace; a Jacobian (a vector case) has none of them, and
+        # counting the m·N entries' operations would cost more than the Jacobian at large n
+        if method == "symbolic" and not output_shape(sized):
             row.update(symbolic_engine.scale_columns(sized, variant, prepared))
     except Skip as exc:
         row.update(status=Status.SKIPPED, diagnosis=str(exc), skip=True)
     except Exception as exc:  # noqa: BLE001 - a failure at one size is a row
         row.update(status="error", diagnosis=f"{type(exc).__name__}: {exc}")
     return row
+
+
+@contextlib.contextmanager
+def _jacobian_limits(sized: Any, method: str) -> Any:
+    """Within it, a vector case's forward-mode Jacobian is formed at any number of inputs: ``run`` caps forward
+    mode at ``engines.tape.MAX_FORWARD_INPUTS`` (it pushes one tangent per input at once, memory as large as the
+    Jacobian), but a Jacobian study bounds its sizes itself (``max_entries`` and the time budget), and measuring
+    forward mode past that cap is the point of the study."""
+    from .engines import output_shape
+
+    if method != "tape" or not output_shape(sized):
+        yield
+        return
+    from .engines import tape
+
+    cap = tape.MAX_FORWARD_INPUTS
+    tape.MAX_FORWARD_INPUTS = max(cap, sized.size)
+    try:
+        yield
+    finally:
+        tape.MAX_FORWARD_INPUTS = cap
 
 
 def _worker(connection: Any, source_file: str, name: str) -> None:
@@ -313,6 +338,9 @@ def plots(df: pd.DataFrame, out: Path, name: str, what: str = "gradient") -> lis
             fig, ax = plt.subplots(figsize=(7, 4.5))
             for x, y, label in curves:
                 ax.loglog(x, y, marker="o", label=label)
+            # the title's "$" is text here, so the log axes need ticks that are plain text too (not mathtext)
+            plain_log_ticks(ax.xaxis)
+            plain_log_ticks(ax.yaxis)
             ax.set_xlabel("n (problem size)")
             ax.set_ylabel(ylabel)
             ax.set_title(title)
@@ -410,13 +438,14 @@ def write_study(case: Case, sizes: list[int], methods: list[str], out: Path, dty
 #: the cases ``scale --jacobian`` studies by default (cases/jacobians.py): a diagonal Jacobian (m = N = n) and a
 #: wide one (4 outputs, N = 5n + 4 inputs), so that forward and reverse mode meet both shapes
 JACOBIAN_CASES = ("elementwise_large", "dense_tanh")
-#: sizes n for ``scale --jacobian`` when ``--sizes`` is not given
-JACOBIAN_SIZES = (10, 100, 1000, 10_000)
+#: sizes n for ``scale --jacobian`` when ``--sizes`` is not given: half-decades, so that a slope is fitted
+#: from several sizes past the fixed-overhead floor
+JACOBIAN_SIZES = (10, 30, 100, 300, 1000, 3000, 10_000)
 #: the variants timed per method (reverse mode vectorised by pfor, eagerly and traced; forward mode in one
-#: vectorised pass; central differences, one column per input with all outputs at once; SymPy's Jacobian); a
-#: method not named here is timed with its own scaling variants
+#: vectorised pass; central differences, one column per input with all outputs at once; SymPy's and SymEngine's
+#: Jacobians); a method not named here is timed with its own scaling variants
 JACOBIAN_VARIANTS: dict[str, tuple[str, ...]] = {"tape": ("eager", "function", "forward"), "finite": ("central",),
-                                                 "symbolic": ("numpy",)}
+                                                 "symbolic": ("numpy", "symengine")}
 #: the largest Jacobian (m·N entries) the study forms: 10⁸ float64 entries are 800 MB, and a method holds a few
 #: such arrays at once (its result, the cross-check, TensorFlow's cotangents)
 MAX_JACOBIAN_ENTRIES = 10**8
@@ -472,10 +501,35 @@ def jacobian_study(cases: list[Case], sizes: list[int], methods: list[str], dtyp
     return pd.concat(parts, ignore_index=True)[JACOBIAN_SCALE_COLUMNS]
 
 
+def _past_floor(part: pd.DataFrame) -> pd.DataFrame:
+    """The rows of one method/variant/device to fit: the run of largest sizes whose times are all at least
+    ``FLOOR_FACTOR`` times the smallest time measured. The floor is the smallest time, not the smallest size's:
+    on a loaded machine one slow small size would otherwise lower the floor's bar for the rest, and a size in
+    the middle that is back at the floor would enter the fit."""
+    part = part[(part["status"] == Status.OK) & part["time_median_s"].notna() & (part["time_median_s"] > 0)]
+    part = part.sort_values("n")
+    if not len(part):
+        return part
+    bar = FLOOR_FACTOR * float(part["time_median_s"].min())
+    keep = len(part)
+    while keep > 0 and float(part["time_median_s"].iloc[keep - 1]) >= bar:
+        keep -= 1
+    # rows below the fitted run become "floor" rows for :func:`slopes` by carrying the smallest time
+    tail = part.iloc[keep:]
+    head = part.iloc[:keep].assign(time_median_s=float(part["time_median_s"].min()))
+    return pd.concat([head, tail]).sort_values("n")
+
+
 def jacobian_slopes(df: pd.DataFrame) -> pd.DataFrame:
     """:func:`diffbench.report.slopes` per case: the log-log slope of the time per Jacobian against n for each
-    case and method/variant/device, fitted over the sizes past the fixed-overhead floor."""
-    parts = [slopes(part).assign(case=name) for name, part in df.groupby("case", sort=False)]
+    case and method/variant/device, fitted over the largest sizes past the fixed-overhead floor
+    (:func:`_past_floor`)."""
+    parts = []
+    for name, part in df.groupby("case", sort=False):
+        fitted = [_past_floor(one) for _, one in part.groupby(["method", "variant", "device"], sort=False)]
+        fitted = [one for one in fitted if len(one)]
+        if fitted:
+            parts.append(slopes(pd.concat(fitted, ignore_index=True)).assign(case=name))
     columns = ["case", "method", "variant", "device", "slope", "sizes", "floor"]
     return pd.concat(parts, ignore_index=True)[columns] if parts else pd.DataFrame(columns=columns)
 
@@ -500,8 +554,8 @@ def render_jacobians(df: pd.DataFrame, slope_table: pd.DataFrame, images: list[s
         lines += [f"## {md(name)}", "", pivot.fillna("").to_markdown(), ""]
         own = slope_table[slope_table["case"] == name].drop(columns=["case"])
         if len(own):
-            lines += ["Log-log slopes of time against n (fitted over the sizes whose time is at least 3× that of "
-                      "the smallest; `floor` lists those left out):", "",
+            lines += ["Log-log slopes of time against n (fitted over the largest sizes whose times are all at least "
+                      f"{FLOOR_FACTOR:g}× the smallest time measured; `floor` lists those left out):", "",
                       own.to_markdown(index=False, floatfmt=".2f"), ""]
         notes = part[part["status"] != Status.OK].drop_duplicates(["method", "variant", "device"])
         if len(notes):

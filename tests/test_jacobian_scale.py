@@ -101,6 +101,18 @@ def test_slopes_per_case_from_synthetic_power_laws():
     assert len(table) == 4
 
 
+def test_a_slow_small_size_between_floor_sizes_is_left_out_of_the_fit():
+    # a loaded machine: 1 ms of overhead at n = 10 and 100, but 5 ms at n = 30 (a stall); growth n² from
+    # n = 100: 1e-3·(n/100)² = 9 ms at 300 and 0.1 s at 1000. Only the run 300, 1000 is past 3 × 1 ms
+    # throughout, and log(0.1 / 0.009) / log(1000 / 300) = 2 exactly.
+    times = {10: 1e-3, 30: 5e-3, 100: 1e-3, 300: 9e-3, 1000: 0.1}
+    df = pd.DataFrame([dict(case="diagonal", n=n, method="tape", variant="function", dtype="float64", device="CPU",
+                            status="ok", time_median_s=t, outputs=n, n_inputs=n) for n, t in times.items()])
+    row = scale.jacobian_slopes(df).iloc[0]
+    assert row["slope"] == pytest.approx(2.0)
+    assert row["sizes"] == "300, 1000" and row["floor"] == "10, 30, 100"
+
+
 def test_study_with_a_toy_engine_measures_the_hand_jacobian(toy, monkeypatch):
     # the cross-check is the hand-derived Jacobian diag(cos x), flattened as the study flattens a result
     monkeypatch.setattr(scale, "_cross_check", lambda sized: np.diag(np.cos(sized.inputs["x"])).ravel())
@@ -175,3 +187,60 @@ def test_cli_writes_the_jacobian_study(tmp_path):
     assert set(df["variant"]) == {"central"}
     text = (out / "report.md").read_text()
     assert f"## {md('elementwise_large')}" in text and f"## {md('dense_tanh')}" in text and "4 × 34" in text
+
+
+def _hand_jacobian(sized):
+    """The hand-derived Jacobian of the two default cases at one size, flattened as the study flattens a result
+    (per input in parameter order, each block raveled output-major: ``engines.flatten`` of {input: (m, *shape)}).
+
+    elementwise_large, out = x·tanh(x): ∂outₖ/∂xᵢ = δₖᵢ (tanh xᵢ + xᵢ(1 − tanh² xᵢ)).
+    dense_tanh, y = tanh(Wx + b), dₖ = 1 − yₖ²: ∂yₖ/∂W[j, l] = δₖⱼ dₖ x[l], ∂yₖ/∂b[j] = δₖⱼ dₖ,
+    ∂yₖ/∂x[l] = dₖ W[k, l]."""
+    x = sized.inputs["x"]
+    if sized.name == "elementwise_large":
+        t = np.tanh(x)
+        return np.diag(t + x * (1 - t**2)).ravel()
+    W, b = sized.inputs["W"], sized.inputs["b"]
+    d = 1 - np.tanh(W @ x + b) ** 2
+    eye = np.eye(len(b))
+    return np.concatenate([(eye[:, :, None] * d[:, None, None] * x[None, None, :]).ravel(),
+                           (eye * d[:, None]).ravel(), (d[:, None] * W).ravel()])
+
+
+@pytest.mark.slow
+def test_study_with_the_real_engines_at_tiny_sizes(monkeypatch):
+    from diffbench.case import load_cases
+    from diffbench.selection import cases_path
+
+    # every method's Jacobian is compared with the hand-derived one, not with another engine's
+    monkeypatch.setattr(scale, "_cross_check", _hand_jacobian)
+    # run's cap on forward mode (one tangent per input at once) does not bind a Jacobian study, which bounds its
+    # sizes itself: with the cap at 6 inputs, forward mode still forms the Jacobians of 8, 24 and 44 inputs
+    from diffbench.engines import tape
+
+    monkeypatch.setattr(tape, "MAX_FORWARD_INPUTS", 6)
+    library = load_cases(cases_path(None))
+    cases = [scale.sized_case(library, name) for name in scale.JACOBIAN_CASES]
+    df = scale.jacobian_study(cases, [4, 8], ["tape", "finite", "symbolic"], budget_s=600)
+    assert list(df.columns) == scale.JACOBIAN_SCALE_COLUMNS
+    # one row per case, size and variant the study names (tape eager/function/forward, central, SymPy, SymEngine)
+    labels = [("tape", "eager"), ("tape", "function"), ("tape", "forward"), ("finite", "central"),
+              ("symbolic", "numpy"), ("symbolic", "symengine")]
+    assert len(df) == 2 * 2 * len(labels)
+    for (name, n), part in df.groupby(["case", "n"]):
+        assert sorted(zip(part["method"], part["variant"])) == sorted(labels), (name, n)
+    # shapes m × N: the elementwise map n × n; the 4-unit layer 4 × (4n + 4 + n)
+    shapes = {(r.case, r.n): (r.outputs, r.n_inputs) for r in df.drop_duplicates(["case", "n"]).itertuples()}
+    assert shapes == {("elementwise_large", 4): (4, 4), ("elementwise_large", 8): (8, 8),
+                      ("dense_tanh", 4): (4, 24), ("dense_tanh", 8): (4, 44)}
+    assert set(df["status"]) == {"ok"}, df[df["status"] != "ok"][["case", "n", "method", "variant", "diagnosis"]]
+    assert (df["time_median_s"] > 0).all() and (df["prepare_s"] >= 0).all()
+    exact = df[df["method"] != "finite"]
+    # automatic and symbolic Jacobians agree with the hand-derived one to rounding (a few ulps of entries ≤ 2)
+    assert (exact["rel_error"] < 1e-13).all(), exact[["case", "n", "method", "variant", "rel_error"]]
+    # central differences: truncation h²·f'''/6 plus rounding eps/h, about 1e-10 at h ≈ eps^(1/3); far below 1e-6
+    central = df[df["method"] == "finite"]
+    assert (central["rel_error"] < 1e-6).all() and (central["rel_error"] > 0).all()
+    assert tape.MAX_FORWARD_INPUTS == 6                   # and run's cap is as it was after the study
+    slopes = scale.jacobian_slopes(df)
+    assert set(slopes["case"]) == set(scale.JACOBIAN_CASES)

@@ -117,3 +117,37 @@ def test_the_figures_are_drawn_and_the_report_regenerates_from_results_csv(tmp_p
     assert again.read_text() == text
     scalar = report.write(rows_table(vector=False), tmp_path / "scalar")
     assert not (tmp_path / "scalar" / report.JACOBIAN_DIGITS_PNG).exists() and "Jacobian" not in scalar.read_text()
+
+
+def test_the_cost_table_says_forward_mode_wins_on_a_tall_jacobian_and_reverse_on_a_wide_one():
+    # hand-chosen times: tall (60 outputs, 3 inputs) reverse 2.5 ms, forward 1.5 ms; one VJP 12 µs, one JVP 25 µs,
+    # so m × VJP = 720 µs > N × JVP = 75 µs. wide (3 outputs, 300 inputs): reverse 2 ms < forward 6 ms, and
+    # m × VJP = 36 µs < N × JVP = 7.5 ms. Forward mode wins the tall one by both measures, reverse the wide one.
+    rows = []
+    for name, m, n, reverse, forward, vjp, jvp in (("tall", 60, 3, 2500, 1500, 12, 25),
+                                                  ("wide", 3, 300, 2000, 6000, 12, 25)):
+        common = dict(case=name, method="tape", status="ok", rel_error=1e-16, outputs=m, output_shape=f"({m},)",
+                      n_inputs=n)
+        rows += [dict(variant="function", time_median_s=reverse * MICRO, **common),
+                 dict(variant="forward", time_median_s=forward * MICRO, **common),
+                 dict(variant="vjp", time_median_s=vjp * MICRO, **common),
+                 dict(variant="jvp", time_median_s=jvp * MICRO, **common)]
+    for row in rows:
+        row.update(dtype="float64", device="CPU", order=1, tags="fam", expected="ok")
+    df = pd.DataFrame(rows)
+    for column in COLUMNS:
+        if column not in df.columns:
+            df[column] = np.nan
+    lines = report.render(df[COLUMNS]).splitlines()
+    header = next(x for x in lines if x.startswith("| case") and "faster mode (full J)" in x)
+    names = [c.strip() for c in header.strip("|").split("|")]
+    table = {}
+    for line in lines:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) == len(names) and cells[0] in ("tall", "wide"):
+            table[cells[0]] = dict(zip(names, cells))
+    assert table["tall"]["m × N"] == "60 × 3" and table["wide"]["m × N"] == "3 × 300"
+    assert table["tall"]["faster mode (full J)"] == "forward" and table["tall"]["faster mode (products)"] == "forward"
+    assert table["wide"]["faster mode (full J)"] == "reverse" and table["wide"]["faster mode (products)"] == "reverse"
+    assert table["tall"]["m × VJP"] == "720 µs" and table["tall"]["N × JVP"] == "75 µs"
+    assert table["wide"]["N × JVP"] == "7.5 ms"
