@@ -126,3 +126,44 @@ def test_a_wrong_custom_jacobian_rule_is_caught_with_and_without_reference():
     with pytest.raises(AssertionError, match=r"output element softmax\[0\]"):
         assert_gradients(softmax_with_reverse_rule(False), X,
                          reference=lambda x, xp: xp.exp(x) / xp.sum(xp.exp(x)))
+
+
+# --------------------------------------------------------------------------- mistakes with an array-valued case
+def test_a_tuple_or_a_list_of_arrays_is_named_at_the_door_with_the_fix():
+    from diffbench.door import check_function
+
+    x = {"x": np.array([0.5, -1.0, 2.0])}
+    for result, kind in ((lambda x, xp: (xp.sin(x), xp.cos(x)), "tuple"),
+                         (lambda x, xp: [xp.sum(x), xp.sum(x * x)], "list")):
+        found = check_function(result, x, name="two_outputs")
+        assert found.startswith(f"two_outputs returns a {kind}") and "xp.stack" in found
+
+
+def test_a_shape_that_depends_on_the_namespace_names_the_case_and_the_fix():
+    from diffbench.case import make_case
+    from diffbench.engines import get_engine
+
+    def by_namespace(x, xp):  # 2 outputs under TensorFlow, 3 under NumPy
+        if "tensorflow" in getattr(xp, "__name__", str(xp)):
+            return xp.stack([xp.sum(x), xp.sum(x * x)])
+        return xp.sin(x)
+
+    case = make_case(by_namespace, {"x": [0.5, -1.0, 2.0]}, name="by_namespace")
+    with pytest.raises(ValueError) as raised:
+        get_engine("tape").prepare(case, "eager", "float64", "CPU").gradient()
+    text = str(raised.value)
+    assert "'by_namespace'" in text and "(2,)" in text and "(3,)" in text and "branch on which namespace" in text
+
+
+def test_a_batch_tag_without_a_matching_batch_axis_names_the_case_and_the_fix():
+    from diffbench.case import make_case
+    from diffbench.engines import Skip, get_engine
+
+    def column_norms(W, xp):  # 3 outputs (one per column) against 2 rows of W: no batch axis
+        return xp.sum(W * W, axis=0)
+
+    case = make_case(column_norms, {"W": [[0.5, -1.0, 2.0], [0.1, 0.2, 0.3]]}, name="column_norms", tags=["batch"])
+    with pytest.raises(Skip) as raised:
+        get_engine("tape").prepare(case, "batch", "float64", "CPU").gradient()
+    text = str(raised.value)
+    assert "'column_norms'" in text and "(3)" in text and "(2)" in text and "remove the tag 'batch'" in text
