@@ -891,8 +891,9 @@ def assert_gradients(fn: Callable[..., Any], inputs: dict[str, Any], *, referenc
                      rtol: float | None = None, atol: float | None = None) -> None:
     """Check the tf.GradientTape gradient of a TensorFlow function; raise AssertionError if wrong.
 
-    ``fn`` is plain TensorFlow code called as ``fn(**tensors)`` (the keys of ``inputs``
-    are its parameter names) and returns a scalar. The gradient is computed in the
+    ``fn`` is plain TensorFlow code called with ``inputs`` as tensors (the keys of ``inputs``
+    are its parameter names; passed by position where its signature allows, as ``tf.custom_gradient``
+    applies a custom gradient to positional arguments only) and returns a scalar. The gradient is computed in the
     inputs' dtype (float32 if any input is float32, else float64).
 
     With ``reference`` (an xp function ``reference(*inputs, xp)``, the maths), it is
