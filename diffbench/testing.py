@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import inspect
 import json
 import math
 from pathlib import Path
@@ -125,8 +126,8 @@ def compact_row(row: dict[str, Any], reference: dict[str, list[Any]] | None = No
     fingerprint keeps the entries furthest from it (relative to their row's norm), where the method is weakest
     and a change most likely, besides the largest ones."""
     shape = output_shape_of(row)
-    if shape is None or not row.get("gradient"):
-        return row
+    if shape is None or not row.get("gradient") or row.get("variant") in results.PRODUCT_VARIANTS:
+        return row  # a scalar case's gradient, or a product (a vector as long as an input or the output)
     m = math.prod(shape)
     kept, printed = {}, dict(row.get("jacobian") or {})
     for name, values in row["gradient"].items():
@@ -465,6 +466,18 @@ def _entry_label(flat_index: int, output_shape: list[int], input_name: str, inpu
     return f"out[{_index_text(out_index)}] / {input_name}{where}"
 
 
+def _output_shape_change(old: dict[str, Any], row: dict[str, Any]) -> list[str]:
+    """The change of a row's output shape from the baseline's, as a one-item list, or [] when it is the same."""
+    old_shape, new_shape = output_shape_of(old), output_shape_of(row)
+    if old_shape == new_shape:
+        return []
+
+    def text(shape: list[int] | None) -> str:
+        return "scalar" if shape is None else f"({', '.join(map(str, shape))}{',' if len(shape) == 1 else ''})"
+    return [f"the output's shape changed {text(old_shape)} -> {text(new_shape)}: the Jacobian cannot be "
+            "compared entry by entry"]
+
+
 def _jacobian_changes(old: dict[str, Any], row: dict[str, Any], shapes: dict[str, list[int]]
                       ) -> tuple[list[str], list[str]]:
     """How a vector-output row's Jacobian moved from the baseline's, and what could not be compared.
@@ -474,12 +487,10 @@ def _jacobian_changes(old: dict[str, Any], row: dict[str, Any], shapes: dict[str
     A block the baseline holds as a fingerprint is compared through it (:func:`_fingerprint_changes`). Returns
     (changes, problems): a problem (a fingerprint this diffbench cannot compare, a block the baseline lacks) is
     never a pass either."""
-    old_shape, new_shape = output_shape_of(old), output_shape_of(row)
-    if old_shape != new_shape:
-        def text(shape: list[int] | None) -> str:
-            return "scalar" if shape is None else f"({', '.join(map(str, shape))}{',' if len(shape) == 1 else ''})"
-        return [f"the output's shape changed {text(old_shape)} -> {text(new_shape)}: the Jacobian cannot be "
-                "compared entry by entry"], []
+    old_shape = output_shape_of(old)
+    moved = _output_shape_change(old, row)
+    if moved:
+        return moved, []
     if (old.get("gradient") is None and not old.get("jacobian")) or (row.get("gradient") is None
                                                                       and not row.get("jacobian")):
         return [], []  # no Jacobian on one side: the status comparison (and compare's own checks) judge the row
@@ -722,6 +733,10 @@ def compare(baseline: dict[str, Any], current: dict[str, dict[str, Any]], slower
             case_compared += 1
             if output_shape_of(old) is None and output_shape_of(row) is None:
                 changes = _gradient_changes(old, row, shapes)
+            elif row["variant"] in results.PRODUCT_VARIANTS:
+                # a product (J·v, or uᵀ·J per input) is a vector along seeded directions, not a Jacobian block:
+                # compared entry by entry as a gradient is
+                changes = _output_shape_change(old, row) or _gradient_changes(old, row, shapes)
             else:
                 changes, problems = _jacobian_changes(old, row, shapes)
                 # fails closed: a Jacobian that cannot be compared is never a pass
@@ -876,8 +891,9 @@ def assert_gradients(fn: Callable[..., Any], inputs: dict[str, Any], *, referenc
                      rtol: float | None = None, atol: float | None = None) -> None:
     """Check the tf.GradientTape gradient of a TensorFlow function; raise AssertionError if wrong.
 
-    ``fn`` is plain TensorFlow code called as ``fn(**tensors)`` (the keys of ``inputs``
-    are its parameter names) and returns a scalar. The gradient is computed in the
+    ``fn`` is plain TensorFlow code called with ``inputs`` as tensors (the keys of ``inputs``
+    are its parameter names; passed by position where its signature allows, as ``tf.custom_gradient``
+    applies a custom gradient to positional arguments only) and returns a scalar. The gradient is computed in the
     inputs' dtype (float32 if any input is float32, else float64).
 
     With ``reference`` (an xp function ``reference(*inputs, xp)``, the maths), it is
@@ -968,7 +984,7 @@ def _output_shape(fn: Callable[..., Any], arrays: dict[str, np.ndarray], dtype: 
     import tensorflow as tf
 
     try:
-        value = fn(**{k: tf.constant(v, dtype=dtype) for k, v in arrays.items()})
+        value = _call(fn, {k: tf.constant(v, dtype=dtype) for k, v in arrays.items()})
     except Exception:  # noqa: BLE001 - reported by the gradient's evaluation, with its own message
         return ()
     shape = tuple(int(d) for d in np.shape(value)) if value is not None else ()
@@ -1046,7 +1062,7 @@ def _assert_along_directions(fn: Callable[..., Any], arrays: dict[str, np.ndarra
         def line(w: np.ndarray) -> Callable[[float], float]:
             # x + t·w in TensorFlow: the point is converted once per direction, not at every step
             step = {k: tf.constant(p, dtype=run_dtype) for k, p in zip(names, split(w, shapes))}
-            return lambda t: float(fn(**{k: point[k] + t * step[k] for k in names}))
+            return lambda t: float(_call(fn, {k: point[k] + t * step[k] for k in names}))
         return line
 
     line = line_in("float64")
@@ -1130,6 +1146,17 @@ def _check_finite(arrays: dict[str, np.ndarray]) -> None:
                                  "is only defined at a finite point, choose finite values")
 
 
+def _call(fn: Callable[..., Any], tensors: dict[str, Any]) -> Any:
+    """``fn(**tensors)``, with every parameter that can be passed by position passed by position: a
+    ``tf.custom_gradient`` function applies its gradient only to positional arguments (TensorFlow differentiates
+    its primal code for keyword ones), so a keyword call would hide a wrong custom gradient."""
+    try:
+        bound = inspect.signature(fn).bind(**tensors)
+    except (TypeError, ValueError):  # no signature to read, or names it does not take: fn says why when called
+        return fn(**tensors)
+    return fn(*bound.args, **bound.kwargs)
+
+
 def _tape_gradient(fn: Callable[..., Any], arrays: dict[str, np.ndarray], dtype: str) -> dict[str, np.ndarray]:
     """The tape's gradient of ``fn`` in ``dtype``; AssertionError for a non-scalar or a None gradient."""
     import tensorflow as tf
@@ -1137,7 +1164,7 @@ def _tape_gradient(fn: Callable[..., Any], arrays: dict[str, np.ndarray], dtype:
     names = list(arrays)
     variables = {k: tf.Variable(v, dtype=dtype) for k, v in arrays.items()}
     with tf.GradientTape() as tape:
-        value = fn(**variables)
+        value = _call(fn, variables)
     if value is None:
         raise AssertionError(f"assert_gradients: {getattr(fn, '__name__', 'fn')} returned None; it must return a "
                              "scalar (a missing `return`?)")
@@ -1164,7 +1191,7 @@ def _richardson_truth(fn: Callable[..., Any], arrays: dict[str, np.ndarray], dty
     def f_in(run_dtype: str) -> Callable[[np.ndarray], float]:
         def f(vector: np.ndarray) -> float:
             parts = np.split(vector, np.cumsum(sizes)[:-1])
-            return float(fn(**{k: tf.constant(p.reshape(arrays[k].shape), dtype=run_dtype)
+            return float(_call(fn, {k: tf.constant(p.reshape(arrays[k].shape), dtype=run_dtype)
                                for k, p in zip(names, parts)}))
         return f
 

@@ -263,7 +263,8 @@ def check_output(case: Case, value: Any, where: str) -> None:
         return
     if shape != expected:
         raise ValueError(f"case {case.name!r} returned a value of shape {shape} in the {where}, but shape "
-                         f"{expected} in NumPy; a case must return the same shape in every namespace")
+                         f"{expected} in NumPy; a case must return the same shape in every namespace: compute it with xp's "
+                         "functions alone, without a Python branch on which namespace xp is")
 
 
 def check_scalar(case: Case, value: Any, where: str) -> None:

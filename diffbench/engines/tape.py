@@ -591,6 +591,11 @@ def _first_call(call: Callable[[], Any], variant: str) -> Any:
         raise
 
 
+#: what a case tagged ``batch`` without the batch axis ``tape.batch_jacobian`` needs should change
+_BATCH_FIX = (f"tape.batch_jacobian needs the examples along axis 0 of the first input and of the output (output "
+              f"row b depending only on input row b); put them there, or remove the tag {BATCH_TAG!r}")
+
+
 def _batch_layout(case: Case, args: list[Any], names: list[str], shape: tuple[int, ...]) -> tuple[int, int, int]:
     """(B, output entries per example, first-input entries per example) for the ``batch`` variant; Skip with
     the reason where the case does not declare or does not have the batch axis ``batch_jacobian`` needs."""
@@ -601,11 +606,11 @@ def _batch_layout(case: Case, args: list[Any], names: list[str], shape: tuple[in
     first = names[0]
     in_shape = tuple(int(d) for d in args[0].shape)
     if first in case.integer_inputs or not in_shape:
-        raise Skip(f"the case is tagged {BATCH_TAG!r}, but its first input {first!r} is not a float array with a "
-                   "batch axis 0")
+        raise Skip(f"case {case.name!r} is tagged {BATCH_TAG!r}, but its first input {first!r} is not a float array "
+                   f"with a batch axis 0: {_BATCH_FIX}")
     if in_shape[0] != shape[0]:
-        raise Skip(f"the case is tagged {BATCH_TAG!r}, but axis 0 of its output ({shape[0]}) and of its first "
-                   f"input {first!r} ({in_shape[0]}) differ in length")
+        raise Skip(f"case {case.name!r} is tagged {BATCH_TAG!r}, but axis 0 of its output ({shape[0]}) and of its "
+                   f"first input {first!r} ({in_shape[0]}) differ in length: {_BATCH_FIX}")
     b = in_shape[0]
     return b, int(np.prod(shape[1:], dtype=int)), int(np.prod(in_shape[1:], dtype=int))
 
