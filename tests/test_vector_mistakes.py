@@ -153,6 +153,11 @@ def test_a_shape_that_depends_on_the_namespace_names_the_case_and_the_fix():
         get_engine("tape").prepare(case, "eager", "float64", "CPU").gradient()
     text = str(raised.value)
     assert "'by_namespace'" in text and "(2,)" in text and "(3,)" in text and "branch on which namespace" in text
+    # the product rows name it the same way (not a framework's reshape error)
+    for variant in ("jvp", "vjp"):
+        with pytest.raises(ValueError) as raised:
+            get_engine("tape").prepare(case, variant, "float64", "CPU").gradient()
+        assert "'by_namespace'" in str(raised.value) and "branch on which namespace" in str(raised.value)
 
 
 def test_a_batch_tag_without_a_matching_batch_axis_names_the_case_and_the_fix():
