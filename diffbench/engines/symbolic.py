@@ -195,24 +195,40 @@ def _depth_budget() -> Iterator[None]:
                          "recursing") from None
 
 
-def _trace(case: Case) -> SymbolicTrace:
+def _symbolic_inputs(case: Case) -> tuple[list[Any], list[Any], np.ndarray]:
+    """(SymPy symbols, the case's arguments as object arrays of them, the float64 point), within the input budget."""
     import sympy as sp
-
-    from ..branching import deciding_at
-    from ..namespaces import ObjectArray, sympy_namespace, tracing_at
 
     if case.size > MAX_INPUTS:
         raise OverBudget(f"{case.size} scalar inputs exceed the symbolic budget of {MAX_INPUTS} "
                          "(diffbench.engines.symbolic.MAX_INPUTS): one derivative per input gets too costly")
-    start = time.perf_counter()
+    return _symbol_arrays(case, lambda name: sp.Symbol(name, real=True))
+
+
+def _symbol_arrays(case: Case, make: Callable[[str], Any]) -> tuple[list[Any], list[Any], np.ndarray]:
+    """(one symbol per scalar input made by ``make(name)``, the case's arguments as object arrays of them, the
+    float64 point): input ``x`` of one element is ``x``, of several ``x_0``, ``x_1``, ... in C order."""
+    from ..namespaces import ObjectArray
+
     symbols, args = [], []
     for name, value in case.inputs.items():
-        flat = [sp.Symbol(f"{name}_{i}" if value.size > 1 else name, real=True) for i in range(value.size)]
+        flat = [make(f"{name}_{i}" if value.size > 1 else name) for i in range(value.size)]
         symbols.extend(flat)
         array = np.empty(value.shape, dtype=object)
         array.reshape(-1)[:] = flat
         args.append(array.view(ObjectArray))
     point = np.concatenate([np.asarray(v, dtype=np.float64).ravel() for v in case.inputs.values()])
+    return symbols, args, point
+
+
+def _trace(case: Case) -> SymbolicTrace:
+    import sympy as sp
+
+    from ..branching import deciding_at
+    from ..namespaces import sympy_namespace, tracing_at
+
+    start = time.perf_counter()
+    symbols, args, point = _symbolic_inputs(case)
     with tracing_at({s: sp.Float(float(v)) for s, v in zip(symbols, point)}), _trace_time_limit(case), \
             deciding_at({s: sp.Rational(float(v)) for s, v in zip(symbols, point)}) as guards, \
             sign_heuristics_off():
@@ -342,20 +358,13 @@ def symengine_trace(case: Case) -> SymEngineTrace:
     """
     import symengine as se
 
-    from ..namespaces import ObjectArray, UnsupportedFunction, symengine_namespace, tracing_at
+    from ..namespaces import UnsupportedFunction, symengine_namespace, tracing_at
 
     if case.size > SYMENGINE_MAX_INPUTS:
         raise Skip(f"{case.size} scalar inputs exceed the SymEngine budget of {SYMENGINE_MAX_INPUTS} "
                    "(diffbench.engines.symbolic.SYMENGINE_MAX_INPUTS)")
     start = time.perf_counter()
-    symbols, args = [], []
-    for name, value in case.inputs.items():
-        flat = [se.Symbol(f"{name}_{i}" if value.size > 1 else name) for i in range(value.size)]
-        symbols.extend(flat)
-        array = np.empty(value.shape, dtype=object)
-        array.reshape(-1)[:] = flat
-        args.append(array.view(ObjectArray))
-    point = np.concatenate([np.asarray(v, dtype=np.float64).ravel() for v in case.inputs.values()])
+    symbols, args, point = _symbol_arrays(case, se.Symbol)
     try:
         # argmin/argmax are decided by the values at the point, as in the SymPy trace
         with tracing_at({s: se.RealDouble(float(v)) for s, v in zip(symbols, point)}):
@@ -940,21 +949,13 @@ def jacobian_trace(case: Case) -> JacobianTrace:
 def _jacobian_trace(case: Case) -> JacobianTrace:
     import sympy as sp
 
-    from ..namespaces import ObjectArray, sympy_namespace, tracing_at
+    from ..branching import deciding_at
+    from ..namespaces import sympy_namespace, tracing_at
 
-    if case.size > MAX_INPUTS:
-        raise OverBudget(f"{case.size} scalar inputs exceed the symbolic budget of {MAX_INPUTS} "
-                         "(diffbench.engines.symbolic.MAX_INPUTS): one derivative per input gets too costly")
     start = time.perf_counter()
-    symbols, args = [], []
-    for name, value in case.inputs.items():
-        flat = [sp.Symbol(f"{name}_{i}" if value.size > 1 else name, real=True) for i in range(value.size)]
-        symbols.extend(flat)
-        array = np.empty(value.shape, dtype=object)
-        array.reshape(-1)[:] = flat
-        args.append(array.view(ObjectArray))
-    point = np.concatenate([np.asarray(v, dtype=np.float64).ravel() for v in case.inputs.values()])
-    with tracing_at({s: sp.Float(float(v)) for s, v in zip(symbols, point)}), _trace_time_limit(case):
+    symbols, args, point = _symbolic_inputs(case)
+    with tracing_at({s: sp.Float(float(v)) for s, v in zip(symbols, point)}), _trace_time_limit(case), \
+            deciding_at({s: sp.Rational(float(v)) for s, v in zip(symbols, point)}), sign_heuristics_off():
         out = case.func(*args, xp=sympy_namespace())
     check_output(case, out, "SymPy namespace")
     outputs = []
@@ -1060,7 +1061,7 @@ def symengine_jacobian_trace(case: Case) -> SymEngineJacobianTrace:
     """
     import symengine as se
 
-    from ..namespaces import ObjectArray, UnsupportedFunction, symengine_namespace
+    from ..namespaces import UnsupportedFunction, symengine_namespace, tracing_at
 
     if case.size > SYMENGINE_MAX_INPUTS:
         raise Skip(f"{case.size} scalar inputs exceed the SymEngine budget of {SYMENGINE_MAX_INPUTS} "
@@ -1070,15 +1071,11 @@ def symengine_jacobian_trace(case: Case) -> SymEngineJacobianTrace:
         raise Skip(f"the Jacobian has {entries} entries, over the SymEngine budget of "
                    f"{SYMENGINE_MAX_JACOBIAN_ENTRIES} (diffbench.engines.symbolic.SYMENGINE_MAX_JACOBIAN_ENTRIES)")
     start = time.perf_counter()
-    symbols, args = [], []
-    for name, value in case.inputs.items():
-        flat = [se.Symbol(f"{name}_{i}" if value.size > 1 else name) for i in range(value.size)]
-        symbols.extend(flat)
-        array = np.empty(value.shape, dtype=object)
-        array.reshape(-1)[:] = flat
-        args.append(array.view(ObjectArray))
+    symbols, args, point = _symbol_arrays(case, se.Symbol)
     try:
-        out = case.func(*args, xp=symengine_namespace())
+        # argmin/argmax are decided by the values at the point, as in the gradient's trace
+        with tracing_at({sym: se.RealDouble(float(v)) for sym, v in zip(symbols, point)}):
+            out = case.func(*args, xp=symengine_namespace())
     except UnsupportedFunction as exc:
         raise SymEngineLacks(str(exc)) from exc
     check_output(case, out, "SymEngine namespace")

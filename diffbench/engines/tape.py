@@ -487,27 +487,7 @@ class TapeEngine:
                 raise NoGradient(_none_message(case, missing), missing, partial)
             return partial  # type: ignore[return-value]
 
-        def timed() -> Any:
-            out = jvps()
-            sync()
-            return out
-
-        evaluate = tf.function(lambda: f(args))
-        evaluate()
-
-        def f_timed() -> Any:
-            out = evaluate()
-            sync()
-            return out
-
-        def check_stable() -> str | None:
-            if jvps.experimental_get_tracing_count() != traces:
-                return "tf.function retraced while being timed; the time includes tracing"
-            return None
-
-        # f is the same traced evaluation as the ``function`` variant's: timed once for both
-        return Prepared(gradient=gradient, timed=timed, f_timed=f_timed, prepare_s=prepare_s, info=info,
-                        check_stable=check_stable, f_key="function")
+        return _forward_prepared(jvps, f, args, gradient, prepare_s, info, traces, sync)
 
     def hessian(self, case: Case, variant: str, dtype: str) -> np.ndarray:
         """The (N, N) Hessian, the Jacobian of the reverse-mode gradient taken by a vectorised reverse pass
@@ -782,6 +762,15 @@ def _forward_jacobian(case: Case, f: Callable[[list[Any]], Any], args: list[Any]
             offset += size
         _integer_check(case, names, values)
         return values
+
+    return _forward_prepared(jvps, f, args, gradient, prepare_s, info, traces, sync)
+
+
+def _forward_prepared(jvps: Any, f: Callable[[list[Any]], Any], args: list[Any], gradient: Callable[[], Any],
+                      prepare_s: float, info: dict[str, Any], traces: int, sync: Callable[[], None]) -> Prepared:
+    """The forward-mode Prepared (gradient or Jacobian): ``jvps`` timed, f evaluated by the same traced function
+    as the ``function`` variant's (so it is timed once for both), a retrace while timing reported."""
+    tf = _tf()
 
     def timed() -> Any:
         out = jvps()
