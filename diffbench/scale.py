@@ -390,11 +390,7 @@ def render(df: pd.DataFrame, slope_table: pd.DataFrame, images: list[str], name:
     if len(sym):
         lines += ["Expression size (sympy.count_ops):", "",
                   sym[["n", "expr_ops", "grad_ops_nocse", "grad_ops_cse"]].to_markdown(index=False), ""]
-    notes = df[df["status"] != Status.OK].drop_duplicates(["method", "variant", "device"])
-    if len(notes):
-        lines += ["Not measured (the first size each variant missed, and why):", ""] + [
-            f"- {r['method']}/{r['variant']} from n = {r['n']}: `{r['status']}` — {md(r['diagnosis'])}"
-            for _, r in notes.iterrows()] + [""]
+    lines += _not_measured(df)
     lines += [f"![{md(Path(i).stem)}]({i})" for i in images]
     return "\n".join(lines) + "\n"
 
@@ -557,11 +553,7 @@ def render_jacobians(df: pd.DataFrame, slope_table: pd.DataFrame, images: list[s
             lines += ["Log-log slopes of time against n (fitted over the largest sizes whose times are all at least "
                       f"{FLOOR_FACTOR:g}× the smallest time measured; `floor` lists those left out):", "",
                       own.to_markdown(index=False, floatfmt=".2f"), ""]
-        notes = part[part["status"] != Status.OK].drop_duplicates(["method", "variant", "device"])
-        if len(notes):
-            lines += ["Not measured (the first size each variant missed, and why):", ""] + [
-                f"- {r['method']}/{r['variant']} from n = {r['n']}: `{r['status']}` — {md(r['diagnosis'])}"
-                for _, r in notes.iterrows()] + [""]
+        lines += _not_measured(part)
     lines += [f"![{md(Path(i).stem)}]({i})" for i in images]
     return "\n".join(lines) + "\n"
 
@@ -585,3 +577,13 @@ def write_jacobian_study(cases: list[Case], sizes: list[int], methods: list[str]
             failed += f"\nThe plots of {md(name)} could not be drawn ({type(exc).__name__}: {md(exc)}).\n"
     atomic_write(out / "report.md", render_jacobians(df, slope_table, images) + failed)
     return out / "report.md"
+
+
+def _not_measured(df: pd.DataFrame) -> list[str]:
+    """Markdown lines naming, per variant, the first size it missed and why (none where every size was measured)."""
+    notes = df[df["status"] != Status.OK].drop_duplicates(["method", "variant", "device"])
+    if not len(notes):
+        return []
+    return ["Not measured (the first size each variant missed, and why):", ""] + [
+        f"- {r['method']}/{r['variant']} from n = {r['n']}: `{r['status']}` — {md(r['diagnosis'])}"
+        for _, r in notes.iterrows()] + [""]
