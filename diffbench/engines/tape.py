@@ -416,23 +416,7 @@ class TapeEngine:
                     raise NoGradient(_none_message(case, missing), missing, values)
                 return {n: v.reshape(case.inputs[n].shape) for n, v in values.items()}  # type: ignore[union-attr]
 
-            def timed() -> Any:
-                out = compiled_step()
-                sync()
-                return out
-
-            def f_timed() -> Any:
-                out = compiled_f()
-                sync()
-                return out
-
-            def check_stable() -> str | None:
-                if variant != "eager" and compiled_step.experimental_get_tracing_count() != traces:
-                    return "tf.function retraced while being timed; the time includes tracing"
-                return None
-
-            return Prepared(gradient=gradient, timed=timed, f_timed=f_timed, prepare_s=prepare_s, info=info,
-                            check_stable=check_stable)
+            return _reverse_prepared(compiled_step, compiled_f, variant, gradient, prepare_s, info, traces, sync)
 
     def _forward(self, case: Case, f: Callable[[list[Any]], Any], args: list[Any], names: list[str], dtype: str,
                  sync: Callable[[], None]) -> Prepared:
@@ -687,23 +671,8 @@ def _reverse_jacobian(case: Case, f: Callable[[list[Any]], Any], args: list[Any]
         _integer_check(case, names, values)
         return values
 
-    def timed() -> Any:
-        out = compiled_step()
-        sync()
-        return out
-
-    def f_timed() -> Any:
-        out = compiled_f()
-        sync()
-        return out
-
-    def check_stable() -> str | None:
-        if variant != "eager" and compiled_step.experimental_get_tracing_count() != traces:
-            return "tf.function retraced while being timed; the time includes tracing"
-        return None
-
-    return Prepared(gradient=gradient, timed=timed, f_timed=f_timed, prepare_s=prepare_s, info=info,
-                    check_stable=check_stable, f_key="function" if variant in ("loop", "batch") else None)
+    return _reverse_prepared(compiled_step, compiled_f, variant, gradient, prepare_s, info, traces, sync,
+                             f_key="function" if variant in ("loop", "batch") else None)
 
 
 def _forward_jacobian(case: Case, f: Callable[[list[Any]], Any], args: list[Any], names: list[str], dtype: str,
@@ -792,3 +761,28 @@ def _forward_prepared(jvps: Any, f: Callable[[list[Any]], Any], args: list[Any],
 
     return Prepared(gradient=gradient, timed=timed, f_timed=f_timed, prepare_s=prepare_s, info=info,
                     check_stable=check_stable, f_key="function")
+
+
+def _reverse_prepared(compiled_step: Any, compiled_f: Callable[[], Any], variant: str, gradient: Callable[[], Any],
+                      prepare_s: float, info: dict[str, Any], traces: int, sync: Callable[[], None],
+                      f_key: str | None = None) -> Prepared:
+    """The reverse-mode Prepared (gradient or Jacobian): ``compiled_step`` timed, ``compiled_f`` for the function
+    alone, a retrace of a traced variant while timing reported."""
+
+    def timed() -> Any:
+        out = compiled_step()
+        sync()
+        return out
+
+    def f_timed() -> Any:
+        out = compiled_f()
+        sync()
+        return out
+
+    def check_stable() -> str | None:
+        if variant != "eager" and compiled_step.experimental_get_tracing_count() != traces:
+            return "tf.function retraced while being timed; the time includes tracing"
+        return None
+
+    return Prepared(gradient=gradient, timed=timed, f_timed=f_timed, prepare_s=prepare_s, info=info,
+                    check_stable=check_stable, f_key=f_key)
