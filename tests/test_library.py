@@ -9,12 +9,16 @@ from diffbench.harness import make_config, measure_case
 
 # the realistic sizes (tag "realistic", cases/gradbench.py) take minutes each: `run --profile full` measures them
 CASES = [c for c in load_cases(ROOT / "cases") if "realistic" not in c.tags]
+# gradbench's workloads (minutes with every method even at their tiny sizes): first derivatives only here, where
+# tests/test_gradbench_cases.py holds their truths; marked slow
+PARAMS = [pytest.param(c, marks=pytest.mark.slow) if "gradbench" in c.tags else c for c in CASES]
 
 
-@pytest.mark.parametrize("one", CASES, ids=[c.name for c in CASES])
+@pytest.mark.parametrize("one", PARAMS, ids=[c.name for c in CASES])
 def test_case_statuses(one):
     config = make_config(["symbolic", "tape"], ["float32", "float64"],
-                         {"symbolic": ["numpy"], "tape": ["eager", "function"]}, timing=False, devices=("CPU",), sweep=False)
+                         {"symbolic": ["numpy"], "tape": ["eager", "function"]}, timing=False, devices=("CPU",), sweep=False,
+                         order2="gradbench" not in one.tags)
     rows = []
     measure_case(one, config, rows.append)
     assert rows
