@@ -318,7 +318,7 @@ def _worker(wid: tuple[int, int], tasks: Any, connection: Any, config: Config, p
             task = tasks.get()
             if task is None:
                 return
-            file, name, skip, ref_problem, failed = task
+            file, name, skip, ref_problem, failed = task[:5]  # task[5]: the parent's rows to re-time
             if file not in loaded:
                 loaded[file] = {}
                 for one in load_cases(file):  # of cases sharing a name, the first valid one is measured
@@ -397,7 +397,8 @@ class _Slot:
     key: tuple[Any, ...] | None = None
     since: float = 0.0
     done_keys: set[tuple[Any, ...]] = field(default_factory=set)
-    #: rows judged but not yet timed (kept if the worker dies before their timed rows arrive)
+    #: rows judged but not yet timed (kept if the worker dies before their timed rows arrive), including
+    #: those an earlier worker judged and this one measures again to time them (the task's sixth item)
     provisional: dict[tuple[Any, ...], Any] = field(default_factory=dict)
     #: (message, whether a MemoryError) of what ended the worker outside any measurement, if it said
     fatal: tuple[str, bool] | None = None
@@ -532,7 +533,7 @@ class _Pool:
         for slot in self.slots:
             if slot.task is None and self.pending:
                 slot.task, slot.key, slot.done_keys = self.pending.popleft(), None, set()
-                slot.provisional = {}
+                slot.provisional = dict(slot.task[5]) if len(slot.task) > 5 else {}
                 slot.since = time.monotonic()
                 slot.tasks.put(slot.task)
 
@@ -592,7 +593,10 @@ class _Pool:
                 self.sinks.gpus.extend(g for g in payload if g not in self.sinks.gpus)
         elif kind == "done":
             if slot is not None:
-                slot.task, slot.key = None, None
+                if slot.provisional:
+                    # judged by an earlier worker, not measured again by this one: kept as they were
+                    self.sinks.rows(list(slot.provisional.values()))
+                slot.task, slot.key, slot.provisional = None, None, {}
             if self.sinks.progress:
                 self.sinks.progress(payload)
 
@@ -712,7 +716,7 @@ def _recover(slot: _Slot, died: bool, config: Config, pending: deque[tuple[Any, 
     """Record what happened to the unit in flight, keep the rows measured before it, and queue the
     rest of its case. A timeout is charged to the unit that ran past it alone; a death the case
     itself caused (an exit status) to every unit of the case not yet measured."""
-    file, name, skip, ref_problem, failed = slot.task  # type: ignore[misc]
+    file, name, skip, ref_problem, failed = slot.task[:5]  # type: ignore[misc]
     key = slot.key
     whole_case = False
     if died and slot.fatal is not None:
@@ -730,13 +734,14 @@ def _recover(slot: _Slot, died: bool, config: Config, pending: deque[tuple[Any, 
         reason = f"ran past --timeout {config.timeout_s:g} s and was stopped"
         status, cause = Status.TIMEOUT, Cause.TIME_BUDGET
         advice = "raise --timeout or shrink the case"
-    # judged rows whose timing never came: kept, with the note they carry, unless it is the unit in flight
-    kept = [row for k, row in slot.provisional.items() if k != key]
-    if kept:
-        on_rows(kept)
-    skip = set(skip) | slot.done_keys | {key_of(row) for row in kept}
+    # judged rows whose timing never came: measured again by the fresh worker, so that they get their times,
+    # unless what stopped this worker would stop them too; then kept as they are, with the note they carry
+    provisional = {k: row for k, row in slot.provisional.items() if k != key}
+    skip = set(skip) | slot.done_keys
     if key is not None and key[1] == SWEEP:
         # every row of the case is in; only the step-size sweep (an illustration) is missing
+        if provisional:
+            on_rows(list(provisional.values()))
         tell(f"diffbench: case {name!r}: the step-size sweep: {reason}; the report shows no sweep for it")
         if progress:
             progress(name)
@@ -768,5 +773,12 @@ def _recover(slot: _Slot, died: bool, config: Config, pending: deque[tuple[Any, 
             # a variant that ran past the budget would again in another dtype; the method's other
             # variants (eager next to a slow-compiling xla) may well finish
             failed[(method, variant)] = (status, f"{method}/{variant} in {dtype}: {reason}", cause)
-    pending.appendleft((file, name, skip, ref_problem, failed))
+    # a row judged with a reference that is now missing, or of a method that is now failed, is not measured again
+    again = {} if ref_problem is not None or "*" in failed else \
+        {k: row for k, row in provisional.items() if k[1] not in failed and (k[1], k[2]) not in failed}
+    kept = [row for k, row in provisional.items() if k not in again]
+    if kept:
+        on_rows(kept)
+    skip |= {key_of(row) for row in kept}
+    pending.appendleft((file, name, skip, ref_problem, failed, again))
     tell(f"diffbench: case {name!r}: {reason}; continuing with a fresh worker")

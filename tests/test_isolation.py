@@ -215,15 +215,53 @@ def test_a_timeout_keeps_the_rows_measured_before_it_and_charges_only_its_varian
                        "--dtypes", "float32,float64", "--no-order2", "--jobs", 1, "--timeout", 3, "--out", out)
     assert result.returncode == 0, result.stderr
     df = rows_of(out)
-    # measured before the float32 complex step hung: kept, with its accuracy (gradient [2, 4])
+    # measured before the float32 complex step hung: kept, with its accuracy (gradient [2, 4]), and timed
+    # by the fresh worker
     kept = one(df, variant="central", dtype="float32")
     assert kept.status == "ok"
-    assert "not measured" in kept.diagnosis
+    assert kept.time_median_s > 0
+    assert "not measured" not in str(kept.diagnosis)
     # measured afresh after it: the timeout was charged to the complex step alone
     fresh = one(df, variant="central", dtype="float64")
     assert fresh.status == "ok"
     assert fresh.time_median_s > 0
     assert set(df[df.variant == "complex_step"].status) == {"timeout"}
+
+
+# the complex step crashes the worker (as native code would): the method's other variants are not run again
+CRASHES_COMPLEX = '''
+import os
+import signal
+
+import numpy as np
+
+from diffbench import case
+
+
+@case(inputs={"x": [1.0, 2.0]})
+def crashes_complex(x, xp):
+    if isinstance(x, np.ndarray) and x.dtype.kind == "c":
+        os.kill(os.getpid(), signal.SIGKILL)
+    return xp.sum(x * x)
+'''
+
+
+@pytest.mark.slow
+def test_a_crash_keeps_the_judged_rows_of_its_method_untimed_and_runs_no_more_of_it(tmp_path):
+    cases = tmp_path / "crashes.py"
+    cases.write_text(CRASHES_COMPLEX)
+    out = tmp_path / "out"
+    result = diffbench("run", "--cases", cases, "--methods", "finite", "--variants", "finite=central,complex_step",
+                       "--dtypes", "float32,float64", "--no-order2", "--jobs", 1, "--out", out)
+    df = rows_of(out)
+    # judged before the crash (gradient [2, 4]): kept with its verdict; its time could not be taken, since
+    # measuring it again in a fresh worker would run the method that crashed
+    kept = one(df, variant="central", dtype="float32")
+    assert kept.status == "ok", kept.diagnosis
+    assert "not measured" in kept.diagnosis
+    assert one(df, variant="complex_step", dtype="float32").status == "error"
+    assert "not run" in one(df, variant="central", dtype="float64").diagnosis
+    assert len(df[df.case == "crashes_complex"]) == 4, df[["variant", "dtype", "status"]]
 
 
 # -- how workers die ------------------------------------------------------------------------------
