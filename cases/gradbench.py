@@ -403,21 +403,19 @@ def _particle_steps(w: float, dt: float) -> int:
     raise RuntimeError("the particle never reaches the x axis")
 
 
+def _potential(x, w, xp):
+    """p(x; w) = ‖x − (10, 10 − w)‖⁻¹ + ‖x − (10, 0)‖⁻¹, the field's potential at the position x."""
+    d0 = x[0] - _CHARGE_FIXED[0]
+    return 1.0 / xp.sqrt(d0 * d0 + (x[1] - 10.0 + w[0]) ** 2) + 1.0 / xp.sqrt(d0 * d0 + x[1] * x[1])
+
+
 def _particle(w, xp, dt, steps):
-    wx = w[0]
-    x0, x1 = xp.asarray(_START[0]), xp.asarray(_START[1])
-    v0, v1 = xp.asarray(_VELOCITY[0]), xp.asarray(_VELOCITY[1])
+    x, v = xp.asarray(_START), xp.asarray(_VELOCITY)
+    force = xp.grad(_potential)  # ∇ₓp by the engine's own nested derivative: the acceleration is −∇ₓp
     for _ in range(steps):
-        # the field's acceleration −∇ₓp with p(x) = Σ_c 1/‖x − c‖, its gradient derived by hand:
-        # −∇ₓ ‖x − c‖⁻¹ = (x − c)/‖x − c‖³
-        a0, a1 = 0.0, 0.0
-        for c0, c1 in ((10.0, 10.0 - wx), _CHARGE_FIXED):
-            d0, d1 = x0 - c0, x1 - c1
-            cube = (d0 * d0 + d1 * d1) ** 1.5
-            a0, a1 = a0 + d0 / cube, a1 + d1 / cube
-        x0, x1, v0, v1 = x0 + dt * v0, x1 + dt * v1, v0 + dt * a0, v1 + dt * a1
+        x, v = x + dt * v, v - dt * force(x, w)
     # the straight line from the last point above the axis meets it after −x₁/v₁
-    hit = x0 - x1 / v1 * v0
+    hit = x[0] - x[1] / v[1] * v[0]
     return hit * hit
 
 
@@ -436,8 +434,10 @@ def gradbench_particle_dt05(w, xp):
     would cross the x axis; then a straight line to the axis. The function is x₀(t_f)², whose derivative in w
     gradbench's outer gradient descent uses (its ``rr``/``ff``/… evals minimise it from w = 0).
 
-    The inner gradient ∇ₓp is derived by hand here (no nested xp.grad), and the loop's data-dependent end is
-    decided once, at the point, with NumPy: the case unrolls that many steps, which is the function near the
+    The inner gradient ∇ₓp is ``xp.grad`` of p, as in gradbench, so each method differentiates through its own
+    nested derivative (SymPy's diff, a tape inside the tape, a complex step under finite differences, the
+    symbolic inner formula on the reference's ball tape). The loop's data-dependent end is decided once, at the
+    point, with NumPy: the case unrolls that many steps, which is the function near the
     point (the last step is 0.09 above the axis, far from the switch). dt = 0.5 (67 steps) keeps it tiny."""
     return _particle(w, xp, 0.5, _STEPS_TINY)
 
@@ -445,5 +445,5 @@ def gradbench_particle_dt05(w, xp):
 @case(inputs={"w": [_PARTICLE_W]}, tags=REALISTIC, expect=_PARTICLE_EXPECT)
 def gradbench_particle_dt01(w, xp):
     """gradbench's particle at its own step, dt = 0.1 (352 Euler steps from w = 0; the last 0.027 above the
-    axis). The inner gradient is derived by hand; the step count is decided at the point (see the tiny case)."""
+    axis). The inner gradient is ``xp.grad`` of p; the step count is decided at the point (see the tiny case)."""
     return _particle(w, xp, 0.1, _STEPS_REAL)

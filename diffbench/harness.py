@@ -271,7 +271,7 @@ def measure_case(case: Case, config: Config, emit: Callable[[dict[str, Any]], No
     """Measure every unit of ``case``; call ``emit(row)`` as each row completes. Never raises
     for a problem of the case: it becomes a row.
 
-    ``skip`` holds row keys already measured; ``failed`` maps a method, a (method, variant)
+    ``skip`` holds row keys already measured; ``failed`` maps a method, a (method, variant), a (method, variant, order)
     or ``"*"`` (every method) to (status, reason[, cause]) when an earlier attempt hung or crashed,
     so those units are reported without being run again. ``on_measured`` receives each
     unit's row as soon as its accuracy is judged, before the case's timings are taken (a
@@ -352,7 +352,7 @@ def measure_case(case: Case, config: Config, emit: Callable[[dict[str, Any]], No
         # still to run answers for the one NumPy evaluation that finds the output's shape
         earlier = failed or {}
         pending = [u for u in plan(case, config, devices) if (case.name, *u) not in skip
-                   and (u[0], u[1]) not in earlier and u[0] not in earlier]
+                   and (u[0], u[1], u[4]) not in earlier and (u[0], u[1]) not in earlier and u[0] not in earlier]
         if not pending:
             case.__dict__["_output_shape"] = ()  # nothing left to run: its shape is not looked for
         else:
@@ -369,7 +369,8 @@ def measure_case(case: Case, config: Config, emit: Callable[[dict[str, Any]], No
         key = (case.name, method, variant, dtype, device, order)
         if key in skip:
             continue
-        earlier = timed_out.get((method, variant)) or timed_out.get(method) or timed_out.get("*")
+        earlier = (timed_out.get((method, variant, order)) or timed_out.get((method, variant)) or timed_out.get(method)
+                   or timed_out.get("*"))
         if earlier is not None:
             status, reason, *cause = earlier  # (status, reason) or (status, reason, cause)
             held.append(Measured(row_of(case, method, variant, dtype, device, order, status=status,
@@ -395,8 +396,9 @@ def measure_case(case: Case, config: Config, emit: Callable[[dict[str, Any]], No
             held.append(Measured(unit.error(exc)))
         except UnitTimeout as exc:
             held.append(Measured(_timeout_row(unit, exc)))
-            # only this variant: another variant of the method (eager next to xla) may well finish
-            timed_out[(method, variant)] = ("timeout", f"{method}/{variant} in {dtype} ran past the time budget "
+            # only this variant and order: another variant of the method (eager next to xla), or its gradient
+            # next to a slow Hessian, may well finish
+            timed_out[(method, variant, order)] = ("timeout", f"{method}/{variant} in {dtype} ran past the time budget "
                                                        f"of {config.timeout_s:g} s")
         reset()
         if on_measured is not None:

@@ -771,11 +771,11 @@ def _recover(slot: _Slot, died: bool, config: Config, pending: deque[tuple[Any, 
             failed[method] = (status, f"{method}/{variant} in {dtype}: {reason}", cause)
         elif not died:
             # a variant that ran past the budget would again in another dtype; the method's other
-            # variants (eager next to a slow-compiling xla) may well finish
-            failed[(method, variant)] = (status, f"{method}/{variant} in {dtype}: {reason}", cause)
+            # variants (eager next to a slow-compiling xla), and its other order, may well finish
+            failed[(method, variant, order)] = (status, f"{method}/{variant} in {dtype}: {reason}", cause)
     # a row judged with a reference that is now missing, or of a method that is now failed, is not measured again
     again = {} if ref_problem is not None or "*" in failed else \
-        {k: row for k, row in provisional.items() if k[1] not in failed and (k[1], k[2]) not in failed}
+        {k: row for k, row in provisional.items() if k[1] not in failed and (k[1], k[2], k[5]) not in failed}
     kept = [row for k, row in provisional.items() if k not in again]
     if kept:
         on_rows(kept)
