@@ -64,6 +64,14 @@ class Config:
     #: the memory budget of each worker process in bytes (``--memory``); None: the runner's default
     #: (``diffbench.runner.default_memory``); 0: no budget. The in-process API sets none.
     memory_bytes: int | None = None
+    #: the per-measurement budget a worker's parent enforces from outside (a worker runs with ``timeout_s`` 0, no
+    #: timer of its own); what predicted-cost checks hold a cost against (:attr:`budget_s`)
+    enforced_s: float | None = None
+
+    @property
+    def budget_s(self) -> float | None:
+        """Seconds one measurement may take, enforced here (``timeout_s``) or by a parent process; None: no limit."""
+        return self.timeout_s or self.enforced_s or None
 
     def variants_of(self, method: str) -> tuple[str, ...]:
         try:
@@ -267,9 +275,15 @@ def measure_case(case: Case, config: Config, emit: Callable[[dict[str, Any]], No
                  skip: Iterable[tuple[Any, ...]] = (), on_start: Callable[[tuple[Any, ...]], None] | None = None,
                  reference_problem: Missing | None = None, failed: dict[Any, tuple[str, ...]] | None = None,
                  keep_gradients: bool = False, on_measured: Callable[[dict[str, Any]], None] | None = None,
-                 baseline: dict[str, Any] | None = None) -> None:
+                 baseline: dict[str, Any] | None = None, hessians: dict[str, tuple[bool, Any]] | None = None,
+                 on_hessian: Callable[[str, bool, Any], None] | None = None) -> None:
     """Measure every unit of ``case``; call ``emit(row)`` as each row completes. Never raises
     for a problem of the case: it becomes a row.
+
+    The certified reference Hessian of a dtype is formed before the first second-order unit, as a measurement of
+    its own (its ``start`` key is the reference's with order 2), and handed to ``on_hessian(dtype, ok, value)``:
+    the matrix, or (``ok`` false) why there is none. ``hessians`` maps a dtype to one settled earlier (in a worker
+    that was stopped since), which is used instead of forming it again.
 
     ``skip`` holds row keys already measured; ``failed`` maps a method, a (method, variant), a (method, variant, order)
     or ``"*"`` (every method) to (status, reason[, cause]) when an earlier attempt hung or crashed,
@@ -293,6 +307,10 @@ def measure_case(case: Case, config: Config, emit: Callable[[dict[str, Any]], No
     if config.timeout_s:
         warm_up(config)  # before any budget is armed: imports and first uses are not measurements
     _configure(config)
+    from . import reference as reference_module
+
+    for dtype, (ok, value) in (hessians or {}).items():
+        reference_module.remember_hessian(case, dtype, ok, value)
     if baseline is None:
         baseline = isolation.capture()
     changed = isolation.restore(baseline)  # left by loading the case's file, in a worker
@@ -365,6 +383,7 @@ def measure_case(case: Case, config: Config, emit: Callable[[dict[str, Any]], No
     units = plan(case, config, devices)
     timed_out: dict[Any, tuple[str, ...]] = dict(failed or {})
     held: list[Measured] = []  # rows in plan order, emitted once the case's timings are in
+    hessian_tried: set[str] = set()
     for method, variant, dtype, device, order in units:
         key = (case.name, method, variant, dtype, device, order)
         if key in skip:
@@ -382,6 +401,11 @@ def measure_case(case: Case, config: Config, emit: Callable[[dict[str, Any]], No
             held.append(Measured(row_of(case, method, variant, dtype, device, order, status=Status.SKIPPED,
                                         diagnosis=refused, cause=Cause.NOT_APPLICABLE)))
             continue
+        if order == 2 and dtype not in hessian_tried and (engine_info(method).max_hessian_inputs is None
+                                                         or case.size <= engine_info(method).max_hessian_inputs):
+            hessian_tried.add(dtype)
+            if _form_reference_hessian(case, config, refs.get(dtype), dtype, on_start, on_hessian):
+                reset()
         if on_start:
             on_start(key)
         unit = Unit(case, method, variant, dtype, device, order)
@@ -416,6 +440,35 @@ def measure_case(case: Case, config: Config, emit: Callable[[dict[str, Any]], No
         for row in _sweep_rows(case, config, refs, skip):
             emit(row)
         reset()
+
+
+def _form_reference_hessian(case: Case, config: Config, ref: Any, dtype: str,
+                            on_start: Callable[[tuple[Any, ...]], None] | None,
+                            on_hessian: Callable[[str, bool, Any], None] | None) -> bool:
+    """Form the certified reference Hessian of ``case`` in ``dtype`` as a measurement of its own, before the
+    second-order units that are judged against it, so that its cost (diffbench's, not a method's) is never
+    charged to one of them; a Hessian predicted to take longer than the budget is not formed, and those rows
+    say so. Returns whether anything ran."""
+    from . import reference as reference_module
+
+    if ref is None or ref.undefined or ref.order2_undefined or output_shape(case):
+        return False  # nothing to form: each second-order row says why on its own
+    if dtype in reference_module.known_hessians(case):
+        return False  # settled earlier (in this process, or handed over from a stopped worker)
+    if on_start:
+        on_start((case.name, "reference", "", dtype, "", 2))
+    try:
+        with budget(config.timeout_s):
+            reference_module.reference_hessian(case, dtype, budget_s=config.budget_s)
+    except UnitTimeout:
+        reference_module.remember_hessian(case, dtype, False, f"the certified reference Hessian ran past the time "
+                                                             f"budget of {config.budget_s:g} s")
+    except Exception:  # noqa: BLE001 - kept by reference_hessian; each row says why there is no reference Hessian
+        pass
+    if on_hessian:
+        ok, value = reference_module.known_hessians(case)[dtype]
+        on_hessian(dtype, ok, value)
+    return True
 
 
 def _find_output_shape(case: Case, config: Config) -> None:

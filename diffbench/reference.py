@@ -701,8 +701,11 @@ def _existence(ref: Reference, run: Callable[[list[Any], int], Any], base: Any, 
 
 
 # --------------------------------------------------------------------------- Hessian
-def reference_hessian(case: Case, dtype: str = "float64") -> np.ndarray:
+def reference_hessian(case: Case, dtype: str = "float64", budget_s: float | None = None) -> np.ndarray:
     """The certified reference Hessian (N, N) rounded to float64 (cached per case and dtype).
+
+    With ``budget_s``, one high-precision gradient is timed first and ReferenceUnavailable raised, without
+    forming the Hessian, when the 2N + 2 it needs would take longer than ``budget_s`` seconds.
 
     One-sided differences of the accumulated gradient at ``PRECISIONS[1]`` bits with
     δ = 2^(−bits/2)·s (truncation and rounding both ≈ 2^(−bits/2), far below float64's
@@ -715,7 +718,7 @@ def reference_hessian(case: Case, dtype: str = "float64") -> np.ndarray:
     key = ("hessian", dtype)
     if key not in store:
         try:
-            store[key] = (True, _reference_hessian(case, dtype))
+            store[key] = (True, _reference_hessian(case, dtype, budget_s))
         except Exception as exc:  # noqa: BLE001
             store[key] = (False, exc)
     ok, value = store[key]
@@ -791,23 +794,45 @@ def _hessian_column(run: Callable[[list[Any], int], Any], x: list[Any], j: int, 
         return None
 
 
-def _reference_hessian(case: Case, dtype: str) -> np.ndarray:
+def known_hessians(case: Case) -> dict[str, tuple[bool, Any]]:
+    """The reference Hessians already settled for ``case``, by dtype: (True, the matrix) or (False, why there is
+    none, as text), to hand to another process measuring the same case (:func:`remember_hessian`)."""
+    return {key[1]: (ok, value if ok else str(value)) for key, (ok, value) in _store(case).items()
+            if isinstance(key, tuple) and key[0] == "hessian"}
+
+
+def remember_hessian(case: Case, dtype: str, ok: bool, value: Any) -> None:
+    """Take the reference Hessian of ``case`` in ``dtype`` as settled elsewhere: ``value`` is the matrix, or (``ok``
+    false) the reason there is none, raised as ReferenceUnavailable by :func:`reference_hessian`."""
+    _store(case)[("hessian", dtype)] = (True, np.array(value, dtype=float)) if ok else \
+        (False, ReferenceUnavailable(str(value)))
+
+
+def _reference_hessian(case: Case, dtype: str, budget_s: float | None = None) -> np.ndarray:
     with _no_gc():
-        return _reference_hessian_now(case, dtype)
+        return _reference_hessian_now(case, dtype, budget_s)
 
 
-def _reference_hessian_now(case: Case, dtype: str) -> np.ndarray:
+def _reference_hessian_now(case: Case, dtype: str, budget_s: float | None = None) -> np.ndarray:
     import mpmath
 
     if case.size > MAX_HESSIAN_INPUTS:
         raise ReferenceUnavailable(f"the certified Hessian is formed for at most {MAX_HESSIAN_INPUTS} inputs "
-                                   f"(4 gradients in high precision per input); this case has {case.size}")
+                                   f"(2 gradients in high precision per input); this case has {case.size}")
     x = point(case, dtype)
     run = _tape_function(case, dtype)
+    n = len(x)
+    start = time.perf_counter()
+    base = run(x, PRECISIONS[1])
+    each = time.perf_counter() - start
+    # two precisions, each the point and one gradient per column (more where a switch is near)
+    needed = 2 * n + 2
+    if budget_s and needed * each > budget_s:
+        raise ReferenceUnavailable(f"forming the certified Hessian takes {needed} gradients in high precision, about "
+                                   f"{needed * each:.0f} s at the {each:.2g} s one took, past the {budget_s:g} s "
+                                   "budget (--timeout)")
     low = _hessian_at(run, x, PRECISIONS[0], forward=True)
     high = _hessian_at(run, x, PRECISIONS[1], forward=True)
-    n = len(x)
-    base = run(x, PRECISIONS[1])
     with mpmath.workprec(PRECISIONS[1]):
         # second derivatives are judged at the size of gradient changes per unit of input
         largest = max((abs(v) for row in high for v in row), default=mpmath.mpf(0))

@@ -306,7 +306,7 @@ def _worker(wid: tuple[int, int], tasks: Any, connection: Any, config: Config, p
 
     events = _Events(connection)
     # the parent enforces every budget from outside; a timer signal here could land inside an import
-    config = dataclasses.replace(config, timeout_s=0.0)
+    config = dataclasses.replace(config, timeout_s=0.0, enforced_s=config.timeout_s or None)
     warm_up(config)
     from .isolation import capture
 
@@ -318,7 +318,8 @@ def _worker(wid: tuple[int, int], tasks: Any, connection: Any, config: Config, p
             task = tasks.get()
             if task is None:
                 return
-            file, name, skip, ref_problem, failed = task[:5]  # task[5]: the parent's rows to re-time
+            # task[5]: the parent's rows to re-time; task[6]: the reference Hessians settled by an earlier worker
+            file, name, skip, ref_problem, failed = task[:5]
             if file not in loaded:
                 loaded[file] = {}
                 for one in load_cases(file):  # of cases sharing a name, the first valid one is measured
@@ -337,7 +338,9 @@ def _worker(wid: tuple[int, int], tasks: Any, connection: Any, config: Config, p
                 continue
             measure_case(one, config, lambda row: events.put(("row", wid, row)), skip=skip,
                          on_start=lambda key: events.put(("start", wid, key)), reference_problem=ref_problem,
-                         failed=failed, on_measured=lambda row: events.put(("measured", wid, row)), baseline=baseline)
+                         failed=failed, on_measured=lambda row: events.put(("measured", wid, row)), baseline=baseline,
+                         hessians=task[6] if len(task) > 6 else None,
+                         on_hessian=lambda dtype, ok, value: events.put(("hessian", wid, (dtype, ok, value))))
             if "tensorflow" in sys.modules:
                 from .engines.tape import gpu_devices
 
@@ -402,6 +405,9 @@ class _Slot:
     provisional: dict[tuple[Any, ...], Any] = field(default_factory=dict)
     #: (message, whether a MemoryError) of what ended the worker outside any measurement, if it said
     fatal: tuple[str, bool] | None = None
+    #: dtype -> (formed, the reference Hessian or why there is none) settled for the case in hand, by this
+    #: worker or an earlier one (the task's seventh item): a fresh worker does not form it again
+    hessians: dict[str, tuple[bool, Any]] = field(default_factory=dict)
 
 
 def _problem_rows(cases: list[Case]) -> list[dict[str, Any]]:
@@ -534,6 +540,7 @@ class _Pool:
             if slot.task is None and self.pending:
                 slot.task, slot.key, slot.done_keys = self.pending.popleft(), None, set()
                 slot.provisional = dict(slot.task[5]) if len(slot.task) > 5 else {}
+                slot.hessians = dict(slot.task[6]) if len(slot.task) > 6 else {}
                 slot.since = time.monotonic()
                 slot.tasks.put(slot.task)
 
@@ -580,6 +587,11 @@ class _Pool:
             if slot is not None:
                 slot.provisional[key_of(payload)] = payload
                 slot.since = now
+        elif kind == "hessian":
+            if slot is not None:
+                dtype, ok, value = payload
+                slot.hessians[dtype] = (ok, value)
+                slot.since = now
         elif kind == "start":
             if slot is not None:
                 slot.key, slot.since = payload, now
@@ -596,7 +608,7 @@ class _Pool:
                 if slot.provisional:
                     # judged by an earlier worker, not measured again by this one: kept as they were
                     self.sinks.rows(list(slot.provisional.values()))
-                slot.task, slot.key, slot.provisional = None, None, {}
+                slot.task, slot.key, slot.provisional, slot.hessians = None, None, {}, {}
             if self.sinks.progress:
                 self.sinks.progress(payload)
 
@@ -747,9 +759,14 @@ def _recover(slot: _Slot, died: bool, config: Config, pending: deque[tuple[Any, 
             progress(name)
         return
     failed = dict(failed)
+    hessians = dict(slot.hessians)
     if whole_case:
         failed["*"] = (status, reason, cause)
-    if key is None or key[1] == "reference":
+    if key is not None and key[1] == "reference" and key[5] == 2 and not died:
+        # the reference Hessian is diffbench's own work: no method is charged; the second-order rows say that
+        # their accuracy was not checked
+        hessians[key[3]] = (False, f"the certified reference Hessian {reason}")
+    elif key is None or key[1] == "reference":
         ref_problem = Missing(f"the certified reference: {reason}", cause) if key is not None else ref_problem
         if key is None:
             failed = {m: (status, f"{reason} while the case was starting", cause) for m in config.methods}
@@ -780,5 +797,5 @@ def _recover(slot: _Slot, died: bool, config: Config, pending: deque[tuple[Any, 
     if kept:
         on_rows(kept)
     skip |= {key_of(row) for row in kept}
-    pending.appendleft((file, name, skip, ref_problem, failed, again))
+    pending.appendleft((file, name, skip, ref_problem, failed, again, hessians))
     tell(f"diffbench: case {name!r}: {reason}; continuing with a fresh worker")

@@ -228,6 +228,79 @@ def test_a_timeout_keeps_the_rows_measured_before_it_and_charges_only_its_varian
     assert set(df[df.variant == "complex_step"].status) == {"timeout"}
 
 
+# the reference evaluates the case on its tape (arrays that are not NumPy's): each of its high-precision
+# gradients there sleeps, so forming the certified Hessian would take 2·20 + 2 of them, ≥ 8.4 s
+SLOW_REFERENCE = '''
+import time
+
+import numpy as np
+
+from diffbench import case
+
+
+@case(inputs={"x": np.linspace(0.5, 1.5, 20)})
+def slow_reference(x, xp):
+    if type(x) is not np.ndarray:  # the reference's tape array (a subclass)
+        time.sleep(0.2)
+    return xp.sum(x * x * x)
+'''
+
+# the reference's tape evaluations inside the Hessian's differences (not the reference gradient, not the one
+# gradient the Hessian's cost is predicted from) hang, once: a fresh worker that formed the Hessian again would
+# succeed, so a skipped second-order row shows that the stopped worker's outcome was handed on
+HANGING_HESSIAN = '''
+import os
+import sys
+import time
+
+import numpy as np
+
+from diffbench import case
+
+MARK = os.path.join(os.path.dirname(__file__), "hung")
+
+
+def _in_hessian_differences():
+    frame = sys._getframe()
+    while frame is not None:
+        if frame.f_code.co_name == "_hessian_at":
+            return True
+        frame = frame.f_back
+    return False
+
+
+@case(inputs={"x": [0.5, 1.0, 1.5]})
+def hanging_hessian(x, xp):
+    if type(x) is not np.ndarray and _in_hessian_differences() and not os.path.exists(MARK):
+        open(MARK, "w").close()
+        time.sleep(600)
+    return xp.sum(x * x * x)
+'''
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("source, name, reason", [
+    (SLOW_REFERENCE, "slow_reference", "42 gradients in high precision"),
+    (HANGING_HESSIAN, "hanging_hessian", "ran past --timeout 5 s and was stopped")])
+def test_the_reference_hessians_cost_is_never_a_methods_timeout(tmp_path, source, name, reason):
+    cases = tmp_path / "slow.py"
+    cases.write_text(source)
+    out = tmp_path / "out"
+    result = diffbench("run", "--cases", cases, "--methods", "finite", "--variants", "finite=central",
+                       "--dtypes", "float64", "--jobs", 1, "--timeout", 5, "--out", out)
+    assert result.returncode == 0, result.stderr
+    df = rows_of(out)
+    assert "timeout" not in set(df.status), df[["variant", "order", "status", "diagnosis"]]
+    # the gradient 3x² is judged and timed; the Hessian (diag 6x) is measured, its accuracy not checked
+    first = one(df, order=1)
+    assert first.status == "ok" and first.time_median_s > 0
+    second = one(df, order=2)
+    assert second.status == "skipped" and second.cause == "no-reference", second.diagnosis
+    assert "no reference Hessian" in second.diagnosis and reason in second.diagnosis
+    # a stopped worker's fresh successor does not form the Hessian again (it would hang again)
+    assert result.stderr.count("continuing with a fresh worker") == (1 if name == "hanging_hessian" else 0)
+
+
 # the complex step crashes the worker (as native code would): the method's other variants are not run again
 CRASHES_COMPLEX = '''
 import os

@@ -275,6 +275,40 @@ def test_builtin_prod_hessian_at_a_zero_names_the_op():
         assert "reduce_prod" in row["diagnosis"] and "check its tf.custom_gradient" not in row["diagnosis"]
 
 
+def test_a_reference_hessian_predicted_past_its_budget_is_not_formed_and_says_why():
+    import time
+
+    from diffbench.errors import ReferenceUnavailable
+    from diffbench.reference import reference_hessian
+
+    calls = []
+
+    @case(inputs={"x": np.linspace(0.5, 1.5, 30)})
+    def cubes(x, xp):
+        calls.append(1)
+        if type(x) is not np.ndarray:  # the reference's tape array (a subclass)
+            time.sleep(0.05)  # each high-precision gradient: ≥ 0.05 s, so 2·30 + 2 of them ≥ 3.1 s
+        return xp.sum(x * x * x)
+
+    reference(cubes)
+    before = len(calls)
+    start = time.perf_counter()
+    with pytest.raises(ReferenceUnavailable, match=r"62 gradients in high precision.*past the 1 s budget"):
+        reference_hessian(cubes, budget_s=1.0)
+    assert len(calls) == before + 1  # one gradient timed, none formed
+    assert time.perf_counter() - start < 1.0
+    with pytest.raises(ReferenceUnavailable):  # settled for the case: not tried again
+        reference_hessian(cubes)
+
+    @case(inputs={"x": np.linspace(0.5, 1.5, 6)})
+    def small_cubes(x, xp):
+        return xp.sum(x * x * x)
+
+    # within its budget it is formed: the Hessian of Σx³ is diag(6x)
+    np.testing.assert_allclose(reference_hessian(small_cubes, budget_s=60.0),
+                               np.diag(6 * np.linspace(0.5, 1.5, 6)), rtol=1e-15, atol=1e-300)
+
+
 # --------------------------------------------------------------------------- 7. one verdict everywhere
 EPS = 1.25e-4  # with x = (0.3, 0.4): Σx² = 0.25, the missing eps changes the gradient by eps/(2·0.25) = 2.5e−4
 
