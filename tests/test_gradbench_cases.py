@@ -346,3 +346,19 @@ def test_the_family_is_left_out_of_a_plain_run_of_the_library_folder():
     by_tag = {c.name for c in load_selected(library, tags=["gradbench"])}
     assert by_keyword == by_tag == set(TRUTHS)
     assert set(CASES) <= {c.name for c in load_selected(library, realistic=True)}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["gradbench_ba_n2_m3_p4", "gradbench_ba_n10_m200_p1000"])
+def test_ba_tape_error_is_blamed_on_the_function_at_both_sizes(name):
+    # BA's ½‖r‖² has condition number ‖∇f‖·‖x‖/|f| ≈ 1.3e5 at both sizes, and evaluating its own formula in
+    # float64 (round to nearest) already moves the focal-length and distortion components by ≈ 4e-12: the
+    # tape's 3.4e-12 is the function's conditioning at both sizes, never a TensorFlow formula (there is no
+    # sqrt at 0 here: every rotation angle θ is far from 0)
+    from diffbench.harness import measure_one
+
+    cams = CASES[name].inputs["cams"]
+    assert np.min(np.sqrt(np.sum(cams[:, :3] ** 2, axis=1))) > 1e-3
+    row = measure_one(CASES[name], "tape", "eager", "float64")
+    assert row["status"] == "inaccurate" and row["rel_error"] < 1e-10, row["diagnosis"]
+    assert row["cause"] == "conditioning", row["diagnosis"]
