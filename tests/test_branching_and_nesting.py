@@ -95,6 +95,40 @@ def test_newton_while_loop_on_the_tape():
     assert "autograph" in traced["diagnosis"] and "eager" in traced["diagnosis"]
 
 
+@case(inputs={"x": [0.5, 0.7]})
+def growing_sum(x, xp):
+    # s = 1.2, 1.8, 2.7 < 3 (three steps), then 4.05: f = 1.2² + 1.8² + 2.7² = 1.2²·(1 + 1.5² + 1.5⁴)
+    total = 0  # a Python int that becomes a float tensor: autograph's tf.while_loop cannot carry it
+    s = xp.sum(x)
+    while s < 3.0:
+        total = total + s * s
+        s = s * 1.5
+    return total
+
+
+@case(inputs={"x": [0.5, 0.7]})
+def own_mistake(x, xp):
+    s = xp.sum(x)
+    while s < 3.0:
+        s = s * 1.5
+    return s + int("not a number")
+
+
+def test_a_loop_variable_changing_dtype_is_a_skip_of_the_traced_variants_not_an_error():
+    # ∂f/∂xᵢ = 2·1.2·(1 + 1.5² + 1.5⁴) = 2.4·(1 + 2.25 + 5.0625) = 19.95 for both inputs (f depends on Σx)
+    found = rows(growing_sum, ["tape"], {"tape": ["eager", "function", "xla", "forward"]})
+    eager = found[("tape", "eager", "float64")]
+    assert eager["status"] == "ok", eager["diagnosis"]
+    np.testing.assert_allclose(gradient(growing_sum, "tape")["x"], [19.95, 19.95], rtol=1e-13)
+    for variant in ("function", "xla", "forward"):
+        row = found[("tape", variant, "float64")]
+        assert row["status"] == "skipped" and row["cause"] == Cause.NOT_APPLICABLE, row["diagnosis"]
+        assert "'total' has dtype int32 before the loop" in row["diagnosis"]
+    # a mistake of the case's own fails eager too: an error in every variant, never a skip
+    found = rows(own_mistake, ["tape"], {"tape": ["eager", "function"]})
+    assert {r["status"] for r in found.values()} == {"error"}
+
+
 def test_if_on_each_element_symbolic_ok():
     truth = piecewise_truth([0.7, -0.3, 1.9])
     np.testing.assert_allclose(gradient(piecewise_sum, "symbolic")["x"], truth, rtol=1e-14)

@@ -125,17 +125,36 @@ def _function_of(case: Case, dtype: str) -> Callable[[list[Any]], Any]:
 
 
 @contextlib.contextmanager
-def _graph_branch_skip(variant: str) -> Iterator[None]:
+def _graph_branch_skip(variant: str, eager: Callable[[], Any] | None = None,
+                       case: Case | None = None) -> Iterator[None]:
     """A case whose Python ``if``/``while`` on a value autograph cannot turn into graph control flow (a loop
     condition that starts as a Python value and becomes a tensor; a tensor used as a bool where autograph does not
     convert) is skipped in a traced variant with the reason; eager runs it. Decided by the exception's type and
-    where it was raised (autograph's control-flow operators), not by its text."""
+    where it was raised (autograph's control-flow operators), not by its text.
+
+    With ``eager`` (the same computation without tracing) and an xp ``case``, a TypeError, ValueError or
+    NotImplementedError raised while tracing is skipped too when ``eager()`` runs: the Python is valid and only
+    its conversion to a graph fails (a loop variable that starts as a Python int and becomes a float tensor, whose
+    dtype autograph requires to stay fixed). Where ``eager()`` fails too, the error is the case's own."""
     tf = _tf()
     try:
         yield
     except Exception as exc:  # noqa: BLE001 - anything else is raised again unchanged
         if not _autograph_branch_error(tf, exc):
-            raise
+            if eager is None or case is None or case.native is not None or \
+                    not isinstance(exc, (TypeError, ValueError, NotImplementedError)):
+                raise
+            try:
+                eager()
+            except Exception:  # noqa: BLE001 - the case fails without tracing too: the tracing error is its own
+                raise exc from None
+            said = [line.strip() for line in str(exc).splitlines() if line.strip()]
+            last = said[-1] if said else "no message"
+            last = last[len(type(exc).__name__) + 2:] if last.startswith(f"{type(exc).__name__}: ") else last
+            raise Skip(f"tape/{variant} traces the case into a graph, and tracing fails where the eager variant "
+                       f"runs the same code ({type(exc).__name__}: {last}): autograph "
+                       "requires a loop variable to keep its dtype and shape across iterations; start it as an xp "
+                       "array of the input's dtype (xp.zeros(()) rather than 0), or read the eager row") from None
         raise Skip(f"tape/{variant} traces the case into a graph, and autograph cannot convert its data-dependent "
                    f"`if`/`while` ({type(exc).__name__}: e.g. a loop condition that starts as a Python number and "
                    "becomes a tensor); the eager variant follows Python's control flow, or start the loop's "
@@ -390,7 +409,7 @@ class TapeEngine:
                 compiled_f = tf.function(evaluate, jit_compile=(variant == "xla"))
             start = time.perf_counter()
             try:
-                with _graph_branch_skip(variant):
+                with _graph_branch_skip(variant, step if variant != "eager" else None, case):
                     y, grads = compiled_step()
             except tf.errors.InvalidArgumentError as exc:
                 if variant == "xla" and "unsupported operations" in str(exc):
@@ -442,7 +461,7 @@ class TapeEngine:
                 return tf.zeros([], y.dtype)
             return tf.reshape(out, [])
 
-        with _graph_branch_skip("forward"):
+        with _graph_branch_skip("forward", lambda: f(args), case):
             if primals:
                 jvps, how, unvectorised = _over_basis(jvp, primals, dtype, tf.TensorSpec([], value.dtype))
             else:  # nothing to push tangents through: time the function itself, which is what the pass would cost
