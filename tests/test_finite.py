@@ -186,3 +186,25 @@ def test_richardson_error_estimate_bounds_the_true_error():
     want = np.exp(x) * (np.sin(x) + np.cos(x))
     result = differentiate(_flat(exp_sin, "float64"), x.copy(), "richardson")
     assert np.all(result.error >= np.abs(result.value - want))
+
+
+def test_a_finite_difference_hessian_projected_past_its_budget_is_given_up_early():
+    import time
+
+    from diffbench.errors import OverBudget
+
+    def slow(x):
+        time.sleep(0.01)  # 55 entries of at least 2 evaluations each: ≥ 1.1 s, projected past a 0.5 s budget
+        return float(np.sum(x ** 3))
+
+    x = np.linspace(0.5, 1.5, 10)
+    start = time.perf_counter()
+    with pytest.raises(OverBudget, match=r"55 entries would take about .* past its budget of 0.5 s"):
+        hessian_matrix(slow, x, budget_s=0.5)
+    # given up once the first second projected the whole past the budget, not after forming it
+    calls = []
+    hessian_matrix(lambda v: calls.append(1) or float(np.sum(v ** 3)), x)
+    assert time.perf_counter() - start < 0.01 * len(calls)
+    # without a budget the same Hessian is formed: diag(6x) for Σx³
+    result = hessian_matrix(lambda v: float(np.sum(v ** 3)), x, budget_s=None)
+    np.testing.assert_allclose(result.value, np.diag(6 * x), atol=1e-6)

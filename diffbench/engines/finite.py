@@ -110,7 +110,7 @@ import numpy as np
 from .. import products
 from ..products import PRODUCT_VARIANTS
 from ..case import Case
-from . import EngineInfo, Prepared, Skip, check_output, flatten, output_shape, output_size, split, unflatten
+from . import EngineInfo, OverBudget, Prepared, Skip, check_output, flatten, output_shape, output_size, split, unflatten
 
 #: exponent p in c = eps**p for each fixed-step scheme (see the module docstring);
 #: for ``richardson``, the exponent of the step a single two-level extrapolation would balance at
@@ -131,6 +131,9 @@ CHECK_STEP = math.sqrt(0.5)
 HESSIAN_CALLS_PER_ENTRY = 14
 #: the finite-difference Hessian's input budget: ~7·N(N+1) ≈ 1.2·10⁵ calls of f at N = 128
 MAX_HESSIAN_INPUTS = 128
+#: the finite-difference Hessian's time budget in seconds: once the entries formed so far project the whole past
+#: it (after its first second), the Hessian is given up as a skip instead of running into the run's --timeout
+MAX_HESSIAN_S = 60.0
 
 
 def step_scale(scheme: str, dtype: str) -> float:
@@ -406,6 +409,28 @@ def _each(ev: _Evaluator, tasks: list[Callable[[], Any]]) -> list[Any]:
         ev.collecting, ev.missed = False, False
         ev.pending.clear()
     return results
+
+
+def _within(tasks: list[Callable[[], Any]], budget_s: float) -> list[Callable[[], Any]]:
+    """``tasks`` that raise OverBudget once those finished so far, after the first second, project all of them
+    past ``budget_s`` seconds (each Hessian entry costs about the same)."""
+    start = time.perf_counter()
+    finished = [0]
+
+    def bounded(task: Callable[[], Any]) -> Callable[[], Any]:
+        def run() -> Any:
+            result = task()
+            finished[0] += 1
+            elapsed = time.perf_counter() - start
+            projected = elapsed * len(tasks) / finished[0]
+            if elapsed > 1.0 and projected > budget_s:
+                raise OverBudget(f"the finite-difference Hessian's {len(tasks)} entries would take about "
+                                 f"{projected:.0f} s (the first {finished[0]} took {elapsed:.1f} s), past its budget "
+                                 f"of {budget_s:g} s (diffbench.engines.finite.MAX_HESSIAN_S)")
+            return result
+        return run
+
+    return [bounded(task) for task in tasks]
 
 
 def _power_of_two(h: float) -> float:
@@ -902,12 +927,14 @@ def _element_names(case: Case) -> Callable[[int], str]:
 
 
 def hessian_matrix(f: Callable[[np.ndarray], Any], x: np.ndarray, c0: float = RICHARDSON_START, *,
-                   batch: Callable[[np.ndarray], np.ndarray] | None = None) -> FiniteResult:
+                   batch: Callable[[np.ndarray], np.ndarray] | None = None,
+                   budget_s: float | None = None) -> FiniteResult:
     """Richardson-extrapolated second differences of ``f`` at ``x``: the (N, N) Hessian in float64.
 
     Steps start at c0·max(|x_i|, 1) and shrink where the differences are not yet
     asymptotic or a stencil point is not finite (see the module docstring). ``batch`` as in
-    :func:`differentiate`. Raises what ``f`` raises.
+    :func:`differentiate`. Raises what ``f`` raises, and OverBudget once the entries formed so far (after the
+    first second) project the whole Hessian past ``budget_s`` seconds.
     """
     eps = float(np.finfo(x.dtype).eps)
     floor = 64 * eps
@@ -963,6 +990,8 @@ def hessian_matrix(f: Callable[[np.ndarray], Any], x: np.ndarray, c0: float = RI
 
     pairs = [(i, i) for i in range(n)] + [(i, j) for i in range(n) for j in range(i + 1, n)]
     tasks = [(lambda i=i: diagonal_entry(i)) if i == j else (lambda i=i, j=j: cross_entry(i, j)) for i, j in pairs]
+    if budget_s:
+        tasks = _within(tasks, budget_s)
     with np.errstate(all="ignore"):
         results = _each(ev, tasks)
     for (i, j), (value, error, step, note) in zip(pairs, results):
@@ -1144,7 +1173,7 @@ class FiniteEngine:
         batch, evaluation, refused = self._batch(case, "richardson", dtype)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            result = hessian_matrix(f, x, batch=batch)
+            result = hessian_matrix(f, x, batch=batch, budget_s=MAX_HESSIAN_S)
         self.last_hessian_info = {**evaluation, "evaluations": result.evaluations, **({"note": refused} if refused
                                                                                      else {})}
         return result.value
