@@ -36,6 +36,10 @@ PROFILES = {
     "quick": Profile("quick", min_sample_s=0.002, samples=5, warmups=1, budget_s=0.05),
     "full": Profile("full", min_sample_s=0.010, samples=15, warmups=2, budget_s=3.0),
 }
+#: in the quick profile, a function one call of which takes longer than this many seconds is sampled
+#: ``SLOW_SAMPLES`` times rather than at least 5 (an eager tape over a thousand unrolled steps: 40 s a call)
+SLOW_CALL_S = 2.0
+SLOW_SAMPLES = 3
 
 
 @dataclass(frozen=True)
@@ -105,7 +109,8 @@ def measure_interleaved(fns: dict[Any, Callable[[], Any]], profile: Profile = PR
     Each function is warmed up and calibrated (loops per sample) as :func:`measure` does; then each
     round takes one sample of every function, starting one further along each round so that no
     function always follows the same one. Rounds stop at the profile's sample count, or when
-    the profile's budget times the number of functions is spent (at least 5 rounds are taken).
+    the profile's budget times the number of functions is spent (at least 5 rounds are taken; in the quick
+    profile, a function one call of which takes more than ``SLOW_CALL_S`` is sampled ``SLOW_SAMPLES`` times).
     ``around(key)`` is entered around everything done for one function (a time budget, a
     progress event); whatever it or a function raises propagates with the key in ``exc.key``.
     """
@@ -114,6 +119,7 @@ def measure_interleaved(fns: dict[Any, Callable[[], Any]], profile: Profile = PR
         return {}
     enter = around or (lambda key: contextlib.nullcontext())
     loops: dict[Any, int] = {}
+    cap: dict[Any, int] = {}
     samples: dict[Any, list[float]] = {k: [] for k in keys}
     enabled = gc.isenabled()
     gc.disable()
@@ -128,10 +134,15 @@ def measure_interleaved(fns: dict[Any, Callable[[], Any]], profile: Profile = PR
             while first * n < profile.min_sample_s and n < 1 << 20:
                 n *= 2
             loops[key] = n
+            cap[key] = SLOW_SAMPLES if profile.name == "quick" and first > SLOW_CALL_S else profile.samples
+            if cap[key] == SLOW_SAMPLES and n == 1:
+                samples[key].append(first)  # a slow call is a sample in itself
         budget = profile.budget_s * len(keys)
         for r in range(profile.samples):
             for i in range(len(keys)):
                 key = keys[(i + r) % len(keys)]
+                if len(samples[key]) >= cap[key]:
+                    continue
                 with _keyed(key), enter(key):
                     samples[key].append(_sample(fns[key], loops[key]))
             if r + 1 >= 5 and time.perf_counter() - began > budget:

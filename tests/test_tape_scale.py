@@ -121,6 +121,36 @@ def test_forward_over_its_budget_is_skipped_with_the_reason():
         get_engine("tape").prepare(too_many, "forward", "float64")
 
 
+@case(inputs={"x": [0.3, -0.2]})
+def unrolled_steps(x, xp):
+    # 50 unrolled steps of y ← y + 0.001·sin(y): a Python loop that tracing replays op by op
+    y = x
+    for _ in range(50):
+        y = y + 0.001 * xp.sin(y)
+    return xp.sum(y * y)
+
+
+def test_traced_variants_predicted_past_the_tracing_budget_are_skipped_before_tracing(monkeypatch):
+    from diffbench.results import Cause
+
+    # a budget below what even this loop's tracing is predicted to cost (TRACE_COST × its eager first call)
+    monkeypatch.setattr(tape_module, "MAX_TRACE_S", 1e-9)
+    df = diffbench.run([unrolled_steps], methods=["tape"], dtypes=["float64"], timing=False)
+    first = df[df.order == 1].set_index("variant")
+    assert first.loc["eager", "status"] == "ok", first.loc["eager", "diagnosis"]
+    for variant in ("function", "xla", "forward"):
+        assert first.loc[variant, "status"] == "skipped", first.loc[variant, "diagnosis"]
+        assert first.loc[variant, "cause"] == Cause.NOT_APPLICABLE
+        assert "eager gradient's first call took" in first.loc[variant, "diagnosis"]
+        assert "MAX_TRACE_S" in first.loc[variant, "diagnosis"]
+    hessian = df[df.order == 2].iloc[0]
+    assert hessian["status"] == "skipped" and "MAX_TRACE_S" in hessian["diagnosis"]
+    # within the budget every variant traces, and gets the gradient the loop's chain rule gives
+    monkeypatch.setattr(tape_module, "MAX_TRACE_S", 60.0)
+    df = diffbench.run([unrolled_steps], methods=["tape"], dtypes=["float64"], timing=False)
+    assert set(df.status) == {"ok"}, df[["variant", "order", "status", "diagnosis"]]
+
+
 @case(inputs={"x": np.linspace(-1.0, 1.0, 10), "unused": [1.0, 2.0]})
 def ignores_an_input(x, unused, xp):
     return xp.sum(x**2)

@@ -98,3 +98,25 @@ def test_interleaved_names_the_function_that_raised():
     with pytest.raises(ValueError) as info:
         measure_interleaved({"good": lambda: None, "bad": bad}, Profile("t", 0.0, 5, 0, 1.0))
     assert info.value.key == "bad"
+
+
+def test_a_slow_function_is_sampled_three_times_in_quick_beside_fast_ones(monkeypatch):
+    from diffbench import timing
+
+    monkeypatch.setattr(timing, "SLOW_CALL_S", 0.02)
+    calls = {"slow": 0, "fast": 0}
+
+    def slow():
+        calls["slow"] += 1
+        time.sleep(0.03)
+
+    def fast():
+        calls["fast"] += 1
+
+    result = measure_interleaved({"slow": slow, "fast": fast}, PROFILES["quick"])
+    # the slow one: a warm-up, then its first call (a sample itself) and two more; the fast one keeps its five
+    assert result["slow"].repeats == 3 and calls["slow"] == 4
+    assert result["fast"].repeats >= 5
+    assert result["slow"].median_s >= 0.03
+    # the full profile samples every function as usual
+    assert measure_interleaved({"slow": slow}, PROFILES["full"])["slow"].repeats >= 5

@@ -66,7 +66,7 @@ import numpy as np
 from .. import products
 from ..products import PRODUCT_VARIANTS
 from ..case import Case
-from . import BATCH_TAG, EngineInfo, NoGradient, Prepared, Skip, check_output, check_scalar, output_shape
+from . import BATCH_TAG, EngineInfo, NoGradient, OverBudget, Prepared, Skip, check_output, check_scalar, output_shape
 
 #: forward mode pushes one tangent per scalar input through the function, all N in one vectorised
 #: pass: time and memory grow N-fold over one evaluation (reverse mode needs one backward pass).
@@ -75,6 +75,13 @@ MAX_FORWARD_INPUTS = 1000
 #: the tape Hessian (the Jacobian of the gradient, its N rows in one vectorised pass: N-fold the
 #: memory of one gradient) is formed up to this many inputs; past it ``hessian`` raises Skip
 MAX_HESSIAN_INPUTS = 400
+#: tracing a case into a graph (``function``, ``forward``, the Hessian) and compiling it (``xla``) costs about this
+#: many times the eager gradient's first call, which runs the same Python once: ratios measured on gradbench's
+#: long unrolled cases (det by minors, LSTM, the particle's Euler steps), rounded down
+TRACE_COST = {"function": 10.0, "xla": 20.0, "forward": 12.0, "hessian": 15.0}
+#: a traced variant whose predicted tracing (``TRACE_COST`` × the eager gradient's first call, measured
+#: earlier in the same run) passes this many seconds is ``skipped`` with the prediction, before tracing
+MAX_TRACE_S = 60.0
 
 
 def _tf() -> Any:
@@ -174,6 +181,21 @@ def _autograph_branch_error(tf: Any, exc: BaseException) -> bool:
     parts = (last or "").replace("\\", "/").split("/")
     # raised by autograph's control-flow operators, or re-raised from the code autograph generated for the case
     return "autograph" in parts or parts[-1].startswith("__autograph_generated")
+
+
+def _check_trace_cost(case: Case, variant: str, dtype: str, device: str) -> None:
+    """Raise OverBudget where tracing ``case`` for ``variant`` is predicted past ``MAX_TRACE_S``: ``TRACE_COST``
+    times the eager gradient's first call (kept on the case by the eager variant, measured before the traced
+    ones); no prediction without it."""
+    eager = case.__dict__.get("_tape_eager_s", {}).get((dtype, device))
+    factor = TRACE_COST.get(variant)
+    if eager is None or factor is None or factor * eager <= MAX_TRACE_S:
+        return
+    what = "tracing and compiling" if variant == "xla" else "tracing"
+    raise OverBudget(f"{what} the case for tape/{variant} would take about {factor * eager:.0f} s ({factor:g} times "
+                     f"the {eager:.2g} s the eager gradient's first call took; diffbench.engines.tape.TRACE_COST), "
+                     f"past the tracing budget of {MAX_TRACE_S:g} s (diffbench.engines.tape.MAX_TRACE_S): a long "
+                     "unrolled computation; the eager variant measures it")
 
 
 def _inputs(case: Case, dtype: str) -> list[Any]:
@@ -388,6 +410,8 @@ class TapeEngine:
             if variant in self.info.jacobian_variants:
                 raise Skip(f"the {variant} variant computes Jacobians of vector outputs; this case returns a scalar "
                            "(its gradient is measured by the other variants)")
+            if variant != "eager":
+                _check_trace_cost(case, variant, dtype, device)
             if variant == "forward":
                 return self._forward(case, f, args, names, dtype, sync)
 
@@ -419,6 +443,8 @@ class TapeEngine:
                 raise
             sync()
             prepare_s = time.perf_counter() - start
+            if variant == "eager":
+                case.__dict__.setdefault("_tape_eager_s", {})[(dtype, device)] = prepare_s
             compiled_f()
             check_scalar(case, y, "TensorFlow namespace" if case.native is None else "native TensorFlow code")
             info: dict[str, Any] = {}
@@ -427,8 +453,10 @@ class TapeEngine:
                                 "dtype promoted it; create constants with xp.asarray)")
             traces = compiled_step.experimental_get_tracing_count() if variant != "eager" else 0
 
+            first = [grads]  # the first call's gradient, taken while preparing: not computed a second time
+
             def gradient() -> dict[str, np.ndarray]:
-                _, result = compiled_step()
+                result = first.pop() if first else compiled_step()[1]
                 missing = [n for n, g in zip(names, result) if g is None]
                 values = {n: (None if g is None else np.asarray(g.numpy())) for n, g in zip(names, result)}
                 if missing:
@@ -495,8 +523,8 @@ class TapeEngine:
     def hessian(self, case: Case, variant: str, dtype: str) -> np.ndarray:
         """The (N, N) Hessian, the Jacobian of the reverse-mode gradient taken by a vectorised reverse pass
         (``tape.jacobian`` with pfor), traced once for any ``variant``; row i is the derivative of gradient
-        component i. Raises Skip past ``MAX_HESSIAN_INPUTS`` inputs, NoGradient where the first derivative is
-        ``None`` or does not depend on an input."""
+        component i. Raises Skip past ``MAX_HESSIAN_INPUTS`` inputs, OverBudget where its tracing is predicted
+        past ``MAX_TRACE_S``, NoGradient where the first derivative is ``None`` or does not depend on an input."""
         tf = _tf()
         if output_shape(case):
             raise Skip(f"Hessian of a vector output (shape {output_shape(case)}) is not formed: second-order rows "
@@ -505,6 +533,7 @@ class TapeEngine:
             raise Skip(f"{case.size} inputs exceed the tape Hessian budget of {MAX_HESSIAN_INPUTS} "
                        "(diffbench.engines.tape.MAX_HESSIAN_INPUTS): its vectorised pass holds one gradient per "
                        "input at once")
+        _check_trace_cost(case, "hessian", dtype, "CPU")
         args = _inputs(case, dtype)
         f = _function_of(case, dtype)
         names = list(case.inputs)
