@@ -149,3 +149,21 @@ def test_through_the_harness():
     fallback = df[df["case"] == "leaky_square"]
     assert fallback["diagnosis"].str.contains("SymEngine fallback").all()
     assert not df[df["case"] != "leaky_square"]["diagnosis"].fillna("").str.contains("fallback").any()
+
+
+def test_a_block_over_the_compile_budget_is_skipped_with_its_size(monkeypatch):
+    from diffbench.engines import symbolic
+    from diffbench.harness import measure_one
+
+    @case(inputs={"x": [0.3, 1.2]})
+    def product_and_sine(x, xp):
+        return x[0] * x[1] + xp.sin(x[0])
+
+    # ∇f = (x1 + cos x0, x0): "+" and cos are 2 distinct operations, over a budget of 1; f itself has 3 (×, +, sin)
+    monkeypatch.setattr(symbolic, "SYMENGINE_MAX_COMPILE_OPS", 1)
+    row = measure_one(product_and_sine, "symbolic", "symengine", "float64")
+    assert row["status"] == "skipped", row["diagnosis"]
+    assert "2 distinct operations" in row["diagnosis"] and "SYMENGINE_MAX_COMPILE_OPS" in row["diagnosis"]
+    monkeypatch.setattr(symbolic, "SYMENGINE_MAX_COMPILE_OPS", 3)
+    row = measure_one(product_and_sine, "symbolic", "symengine", "float64")
+    assert row["status"] == "ok", row["diagnosis"]

@@ -76,6 +76,10 @@ SYMENGINE_MAX_HESSIAN_INPUTS = 400
 #: ``symengine.Lambdify`` compiles the gradient in blocks of this many components: its CSE and the
 #: LLVM compilation grow faster than linearly with the size of one block
 SYMENGINE_BLOCK = 256
+#: a block with more distinct operations than this is not compiled (the row is ``skipped``): LLVM's time grows
+#: faster than linearly with one function's size. Measured on 2 cores: llsq n = 256, m = 128 (121,563 distinct
+#: operations in its gradient) compiles in 16 s; gmm d = 2, k = 5, n = 1000 (258,864) ran past 90 s
+SYMENGINE_MAX_COMPILE_OPS = 150_000
 
 
 @dataclass
@@ -563,6 +567,12 @@ def _se_compile(symbols: list[Any], exprs: list[Any], dtype: str, cse: bool) -> 
     blocks = []
     for start in range(0, len(exprs), SYMENGINE_BLOCK):
         part = exprs[start:start + SYMENGINE_BLOCK]
+        ops = count_ops(part, distinct=True)
+        if ops > SYMENGINE_MAX_COMPILE_OPS:
+            raise OverBudget(f"{len(part)} expressions to compile with {ops} distinct operations, over SymEngine's "
+                             f"compile budget of {SYMENGINE_MAX_COMPILE_OPS} per block "
+                             "(diffbench.engines.symbolic.SYMENGINE_MAX_COMPILE_OPS): LLVM's time grows faster than "
+                             "linearly with one function's size")
         # Lambdify needs at least one argument: a block of constants takes the first input
         used = np.array(sorted(index[s] for s in se.DenseMatrix(len(part), 1, part).free_symbols) or [0],
                         dtype=np.intp)
