@@ -167,3 +167,19 @@ def test_a_block_over_the_compile_budget_is_skipped_with_its_size(monkeypatch):
     monkeypatch.setattr(symbolic, "SYMENGINE_MAX_COMPILE_OPS", 3)
     row = measure_one(product_and_sine, "symbolic", "symengine", "float64")
     assert row["status"] == "ok", row["diagnosis"]
+
+
+def test_a_hessian_whose_gradient_is_over_the_compile_budget_is_not_formed(monkeypatch):
+    from diffbench.errors import OverBudget
+
+    @case(inputs={"x": [0.3, 1.2]})
+    def product_and_sine_again(x, xp):
+        return x[0] * x[1] + xp.sin(x[0])
+
+    # ∇f = (x1 + cos x0, x0): 2 distinct operations, over a budget of 1; H = [[−sin x0, 1], [1, 0]] within 3
+    monkeypatch.setattr(symbolic, "SYMENGINE_MAX_COMPILE_OPS", 1)
+    with pytest.raises(OverBudget, match="the gradient already has 2 distinct operations"):
+        get_engine("symbolic").hessian(product_and_sine_again, "symengine", "float64")
+    monkeypatch.setattr(symbolic, "SYMENGINE_MAX_COMPILE_OPS", 3)
+    np.testing.assert_allclose(get_engine("symbolic").hessian(product_and_sine_again, "symengine", "float64"),
+                               [[-math.sin(0.3), 1.0], [1.0, 0.0]], rtol=1e-15)

@@ -789,6 +789,13 @@ def _symengine_hessian(case: Case, dtype: str) -> np.ndarray:
         raise Skip(f"{case.size} inputs exceed the SymEngine Hessian budget of {SYMENGINE_MAX_HESSIAN_INPUTS}")
     tr = symengine_trace(case)
     if "hessian" not in tr._cache:
+        # the second derivatives hold the first ones' work and more: a gradient over the compile budget is not
+        # differentiated again (differentiating it alone can outlast the run's --timeout)
+        gradient_ops = count_ops(list(tr.gradient), distinct=True)
+        if gradient_ops > SYMENGINE_MAX_COMPILE_OPS:
+            raise OverBudget(f"the gradient already has {gradient_ops} distinct operations, over SymEngine's compile "
+                             f"budget of {SYMENGINE_MAX_COMPILE_OPS} (diffbench.engines.symbolic."
+                             "SYMENGINE_MAX_COMPILE_OPS); its Hessian, larger still, is not formed")
         zero = se.Integer(0)
         rows = []
         for g in tr.gradient:
