@@ -350,3 +350,28 @@ def test_the_engines_get_ok_rows_on_gradbench_cases_that_use_these_functions(met
     assert not bad, bad
     assert {r["case"] for r in rows} == set(GRADBENCH_TINY)
     assert len(rows) == (7 if method == "jax" else 4)  # jax: eager and jit, but eager alone on particle
+
+
+def test_a_branch_on_a_traced_value_skips_jax_jit_naming_the_line_while_eager_follows_it():
+    _jax()
+    from diffbench import case
+    from diffbench.engines.jax_engine import JaxEngine
+
+    @case(inputs={"x": np.array([0.75, 0.5])}, name="doubling_loop")
+    def doubling_loop(x, xp):
+        y = x[0]
+        while y < 10.0:  # the loop's end depends on the value: 0.75 doubles 4 times, to 12
+            y = y * 2.0
+        if x[1] > 0:
+            return y * x[1]
+        return y - x[1]
+
+    # near (0.75, 0.5) both decisions hold: f = 16·x0·x1, ∇f = (16·x1, 16·x0) = (8, 12)
+    gradient = JaxEngine().prepare(doubling_loop, "eager", "float64").gradient()
+    np.testing.assert_allclose(gradient["x"], [8.0, 12.0], rtol=1e-15)
+    rows = _rows([doubling_loop], ["jax"])
+    by_variant = {r["variant"]: r for r in rows}
+    assert by_variant["eager"]["status"] == "ok"
+    jit = by_variant["jit"]
+    assert (jit["status"], jit["cause"]) == ("skipped", "not-applicable"), jit
+    assert "data-dependent branch" in jit["diagnosis"] and "while y < 10.0" in jit["diagnosis"]
