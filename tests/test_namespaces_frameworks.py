@@ -375,3 +375,32 @@ def test_a_branch_on_a_traced_value_skips_jax_jit_naming_the_line_while_eager_fo
     jit = by_variant["jit"]
     assert (jit["status"], jit["cause"]) == ("skipped", "not-applicable"), jit
     assert "data-dependent branch" in jit["diagnosis"] and "while y < 10.0" in jit["diagnosis"]
+
+
+@pytest.mark.parametrize("method", ["jax", "torch"])
+def test_jacobian_variants_gather_and_scatter_as_by_hand(method):
+    # vector outputs go through jax.jacfwd/jacrev and torch.func (vmap): the functions must transform there too
+    pytest.importorskip(method)
+    from diffbench import case
+    from diffbench.engines import get_engine
+
+    @case(inputs={"x": X0}, name="vector_gather_scatter")
+    def vector_gather_scatter(x, xp):
+        m = xp.reshape(x, (2, 2))
+        picked = xp.take_along_axis(m, xp.reshape(xp.argmin(m, axis=1), (2, 1)), axis=1)[:, 0]
+        y = xp.at_set(xp.zeros(4), [0, 2], [x[0] ** 2, x[3]])
+        y = xp.at_add(y, [1, 1], xp.stack([x[2], x[2]]))
+        return xp.concat([y * 3.0, picked, xp.take(x, [3, -4]), xp.roll(x, 1)[:1]])
+
+    # 3y = 3(x0², 2x2, x3, 0); the rows' minima of [[0.4, −1.5], [2, 0.25]] are x1 and x3; take: (x3, x0);
+    # roll(x, 1)[0] = x3. Row by row, the Jacobian's non-zero entries:
+    truth = np.zeros((9, 4))
+    truth[0, 0], truth[1, 2], truth[2, 3] = 6 * X0[0], 6.0, 3.0
+    truth[4, 1] = truth[5, 3] = truth[6, 3] = truth[7, 0] = truth[8, 3] = 1.0
+    engine = get_engine(method)
+    for variant in ("eager", "jacfwd"):
+        jacobian = engine.prepare(vector_gather_scatter, variant, "float64").gradient()["x"]
+        np.testing.assert_allclose(jacobian, truth, rtol=1e-15, err_msg=variant)
+    rows = _rows([vector_gather_scatter], [method])
+    assert rows and all(r["status"] == "ok" for r in rows), [(r["variant"], r["status"], r["diagnosis"])
+                                                             for r in rows]
