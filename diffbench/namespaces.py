@@ -987,7 +987,12 @@ class _NumpyNamespace(_Namespace):
         return np.argmin(np.real(x), axis=axis)
 
     @staticmethod
+    def take_along_axis(x: Any, indices: Any, axis: int | None = -1) -> Any:
+        return np.take_along_axis(x, integer_index(indices), axis)  # a list of positions too, as elsewhere
+
+    @staticmethod
     def at_set(x: Any, index: Any, values: Any) -> Any:
+        values = values if hasattr(values, "dtype") else np.asarray(values)  # a list of values too
         # complex values (the complex step) into a real array make a complex result, not a dropped imaginary part
         out = np.array(x, dtype=np.result_type(x, values), copy=True)
         out[integer_index(index)] = values
@@ -995,6 +1000,7 @@ class _NumpyNamespace(_Namespace):
 
     @staticmethod
     def at_add(x: Any, index: Any, values: Any) -> Any:
+        values = values if hasattr(values, "dtype") else np.asarray(values)
         out = np.array(x, dtype=np.result_type(x, values), copy=True)
         np.add.at(out, integer_index(index), values)
         return out
@@ -1420,20 +1426,66 @@ def _flat_positions(shape: tuple[int, ...], index: Any) -> np.ndarray:
     return np.arange(int(np.prod(shape, dtype=int)), dtype=np.int64).reshape(shape)[integer_index(known(index))]
 
 
+def _known_positions(size: int, indices: Any, axis: Any) -> np.ndarray:
+    """Integer positions along an axis of ``size`` as NumPy takes them: negative ones counted from the end, and
+    IndexError (NumPy's words) for one outside the axis."""
+    index = np.asarray(integer_index(indices))
+    if index.dtype == bool:
+        raise IndexError("xp.take and xp.take_along_axis take integer positions; a boolean mask selects with "
+                         "x[mask] or xp.where")
+    outside = (index < -size) | (index >= size)
+    if outside.any():
+        where = "" if axis is None else f" for axis {axis}"
+        raise IndexError(f"index {int(index[outside].ravel()[0])} is out of bounds{where} with size {size}")
+    return np.where(index < 0, index + size, index)
+
+
 def _jax_extras() -> dict[str, Any]:
     import jax
     import jax.numpy as jnp
     import jax.scipy.special as special
 
-    def jax_index(index: Any) -> Any:
-        return tuple(jax_index(i) for i in index) if isinstance(index, tuple) else \
-            index if hasattr(index, "dtype") and not isinstance(index, np.ndarray) else integer_index(index)
+    def traced(index: Any) -> bool:
+        # an index JAX computes under jit or a transformation; a concrete array (argmin in eager) is known
+        return isinstance(index, jax.core.Tracer) or isinstance(index, tuple) and any(traced(i) for i in index)
 
-    return {"take": lambda x, indices, axis=None: jnp.take(x, jax_index(indices), axis=axis, mode="clip"),
-            "take_along_axis": lambda x, indices, axis=-1: jnp.take_along_axis(x, jax_index(indices), axis=axis,
-                                                                              mode="clip"),
-            "at_set": lambda x, index, values: jnp.asarray(x).at[jax_index(index)].set(values),
-            "at_add": lambda x, index, values: jnp.asarray(x).at[jax_index(index)].add(values),
+    def known(index: Any) -> Any:
+        # NumPy's form of an index: a traced element (of a tuple) stays as it is, for JAX's indexing
+        if isinstance(index, tuple):
+            return tuple(known(i) for i in index)
+        if isinstance(index, jax.core.Tracer):
+            return index
+        return integer_index(np.asarray(index) if isinstance(index, jax.Array) else index)
+
+    def size_along(x: Any, axis: int | None) -> int:
+        return int(np.prod(x.shape, dtype=int)) if axis is None else int(x.shape[axis])
+
+    # JAX's gathers clip or fill an index outside the array, and its scatters drop the update, where NumPy raises
+    # IndexError: a known index is checked (and a negative one counted from the end) before JAX sees it. An index
+    # JAX traces (an argmin under jit) cannot be checked: the gathers fill NaN for one outside the array, never a
+    # wrong number, and count a negative one from the end as NumPy does.
+    def take(x: Any, indices: Any, axis: int | None = None) -> Any:
+        x = jnp.asarray(x)
+        if not traced(indices):
+            indices = _known_positions(size_along(x, axis), known(indices), axis)
+        return jnp.take(x, indices, axis=axis, mode="fill")
+
+    def take_along_axis(x: Any, indices: Any, axis: int | None = -1) -> Any:
+        x = jnp.asarray(x)
+        if not traced(indices):
+            indices = _known_positions(size_along(x, axis), known(indices), axis)
+        return jnp.take_along_axis(x, indices, axis=axis, mode="fill")
+
+    def scatter(name: str) -> Callable[..., Any]:
+        def apply(x: Any, index: Any, values: Any) -> Any:
+            x = jnp.asarray(x)
+            index = known(index)
+            if not traced(index):
+                np.broadcast_to(np.False_, tuple(x.shape))[index]  # NumPy's IndexError for a position outside x
+            return getattr(x.at[index], name)(values)
+        return apply
+
+    return {"take": take, "take_along_axis": take_along_axis, "at_set": scatter("set"), "at_add": scatter("add"),
             "argmax": lambda x, axis=None: jnp.argmax(x, axis=axis),
             "argmin": lambda x, axis=None: jnp.argmin(x, axis=axis),
             "erf": special.erf, "erfc": special.erfc, "sigmoid": jax.nn.sigmoid,
@@ -1473,19 +1525,39 @@ def _torch_extras() -> dict[str, Any]:
             return x.reshape(-1)[long(indices)]
         return x[(slice(None),) * (axis % x.ndim) + (long(indices),)]
 
+    def take_along_axis(x: Any, indices: Any, axis: int | None = -1) -> Any:
+        # torch's gather neither checks its positions on every device nor counts negative ones from the end:
+        # NumPy's IndexError and negative positions first
+        index = long(indices)
+        size = x.numel() if axis is None else int(x.shape[axis])
+        if not isinstance(index, torch.Tensor):
+            index = torch.as_tensor(index)
+        index = index.to(x.device)
+        outside = (index < -size) | (index >= size)
+        if bool(outside.any()):
+            where = "" if axis is None else f" for axis {axis}"
+            raise IndexError(f"index {int(index[outside].reshape(-1)[0])} is out of bounds{where} with size {size}")
+        return torch.take_along_dim(x, torch.where(index < 0, index + size, index), dim=axis)
+
+    def tensor(values: Any, like: Any) -> Any:
+        # a list of tensors (xp.at_set(x, i, [a, b])) is stacked, keeping their gradients: torch.as_tensor of
+        # such a list would copy their values and lose the derivative
+        if isinstance(values, (list, tuple)) and any(isinstance(v, (torch.Tensor, list, tuple)) for v in values):
+            return torch.stack([tensor(v, like) for v in values])
+        return torch.as_tensor(values, dtype=like.dtype, device=like.device)
+
     def at_set(x: Any, index: Any, values: Any) -> Any:
         out = x.clone()
-        out[long(index)] = torch.as_tensor(values, dtype=x.dtype, device=x.device)
+        out[long(index)] = tensor(values, x)
         return out
 
     def at_add(x: Any, index: Any, values: Any) -> Any:
         # index_add along the flat positions adds once per occurrence of a repeated index
         flat = torch.as_tensor(_flat_positions(tuple(x.shape), index), device=x.device)
-        values = torch.as_tensor(values, dtype=x.dtype, device=x.device).broadcast_to(flat.shape)
+        values = tensor(values, x).broadcast_to(flat.shape)
         return x.reshape(-1).index_add(0, flat.reshape(-1), values.reshape(-1)).reshape(x.shape)
 
-    return {"take": take, "at_set": at_set, "at_add": at_add,
-            "take_along_axis": lambda x, indices, axis=-1: torch.take_along_dim(x, long(indices), dim=axis),
+    return {"take": take, "at_set": at_set, "at_add": at_add, "take_along_axis": take_along_axis,
             "argmax": lambda x, axis=None: torch.argmax(x, dim=axis),
             "argmin": lambda x, axis=None: torch.argmin(x, dim=axis),
             "erf": torch.special.erf, "erfc": torch.special.erfc, "sigmoid": torch.sigmoid,

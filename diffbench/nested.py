@@ -323,8 +323,11 @@ def array_api_grad(ns: Any, f: Callable[..., Any], argnums: Any) -> Callable[...
                 for i in nums:
                     # a new node: paths to the argument through anything else the function reads do not count
                     ins[i] = ins[i].view_as(ins[i]) if ins[i].requires_grad else ins[i].detach().requires_grad_(True)
-                out = f(*ins, xp=ns).reshape(())
-                found = torch.autograd.grad(out, [ins[i] for i in nums], create_graph=True, allow_unused=True)
+                out = f(*ins, xp=ns)
+                out = (out if isinstance(out, torch.Tensor) else ns.asarray(out)).reshape(())
+                # an output that depends on none of the arguments (a constant) has no graph: its gradient is 0
+                found = torch.autograd.grad(out, [ins[i] for i in nums], create_graph=True, allow_unused=True) \
+                    if out.requires_grad else [None] * len(nums)
             return _result([g if g is not None else torch.zeros_like(ins[i]) for g, i in zip(found, nums)], single)
 
         return torch_gradient
