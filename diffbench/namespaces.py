@@ -1558,6 +1558,10 @@ def _torch_extras() -> dict[str, Any]:
         return x.reshape(-1).index_add(0, flat.reshape(-1), values.reshape(-1)).reshape(x.shape)
 
     return {"take": take, "at_set": at_set, "at_add": at_add, "take_along_axis": take_along_axis,
+            # the diagonal offset positionally too, as NumPy's and every other namespace's take it
+            "triu": lambda x, k=0: torch.triu(x, k), "tril": lambda x, k=0: torch.tril(x, k),
+            # without an axis, every axis of length 1, as NumPy's squeeze
+            "squeeze": lambda x, axis=None: torch.squeeze(x) if axis is None else torch.squeeze(x, axis),
             "argmax": lambda x, axis=None: torch.argmax(x, dim=axis),
             "argmin": lambda x, axis=None: torch.argmin(x, dim=axis),
             "erf": torch.special.erf, "erfc": torch.special.erfc, "sigmoid": torch.sigmoid,
