@@ -194,7 +194,8 @@ def _check_trace_cost(case: Case, variant: str, dtype: str, device: str) -> None
     if eager is None or factor is None or factor * eager <= MAX_TRACE_S:
         return
     what = "tracing and compiling" if variant == "xla" else "tracing"
-    raise OverBudget(f"{what} the case for tape/{variant} would take about {factor * eager:.0f} s ({factor:g} times "
+    target = "the tape Hessian" if variant == "hessian" else f"tape/{variant}"
+    raise OverBudget(f"{what} the case for {target} would take about {factor * eager:.0f} s ({factor:g} times "
                      f"the {eager:.2g} s the eager gradient's first call took; diffbench.engines.tape.TRACE_COST), "
                      f"past the tracing budget of {MAX_TRACE_S:g} s (diffbench.engines.tape.MAX_TRACE_S): a long "
                      "unrolled computation; the eager variant measures it")
