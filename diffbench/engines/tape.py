@@ -78,9 +78,10 @@ MAX_HESSIAN_INPUTS = 400
 #: tracing a case into a graph (``function``, ``forward``, the Hessian) and compiling it (``xla``) costs about this
 #: many times the eager gradient's first call, which runs the same Python once: ratios measured on gradbench's
 #: long unrolled cases (det by minors, LSTM, the particle's Euler steps with a gradient inside each), rounded
-#: down. Measured: function 6 to 14, forward 14 to 19, the Hessian 18 to 48; XLA 6 (det, ℓ = 4) to 31 (the
-#: particle's steps unnested) and past 95 (the same with ∇ₓp by xp.grad, still compiling at 120 s)
-TRACE_COST = {"function": 10.0, "xla": 50.0, "forward": 12.0, "hessian": 40.0}
+#: down. Measured: function 6 to 14, forward 14 (the particle) to 31 (det, ℓ = 4), the Hessian 18 to 48; XLA 6
+#: (det, ℓ = 4) to 31 (the particle's steps unnested) and past 95 (the same with ∇ₓp by xp.grad, still
+#: compiling at 120 s)
+TRACE_COST = {"function": 10.0, "xla": 50.0, "forward": 25.0, "hessian": 40.0}
 #: a traced variant whose predicted tracing (``TRACE_COST`` × the eager gradient's first call, measured
 #: earlier in the same run) passes this many seconds is ``skipped`` with the prediction, before tracing
 MAX_TRACE_S = 60.0
