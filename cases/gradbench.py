@@ -447,3 +447,51 @@ def gradbench_particle_dt01(w, xp):
     """gradbench's particle at its own step, dt = 0.1 (352 Euler steps from w = 0; the last 0.027 above the
     axis). The inner gradient is ``xp.grad`` of p; the step count is decided at the point (see the tiny case)."""
     return _particle(w, xp, 0.1, _STEPS_REAL)
+
+
+# --------------------------------------------------------------------------- saddle
+def _saddle_cost(p, q, xp):
+    """f(q, p) = (q₀² + q₁²) − (p₀² + p₁²): gradbench's saddle function, the mover's point q, the other's p."""
+    return (q[0] * q[0] + q[1] * q[1]) - (p[0] * p[0] + p[1] * p[1])
+
+
+def _descend(f, x, q, xp):
+    """gradbench's solver (its ``multivariate_argmin``, re-derived): gradient descent on f(·, q) from x with
+    step η = 10⁻⁵, doubled after every 10 accepted steps and halved after a rejected one; it stops when
+    ‖∇f‖ ≤ 10⁻⁵ or the step moves x by ≤ 10⁻⁵. Each test is a branch on a traced value."""
+    grad = xp.grad(f)  # the inner gradient: a derivative nested inside the case's own
+    fx, gx = f(x, q, xp), grad(x, q)
+    eta, accepted = 1e-5, 0
+    while True:
+        if xp.sqrt(gx[0] * gx[0] + gx[1] * gx[1]) <= 1e-5:
+            return x
+        if accepted == 10:
+            eta, accepted = 2 * eta, 0
+            continue
+        moved = x - eta * gx
+        if xp.sqrt(xp.sum((x - moved) * (x - moved))) <= 1e-5:
+            return x
+        f_moved = f(moved, q, xp)
+        if f_moved < fx:
+            x, fx, gx, accepted = moved, f_moved, grad(moved, q), accepted + 1
+        else:
+            eta, accepted = eta / 2, 0
+
+
+def _saddle_loss(p, q, xp):
+    """−f(q, p): the inner player maximises f over p by descending on its negative."""
+    return -_saddle_cost(p, q, xp)
+
+
+@case(inputs={"q": [1.0, 1.0]}, tags=TINY)
+def gradbench_saddle(q, xp):
+    """Saddle point (Pearlmutter & Siskind, via gradbench): f(q, p) = (q₀² + q₁²) − (p₀² + p₁²), and
+    r(q) = max_p f(q, p), found by gradbench's gradient-descent solver (on −f, from p = (1, 1)). gradbench's
+    outer solver minimises r from q = (1, 1) with ∇r; this case is r at that start, and its gradient is that ∇r.
+
+    Two things real code does meet here: the inner solver's gradient is ``xp.grad`` (a derivative nested in the
+    case's own), and its loop branches on values (‖∇‖ ≤ 10⁻⁵, f decreased?) about 170 times; symbolic methods
+    decide each branch at the point. The inner iterates do not depend on q, so r(q) = ‖q‖² − ‖p*‖² and
+    ∇r = 2q = (2, 2), exactly (derived by hand)."""
+    p = _descend(_saddle_loss, xp.asarray([1.0, 1.0]), q, xp)
+    return _saddle_cost(p, q, xp)

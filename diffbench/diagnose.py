@@ -444,7 +444,8 @@ def accuracy_diagnosis(case: Case | None, method: str, variant: str, dtype: str,
 def _symbolic_overflow(case: Case, variant: str, dtype: str, x: np.ndarray) -> str | None:
     """Where the symbolic gradient overflows or goes invalid: for the symengine variant, SymEngine's own compiled
     gradient (no SymPy work: the row did not use SymPy unless SymEngine fell back to it), else SymPy's formula
-    lambdified to NumPy, whose warnings name the operation."""
+    lambdified to NumPy, whose warnings name the operation: the function the row's variant compiled, reused (a
+    second compilation of a swollen formula costs more than the gradient it checks)."""
     from .engines import symbolic
 
     if variant == "symengine":
@@ -461,10 +462,7 @@ def _symbolic_overflow(case: Case, variant: str, dtype: str, x: np.ndarray) -> s
                     f"({int(bad.sum())} of {values.size} components not finite) although the function is finite "
                     "there: an intermediate of the derivative overflows or divides by zero; rescale the inputs or "
                     "rewrite the function in a stable form")
-    import sympy as sp
-
-    tr = symbolic.trace(case)
-    fn = sp.lambdify([tr.symbols], tr.gradient, modules="numpy")
+    fn = symbolic.numpy_gradient(case, "numpy-nocse" if variant == "numpy-nocse" else "numpy")
     return metrics.overflow_diagnosis(case, dtype, metrics.float_events(fn, list(x)), "symbolic gradient")
 
 

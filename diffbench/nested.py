@@ -46,6 +46,9 @@ _FUNCTIONS.update({"Abs": "abs", "ceiling": "ceil", "Max": "maximum", "Min": "mi
 _COMPARE = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le, "==": operator.eq,
             "!=": operator.ne}
 _names = itertools.count()
+#: how many nested TensorFlow tapes ``xp.grad`` has opened in this process (the tape engine reads it around the
+#: eager gradient: a case with a tape inside its tape costs more to trace and compile)
+TAPE_CALLS = [0]
 
 
 def _argnums(argnums: Any) -> tuple[tuple[int, ...], bool]:
@@ -335,6 +338,7 @@ def array_api_grad(ns: Any, f: Callable[..., Any], argnums: Any) -> Callable[...
 
     def tf_gradient(*args: Any) -> Any:
         _check_args(nums, len(args))
+        TAPE_CALLS[0] += 1
         ins = arrays(args)
         for i in nums:
             ins[i] = tf.identity(ins[i])  # a node of its own, recorded by the outer tape

@@ -40,6 +40,9 @@ PROFILES = {
 #: ``SLOW_SAMPLES`` times rather than at least 5 (an eager tape over a thousand unrolled steps: 40 s a call)
 SLOW_CALL_S = 2.0
 SLOW_SAMPLES = 3
+#: ... and one longer than this is sampled once: its one call after the warm-up is its time (the quick profile
+#: answers "how slow", not a 5% difference; --profile full samples it as every other function)
+VERY_SLOW_CALL_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -110,7 +113,8 @@ def measure_interleaved(fns: dict[Any, Callable[[], Any]], profile: Profile = PR
     round takes one sample of every function, starting one further along each round so that no
     function always follows the same one. Rounds stop at the profile's sample count, or when
     the profile's budget times the number of functions is spent (at least 5 rounds are taken; in the quick
-    profile, a function one call of which takes more than ``SLOW_CALL_S`` is sampled ``SLOW_SAMPLES`` times).
+    profile, a function one call of which takes more than ``SLOW_CALL_S`` is sampled ``SLOW_SAMPLES`` times, and
+    one that takes more than ``VERY_SLOW_CALL_S`` once).
     ``around(key)`` is entered around everything done for one function (a time budget, a
     progress event); whatever it or a function raises propagates with the key in ``exc.key``.
     """
@@ -134,8 +138,10 @@ def measure_interleaved(fns: dict[Any, Callable[[], Any]], profile: Profile = PR
             while first * n < profile.min_sample_s and n < 1 << 20:
                 n *= 2
             loops[key] = n
-            cap[key] = SLOW_SAMPLES if profile.name == "quick" and first > SLOW_CALL_S else profile.samples
-            if cap[key] == SLOW_SAMPLES and n == 1:
+            cap[key] = profile.samples
+            if profile.name == "quick" and first > SLOW_CALL_S:
+                cap[key] = 1 if first > VERY_SLOW_CALL_S else SLOW_SAMPLES
+            if cap[key] < profile.samples and n == 1:
                 samples[key].append(first)  # a slow call is a sample in itself
         budget = profile.budget_s * len(keys)
         for r in range(profile.samples):

@@ -89,3 +89,32 @@ def test_hessian_flattens_inputs_in_parameter_order():
     for method in ("reference", "symbolic", "tape"):
         np.testing.assert_allclose(hessian(mixed, method), want, rtol=1e-12)
     np.testing.assert_allclose(hessian(mixed, "finite"), want, rtol=1e-5, atol=1e-5)
+
+
+def test_numpy_nocse_skips_a_gradient_tree_past_its_budget_and_the_cse_variants_keep_it(monkeypatch):
+    # x ← x·(1 + x) three times: every step uses x twice, so the derivative's tree doubles with each step while
+    # CSE shares it; with the budget set to 40 operations numpy-nocse is skipped naming the budget, and numpy
+    # (the same formula with CSE) and tensorflow still give f'(x) by hand
+    from diffbench.engines import symbolic
+    from diffbench.harness import measure_one
+
+    @case(inputs={"x": np.array([0.3])})
+    def nested_square(x, xp):
+        for _ in range(3):
+            x = x * (1 + x)
+        return xp.sum(x)
+
+    monkeypatch.setattr(symbolic, "MAX_NOCSE_OPS", 40)
+
+    def step(x):
+        return x * (1 + x), 1 + 2 * x
+
+    x, d = 0.3, 1.0
+    for _ in range(3):
+        x, dx = step(x)
+        d *= dx
+    skipped = measure_one(nested_square, "symbolic", "numpy-nocse", "float64")
+    assert skipped["status"] == "skipped" and "MAX_NOCSE_OPS" in skipped["diagnosis"], skipped
+    for variant in ("numpy", "tensorflow"):
+        np.testing.assert_allclose(gradient(nested_square, f"symbolic/{variant}")["x"], [d], rtol=1e-14)
+        assert measure_one(nested_square, "symbolic", variant, "float64")["status"] == "ok"

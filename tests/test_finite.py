@@ -208,3 +208,49 @@ def test_a_finite_difference_hessian_projected_past_its_budget_is_given_up_early
     # without a budget the same Hessian is formed: diag(6x) for Σx³
     result = hessian_matrix(lambda v: float(np.sum(v ** 3)), x, budget_s=None)
     np.testing.assert_allclose(result.value, np.diag(6 * x), atol=1e-6)
+
+
+def test_a_richardson_gradient_projected_past_its_budget_is_given_up_early():
+    import time
+
+    from diffbench.errors import OverBudget
+
+    calls = []
+
+    def slow(x):
+        calls.append(1)
+        time.sleep(0.01)  # 40 elements of at least 6 evaluations each: ≥ 2.4 s, projected past a 0.5 s budget
+        return float(np.sum(x ** 3))
+
+    x = np.linspace(0.5, 1.5, 40)
+    with pytest.raises(OverBudget, match=r"40 gradient elements would take about .* past its budget of 0\.5 s "
+                                         r"\(diffbench\.engines\.finite\.MAX_RICHARDSON_S\)"):
+        differentiate(slow, x.copy(), "richardson", budget_s=0.5)
+    used = len(calls)
+    calls.clear()
+    # given up once the first second projected the whole past the budget, not after finishing it
+    result = differentiate(slow, x.copy(), "richardson", budget_s=None)
+    assert used < len(calls) / 2
+    # without a budget it is formed: 3x² for Σx³
+    np.testing.assert_allclose(result.value, 3 * x ** 2, rtol=1e-10)
+
+
+def test_the_engine_skips_richardson_past_its_budget_with_the_projection(monkeypatch):
+    import time
+
+    from diffbench import case as make_case
+    from diffbench.engines import finite
+    from diffbench.harness import measure_one
+
+    monkeypatch.setattr(finite, "MAX_RICHARDSON_S", 0.3)
+
+    @make_case(inputs={"x": np.linspace(0.5, 1.5, 30)})
+    def slow_cubes(x, xp):
+        time.sleep(0.01)
+        return xp.sum(x ** 3)
+
+    row = measure_one(slow_cubes, "finite", "richardson", "float64")
+    assert row["status"] == "skipped", row
+    assert "MAX_RICHARDSON_S" in row["diagnosis"] and "gradient elements would take about" in row["diagnosis"]
+    # central differences of the same case are not limited by it
+    assert measure_one(slow_cubes, "finite", "central", "float64")["status"] == "ok"

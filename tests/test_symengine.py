@@ -183,3 +183,28 @@ def test_a_hessian_whose_gradient_is_over_the_compile_budget_is_not_formed(monke
     monkeypatch.setattr(symbolic, "SYMENGINE_MAX_COMPILE_OPS", 3)
     np.testing.assert_allclose(get_engine("symbolic").hessian(product_and_sine_again, "symengine", "float64"),
                                [[-math.sin(0.3), 1.0], [1.0, 0.0]], rtol=1e-15)
+
+
+def test_sympy_is_not_started_where_symengine_counts_the_expression_far_past_the_budget():
+    # 40 steps of the logistic map x ← 3.9x(1 − x): the tree doubles with every step (about 2⁴¹ operations),
+    # which SymEngine counts in a blink; SymPy's trace is then skipped by the prediction, without tracing
+    import time
+
+    from diffbench.errors import OverBudget
+
+    @case(inputs={"x": [0.3]})
+    def logistic_40(x, xp):
+        for _ in range(40):
+            x = 3.9 * x * (1 - x)
+        return xp.sum(x)
+
+    start = time.perf_counter()
+    with pytest.raises(OverBudget, match=r"SymEngine's trace of the same function counts \d+ operations.*SWELL_MARGIN"):
+        symbolic.trace(logistic_40)
+    assert time.perf_counter() - start < 10
+    # a small expression is traced by SymPy as before: d/dx of 3.9x(1 − x) is 3.9(1 − 2x)
+    @case(inputs={"x": [0.3]})
+    def logistic_1(x, xp):
+        return xp.sum(3.9 * x * (1 - x))
+
+    np.testing.assert_allclose(diffbench.gradient(logistic_1, "symbolic/numpy")["x"], [3.9 * (1 - 0.6)], rtol=1e-15)

@@ -11,7 +11,7 @@ from scipy.optimize import rosen_der, rosen_hess
 
 import diffbench
 from diffbench import case
-from diffbench.engines import NoGradient, Skip, get_engine
+from diffbench.engines import NoGradient, OverBudget, Skip, get_engine
 from diffbench.engines import tape as tape_module
 
 
@@ -149,6 +149,37 @@ def test_traced_variants_predicted_past_the_tracing_budget_are_skipped_before_tr
     monkeypatch.setattr(tape_module, "MAX_TRACE_S", 60.0)
     df = diffbench.run([unrolled_steps], methods=["tape"], dtypes=["float64"], timing=False)
     assert set(df.status) == {"ok"}, df[["variant", "order", "status", "diagnosis"]]
+
+
+def _energy(y, xp):
+    return xp.sum(y * y * y)
+
+
+@case(inputs={"x": [0.3, -0.2]})
+def steps_with_a_gradient_inside(x, xp):
+    # 5 steps of y ← y − 0.01·∇E(y), E = Σ y³: ∇E by xp.grad, a tape inside the tape
+    y = x
+    for _ in range(5):
+        y = y - 0.01 * xp.grad(_energy)(y)
+    return xp.sum(y * y)
+
+
+def test_a_case_with_a_tape_inside_is_predicted_at_the_nested_xla_cost():
+    # the eager gradient records that the case opened nested tapes; XLA's prediction then uses
+    # TRACE_COST_NESTED (100×, measured past 95× on the particle) instead of TRACE_COST (50×)
+    engine = get_engine("tape")
+    engine.prepare(steps_with_a_gradient_inside, "eager", "float64")
+    assert steps_with_a_gradient_inside.__dict__.get("_tape_nested") is True
+    engine.prepare(unrolled_steps, "eager", "float64")
+    assert not unrolled_steps.__dict__.get("_tape_nested")
+    # a first call of 1 s: 50 s predicted for a plain case (within 60 s), 100 s for a nested one (skipped)
+    for one in (steps_with_a_gradient_inside, unrolled_steps):
+        one.__dict__["_tape_eager_s"] = {("float64", "CPU"): 1.0}
+    tape_module._check_trace_cost(unrolled_steps, "xla", "float64", "CPU")
+    with pytest.raises(OverBudget, match=r"about 100 s \(100 times .*TRACE_COST_NESTED"):
+        tape_module._check_trace_cost(steps_with_a_gradient_inside, "xla", "float64", "CPU")
+    # the other variants keep their ratios
+    tape_module._check_trace_cost(steps_with_a_gradient_inside, "function", "float64", "CPU")
 
 
 @case(inputs={"x": np.linspace(-1.0, 1.0, 10), "unused": [1.0, 2.0]})

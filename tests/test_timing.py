@@ -120,3 +120,25 @@ def test_a_slow_function_is_sampled_three_times_in_quick_beside_fast_ones(monkey
     assert result["slow"].median_s >= 0.03
     # the full profile samples every function as usual
     assert measure_interleaved({"slow": slow}, PROFILES["full"])["slow"].repeats >= 5
+
+
+def test_a_very_slow_function_is_sampled_once_in_quick(monkeypatch):
+    from diffbench import timing
+
+    monkeypatch.setattr(timing, "SLOW_CALL_S", 0.005)
+    monkeypatch.setattr(timing, "VERY_SLOW_CALL_S", 0.02)
+    calls = {"very": 0, "slow": 0}
+
+    def very():
+        calls["very"] += 1
+        time.sleep(0.03)
+
+    def slow():
+        calls["slow"] += 1
+        time.sleep(0.01)
+
+    result = measure_interleaved({"very": very, "slow": slow}, PROFILES["quick"])
+    # past VERY_SLOW_CALL_S: the warm-up and one timed call, which is the sample; between the two limits: three
+    assert result["very"].repeats == 1 and calls["very"] == 2 and result["very"].median_s >= 0.03
+    assert result["slow"].repeats == 3 and calls["slow"] == 4
+    assert measure_interleaved({"very": very}, PROFILES["full"])["very"].repeats >= 5

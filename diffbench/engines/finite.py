@@ -134,6 +134,10 @@ MAX_HESSIAN_INPUTS = 128
 #: the finite-difference Hessian's time budget in seconds: once the entries formed so far project the whole past
 #: it (after its first second), the Hessian is given up as a skip instead of running into the run's --timeout
 MAX_HESSIAN_S = 60.0
+#: the ``richardson`` gradient's time budget in seconds, by the same projection: its adaptive table costs 6 to 24
+#: calls of f per element (central differences: 2), so on a slow f it is the variant that runs into --timeout
+#: (an LSTM of 133 weights over 1024 characters, 0.1 s per call: past 120 s, where central takes 28 s)
+MAX_RICHARDSON_S = 60.0
 
 
 def step_scale(scheme: str, dtype: str) -> float:
@@ -411,9 +415,10 @@ def _each(ev: _Evaluator, tasks: list[Callable[[], Any]]) -> list[Any]:
     return results
 
 
-def _within(tasks: list[Callable[[], Any]], budget_s: float) -> list[Callable[[], Any]]:
+def _within(tasks: list[Callable[[], Any]], budget_s: float, what: str = "the finite-difference Hessian's",
+            unit: str = "entries", knob: str = "MAX_HESSIAN_S") -> list[Callable[[], Any]]:
     """``tasks`` that raise OverBudget once those finished so far, after the first second, project all of them
-    past ``budget_s`` seconds (each Hessian entry costs about the same)."""
+    past ``budget_s`` seconds (each Hessian entry, or each gradient element, costs about the same)."""
     start = time.perf_counter()
     finished = [0]
 
@@ -424,9 +429,9 @@ def _within(tasks: list[Callable[[], Any]], budget_s: float) -> list[Callable[[]
             elapsed = time.perf_counter() - start
             projected = elapsed * len(tasks) / finished[0]
             if elapsed > 1.0 and projected > budget_s:
-                raise OverBudget(f"the finite-difference Hessian's {len(tasks)} entries would take about "
-                                 f"{projected:.0f} s (the first {finished[0]} took {elapsed:.1f} s), past its budget "
-                                 f"of {budget_s:g} s (diffbench.engines.finite.MAX_HESSIAN_S)")
+                raise OverBudget(f"{what} {len(tasks)} {unit} would take about {projected:.0f} s (the first "
+                                 f"{finished[0]} took {elapsed:.1f} s), past its budget of {budget_s:g} s "
+                                 f"(diffbench.engines.finite.{knob})")
             return result
         return run
 
@@ -626,7 +631,7 @@ _NOTE_SLOW = "the differences did not converge at the first step (the function v
 
 
 def _richardson(ev: _Evaluator, x: np.ndarray, c0: float, eps: float, floor: float,
-                names: Callable[[int], str]) -> FiniteResult:
+                names: Callable[[int], str], budget_s: float | None = None) -> FiniteResult:
     def element(i: int) -> tuple[float, float, float, str | None]:
         h0 = _power_of_two(c0 * max(abs(float(x[i])), 1.0))
         value, error, step, start, why = _extrapolate(ev, _central_level(ev, i, eps, centre=True), h0,
@@ -658,7 +663,10 @@ def _richardson(ev: _Evaluator, x: np.ndarray, c0: float, eps: float, floor: flo
         # the result is stored in the run's dtype: its own rounding
         return value, error + eps * abs(value), step, note
 
-    results = _each(ev, [lambda i=i: element(i) for i in range(x.size)])
+    tasks = [lambda i=i: element(i) for i in range(x.size)]
+    if budget_s:
+        tasks = _within(tasks, budget_s, "Richardson extrapolation's", "gradient elements", "MAX_RICHARDSON_S")
+    results = _each(ev, tasks)
     grad = np.array([r[0] for r in results], dtype=np.float64)
     err = np.array([r[1] for r in results], dtype=np.float64)
     steps = np.array([r[2] for r in results], dtype=np.float64)
@@ -822,7 +830,8 @@ def _complex_step(f: Callable[[np.ndarray], Any], x: np.ndarray, c: float, eps: 
 
 def differentiate(f: Callable[[np.ndarray], Any], x: np.ndarray, scheme: str, c: float | None = None, *,
                   estimate: bool = True, names: Callable[[int], str] | None = None,
-                  batch: Callable[[np.ndarray], np.ndarray] | None = None) -> FiniteResult:
+                  batch: Callable[[np.ndarray], np.ndarray] | None = None,
+                  budget_s: float | None = None) -> FiniteResult:
     """The finite-difference gradient of ``f`` at ``x`` by ``scheme``, with its error estimate and notes.
 
     ``c`` is the relative step (``step_scale`` by default). ``estimate=False`` skips the
@@ -830,7 +839,8 @@ def differentiate(f: Callable[[np.ndarray], Any], x: np.ndarray, scheme: str, c:
     estimate (``richardson`` gets its estimate from its own table). ``batch``, a function of a (B, N)
     array of points returning their B values (``batched_function``), evaluates the points of every
     element's stencil in one call per round instead of one call per point; the complex step ignores
-    it. Raises ValueError for an unknown scheme, Skip where the complex step does not apply, and
+    it. ``budget_s`` bounds ``richardson``'s time: once its elements so far project the gradient past it, it
+    raises OverBudget. Raises ValueError for an unknown scheme, Skip where the complex step does not apply, and
     whatever ``f`` (or ``batch``) raises.
     """
     dtype = x.dtype
@@ -844,7 +854,7 @@ def differentiate(f: Callable[[np.ndarray], Any], x: np.ndarray, scheme: str, c:
     if scheme != "richardson":
         raise ValueError(f"unknown finite-difference scheme {scheme!r}")
     ev = _Evaluator(f, x, batch)
-    result = _richardson(ev, x, c, eps, 8 * eps, label)
+    result = _richardson(ev, x, c, eps, 8 * eps, label, budget_s)
     result.evaluations, result.value_dtype, result.batches = ev.evaluations, ev.value_dtype, ev.batches
     return result
 
@@ -1060,7 +1070,7 @@ class FiniteEngine:
         with np.errstate(all="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
-                result = differentiate(f, x, variant, c, names=names, batch=batch)
+                result = differentiate(f, x, variant, c, names=names, batch=batch, budget_s=MAX_RICHARDSON_S)
             except (TypeError, ValueError, AttributeError) as exc:
                 if variant != "complex_step":
                     raise

@@ -80,6 +80,11 @@ SYMENGINE_BLOCK = 256
 #: faster than linearly with one function's size. Measured on 2 cores: llsq n = 256, m = 128 (121,563 distinct
 #: operations in its gradient) compiles in 16 s; gmm d = 2, k = 5, n = 1000 (258,864) ran past 90 s
 SYMENGINE_MAX_COMPILE_OPS = 150_000
+#: the ``numpy-nocse`` variant prints and compiles the gradient as a tree (no shared subexpressions); one whose
+#: tree has more operations than this is not compiled (the row is ``skipped``, naming the size: the expression
+#: swell this variant exists to show). Measured on 2 cores: BA (2 cameras, 3 points, 4 observations), 491,633
+#: operations without CSE against 2,873 with it, took 36 s to lambdify; the tree is counted in well under 1 s
+MAX_NOCSE_OPS = 200_000
 
 
 @dataclass
@@ -231,6 +236,13 @@ def _trace(case: Case) -> SymbolicTrace:
     from ..branching import deciding_at
     from ..namespaces import sympy_namespace, tracing_at
 
+    predicted = _symengine_count(case)
+    if predicted is not None and predicted > SWELL_MARGIN * MAX_OPS:
+        raise OverBudget(f"SymEngine's trace of the same function counts {predicted} operations, more than "
+                         f"{SWELL_MARGIN:g} times the symbolic budget of {MAX_OPS} "
+                         "(diffbench.engines.symbolic.MAX_OPS): expression swell; SymPy's own trace, which would "
+                         "take far longer to reach that count, is not started (diffbench.engines.symbolic."
+                         "SWELL_MARGIN)")
     start = time.perf_counter()
     symbols, args, point = _symbolic_inputs(case)
     with tracing_at({s: sp.Float(float(v)) for s, v in zip(symbols, point)}), _trace_time_limit(case), \
@@ -265,6 +277,28 @@ def _trace(case: Case) -> SymbolicTrace:
 #: constructors can spend minutes in assumption queries on a large unrolled expression before any budget can
 #: count it (the in-process API's own time budget, where one is running, takes precedence)
 MAX_TRACE_S = 30.0
+#: before SymPy traces a case, SymEngine traces it (a fraction of the time; kept for the ``symengine`` variant)
+#: for at most ``PROBE_S`` seconds (never past MAX_TRACE_S); where SymEngine counts more than ``SWELL_MARGIN`` ×
+#: ``MAX_OPS`` operations, the SymPy trace is not started: it would end at MAX_OPS or MAX_TRACE_S. The margin
+#: covers the two libraries' different automatic simplifications (their counts agree within a few percent on
+#: gradbench's cases: 296 against 303 for llsq at n = 16). Measured on 2 cores: llsq at n = 256 (66,176
+#: operations) traces in SymEngine in a few seconds, where SymPy ran past 30 s
+SWELL_MARGIN = 1.5
+PROBE_S = 10.0
+
+
+def _symengine_count(case: Case) -> int | None:
+    """The operations SymEngine counts in ``case``'s expression (traced within ``PROBE_S``), or None where
+    SymEngine is missing, cannot trace the case, or takes longer: then there is no prediction."""
+    from ..errors import UnitTimeout
+
+    try:
+        with _trace_time_limit(case, min(PROBE_S, MAX_TRACE_S)):
+            return _symengine_function(case)[2]
+    except UnitTimeout:  # the measurement's own budget ended: not a missing prediction
+        raise
+    except Exception:  # noqa: BLE001 - no prediction; SymPy's trace then decides, under its own limits
+        return None
 
 
 def tree_ops(expr: Any, limit: int) -> int:
@@ -298,15 +332,16 @@ class _TraceTooLong(Exception):
 
 
 @contextlib.contextmanager
-def _trace_time_limit(case: Case) -> Iterator[None]:
-    """Stop a SymPy trace past ``MAX_TRACE_S`` with OverBudget (main thread). Where an outer timer is running (the
-    in-process API's per-measurement budget) and ends later, it is suspended while the trace runs and re-armed
-    with what is left of it afterwards; where it ends first, it decides."""
+def _trace_time_limit(case: Case, seconds: float | None = None) -> Iterator[None]:
+    """Stop a SymPy trace past ``MAX_TRACE_S`` (or ``seconds``) with OverBudget (main thread). Where an outer timer
+    is running (the in-process API's per-measurement budget) and ends later, it is suspended while the trace runs
+    and re-armed with what is left of it afterwards; where it ends first, it decides."""
+    limit = MAX_TRACE_S if seconds is None else seconds
     if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
         yield
         return
     outer = signal.getitimer(signal.ITIMER_REAL)[0]
-    if 0 < outer <= MAX_TRACE_S:
+    if 0 < outer <= limit:
         yield
         return
 
@@ -320,11 +355,11 @@ def _trace_time_limit(case: Case) -> Iterator[None]:
 
     started = time.monotonic()
     previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, MAX_TRACE_S)
+    signal.setitimer(signal.ITIMER_REAL, limit)
     try:
         yield
     except _TraceTooLong:
-        raise OverBudget(f"tracing the case with SymPy ran past {MAX_TRACE_S:g} s "
+        raise OverBudget(f"tracing the case with SymPy ran past {limit:g} s "
                          "(diffbench.engines.symbolic.MAX_TRACE_S) before its expression could be counted: "
                          "expression swell (SymPy's constructors query assumptions on every new node)") from None
     finally:
@@ -360,10 +395,28 @@ def symengine_trace(case: Case) -> SymEngineTrace:
     Raises Skip past the ``symengine`` budgets, SymEngineLacks where the SymPy path must be used
     instead, or the case's own error.
     """
+    symbols, f, ops, trace_s = _symengine_function(case)
+    if ops > SYMENGINE_MAX_OPS:
+        raise Skip(f"the function's expression has {ops} operations, over the SymEngine budget of "
+                   f"{SYMENGINE_MAX_OPS} (diffbench.engines.symbolic.SYMENGINE_MAX_OPS): expression swell")
+    start = time.perf_counter()
+    gradient = _se_gradient(f, symbols)
+    diff_s = time.perf_counter() - start
+    _check_evaluated(gradient)
+    return SymEngineTrace(case, symbols, f, gradient, trace_s, diff_s, ops)
+
+
+def _symengine_function(case: Case) -> tuple[list[Any], Any, int, float]:
+    """``case`` traced by SymEngine: (symbols, expression, its operations as a tree, seconds). Kept on the case
+    once it succeeds (the SymPy trace's prediction and the ``symengine`` variant share it); raises Skip past
+    SYMENGINE_MAX_INPUTS, SymEngineLacks where the SymPy path must be used, or the case's own error."""
     import symengine as se
 
     from ..namespaces import UnsupportedFunction, symengine_namespace, tracing_at
 
+    kept = case.__dict__.get("_symengine_function")
+    if kept is not None:
+        return kept
     if case.size > SYMENGINE_MAX_INPUTS:
         raise Skip(f"{case.size} scalar inputs exceed the SymEngine budget of {SYMENGINE_MAX_INPUTS} "
                    "(diffbench.engines.symbolic.SYMENGINE_MAX_INPUTS)")
@@ -385,16 +438,9 @@ def symengine_trace(case: Case) -> SymEngineTrace:
         raise SymEngineLacks(f"SymEngine cannot represent {value!r}") from exc
     if not isinstance(f, se.Expr) or (f.free_symbols - set(symbols)):
         raise SymEngineLacks(f"the case returned {value!r} ({type(value).__name__}) in SymEngine")
-    ops = count_ops([f])
-    if ops > SYMENGINE_MAX_OPS:
-        raise Skip(f"the function's expression has {ops} operations, over the SymEngine budget of "
-                   f"{SYMENGINE_MAX_OPS} (diffbench.engines.symbolic.SYMENGINE_MAX_OPS): expression swell")
-    trace_s = time.perf_counter() - start
-    start = time.perf_counter()
-    gradient = _se_gradient(f, symbols)
-    diff_s = time.perf_counter() - start
-    _check_evaluated(gradient)
-    return SymEngineTrace(case, symbols, f, gradient, trace_s, diff_s, ops)
+    kept = (symbols, f, count_ops([f]), time.perf_counter() - start)
+    case.__dict__["_symengine_function"] = kept
+    return kept
 
 
 def _symengine_type_error(exc: TypeError) -> str:
@@ -606,6 +652,48 @@ def _se_point(case: Case, dtype: str) -> np.ndarray:
     return np.ascontiguousarray(np.concatenate([v.ravel() for v in case.inputs.values()]).astype(dtype))
 
 
+def _lambdified(tr: SymbolicTrace, variant: str) -> tuple[Callable[..., Any], Callable[..., Any]]:
+    """The gradient and the function lambdified to NumPy (with CSE for ``numpy``, without for ``numpy-nocse``),
+    compiled once per case and variant: the generated code does not depend on the dtype."""
+    import sympy as sp
+
+    key = f"lambdify-{variant}"
+    if key not in tr._cache:
+        shared = (lambda exprs: _shared_cse(tr)) if variant == "numpy" else False
+        tr._cache[key] = (sp.lambdify([tr.symbols], tr.gradient, modules="numpy", cse=shared),
+                          sp.lambdify([tr.symbols], tr.f, modules="numpy"))
+    return tr._cache[key]
+
+
+def _shared_cse(tr: SymbolicTrace) -> tuple[list[tuple[Any, Any]], list[Any]]:
+    """SymPy's common-subexpression elimination of the gradient (replacements, reduced components), found once
+    per case and shared by the variants that compile it with CSE and by the operation count: on a large
+    gradient (BA's 37 components of 2,873 shared operations) one ``cse`` takes seconds."""
+    import sympy as sp
+
+    if "cse" not in tr._cache:
+        tr._cache["cse"] = sp.cse(tr.gradient, list=False)
+    return tr._cache["cse"]
+
+
+def _check_tree_size(grads: list[Any]) -> None:
+    """Skip (OverBudget) a gradient whose components, as trees, have more than ``MAX_NOCSE_OPS`` operations."""
+    total = 0
+    for g in grads:
+        total += tree_ops(g, MAX_NOCSE_OPS - total)
+        if total > MAX_NOCSE_OPS:
+            raise OverBudget(f"the gradient without common-subexpression elimination has more than {MAX_NOCSE_OPS} "
+                             "operations as a tree (counted, stopped at the budget), over the numpy-nocse "
+                             f"compile budget of {MAX_NOCSE_OPS} (diffbench.engines.symbolic.MAX_NOCSE_OPS): "
+                             "expression swell; the numpy variant compiles it with CSE")
+
+
+def numpy_gradient(case: Case, variant: str = "numpy") -> Callable[..., Any]:
+    """SymPy's gradient of ``case`` lambdified to NumPy (``variant`` numpy or numpy-nocse), the function a row of
+    that variant was timed on: called with the flat point, it returns the components."""
+    return _lambdified(trace(case), variant)[0]
+
+
 class SymbolicEngine:
     """SymPy ``diff`` then ``lambdify``; variants differ in what the derivative is compiled to."""
 
@@ -648,12 +736,9 @@ class SymbolicEngine:
         grads = tr.gradient
         start = time.perf_counter()
         if variant in ("numpy", "numpy-nocse"):
-            # the generated code does not depend on the dtype: compile once per case and variant
-            key = f"lambdify-{variant}"
-            if key not in tr._cache:
-                tr._cache[key] = (sp.lambdify([tr.symbols], grads, modules="numpy", cse=(variant == "numpy")),
-                                  sp.lambdify([tr.symbols], tr.f, modules="numpy"))
-            fn, f_fn = tr._cache[key]
+            if variant == "numpy-nocse":
+                _check_tree_size(grads)
+            fn, f_fn = _lambdified(tr, variant)
             point = list(np.concatenate([v.ravel() for v in case.inputs.values()]).astype(dtype))
             np_dtype = np.dtype(dtype)
 
@@ -841,7 +926,7 @@ def _count_ops(tr: SymbolicTrace, grads: list[Any], cse: bool) -> int:
     key = f"ops-{cse}"
     if key not in tr._cache:
         if cse:
-            replacements, reduced = sp.cse(grads)
+            replacements, reduced = _shared_cse(tr) if grads is tr.gradient else sp.cse(grads)
             tr._cache[key] = int(sum(sp.count_ops(e) for _, e in replacements) + sum(sp.count_ops(e) for e in reduced))
         else:
             tr._cache[key] = int(sum(sp.count_ops(g) for g in grads))
@@ -882,9 +967,13 @@ def _tensorflow_variant(case: Case, tr: SymbolicTrace, grads: list[Any], dtype: 
     if key not in tr._cache:
         # exact constants (sqrt(pi), log(2)) as decimal literals: TensorFlow would make float32 tensors of
         # the Python numbers a printed sqrt(math.pi) produces, and lose half the digits in a float64 run
-        numeric = [g.evalf(20) for g in grads]
+        # (evaluated on the shared CSE's parts: evalf walks an expression as a tree, its parts once each)
+        def numeric_cse(exprs: Any) -> tuple[list[tuple[Any, Any]], list[Any]]:
+            replacements, reduced = _shared_cse(tr) if grads is tr.gradient else sp.cse(grads, list=False)
+            return [(s, e.evalf(20)) for s, e in replacements], [g.evalf(20) for g in reduced]
+
         tr._cache[key] = (
-            sp.lambdify([tr.symbols], numeric, modules=[extra, "tensorflow"], cse=True, printer=printer),
+            sp.lambdify([tr.symbols], grads, modules=[extra, "tensorflow"], cse=numeric_cse, printer=printer),
             sp.lambdify([tr.symbols], _evalf(tr.f), modules=[extra, "tensorflow"], printer=printer))
     fn, f_fn = tr._cache[key]
     flat = np.concatenate([v.ravel() for v in case.inputs.values()])

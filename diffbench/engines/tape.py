@@ -63,7 +63,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from .. import products
+from .. import nested, products
 from ..products import PRODUCT_VARIANTS
 from ..case import Case
 from . import BATCH_TAG, EngineInfo, NoGradient, OverBudget, Prepared, Skip, check_output, check_scalar, output_shape
@@ -82,6 +82,9 @@ MAX_HESSIAN_INPUTS = 400
 #: (det, ℓ = 4) to 31 (the particle's steps unnested) and past 95 (the same with ∇ₓp by xp.grad, still
 #: compiling at 120 s)
 TRACE_COST = {"function": 10.0, "xla": 50.0, "forward": 25.0, "hessian": 40.0}
+#: ... where the case opens a tape inside its tape (``xp.grad``): XLA compiles the nested backward pass too
+#: (the particle with ∇ₓp by xp.grad: past 95 times its eager first call, 131 s at dt = 0.5)
+TRACE_COST_NESTED = {**TRACE_COST, "xla": 100.0}
 #: a traced variant whose predicted tracing (``TRACE_COST`` × the eager gradient's first call, measured
 #: earlier in the same run) passes this many seconds is ``skipped`` with the prediction, before tracing
 MAX_TRACE_S = 60.0
@@ -191,13 +194,15 @@ def _check_trace_cost(case: Case, variant: str, dtype: str, device: str) -> None
     times the eager gradient's first call (kept on the case by the eager variant, measured before the traced
     ones); no prediction without it."""
     eager = case.__dict__.get("_tape_eager_s", {}).get((dtype, device))
-    factor = TRACE_COST.get(variant)
+    nested = case.__dict__.get("_tape_nested", False)
+    factor = (TRACE_COST_NESTED if nested else TRACE_COST).get(variant)
     if eager is None or factor is None or factor * eager <= MAX_TRACE_S:
         return
     what = "tracing and compiling" if variant == "xla" else "tracing"
     target = "the tape Hessian" if variant == "hessian" else f"tape/{variant}"
+    table = "TRACE_COST_NESTED: the case takes a gradient inside (xp.grad)" if nested else "TRACE_COST"
     raise OverBudget(f"{what} the case for {target} would take about {factor * eager:.0f} s ({factor:g} times "
-                     f"the {eager:.2g} s the eager gradient's first call took; diffbench.engines.tape.TRACE_COST), "
+                     f"the {eager:.2g} s the eager gradient's first call took; diffbench.engines.tape.{table}), "
                      f"past the tracing budget of {MAX_TRACE_S:g} s (diffbench.engines.tape.MAX_TRACE_S): a long "
                      "unrolled computation; the eager variant measures it")
 
@@ -436,6 +441,7 @@ class TapeEngine:
                 compiled_step = tf.function(step, jit_compile=(variant == "xla"))
                 compiled_f = tf.function(evaluate, jit_compile=(variant == "xla"))
             start = time.perf_counter()
+            nested_calls = nested.TAPE_CALLS[0]
             try:
                 with _graph_branch_skip(variant, step if variant != "eager" else None, case):
                     y, grads = compiled_step()
@@ -449,6 +455,8 @@ class TapeEngine:
             prepare_s = time.perf_counter() - start
             if variant == "eager":
                 case.__dict__.setdefault("_tape_eager_s", {})[(dtype, device)] = prepare_s
+                if nested_calls != nested.TAPE_CALLS[0]:
+                    case.__dict__["_tape_nested"] = True
             compiled_f()
             check_scalar(case, y, "TensorFlow namespace" if case.native is None else "native TensorFlow code")
             info: dict[str, Any] = {}
