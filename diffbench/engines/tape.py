@@ -145,8 +145,9 @@ def _graph_branch_skip(variant: str, eager: Callable[[], Any] | None = None,
     convert) is skipped in a traced variant with the reason; eager runs it. Decided by the exception's type and
     where it was raised (autograph's control-flow operators), not by its text.
 
-    With ``eager`` (the same computation without tracing) and an xp ``case``, a TypeError, ValueError or
-    NotImplementedError raised while tracing is skipped too when ``eager()`` runs: the Python is valid and only
+    With ``eager`` (the same computation without tracing) and an xp ``case``, a TypeError, ValueError,
+    NotImplementedError or AssertionError (autograph's checks of an ``if`` it converted) raised while tracing is
+    skipped too when ``eager()`` runs: the Python is valid and only
     its conversion to a graph fails (a loop variable that starts as a Python int and becomes a float tensor, whose
     dtype autograph requires to stay fixed). Where ``eager()`` fails too, the error is the case's own."""
     tf = _tf()
@@ -155,19 +156,22 @@ def _graph_branch_skip(variant: str, eager: Callable[[], Any] | None = None,
     except Exception as exc:  # noqa: BLE001 - anything else is raised again unchanged
         if not _autograph_branch_error(tf, exc):
             if eager is None or case is None or case.native is not None or \
-                    not isinstance(exc, (TypeError, ValueError, NotImplementedError)):
+                    not isinstance(exc, (TypeError, ValueError, NotImplementedError, AssertionError)):
                 raise
             try:
                 eager()
             except Exception:  # noqa: BLE001 - the case fails without tracing too: the tracing error is its own
                 raise exc from None
-            said = [line.strip() for line in str(exc).splitlines() if line.strip()]
+            said = [line.strip() for line in str(exc).splitlines()
+                    if line.strip() and line.strip() not in (type(exc).__name__, f"{type(exc).__name__}:")]
             last = said[-1] if said else "no message"
             last = last[len(type(exc).__name__) + 2:] if last.startswith(f"{type(exc).__name__}: ") else last
             raise Skip(f"tape/{variant} traces the case into a graph, and tracing fails where the eager variant "
-                       f"runs the same code ({type(exc).__name__}: {last}): autograph "
-                       "requires a loop variable to keep its dtype and shape across iterations; start it as an xp "
-                       "array of the input's dtype (xp.zeros(()) rather than 0), or read the eager row") from None
+                       f"runs the same code ({type(exc).__name__}: {last}): the Python is valid, and autograph's "
+                       "conversion of it into graph control flow refuses it (autograph has rules plain Python does "
+                       "not: a loop variable keeps its dtype and shape across iterations, a `return` under an `if` "
+                       "on a tensor needs one on every branch); the eager row measures this code, or rewrite it for "
+                       "autograph (e.g. start loop variables as xp arrays of the input's dtype)") from None
         raise Skip(f"tape/{variant} traces the case into a graph, and autograph cannot convert its data-dependent "
                    f"`if`/`while` ({type(exc).__name__}: e.g. a loop condition that starts as a Python number and "
                    "becomes a tensor); the eager variant follows Python's control flow, or start the loop's "
