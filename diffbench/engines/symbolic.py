@@ -277,14 +277,14 @@ def _trace(case: Case) -> SymbolicTrace:
 #: constructors can spend minutes in assumption queries on a large unrolled expression before any budget can
 #: count it (the in-process API's own time budget, where one is running, takes precedence)
 MAX_TRACE_S = 30.0
-#: before SymPy traces a case, SymEngine traces it (a fraction of the time; kept for the ``symengine`` variant)
-#: for at most ``PROBE_S`` seconds (never past MAX_TRACE_S); where SymEngine counts more than ``SWELL_MARGIN`` ×
-#: ``MAX_OPS`` operations, the SymPy trace is not started: it would end at MAX_OPS or MAX_TRACE_S. The margin
-#: covers the two libraries' different automatic simplifications (their counts agree within a few percent on
-#: gradbench's cases: 296 against 303 for llsq at n = 16). Measured on 2 cores: llsq at n = 256 (66,176
-#: operations) traces in SymEngine in a few seconds, where SymPy ran past 30 s
+#: before SymPy traces a case, SymEngine traces it (a fraction of the time) for at most ``PROBE_S`` seconds (never
+#: past MAX_TRACE_S; a trace it finishes is kept for the ``symengine`` variant); where SymEngine counts more than
+#: ``SWELL_MARGIN`` × ``MAX_OPS`` operations, the SymPy trace is not started: it would end at MAX_OPS or
+#: MAX_TRACE_S. The margin covers the two libraries' different automatic simplifications (their counts agree
+#: within a few percent on gradbench's cases: 296 against 303 for llsq at n = 16). Measured on 2 cores: llsq at
+#: n = 256 (66,176 operations) traces in SymEngine in a few seconds, where SymPy ran past 30 s
 SWELL_MARGIN = 1.5
-PROBE_S = 10.0
+PROBE_S = 30.0
 
 
 def _symengine_count(case: Case) -> int | None:
