@@ -490,8 +490,8 @@ def gradbench_saddle(q, xp):
     outer solver minimises r from q = (1, 1) with ∇r; this case is r at that start, and its gradient is that ∇r.
 
     Two things real code does meet here: the inner solver's gradient is ``xp.grad`` (a derivative nested in the
-    case's own), and its loop branches on values (‖∇‖ ≤ 10⁻⁵, f decreased?) about 170 times; symbolic methods
-    decide each branch at the point. The inner iterates do not depend on q, so r(q) = ‖q‖² − ‖p*‖² and
+    case's own), and its loop runs 170 times, each pass branching on values (‖∇‖ ≤ 10⁻⁵, a move ≤ 10⁻⁵, did f
+    decrease?: 479 tests in all); symbolic methods decide each at the point. The inner iterates do not depend on q, so r(q) = ‖q‖² − ‖p*‖² and
     ∇r = 2q = (2, 2), exactly (derived by hand)."""
     p = _descend(_saddle_loss, xp.asarray([1.0, 1.0]), q, xp)
     return _saddle_cost(p, q, xp)
