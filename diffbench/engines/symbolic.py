@@ -926,7 +926,8 @@ def _count_ops(tr: SymbolicTrace, grads: list[Any], cse: bool) -> int:
     key = f"ops-{cse}"
     if key not in tr._cache:
         if cse:
-            replacements, reduced = _shared_cse(tr) if grads is tr.gradient else sp.cse(grads)
+            shared = isinstance(tr, SymbolicTrace) and grads is tr.gradient
+            replacements, reduced = _shared_cse(tr) if shared else sp.cse(grads)
             tr._cache[key] = int(sum(sp.count_ops(e) for _, e in replacements) + sum(sp.count_ops(e) for e in reduced))
         else:
             tr._cache[key] = int(sum(sp.count_ops(g) for g in grads))
@@ -969,7 +970,8 @@ def _tensorflow_variant(case: Case, tr: SymbolicTrace, grads: list[Any], dtype: 
         # the Python numbers a printed sqrt(math.pi) produces, and lose half the digits in a float64 run
         # (evaluated on the shared CSE's parts: evalf walks an expression as a tree, its parts once each)
         def numeric_cse(exprs: Any) -> tuple[list[tuple[Any, Any]], list[Any]]:
-            replacements, reduced = _shared_cse(tr) if grads is tr.gradient else sp.cse(grads, list=False)
+            shared = isinstance(tr, SymbolicTrace) and grads is tr.gradient  # a Jacobian's entries: their own CSE
+            replacements, reduced = _shared_cse(tr) if shared else sp.cse(grads, list=False)
             return [(s, e.evalf(20)) for s, e in replacements], [g.evalf(20) for g in reduced]
 
         tr._cache[key] = (
