@@ -999,17 +999,12 @@ def hessian_matrix(f: Callable[[np.ndarray], Any], x: np.ndarray, c0: float = RI
         return value, error, t, None
 
     pairs = [(i, i) for i in range(n)] + [(i, j) for i in range(n) for j in range(i + 1, n)]
-    # formed in a fixed shuffled order, so that the entries formed first, from which the budget projects the
-    # whole, are a fair sample of it: a kink or a pole makes some entries take many more levels than others (k-means
-    # at gradbench's size took 67 s against the 60 s budget, projected from its first entries, all on the
-    # diagonal). The entries are the same in any order: each point's value is cached, not recomputed
-    pairs = [pairs[k] for k in np.random.default_rng(0).permutation(len(pairs))]
     tasks = [(lambda i=i: diagonal_entry(i)) if i == j else (lambda i=i, j=j: cross_entry(i, j)) for i, j in pairs]
     if budget_s:
         tasks = _within(tasks, budget_s)
     with np.errstate(all="ignore"):
         results = _each(ev, tasks)
-    for (i, j), (value, error, step, note) in sorted(zip(pairs, results), key=lambda item: item[0]):
+    for (i, j), (value, error, step, note) in zip(pairs, results):
         out[i, j] = out[j, i] = value
         err[i, j] = err[j, i] = error
         steps[i, j] = steps[j, i] = step
